@@ -1,0 +1,256 @@
+//! Command-line interface (clap derive): one options struct per subcommand.
+//! The job file says *what* to do; global flags say *how* (threads, progress).
+
+use clap::{Args, Parser, Subcommand};
+use toml::{Table, Value};
+
+use crate::progress::ProgressMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "embedflow",
+    version,
+    about = "Turn document tables (Parquet/CSV) into embeddings with ONNX Runtime",
+    long_about = "Turn document tables (Parquet/CSV) into embeddings with ONNX Runtime.\n\n\
+        embedflow reads Parquet or CSV, chunks long texts into token windows of the model's own tokenizer, \
+        embeds them with a sentence-transformers model exported to ONNX, and writes Parquet with the input \
+        columns beside an `embedding` column of type FixedSizeList<Float32, dim>.\n\n\
+        Exit codes: 0 done; 1 failed (nothing committed); 2 done, but rows with empty or null text were skipped.",
+    after_help = "Examples:\n  \
+        embedflow run jobs/quickstart.toml\n  \
+        embedflow run jobs/quickstart.toml --set chunking.max_tokens=128 --set output.path=out/small.parquet\n  \
+        embedflow embed sample_data/news.parquet out/news_embedded.parquet --model all-MiniLM-L6-v2 --text-column text --id-column article_id\n  \
+        embedflow validate jobs/*.toml"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Progress display on stderr: a bar on a terminal, a line every few seconds otherwise.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+
+    /// ONNX Runtime intra-op threads (default: the job's embed.threads, 0 = all cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Log level filter (error, warn, info, debug, trace), or set RUST_LOG.
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log: String,
+
+    /// Print nothing but errors (no summary, no progress).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a job file (TOML; see README "Job file reference").
+    Run(RunOpts),
+    /// Embed a file ad hoc: every job option has a flag.
+    Embed(Box<EmbedOpts>),
+    /// Check job files without running them: fields, input columns, model folder, outputs.
+    Validate(ValidateOpts),
+}
+
+#[derive(Args, Debug)]
+pub struct RunOpts {
+    /// The job file.
+    pub job: String,
+    /// Override a job field, e.g. --set chunking.max_tokens=128 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateOpts {
+    /// Job files to check.
+    #[arg(required = true)]
+    pub jobs: Vec<String>,
+    /// Override a job field before checking (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedOpts {
+    /// Input: a Parquet or CSV file, a directory, or a glob such as 'data/*.parquet'.
+    pub input: String,
+    /// Output Parquet file.
+    pub output: String,
+
+    /// Model folder, or the name of one under $EMBEDFLOW_MODELS / $EMBEDFLOW_HOME/models.
+    #[arg(long, help_heading = "Model")]
+    pub model: String,
+    /// Maximum tokens per text, special tokens included (default: the model's max_seq_length).
+    #[arg(long, help_heading = "Model")]
+    pub max_seq_length: Option<i64>,
+    /// Pooling: cls, mean, max, mean_sqrt_len, lasttoken (default: the model's 1_Pooling/config.json).
+    #[arg(long, help_heading = "Model")]
+    pub pooling: Option<String>,
+    /// L2-normalise vectors (default: whether the model has a Normalize module).
+    #[arg(long, help_heading = "Model")]
+    pub normalize: Option<bool>,
+    /// A prompt named in the model's config_sentence_transformers.json, e.g. query or passage.
+    #[arg(long, help_heading = "Model")]
+    pub prompt_name: Option<String>,
+    /// A literal prompt prepended to every text, e.g. "passage: ".
+    #[arg(long, help_heading = "Model")]
+    pub prompt: Option<String>,
+
+    /// Column holding the text.
+    #[arg(long, help_heading = "Input")]
+    pub text_column: Option<String>,
+    /// Build the text from several columns, e.g. "{title}\n\n{text}".
+    #[arg(long, help_heading = "Input")]
+    pub text_template: Option<String>,
+    /// Column identifying each row (always kept; named in error messages).
+    #[arg(long, help_heading = "Input")]
+    pub id_column: Option<String>,
+    /// Input columns to copy to the output, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', help_heading = "Input")]
+    pub columns: Option<Vec<String>>,
+    /// SQL condition selecting input rows, e.g. "outlet = 'bbc'".
+    #[arg(long, help_heading = "Input")]
+    pub filter: Option<String>,
+    /// Input format, when the file name does not tell: parquet or csv.
+    #[arg(long, help_heading = "Input")]
+    pub format: Option<String>,
+    /// CSV: the first line is not a header.
+    #[arg(long, help_heading = "Input")]
+    pub csv_no_header: bool,
+    /// CSV: field delimiter (one character; \t for tab).
+    #[arg(long, help_heading = "Input")]
+    pub csv_delimiter: Option<String>,
+    /// CSV: quote character.
+    #[arg(long, help_heading = "Input")]
+    pub csv_quote: Option<String>,
+    /// CSV: escape character.
+    #[arg(long, help_heading = "Input")]
+    pub csv_escape: Option<String>,
+    /// CSV: read every column as text instead of inferring types.
+    #[arg(long, help_heading = "Input")]
+    pub csv_no_infer: bool,
+
+    /// Chunking: tokens (windows with overlap) or none (truncate).
+    #[arg(long, help_heading = "Chunking")]
+    pub chunking: Option<String>,
+    /// Tokens per chunk (default: what the model takes).
+    #[arg(long, help_heading = "Chunking")]
+    pub max_tokens: Option<i64>,
+    /// Tokens shared by consecutive chunks.
+    #[arg(long, help_heading = "Chunking")]
+    pub overlap: Option<i64>,
+    /// Write each chunk's text in a chunk_text column.
+    #[arg(long, help_heading = "Chunking")]
+    pub keep_chunk_text: bool,
+    /// Also write one vector per document (normalised mean of its chunks) to this Parquet file.
+    #[arg(long, help_heading = "Chunking")]
+    pub documents: Option<String>,
+
+    /// Padded tokens per inference batch.
+    #[arg(long, help_heading = "Embedding")]
+    pub batch_tokens: Option<i64>,
+    /// Rows per inference batch at most.
+    #[arg(long, help_heading = "Embedding")]
+    pub max_batch_rows: Option<i64>,
+    /// Rows with null or empty text: skip (exit code 2), fail, or embed.
+    #[arg(long, help_heading = "Embedding")]
+    pub on_empty: Option<String>,
+
+    /// Output compression: zstd, snappy, lz4, gzip, none.
+    #[arg(long, help_heading = "Output")]
+    pub compression: Option<String>,
+    /// Rows per Parquet row group.
+    #[arg(long, help_heading = "Output")]
+    pub row_group_size: Option<i64>,
+    /// Name of the vector column.
+    #[arg(long, help_heading = "Output")]
+    pub vector_column: Option<String>,
+    /// Fail if the output exists instead of replacing it.
+    #[arg(long, help_heading = "Output")]
+    pub no_overwrite: bool,
+
+    /// Override any job field, e.g. --set chunking.overlap=16 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl EmbedOpts {
+    /// The job these flags describe, as the table a job file would hold.
+    pub fn to_table(&self) -> Table {
+        let mut t = Table::new();
+        let mut put = |section: &str, key: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                let s = t
+                    .entry(section.to_string())
+                    .or_insert_with(|| Value::Table(Table::new()));
+                if let Value::Table(s) = s {
+                    s.insert(key.to_string(), v);
+                }
+            }
+        };
+        let s = |v: &Option<String>| v.clone().map(Value::String);
+        let i = |v: &Option<i64>| v.map(Value::Integer);
+        let flag = |b: bool, v: bool| b.then_some(Value::Boolean(v));
+        put("input", "path", Some(Value::String(self.input.clone())));
+        put("input", "text_column", s(&self.text_column));
+        // A shell passes "\n" through as backslash-n: read it as a newline, as TOML would.
+        put(
+            "input",
+            "text_template",
+            self.text_template
+                .as_ref()
+                .map(|t| Value::String(t.replace("\\n", "\n").replace("\\t", "\t"))),
+        );
+        put("input", "id_column", s(&self.id_column));
+        put(
+            "input",
+            "columns",
+            self.columns
+                .clone()
+                .map(|c| Value::Array(c.into_iter().map(Value::String).collect())),
+        );
+        put("input", "filter", s(&self.filter));
+        put("input", "format", s(&self.format));
+        let mut csv = Table::new();
+        if self.csv_no_header {
+            csv.insert("header".into(), Value::Boolean(false));
+        }
+        for (k, v) in [
+            ("delimiter", &self.csv_delimiter),
+            ("quote", &self.csv_quote),
+            ("escape", &self.csv_escape),
+        ] {
+            if let Some(v) = v {
+                csv.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        if self.csv_no_infer {
+            csv.insert("infer_types".into(), Value::Boolean(false));
+        }
+        if !csv.is_empty() {
+            put("input", "csv", Some(Value::Table(csv)));
+        }
+        put("model", "path", Some(Value::String(self.model.clone())));
+        put("model", "max_seq_length", i(&self.max_seq_length));
+        put("model", "pooling", s(&self.pooling));
+        put("model", "normalize", self.normalize.map(Value::Boolean));
+        put("model", "prompt_name", s(&self.prompt_name));
+        put("model", "prompt", s(&self.prompt));
+        put("chunking", "mode", s(&self.chunking));
+        put("chunking", "max_tokens", i(&self.max_tokens));
+        put("chunking", "overlap", i(&self.overlap));
+        put("chunking", "keep_text", flag(self.keep_chunk_text, true));
+        put("embed", "batch_tokens", i(&self.batch_tokens));
+        put("embed", "max_batch_rows", i(&self.max_batch_rows));
+        put("embed", "on_empty", s(&self.on_empty));
+        put("output", "path", Some(Value::String(self.output.clone())));
+        put("output", "documents_path", s(&self.documents));
+        put("output", "compression", s(&self.compression));
+        put("output", "row_group_size", i(&self.row_group_size));
+        put("output", "vector_column", s(&self.vector_column));
+        put("output", "overwrite", flag(self.no_overwrite, false));
+        t
+    }
+}

@@ -1,0 +1,66 @@
+//! Embedding: the model folder, its tokenizer, the ONNX Runtime session, and
+//! batching by token budget.
+
+pub mod batch;
+pub mod model;
+pub mod pool;
+pub mod session;
+pub mod tokenize;
+
+use std::path::PathBuf;
+
+pub use model::ModelConfig;
+pub use session::Embedder;
+pub use tokenize::{Encoded, TextEncoder};
+
+use crate::Result;
+
+/// embedflow's cache root: `$EMBEDFLOW_HOME`, else `$XDG_CACHE_HOME/embedflow`,
+/// else `~/.cache/embedflow` (what `scripts/setup` fills).
+pub fn embedflow_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("EMBEDFLOW_HOME") {
+        return PathBuf::from(h);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("embedflow")
+}
+
+/// Embeds `rows` in token-budget batches, longest first, and returns the
+/// vectors in the rows' own order (rows × dim).
+pub fn embed_all(
+    embedder: &mut Embedder,
+    rows: &[Encoded],
+    batch_tokens: usize,
+    max_rows: usize,
+) -> Result<(Vec<f32>, usize)> {
+    let lengths: Vec<usize> = rows.iter().map(Encoded::len).collect();
+    let plan = batch::plan(&lengths, batch_tokens, max_rows);
+    run_plan(embedder, rows, &plan)
+}
+
+/// Runs the given batches (row indices) and scatters the vectors back into
+/// row order. Returns the vectors and their width.
+pub fn run_plan(
+    embedder: &mut Embedder,
+    rows: &[Encoded],
+    plan: &[Vec<usize>],
+) -> Result<(Vec<f32>, usize)> {
+    let mut out: Vec<f32> = Vec::new();
+    let mut dim = embedder.dim().unwrap_or(0);
+    for b in plan {
+        let batch: Vec<&Encoded> = b.iter().map(|&i| &rows[i]).collect();
+        let v = embedder.embed(&batch)?;
+        let d = v.len() / b.len();
+        if out.is_empty() {
+            dim = d;
+            out = vec![0f32; rows.len() * dim];
+        }
+        for (k, &i) in b.iter().enumerate() {
+            out[i * dim..(i + 1) * dim].copy_from_slice(&v[k * dim..(k + 1) * dim]);
+        }
+    }
+    Ok((out, dim))
+}

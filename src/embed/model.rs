@@ -1,0 +1,357 @@
+//! A sentence-transformers model folder: the ONNX graph, the tokenizer and
+//! the small JSON files that say how to pool, normalise, truncate and prompt.
+//! Job options override what the folder says.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::job::{ModelOverrides, Pooling, WEIGHTEDMEAN_REFUSED};
+use crate::{Error, Result};
+
+/// Everything embedflow needs to know about a model, resolved.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub dir: PathBuf,
+    /// The folder's name (e.g. `all-MiniLM-L6-v2`).
+    pub name: String,
+    pub onnx_path: PathBuf,
+    pub tokenizer_path: PathBuf,
+    pub pooling: Pooling,
+    /// Exclude the prompt's tokens from pooling (sentence-transformers' `include_prompt = false`).
+    pub include_prompt: bool,
+    pub normalize: bool,
+    pub max_seq_length: usize,
+    pub do_lower_case: bool,
+    /// The prompt prepended to every text, if any.
+    pub prompt: Option<String>,
+    /// Named prompts the folder offers (`query`, `passage`, …).
+    pub prompts: BTreeMap<String, String>,
+    /// Width of the vectors if the folder says (1_Pooling's word_embedding_dimension).
+    pub dim_hint: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct Module {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+struct PoolingConfig {
+    word_embedding_dimension: Option<usize>,
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
+    /// Newer sentence-transformers may write the mode by name.
+    pooling_mode: Option<String>,
+    #[serde(default = "yes")]
+    include_prompt: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default)]
+struct SbertConfig {
+    max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct StConfig {
+    #[serde(default)]
+    prompts: BTreeMap<String, String>,
+    default_prompt_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct HfConfig {
+    max_position_embeddings: Option<usize>,
+}
+
+/// Folders searched for a model given by name: `$EMBEDFLOW_MODELS`, then
+/// `$EMBEDFLOW_HOME/models` (where `scripts/setup` links the pinned models).
+pub fn model_search_path() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(m) = std::env::var_os("EMBEDFLOW_MODELS") {
+        out.push(PathBuf::from(m));
+    }
+    out.push(super::embedflow_home().join("models"));
+    out
+}
+
+/// Finds the model folder: a path as given, else a name under the search path.
+pub fn locate(path: &str) -> Result<PathBuf> {
+    let p = Path::new(path);
+    if p.is_dir() {
+        return Ok(p.to_path_buf());
+    }
+    let is_name = !path.contains('/') && !path.starts_with('.');
+    if is_name {
+        for dir in model_search_path() {
+            let candidate = dir.join(path);
+            if candidate.is_dir() {
+                return Ok(candidate);
+            }
+        }
+        let searched: Vec<String> = model_search_path()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        return Err(Error::model(
+            path,
+            format!(
+                "not a folder here, nor a model under {}; run scripts/setup, or give the model folder's path",
+                searched.join(" or ")
+            ),
+        ));
+    }
+    Err(Error::model(path, "no such folder"))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, rel: &str) -> Result<Option<T>> {
+    let path = dir.join(rel);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::model(
+                dir.display(),
+                format!("cannot read {rel}: {e}"),
+            ));
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::model(dir.display(), format!("{rel} is not valid: {e}")))
+}
+
+impl ModelConfig {
+    /// Reads the model folder and applies the job's overrides.
+    pub fn load(overrides: &ModelOverrides) -> Result<ModelConfig> {
+        let dir = locate(&overrides.path)?;
+        let shown = dir.display().to_string();
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| overrides.path.clone());
+
+        let onnx_path = ["model.onnx", "onnx/model.onnx"]
+            .iter()
+            .map(|r| dir.join(r))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::model(
+                    &shown,
+                    "missing model.onnx (looked for model.onnx and onnx/model.onnx)",
+                )
+            })?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        if !tokenizer_path.is_file() {
+            return Err(Error::model(&shown, "missing tokenizer.json"));
+        }
+
+        // modules.json: which modules, where the pooling config lives, Normalize or not.
+        let modules: Option<Vec<Module>> = read_json(&dir, "modules.json")?;
+        let (pooling_dir, has_normalize) = match &modules {
+            Some(mods) => {
+                let pooling = mods
+                    .iter()
+                    .find(|m| m.kind.ends_with(".Pooling"))
+                    .map(|m| m.path.clone());
+                let norm = mods.iter().any(|m| m.kind.ends_with(".Normalize"));
+                if let Some(other) = mods.iter().find(|m| {
+                    !m.kind.ends_with(".Transformer")
+                        && !m.kind.ends_with(".Pooling")
+                        && !m.kind.ends_with(".Normalize")
+                }) {
+                    return Err(Error::model(
+                        &shown,
+                        format!(
+                            "modules.json lists {}, which embedflow cannot run (it supports Transformer, Pooling and Normalize)",
+                            other.kind
+                        ),
+                    ));
+                }
+                (pooling, norm)
+            }
+            None => (Some("1_Pooling".to_string()), false),
+        };
+        let pool_rel = pooling_dir.map(|d| format!("{d}/config.json"));
+        let pool_cfg: Option<PoolingConfig> = match &pool_rel {
+            Some(rel) => {
+                let cfg = read_json(&dir, rel)?;
+                if cfg.is_none() && modules.is_some() && overrides.pooling.is_none() {
+                    return Err(Error::model(
+                        &shown,
+                        format!(
+                            "missing {rel} (modules.json names a Pooling module); or set model.pooling"
+                        ),
+                    ));
+                }
+                cfg
+            }
+            None => None,
+        };
+        let pool_cfg = pool_cfg.unwrap_or_default();
+        let pooling = match overrides.pooling {
+            Some(p) => p,
+            None => pooling_from_config(&pool_cfg).map_err(|m| {
+                Error::model(
+                    &shown,
+                    format!("{}: {m}", pool_rel.as_deref().unwrap_or("pooling")),
+                )
+            })?,
+        };
+
+        let sbert: SbertConfig = read_json(&dir, "sentence_bert_config.json")?.unwrap_or_default();
+        let st: StConfig =
+            read_json(&dir, "config_sentence_transformers.json")?.unwrap_or_default();
+        let hf: HfConfig = read_json(&dir, "config.json")?.unwrap_or_default();
+
+        let max_positions = hf.max_position_embeddings;
+        let max_seq_length = match overrides.max_seq_length.or(sbert.max_seq_length) {
+            Some(m) => m,
+            None => max_positions.unwrap_or(512).min(512),
+        };
+        if let Some(limit) = max_positions
+            && max_seq_length > limit
+        {
+            return Err(Error::model(
+                &shown,
+                format!(
+                    "max_seq_length {max_seq_length} exceeds the model's max_position_embeddings {limit} (config.json)"
+                ),
+            ));
+        }
+
+        let prompt = match (&overrides.prompt, &overrides.prompt_name) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(n)) => Some(st.prompts.get(n).cloned().ok_or_else(|| {
+                let known = if st.prompts.is_empty() {
+                    "the folder defines no prompts (config_sentence_transformers.json); use model.prompt for a literal prompt".to_string()
+                } else {
+                    format!(
+                        "its prompts are: {}",
+                        st.prompts.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                Error::model(&shown, format!("no prompt named '{n}'; {known}"))
+            })?),
+            (None, None) => st
+                .default_prompt_name
+                .as_ref()
+                .and_then(|n| st.prompts.get(n).cloned()),
+        };
+        let prompt = prompt.filter(|p| !p.is_empty());
+
+        Ok(ModelConfig {
+            dir,
+            name,
+            onnx_path,
+            tokenizer_path,
+            pooling,
+            include_prompt: pool_cfg.include_prompt,
+            normalize: overrides.normalize.unwrap_or(has_normalize),
+            max_seq_length,
+            do_lower_case: sbert.do_lower_case,
+            prompt,
+            prompts: st.prompts,
+            dim_hint: pool_cfg.word_embedding_dimension,
+        })
+    }
+
+    /// sha256 of the ONNX graph, recorded in the output's lineage.
+    pub fn onnx_sha256(&self) -> Result<String> {
+        let mut f = std::fs::File::open(&self.onnx_path).map_err(|e| {
+            Error::model(
+                self.dir.display(),
+                format!("cannot read {}: {e}", self.onnx_path.display()),
+            )
+        })?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| Error::model(self.dir.display(), e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
+fn pooling_from_config(c: &PoolingConfig) -> std::result::Result<Pooling, String> {
+    if let Some(mode) = &c.pooling_mode {
+        if mode == "weightedmean" {
+            return Err(WEIGHTEDMEAN_REFUSED.to_string());
+        }
+        return Pooling::parse(mode).ok_or_else(|| format!("unknown pooling_mode \"{mode}\""));
+    }
+    if c.pooling_mode_weightedmean_tokens {
+        return Err(WEIGHTEDMEAN_REFUSED.to_string());
+    }
+    let set: Vec<Pooling> = [
+        (c.pooling_mode_cls_token, Pooling::Cls),
+        (c.pooling_mode_mean_tokens, Pooling::Mean),
+        (c.pooling_mode_max_tokens, Pooling::Max),
+        (c.pooling_mode_mean_sqrt_len_tokens, Pooling::MeanSqrtLen),
+        (c.pooling_mode_lasttoken, Pooling::LastToken),
+    ]
+    .into_iter()
+    .filter_map(|(on, p)| on.then_some(p))
+    .collect();
+    match set.as_slice() {
+        [] => Ok(Pooling::Mean),
+        [one] => Ok(*one),
+        many => Err(format!(
+            "several pooling modes at once ({}) concatenate vectors, which embedflow does not support; set model.pooling to one",
+            many.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_modes_from_flags() {
+        let mut c = PoolingConfig::default();
+        assert_eq!(pooling_from_config(&c), Ok(Pooling::Mean));
+        c.pooling_mode_cls_token = true;
+        assert_eq!(pooling_from_config(&c), Ok(Pooling::Cls));
+        c.pooling_mode_max_tokens = true;
+        assert!(
+            pooling_from_config(&c)
+                .unwrap_err()
+                .starts_with("several pooling modes at once (cls, max)")
+        );
+        let w = PoolingConfig {
+            pooling_mode_weightedmean_tokens: true,
+            ..Default::default()
+        };
+        assert_eq!(pooling_from_config(&w).unwrap_err(), WEIGHTEDMEAN_REFUSED);
+    }
+}

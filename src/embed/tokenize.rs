@@ -1,0 +1,189 @@
+//! The model's own tokenizer, set up as sentence-transformers uses it:
+//! truncation at max_seq_length, no padding (batches are padded to their
+//! longest row), the prompt prepended.
+
+use tokenizers::{
+    PaddingParams, PostProcessor, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
+};
+
+use super::model::ModelConfig;
+use crate::chunk;
+use crate::{Error, Result};
+
+/// A tokenized text ready for the model (special tokens included).
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Tokenizes texts for the model and for the chunker. Cheap to share across
+/// threads (`&self` only).
+pub struct TextEncoder {
+    /// Truncating tokenizer for model input.
+    model: Tokenizer,
+    /// Untruncated tokenizer for chunking (offsets into the original text).
+    full: Tokenizer,
+    prompt: Option<String>,
+    do_lower_case: bool,
+    max_seq_length: usize,
+    special_tokens: usize,
+    prompt_tokens: usize,
+    pool_skip: usize,
+    pad_id: u32,
+}
+
+impl TextEncoder {
+    pub fn new(cfg: &ModelConfig) -> Result<TextEncoder> {
+        let load = || {
+            Tokenizer::from_file(&cfg.tokenizer_path).map_err(|e| {
+                Error::model(
+                    cfg.dir.display(),
+                    format!("tokenizer.json cannot be loaded: {e}"),
+                )
+            })
+        };
+        // The shipped tokenizer.json may carry its own truncation and fixed
+        // padding (all-MiniLM-L6-v2: 128 and 128); sentence-transformers
+        // overrides both, and so do we.
+        let mut model = load()?;
+        model
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length: cfg.max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| Error::model(cfg.dir.display(), format!("tokenizer truncation: {e}")))?;
+        let pad_id = model
+            .get_padding()
+            .map(|p: &PaddingParams| p.pad_id)
+            .unwrap_or(0);
+        model.with_padding(None);
+        let mut full = load()?;
+        full.with_truncation(None)
+            .map_err(|e| Error::model(cfg.dir.display(), format!("tokenizer truncation: {e}")))?;
+        full.with_padding(None);
+
+        let special_tokens = model
+            .get_post_processor()
+            .map(|p| p.added_tokens(false))
+            .unwrap_or(0);
+        let mut enc = TextEncoder {
+            model,
+            full,
+            prompt: cfg.prompt.clone(),
+            do_lower_case: cfg.do_lower_case,
+            max_seq_length: cfg.max_seq_length,
+            special_tokens,
+            prompt_tokens: 0,
+            pool_skip: 0,
+            pad_id,
+        };
+        if let Some(p) = &cfg.prompt {
+            enc.prompt_tokens = enc.full.encode(p.as_str(), false).map_err(tok_err)?.len();
+            if !cfg.include_prompt {
+                // As sentence-transformers: the prompt's tokens with the
+                // leading special token, i.e. its length with specials minus one.
+                enc.pool_skip = enc
+                    .full
+                    .encode(p.as_str(), true)
+                    .map_err(tok_err)?
+                    .len()
+                    .saturating_sub(1);
+            }
+        }
+        if special_tokens + enc.prompt_tokens >= cfg.max_seq_length {
+            return Err(Error::model(
+                cfg.dir.display(),
+                format!(
+                    "max_seq_length {} leaves no room for text after {} special and {} prompt tokens",
+                    cfg.max_seq_length, special_tokens, enc.prompt_tokens
+                ),
+            ));
+        }
+        Ok(enc)
+    }
+
+    /// Tokens for the model: the prompt and the text, truncated to max_seq_length.
+    pub fn encode(&self, text: &str) -> Result<Encoded> {
+        let lowered;
+        let text = if self.do_lower_case {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let enc = match &self.prompt {
+            Some(p) => self.model.encode(format!("{p}{text}"), true),
+            None => self.model.encode(text, true),
+        }
+        .map_err(tok_err)?;
+        Ok(Encoded {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Token ids of `text` alone, no special tokens, no truncation, no prompt
+    /// (what a chunk's window holds).
+    pub fn encode_untruncated_ids(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .full
+            .encode(text, false)
+            .map_err(tok_err)?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Tokens of the whole text for the chunker: byte offsets into `text`
+    /// and word starts, special tokens excluded, no truncation.
+    pub fn chunk_tokens(&self, text: &str) -> Result<Vec<chunk::Token>> {
+        let enc = self.full.encode(text, false).map_err(tok_err)?;
+        let words = enc.get_word_ids();
+        let mut out = Vec::with_capacity(enc.len());
+        for (i, &(start, end)) in enc.get_offsets().iter().enumerate() {
+            let word_start = i == 0 || words[i].is_none() || words[i] != words[i - 1];
+            out.push(chunk::Token {
+                start,
+                end,
+                word_start,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The longest chunk, in tokens, that fits the model with its special
+    /// tokens and the prompt.
+    pub fn default_max_tokens(&self) -> usize {
+        self.max_seq_length - self.special_tokens - self.prompt_tokens
+    }
+
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// Tokens at the start of each row that pooling leaves out.
+    pub fn pool_skip(&self) -> usize {
+        self.pool_skip
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+}
+
+fn tok_err(e: tokenizers::Error) -> Error {
+    Error::Data(format!("tokenizer failed: {e}"))
+}

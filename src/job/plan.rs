@@ -1,0 +1,414 @@
+//! The validated, resolved form of a job: every default filled in, every
+//! value checked, every problem reported at once.
+
+use toml::Table;
+
+use super::spec::{Problems, Section};
+use crate::source::{CsvOptions, Format};
+use crate::text::TextSpec;
+use crate::{Error, Result};
+
+/// Default padded-token budget of one inference batch (rows × longest row).
+pub const DEFAULT_BATCH_TOKENS: usize = 16_384;
+/// Default cap on rows in one inference batch (short texts).
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 256;
+/// Default overlap between consecutive chunks, in tokens.
+pub const DEFAULT_OVERLAP: usize = 32;
+/// Default rows per Parquet row group of the output.
+pub const DEFAULT_ROW_GROUP_SIZE: usize = 8192;
+
+#[derive(Clone, Debug)]
+pub struct JobPlan {
+    /// The job file's path, or "command line".
+    pub origin: String,
+    pub name: Option<String>,
+    pub input: InputPlan,
+    pub model: ModelOverrides,
+    pub chunking: ChunkPlan,
+    pub embed: EmbedPlan,
+    pub output: OutputPlan,
+}
+
+#[derive(Clone, Debug)]
+pub struct InputPlan {
+    pub path: String,
+    pub format: Option<Format>,
+    pub csv: CsvOptions,
+    pub text: TextSpec,
+    /// Written as text in the metadata; `text_column` or `text_template` as given.
+    pub text_source: String,
+    pub id_column: Option<String>,
+    /// Passthrough columns; `None` = all.
+    pub columns: Option<Vec<String>>,
+    /// SQL boolean expression over the input columns.
+    pub filter: Option<String>,
+}
+
+/// Why weighted-mean pooling is refused, wherever it is asked for.
+pub const WEIGHTEDMEAN_REFUSED: &str = "\"weightedmean\" pooling is not supported (it weights tokens by position, which embedflow does not implement); choose one of cls, mean, max, mean_sqrt_len, lasttoken";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    Cls,
+    Mean,
+    Max,
+    MeanSqrtLen,
+    LastToken,
+}
+
+impl Pooling {
+    pub const NAMES: [&'static str; 5] = ["cls", "mean", "max", "mean_sqrt_len", "lasttoken"];
+
+    pub fn parse(s: &str) -> Option<Pooling> {
+        Some(match s {
+            "cls" => Pooling::Cls,
+            "mean" => Pooling::Mean,
+            "max" => Pooling::Max,
+            "mean_sqrt_len" => Pooling::MeanSqrtLen,
+            "lasttoken" => Pooling::LastToken,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Cls => "cls",
+            Pooling::Mean => "mean",
+            Pooling::Max => "max",
+            Pooling::MeanSqrtLen => "mean_sqrt_len",
+            Pooling::LastToken => "lasttoken",
+        }
+    }
+}
+
+/// The model, and what the job overrides of its own configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOverrides {
+    /// A model folder, or the name of one under the models directory.
+    pub path: String,
+    pub max_seq_length: Option<usize>,
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    pub prompt_name: Option<String>,
+    pub prompt: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChunkPlan {
+    pub enabled: bool,
+    /// `None`: the model's max_seq_length minus special and prompt tokens.
+    pub max_tokens: Option<usize>,
+    pub overlap: usize,
+    pub keep_text: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnEmpty {
+    Skip,
+    Fail,
+    Embed,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmbedPlan {
+    pub batch_tokens: usize,
+    pub max_batch_rows: usize,
+    /// ONNX Runtime intra-op threads; 0 = all cores.
+    pub threads: usize,
+    pub on_empty: OnEmpty,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    Lz4,
+    Gzip,
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutputPlan {
+    pub path: String,
+    /// One row per document: the normalised mean of its chunk vectors.
+    pub documents_path: Option<String>,
+    pub compression: Compression,
+    pub row_group_size: usize,
+    pub vector_column: String,
+    pub overwrite: bool,
+}
+
+impl JobPlan {
+    pub(super) fn from_table(origin: &str, table: &Table) -> Result<JobPlan> {
+        let mut p = Problems::default();
+        let mut root = Section::root(table);
+        let name = root.string("name", &mut p);
+
+        // [input]
+        let mut s = root.table("input", &mut p);
+        if !s.is_present() {
+            p.push("[input]: required (at least input.path and input.text_column)");
+        }
+        let in_path = s.required_string("path", &mut p);
+        let format = s
+            .choice("format", &["parquet", "csv"], &mut p)
+            .and_then(Format::parse);
+        let text_column = s.string("text_column", &mut p);
+        let template = s.string("text_template", &mut p);
+        let id_column = s.string("id_column", &mut p);
+        let columns = s.strings("columns", &mut p);
+        let filter = s.string("filter", &mut p);
+        let mut c = s.table("csv", &mut p);
+        let d = CsvOptions::default();
+        let csv = CsvOptions {
+            header: c.boolean("header", &mut p).unwrap_or(d.header),
+            delimiter: c.byte("delimiter", &mut p).unwrap_or(d.delimiter),
+            quote: c.byte("quote", &mut p).unwrap_or(d.quote),
+            escape: c.byte("escape", &mut p),
+            comment: c.byte("comment", &mut p),
+            infer_types: c.boolean("infer_types", &mut p).unwrap_or(d.infer_types),
+        };
+        c.finish(&mut p);
+        s.finish(&mut p);
+        let (text, text_source) = match (&text_column, &template) {
+            (Some(_), Some(_)) => {
+                p.push("input: set text_column or text_template, not both");
+                (None, String::new())
+            }
+            (Some(col), None) => (Some(TextSpec::column(col)), col.clone()),
+            (None, Some(t)) => match TextSpec::template(t) {
+                Ok(spec) => (Some(spec), t.clone()),
+                Err(e) => {
+                    p.push(format!("input.text_template: {e}"));
+                    (None, String::new())
+                }
+            },
+            (None, None) => {
+                if in_path.is_some() {
+                    p.push("input.text_column: required (or input.text_template)");
+                }
+                (None, String::new())
+            }
+        };
+
+        // [model]
+        let mut s = root.table("model", &mut p);
+        let model_path = s.required_string("path", &mut p);
+        let max_seq_length = s.count("max_seq_length", 2, &mut p);
+        let pooling = if s.peek_str("pooling") == Some("weightedmean") {
+            s.string("pooling", &mut p);
+            p.push(format!("model.pooling: {WEIGHTEDMEAN_REFUSED}"));
+            None
+        } else {
+            s.choice("pooling", &Pooling::NAMES, &mut p)
+                .and_then(Pooling::parse)
+        };
+        let normalize = s.boolean("normalize", &mut p);
+        let prompt_name = s.string("prompt_name", &mut p);
+        let prompt = s.string("prompt", &mut p);
+        s.finish(&mut p);
+        if prompt_name.is_some() && prompt.is_some() {
+            p.push("model: set prompt_name or prompt, not both");
+        }
+
+        // [chunking]
+        let mut s = root.table("chunking", &mut p);
+        let mode = s
+            .choice("mode", &["tokens", "none"], &mut p)
+            .unwrap_or("tokens");
+        let max_tokens = s.count("max_tokens", 1, &mut p);
+        let overlap = s.count("overlap", 0, &mut p);
+        let keep_text = s.boolean("keep_text", &mut p).unwrap_or(false);
+        s.finish(&mut p);
+        let overlap = match (overlap, max_tokens) {
+            (Some(o), Some(m)) if o >= m => {
+                p.push(format!(
+                    "chunking.overlap: must be smaller than chunking.max_tokens ({m}), found {o}"
+                ));
+                0
+            }
+            (Some(o), _) => o,
+            (None, Some(m)) => DEFAULT_OVERLAP.min(m / 4),
+            (None, None) => DEFAULT_OVERLAP,
+        };
+
+        // [embed]
+        let mut s = root.table("embed", &mut p);
+        let batch_tokens = s
+            .count("batch_tokens", 1, &mut p)
+            .unwrap_or(DEFAULT_BATCH_TOKENS);
+        let max_batch_rows = s
+            .count("max_batch_rows", 1, &mut p)
+            .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
+        let threads = s.count("threads", 0, &mut p).unwrap_or(0);
+        let on_empty = match s.choice("on_empty", &["skip", "fail", "embed"], &mut p) {
+            Some("fail") => OnEmpty::Fail,
+            Some("embed") => OnEmpty::Embed,
+            _ => OnEmpty::Skip,
+        };
+        s.finish(&mut p);
+
+        // [output]
+        let mut s = root.table("output", &mut p);
+        let out_path = s.required_string("path", &mut p);
+        let documents_path = s.string("documents_path", &mut p);
+        let compression = match s.choice(
+            "compression",
+            &["zstd", "snappy", "lz4", "gzip", "none"],
+            &mut p,
+        ) {
+            Some("snappy") => Compression::Snappy,
+            Some("lz4") => Compression::Lz4,
+            Some("gzip") => Compression::Gzip,
+            Some("none") => Compression::None,
+            _ => Compression::Zstd,
+        };
+        let row_group_size = s
+            .count("row_group_size", 1, &mut p)
+            .unwrap_or(DEFAULT_ROW_GROUP_SIZE);
+        let vector_column = s
+            .string("vector_column", &mut p)
+            .unwrap_or_else(|| "embedding".into());
+        let overwrite = s.boolean("overwrite", &mut p).unwrap_or(true);
+        s.finish(&mut p);
+        root.finish(&mut p);
+
+        if documents_path.is_some() && mode == "none" {
+            p.push("output.documents_path: needs chunking (chunking.mode = \"tokens\"); without chunks the row vectors are the document vectors");
+        }
+        if let (Some(o), Some(d)) = (&out_path, &documents_path)
+            && o == d
+        {
+            p.push("output.documents_path: must differ from output.path");
+        }
+        if let (Some(o), Some(i)) = (&out_path, &in_path)
+            && o == i
+        {
+            p.push("output.path: must differ from input.path");
+        }
+        if let Some(cols) = &columns {
+            let mut seen = std::collections::HashSet::new();
+            for c in cols {
+                if !seen.insert(c) {
+                    p.push(format!("input.columns: '{c}' is listed twice"));
+                }
+            }
+        }
+
+        if !p.0.is_empty() {
+            return Err(Error::Job {
+                origin: origin.to_string(),
+                problems: p.0,
+            });
+        }
+        let (Some(in_path), Some(text), Some(model_path), Some(out_path)) =
+            (in_path, text, model_path, out_path)
+        else {
+            return Err(Error::internal(
+                "job plan: required field passed validation unset",
+            ));
+        };
+        Ok(JobPlan {
+            origin: origin.to_string(),
+            name,
+            input: InputPlan {
+                path: in_path,
+                format,
+                csv,
+                text,
+                text_source,
+                id_column,
+                columns,
+                filter,
+            },
+            model: ModelOverrides {
+                path: model_path,
+                max_seq_length,
+                pooling,
+                normalize,
+                prompt_name,
+                prompt,
+            },
+            chunking: ChunkPlan {
+                enabled: mode == "tokens",
+                max_tokens,
+                overlap,
+                keep_text,
+            },
+            embed: EmbedPlan {
+                batch_tokens,
+                max_batch_rows,
+                threads,
+                on_empty,
+            },
+            output: OutputPlan {
+                path: out_path,
+                documents_path,
+                compression,
+                row_group_size,
+                vector_column,
+                overwrite,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(toml: &str) -> Result<JobPlan> {
+        JobPlan::from_table("job.toml", &toml::from_str(toml).unwrap())
+    }
+
+    #[test]
+    fn minimal_job_takes_defaults() {
+        let j = plan(
+            r#"
+            [input]
+            path = "in.parquet"
+            text_column = "text"
+            [model]
+            path = "all-MiniLM-L6-v2"
+            [output]
+            path = "out.parquet"
+            "#,
+        )
+        .unwrap();
+        assert!(j.chunking.enabled);
+        assert_eq!(j.chunking.overlap, DEFAULT_OVERLAP);
+        assert_eq!(j.embed.on_empty, OnEmpty::Skip);
+        assert_eq!(j.output.compression, Compression::Zstd);
+        assert_eq!(j.output.vector_column, "embedding");
+    }
+
+    #[test]
+    fn lists_every_problem_at_once() {
+        let e = plan(
+            r#"
+            [input]
+            path = "in.parquet"
+            text_colum = "text"
+            [model]
+            pooling = "weightedmean"
+            [chunking]
+            max_tokens = 10
+            overlap = 10
+            [outptu]
+            path = "x"
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "job.toml: 7 problems
+  - input.text_colum: unknown key; did you mean 'input.text_column'?
+  - input.text_column: required (or input.text_template)
+  - model.path: required
+  - model.pooling: \"weightedmean\" pooling is not supported (it weights tokens by position, which embedflow does not implement); choose one of cls, mean, max, mean_sqrt_len, lasttoken
+  - chunking.overlap: must be smaller than chunking.max_tokens (10), found 10
+  - output.path: required
+  - outptu: unknown key; did you mean 'output'?"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! embedflow: turns document warehouses into embeddings.
+//!
+//! Parquet/CSV in → chunk → tokenize → embed with ONNX Runtime → Parquet with
+//! a `FixedSizeList<Float32, dim>` vector column out. One module per stage;
+//! [`pipeline`] is the only one that knows them all.
+
+pub mod chunk;
+pub mod cli;
+pub mod embed;
+pub mod error;
+pub mod job;
+pub mod pipeline;
+pub mod progress;
+pub mod sink;
+pub mod source;
+pub mod store;
+pub mod text;
+
+pub use error::{Error, Result};

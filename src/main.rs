@@ -1,0 +1,121 @@
+//! embedflow binary: parse the command line, set up logging, dispatch, and
+//! map the outcome to an exit code (0 done, 1 failed, 2 done with skipped rows).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use embedflow::cli::{Cli, Command};
+use embedflow::pipeline::{self, RunOptions};
+use embedflow::progress::ProgressMode;
+use embedflow::{Error, job};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("embedflow-io")
+        .build()
+        .context("cannot start the async runtime")?;
+    let opts = RunOptions {
+        progress: if cli.quiet {
+            ProgressMode::Off
+        } else {
+            cli.progress
+        },
+        threads: cli.threads,
+    };
+    match cli.command {
+        Command::Run(r) => {
+            let plan = job::load(&r.job, &r.sets)?;
+            run(&rt, plan, &opts, cli.quiet)
+        }
+        Command::Embed(e) => {
+            let mut table = e.to_table();
+            let plan = job::from_table("command line", &mut table, &e.sets)?;
+            run(&rt, plan, &opts, cli.quiet)
+        }
+        Command::Validate(v) => {
+            let mut failed = 0;
+            for path in &v.jobs {
+                let checked =
+                    job::load(path, &v.sets).and_then(|plan| rt.block_on(pipeline::check(plan)));
+                match checked {
+                    Ok(c) => {
+                        if !cli.quiet {
+                            println!(
+                                "ok: {path} ({} input file{}, {} columns passed through, model {}, chunks of {} tokens{})",
+                                c.input.files.len(),
+                                if c.input.files.len() == 1 { "" } else { "s" },
+                                c.passthrough.len(),
+                                c.model.name,
+                                c.max_tokens,
+                                if c.plan.chunking.enabled {
+                                    ""
+                                } else {
+                                    " (chunking off: truncation)"
+                                }
+                            );
+                        }
+                    }
+                    Err(e @ Error::Job { .. }) => {
+                        failed += 1;
+                        eprintln!("error: {e:#}");
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {path}: {e:#}");
+                    }
+                }
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn run(
+    rt: &tokio::runtime::Runtime,
+    plan: job::JobPlan,
+    opts: &RunOptions,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let summary = rt.block_on(async {
+        let checked = pipeline::check(plan).await?;
+        pipeline::run(checked, opts).await
+    });
+    let summary: embedflow::progress::Summary = summary.map_err(|e: Error| anyhow::anyhow!(e))?;
+    if !quiet {
+        println!("{summary}");
+    }
+    Ok(if summary.rows_skipped > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

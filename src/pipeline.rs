@@ -1,0 +1,713 @@
+//! The only module that knows every stage. It checks a job against its input
+//! and model, then wires the stages with bounded channels:
+//!
+//! ```text
+//! source (async I/O) ─▶ prepare (thread + rayon: filter, text, chunk, tokenize)
+//!   ─▶ embed (thread owning the ORT session) ─▶ sink (async Parquet writer)
+//! ```
+//!
+//! Memory is bounded by the queue capacities below times the size of one
+//! unit of work (one input batch of [`source::READ_BATCH_ROWS`] rows and its
+//! chunks), whatever the size of the input.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::FieldRef;
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::chunk;
+use crate::embed::{self, Embedder, Encoded, ModelConfig, TextEncoder};
+use crate::job::{JobPlan, OnEmpty};
+use crate::progress::{Counters, ProgressMode, Reporter, Summary};
+use crate::sink::{self, OutputLayout, ParquetSink, WriteOptions};
+use crate::source::{self, RowFilter, SourceBatch};
+use crate::{Error, Result};
+
+/// Batches read ahead of the prepare stage.
+pub const SOURCE_QUEUE: usize = 2;
+/// Tokenized units waiting for the embedder (tokenization of the next unit
+/// overlaps inference of the current one).
+pub const PREPARED_QUEUE: usize = 2;
+/// Embedded units waiting for the writer.
+pub const EMBEDDED_QUEUE: usize = 2;
+
+/// How to run (the job file says what; these say how).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub progress: ProgressMode,
+    /// Overrides the job's `embed.threads`.
+    pub threads: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            progress: ProgressMode::Off,
+            threads: None,
+        }
+    }
+}
+
+/// A job checked against its input, model and outputs.
+pub struct Checked {
+    pub plan: JobPlan,
+    pub input: source::Input,
+    pub model: ModelConfig,
+    pub encoder: Arc<TextEncoder>,
+    /// Columns read from the input.
+    pub read_columns: Vec<String>,
+    /// Columns copied to the output (a prefix of `read_columns`).
+    pub passthrough: Vec<FieldRef>,
+    pub max_tokens: usize,
+    pub overlap: usize,
+}
+
+/// Checks what can be checked without running: the input exists and has the
+/// columns, the model folder is complete, the chunk window fits the model,
+/// the outputs can be written. Every problem found is reported at once.
+pub async fn check(plan: JobPlan) -> Result<Checked> {
+    let mut errors: Vec<Error> = Vec::new();
+    let input = source::open(&plan.input.path, plan.input.format, &plan.input.csv)
+        .await
+        .map_err(|e| errors.push(e))
+        .ok();
+    let model = ModelConfig::load(&plan.model)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let encoder = model
+        .as_ref()
+        .and_then(|m| TextEncoder::new(m).map_err(|e| errors.push(e)).ok())
+        .map(Arc::new);
+    for out in [Some(&plan.output.path), plan.output.documents_path.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(e) = ParquetSink::check_target(out, plan.output.overwrite).await {
+            errors.push(e);
+        }
+    }
+
+    let mut read_columns: Vec<String> = Vec::new();
+    let mut passthrough: Vec<FieldRef> = Vec::new();
+    if let Some(input) = &input {
+        let schema = &input.schema;
+        let first = input.files[0].location.display.as_str();
+        let missing = |c: &str| {
+            Error::input(
+                first,
+                format!(
+                    "no column '{c}'; the columns are: {}",
+                    source::column_list(schema)
+                ),
+            )
+        };
+        let mut wanted: Vec<String> = match &plan.input.columns {
+            Some(cols) => cols.clone(),
+            None => schema.fields().iter().map(|f| f.name().clone()).collect(),
+        };
+        if let Some(id) = &plan.input.id_column
+            && !wanted.contains(id)
+        {
+            wanted.insert(0, id.clone());
+        }
+        for c in &wanted {
+            match schema.field_with_name(c) {
+                Ok(f) => passthrough.push(Arc::new(f.clone())),
+                Err(_) => errors.push(missing(c)),
+            }
+        }
+        if let Err(e) = plan.input.text.check(schema, first) {
+            errors.push(e);
+        }
+        read_columns = wanted;
+        for c in plan.input.text.columns() {
+            if !read_columns.contains(&c) {
+                read_columns.push(c);
+            }
+        }
+        if let Some(sql) = &plan.input.filter {
+            match RowFilter::columns(sql, schema) {
+                Ok(cols) => {
+                    for c in cols {
+                        if !read_columns.contains(&c) {
+                            read_columns.push(c);
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+
+    let mut window = None;
+    if let Some(enc) = &encoder {
+        let fits = enc.default_max_tokens();
+        let max_tokens = plan.chunking.max_tokens.unwrap_or(fits);
+        let overlap = if plan.chunking.max_tokens.is_none() {
+            plan.chunking.overlap.min(max_tokens / 4)
+        } else {
+            plan.chunking.overlap
+        };
+        if plan.chunking.enabled && max_tokens > fits {
+            errors.push(Error::Job {
+                origin: plan.origin.clone(),
+                problems: vec![format!(
+                    "chunking.max_tokens: {max_tokens} is more than the model takes ({fits} = max_seq_length {} minus special and prompt tokens)",
+                    enc.max_seq_length()
+                )],
+            });
+        }
+        window = Some((max_tokens, overlap));
+    }
+
+    match (errors.len(), input, model, encoder, window) {
+        (0, Some(input), Some(model), Some(encoder), Some((max_tokens, overlap))) => Ok(Checked {
+            plan,
+            input,
+            model,
+            encoder,
+            read_columns,
+            passthrough,
+            max_tokens,
+            overlap,
+        }),
+        (1, ..) => Err(errors.remove(0)),
+        (0, ..) => Err(Error::internal("check failed without an error")),
+        _ => Err(Error::Job {
+            origin: plan.origin.clone(),
+            problems: errors.iter().map(|e| e.to_string()).collect(),
+        }),
+    }
+}
+
+/// One input batch on its way through the stages.
+struct Unit {
+    /// Passthrough columns of the rows that survived the filter.
+    batch: RecordBatch,
+    /// Per row of `batch`: how many chunks it has (0 = skipped).
+    row_chunks: Vec<u32>,
+    /// Per chunk: the row of `batch` it belongs to.
+    chunk_row: Vec<u32>,
+    chunk_index: Vec<i32>,
+    chunk_start: Vec<i64>,
+    chunk_end: Vec<i64>,
+    chunk_text: Vec<String>,
+    encoded: Vec<Encoded>,
+    vectors: Vec<f32>,
+}
+
+/// What the prepare stage needs, shared with its rayon workers.
+struct Prepare {
+    plan: JobPlan,
+    encoder: Arc<TextEncoder>,
+    filter: Option<RowFilter>,
+    /// Indices of the passthrough columns in the read batch.
+    passthrough_idx: Vec<usize>,
+    max_tokens: usize,
+    overlap: usize,
+    counters: Arc<Counters>,
+}
+
+/// One chunk of one row, before embedding.
+struct ChunkOut {
+    start: i64,
+    end: i64,
+    text: Option<String>,
+    encoded: Encoded,
+}
+
+impl Prepare {
+    fn unit(&self, sb: SourceBatch) -> Result<Unit> {
+        let n = sb.batch.num_rows();
+        let (batch, rows): (RecordBatch, Vec<u64>) = match &self.filter {
+            Some(f) => {
+                let (b, kept) = f.apply(&sb.batch)?;
+                (
+                    b,
+                    kept.iter().map(|&k| sb.first_row + k as u64 + 1).collect(),
+                )
+            }
+            None => (
+                sb.batch,
+                (0..n as u64).map(|i| sb.first_row + i + 1).collect(),
+            ),
+        };
+        Counters::add(&self.counters.rows_read, batch.num_rows() as u64);
+        let texts = self.plan.input.text.render(&batch)?;
+        let ids = match &self.plan.input.id_column {
+            Some(c) => batch
+                .column_by_name(c)
+                .and_then(|a| arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).ok()),
+            None => None,
+        };
+        let per_row: Vec<Result<Vec<ChunkOut>>> = texts
+            .par_iter()
+            .enumerate()
+            .map(|(i, t)| self.row(t.as_deref(), &sb.file, rows[i], ids.as_ref(), i))
+            .collect();
+
+        let mut unit = Unit {
+            batch: batch
+                .project(&self.passthrough_idx)
+                .map_err(|e| Error::internal(e))?,
+            row_chunks: Vec::with_capacity(texts.len()),
+            chunk_row: Vec::new(),
+            chunk_index: Vec::new(),
+            chunk_start: Vec::new(),
+            chunk_end: Vec::new(),
+            chunk_text: Vec::new(),
+            encoded: Vec::new(),
+            vectors: Vec::new(),
+        };
+        let mut skipped = 0;
+        let mut tokens = 0;
+        for (r, chunks) in per_row.into_iter().enumerate() {
+            let chunks = chunks?;
+            if chunks.is_empty() {
+                skipped += 1;
+            }
+            unit.row_chunks.push(chunks.len() as u32);
+            for (k, c) in chunks.into_iter().enumerate() {
+                tokens += c.encoded.len() as u64;
+                unit.chunk_row.push(r as u32);
+                unit.chunk_index.push(k as i32);
+                unit.chunk_start.push(c.start);
+                unit.chunk_end.push(c.end);
+                if let Some(t) = c.text {
+                    unit.chunk_text.push(t);
+                }
+                unit.encoded.push(c.encoded);
+            }
+        }
+        Counters::add(&self.counters.rows_skipped, skipped);
+        Counters::add(&self.counters.chunks, unit.encoded.len() as u64);
+        Counters::add(&self.counters.tokens, tokens);
+        Ok(unit)
+    }
+
+    /// A row's chunks; empty when the row is skipped.
+    fn row(
+        &self,
+        text: Option<&str>,
+        file: &str,
+        row: u64,
+        ids: Option<&ArrayRef>,
+        i: usize,
+    ) -> Result<Vec<ChunkOut>> {
+        let empty = text.is_none_or(|t| t.trim().is_empty());
+        if empty {
+            match self.plan.embed.on_empty {
+                OnEmpty::Skip => return Ok(Vec::new()),
+                OnEmpty::Fail => {
+                    let id = match (ids, &self.plan.input.id_column) {
+                        (Some(a), Some(c)) => {
+                            let s = a.as_any().downcast_ref::<StringArray>();
+                            match s {
+                                Some(s) if s.is_valid(i) => format!(" ({c} = {})", s.value(i)),
+                                _ => format!(" ({c} is null)"),
+                            }
+                        }
+                        _ => String::new(),
+                    };
+                    let what = if text.is_none() { "null" } else { "empty" };
+                    return Err(Error::Data(format!(
+                        "input {file}: row {row}{id}: the text ({}) is {what}, and embed.on_empty = \"fail\"; set it to \"skip\" or \"embed\" to go on",
+                        self.plan.input.text_source
+                    )));
+                }
+                OnEmpty::Embed => {}
+            }
+        }
+        let text = text.unwrap_or("");
+        let keep = self.plan.chunking.keep_text;
+        if !self.plan.chunking.enabled {
+            return Ok(vec![ChunkOut {
+                start: 0,
+                end: text.chars().count() as i64,
+                text: keep.then(|| text.to_string()),
+                encoded: self.encoder.encode(text)?,
+            }]);
+        }
+        let tokens = self.encoder.chunk_tokens(text)?;
+        let chunks = chunk::split(text.len(), &tokens, self.max_tokens, self.overlap);
+        let bounds: Vec<usize> = chunks
+            .iter()
+            .flat_map(|c| [c.bytes.start, c.bytes.end])
+            .collect();
+        let chars = chunk::char_offsets(text, &bounds);
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let piece = &text[c.bytes.clone()];
+                Ok(ChunkOut {
+                    start: chars[2 * k] as i64,
+                    end: chars[2 * k + 1] as i64,
+                    text: keep.then(|| piece.to_string()),
+                    encoded: self.encoder.encode(piece)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Key-value metadata recorded in every output: where the vectors came from.
+fn lineage(c: &Checked, sha256: &str, dim: usize, provider: &str) -> Vec<(String, String)> {
+    let m = &c.model;
+    let p = &c.plan;
+    let mut kv = vec![
+        ("embedflow.version", env!("CARGO_PKG_VERSION").to_string()),
+        ("embedflow.model", m.name.clone()),
+        ("embedflow.model_sha256", sha256.to_string()),
+        ("embedflow.dim", dim.to_string()),
+        ("embedflow.pooling", m.pooling.name().to_string()),
+        ("embedflow.normalize", m.normalize.to_string()),
+        ("embedflow.max_seq_length", m.max_seq_length.to_string()),
+        ("embedflow.prompt", m.prompt.clone().unwrap_or_default()),
+        ("embedflow.text", p.input.text_source.clone()),
+        (
+            "embedflow.chunking",
+            if p.chunking.enabled { "tokens" } else { "none" }.to_string(),
+        ),
+        ("embedflow.vector_column", p.output.vector_column.clone()),
+        ("embedflow.execution_provider", provider.to_string()),
+        (
+            "embedflow.onnxruntime",
+            embed::session::ORT_VERSION.to_string(),
+        ),
+    ];
+    if p.chunking.enabled {
+        kv.push(("embedflow.chunk_max_tokens", c.max_tokens.to_string()));
+        kv.push(("embedflow.chunk_overlap", c.overlap.to_string()));
+    }
+    if let Some(f) = &p.input.filter {
+        kv.push(("embedflow.filter", f.clone()));
+    }
+    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// Runs a checked job to completion. On any error nothing is committed.
+pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let plan = c.plan.clone();
+    let threads = opts.threads.unwrap_or(plan.embed.threads);
+    let mut embedder = Embedder::new(&c.model, &c.encoder, threads)?;
+    let dim = match embedder.dim() {
+        Some(d) => d,
+        None => embed::embed_all(&mut embedder, &[c.encoder.encode("")?], 1, 1)?.1,
+    };
+    let provider = embedder.provider().to_string();
+    let sha = c.model.onnx_sha256()?;
+    let layout = OutputLayout {
+        chunk_columns: plan.chunking.enabled,
+        chunk_text: plan.chunking.keep_text,
+        vector_column: plan.output.vector_column.clone(),
+        dim,
+    };
+    let write = WriteOptions {
+        compression: plan.output.compression,
+        row_group_size: plan.output.row_group_size,
+        overwrite: plan.output.overwrite,
+        metadata: lineage(&c, &sha, dim, &provider),
+    };
+    let schema = sink::output_schema(&c.passthrough, &layout)?;
+    let docs_schema = sink::documents_schema(&c.passthrough, &layout)?;
+    let filter = match &plan.input.filter {
+        Some(sql) => {
+            let read_schema = c
+                .input
+                .schema
+                .project(
+                    &c.read_columns
+                        .iter()
+                        .map(|n| c.input.schema.index_of(n))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|e| Error::internal(e))?,
+                )
+                .map_err(|e| Error::internal(e))?;
+            Some(RowFilter::new(sql, &read_schema)?)
+        }
+        None => None,
+    };
+
+    let mut out = ParquetSink::create(&plan.output.path, Arc::clone(&schema), &write).await?;
+    let mut docs = match &plan.output.documents_path {
+        Some(p) => match ParquetSink::create(p, Arc::clone(&docs_schema), &write).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                out.abort().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+
+    tracing::info!(
+        files = c.input.files.len(),
+        rows = ?c.input.total_rows,
+        model = %c.model.name,
+        dim,
+        "starting"
+    );
+    let counters = Arc::new(Counters::default());
+    let total_rows = c.input.total_rows.filter(|_| plan.input.filter.is_none());
+    let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
+
+    let (src_tx, mut src_rx) = mpsc::channel::<Result<SourceBatch>>(SOURCE_QUEUE);
+    let (prep_tx, mut prep_rx) = mpsc::channel::<Result<Unit>>(PREPARED_QUEUE);
+    let (emb_tx, mut emb_rx) = mpsc::channel::<Result<Unit>>(EMBEDDED_QUEUE);
+
+    let read_columns = c.read_columns.clone();
+    let input = c.input;
+    let source_task = tokio::spawn(async move {
+        source::read(&input, &read_columns, source::READ_BATCH_ROWS, src_tx).await
+    });
+
+    let prepare = Prepare {
+        passthrough_idx: (0..c.passthrough.len()).collect(),
+        plan: plan.clone(),
+        encoder: Arc::clone(&c.encoder),
+        filter,
+        max_tokens: c.max_tokens,
+        overlap: c.overlap,
+        counters: Arc::clone(&counters),
+    };
+    let prepare_thread = std::thread::Builder::new()
+        .name("embedflow-prepare".into())
+        .spawn(move || {
+            while let Some(item) = src_rx.blocking_recv() {
+                let unit = item.and_then(|sb| prepare.unit(sb));
+                let failed = unit.is_err();
+                if prep_tx.blocking_send(unit).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::internal(e))?;
+
+    let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
+    let embed_thread = std::thread::Builder::new()
+        .name("embedflow-embed".into())
+        .spawn(move || {
+            while let Some(item) = prep_rx.blocking_recv() {
+                let unit = item.and_then(|mut u| {
+                    let t = Instant::now();
+                    let (v, d) =
+                        embed::embed_all(&mut embedder, &u.encoded, batch_tokens, max_rows)?;
+                    if !v.is_empty() && d != dim {
+                        return Err(Error::internal(format!(
+                            "vector width changed from {dim} to {d}"
+                        )));
+                    }
+                    tracing::debug!(
+                        chunks = u.encoded.len(),
+                        seconds = t.elapsed().as_secs_f64(),
+                        "embedded a unit"
+                    );
+                    u.vectors = v;
+                    u.encoded = Vec::new();
+                    Ok(u)
+                });
+                let failed = unit.is_err();
+                if emb_tx.blocking_send(unit).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::internal(e))?;
+
+    let mut written = 0u64;
+    let mut docs_written = 0u64;
+    let mut result: Result<()> = Ok(());
+    loop {
+        let item = tokio::select! {
+            item = emb_rx.recv() => item,
+            _ = tokio::signal::ctrl_c() => {
+                result = Err(Error::Data("interrupted: nothing was committed".into()));
+                break;
+            }
+        };
+        let Some(item) = item else { break };
+        let step = match item {
+            Ok(unit) => {
+                write_unit(&unit, &schema, &docs_schema, dim, &mut out, docs.as_mut()).await
+            }
+            Err(e) => Err(e),
+        };
+        match step {
+            Ok((n, d)) => {
+                written += n;
+                docs_written += d;
+                Counters::add(&counters.vectors_written, n);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(emb_rx);
+    // A stage that panicked closes its channel like one that finished:
+    // join them all before anything is committed.
+    let joined = join_stages(source_task, prepare_thread, embed_thread).await;
+    reporter.finish();
+    if let Err(e) = result.and(joined) {
+        out.abort().await;
+        if let Some(d) = docs {
+            d.abort().await;
+        }
+        return Err(e);
+    }
+    let committed = out.commit().await;
+    let docs_committed = match docs {
+        Some(d) if committed.is_ok() => d.commit().await.map(Some),
+        Some(d) => {
+            d.abort().await;
+            Ok(None)
+        }
+        None => Ok(None),
+    };
+    committed?;
+    docs_committed?;
+
+    Ok(Summary {
+        output: plan.output.path.clone(),
+        documents: plan.output.documents_path.clone(),
+        model: c.model.name.clone(),
+        provider,
+        dim,
+        rows_read: counters
+            .rows_read
+            .load(std::sync::atomic::Ordering::Relaxed),
+        rows_skipped: counters
+            .rows_skipped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        chunks: counters.chunks.load(std::sync::atomic::Ordering::Relaxed),
+        tokens: counters.tokens.load(std::sync::atomic::Ordering::Relaxed),
+        vectors_written: written,
+        documents_written: docs_written,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn join_stages(
+    source_task: tokio::task::JoinHandle<Result<()>>,
+    prepare: std::thread::JoinHandle<()>,
+    embed: std::thread::JoinHandle<()>,
+) -> Result<()> {
+    let source = source_task
+        .await
+        .map_err(|e| Error::internal(format!("source stage: {e}")))?;
+    let threads = tokio::task::spawn_blocking(move || {
+        let p = prepare
+            .join()
+            .map_err(|_| Error::internal("the prepare stage panicked"));
+        let e = embed
+            .join()
+            .map_err(|_| Error::internal("the embed stage panicked"));
+        p.and(e)
+    })
+    .await
+    .map_err(|e| Error::internal(e))?;
+    source.and(threads)
+}
+
+/// Builds and writes the output rows of one unit. Returns (chunk rows, document rows).
+async fn write_unit(
+    u: &Unit,
+    schema: &arrow::datatypes::SchemaRef,
+    docs_schema: &arrow::datatypes::SchemaRef,
+    dim: usize,
+    out: &mut ParquetSink,
+    docs: Option<&mut ParquetSink>,
+) -> Result<(u64, u64)> {
+    let n = u.chunk_row.len();
+    if n == 0 {
+        return Ok((0, 0));
+    }
+    let idx = UInt32Array::from(u.chunk_row.clone());
+    let rows = take_record_batch(&u.batch, &idx).map_err(|e| Error::internal(e))?;
+    let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
+    let chunked = schema.column_with_name(sink::CHUNK_INDEX).is_some();
+    if chunked {
+        cols.push(Arc::new(Int32Array::from(u.chunk_index.clone())));
+        cols.push(Arc::new(Int64Array::from(u.chunk_start.clone())));
+        cols.push(Arc::new(Int64Array::from(u.chunk_end.clone())));
+        if schema.column_with_name(sink::CHUNK_TEXT).is_some() {
+            cols.push(Arc::new(StringArray::from(u.chunk_text.clone())));
+        }
+    }
+    cols.push(sink::vector_array(u.vectors.clone(), dim)?);
+    let batch = RecordBatch::try_new(Arc::clone(schema), cols).map_err(|e| Error::internal(e))?;
+    out.write(&batch).await?;
+
+    let mut doc_rows = 0u64;
+    if let Some(docs) = docs {
+        // The normalised mean of each document's chunk vectors.
+        let kept: Vec<u32> = (0..u.row_chunks.len() as u32)
+            .filter(|&r| u.row_chunks[r as usize] > 0)
+            .collect();
+        let mut means = vec![0f32; kept.len() * dim];
+        let mut k = 0usize;
+        let mut chunk = 0usize;
+        for (r, &nc) in u.row_chunks.iter().enumerate() {
+            if nc == 0 {
+                continue;
+            }
+            debug_assert_eq!(u.chunk_row[chunk] as usize, r);
+            let m = &mut means[k * dim..(k + 1) * dim];
+            for c in chunk..chunk + nc as usize {
+                for (a, &b) in m.iter_mut().zip(&u.vectors[c * dim..(c + 1) * dim]) {
+                    *a += b;
+                }
+            }
+            for a in m.iter_mut() {
+                *a /= nc as f32;
+            }
+            chunk += nc as usize;
+            k += 1;
+        }
+        embed::pool::normalize_rows(&mut means, dim);
+        let idx = UInt32Array::from(kept.clone());
+        let rows = take_record_batch(&u.batch, &idx).map_err(|e| Error::internal(e))?;
+        let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
+        cols.push(Arc::new(Int32Array::from(
+            kept.iter()
+                .map(|&r| u.row_chunks[r as usize] as i32)
+                .collect::<Vec<_>>(),
+        )));
+        cols.push(sink::vector_array(means, dim)?);
+        let batch =
+            RecordBatch::try_new(Arc::clone(docs_schema), cols).map_err(|e| Error::internal(e))?;
+        docs.write(&batch).await?;
+        doc_rows = kept.len() as u64;
+    }
+    Ok((n as u64, doc_rows))
+}
+
+/// Embeds plain strings with a model folder, outside any job: used by tests,
+/// benchmarks and (later) SQL's `embed()`. Returns rows × dim vectors.
+pub fn embed_texts(
+    model: &ModelConfig,
+    texts: &[&str],
+    threads: usize,
+) -> Result<(Vec<f32>, usize)> {
+    let encoder = TextEncoder::new(model)?;
+    let mut embedder = Embedder::new(model, &encoder, threads)?;
+    let encoded: Vec<Encoded> = texts
+        .par_iter()
+        .map(|t| encoder.encode(t))
+        .collect::<Result<_>>()?;
+    embed::embed_all(
+        &mut embedder,
+        &encoded,
+        crate::job::DEFAULT_BATCH_TOKENS,
+        crate::job::DEFAULT_MAX_BATCH_ROWS,
+    )
+}

@@ -1,0 +1,192 @@
+//! Progress: counters shared by the stages, a bar on a terminal or a plain
+//! line every few seconds otherwise, and the run summary.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Seconds between plain progress lines when stderr is not a terminal.
+pub const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How to show progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar when stderr is a terminal, plain lines otherwise.
+    Auto,
+    Bar,
+    Plain,
+    Off,
+}
+
+/// Counters updated by the pipeline stages.
+#[derive(Default)]
+pub struct Counters {
+    pub rows_read: AtomicU64,
+    pub rows_skipped: AtomicU64,
+    pub chunks: AtomicU64,
+    pub tokens: AtomicU64,
+    pub vectors_written: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the reporter on its own thread until [`Reporter::finish`].
+pub struct Reporter {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reporter {
+    pub fn start(mode: ProgressMode, counters: Arc<Counters>, total_rows: Option<u64>) -> Reporter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mode = match mode {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        };
+        let handle = (mode != ProgressMode::Off).then(|| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || report(mode, &counters, total_rows, &stop))
+        });
+        Reporter { stop, handle }
+    }
+
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn report(mode: ProgressMode, c: &Counters, total: Option<u64>, stop: &AtomicBool) {
+    let start = Instant::now();
+    let line = |elapsed: f64| {
+        let rows = Counters::get(&c.rows_read);
+        let tokens = Counters::get(&c.tokens);
+        let rate = tokens as f64 / elapsed.max(1e-9);
+        let mut s = format!(
+            "{rows} rows, {} chunks, {} vectors written, {:.0} tokens/s",
+            Counters::get(&c.chunks),
+            Counters::get(&c.vectors_written),
+            rate
+        );
+        if let Some(t) = total.filter(|&t| t > 0 && rows > 0) {
+            let eta = elapsed * (t.saturating_sub(rows)) as f64 / rows as f64;
+            s.push_str(&format!(
+                ", {:.0}% of {t} rows, ETA {}",
+                100.0 * rows as f64 / t as f64,
+                hms(eta)
+            ));
+        }
+        s
+    };
+    if mode == ProgressMode::Bar {
+        let bar = match total {
+            Some(t) => indicatif::ProgressBar::new(t),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        let style = match total {
+            Some(_) => "{bar:30} {pos}/{len} rows  {msg}  [{elapsed_precise}, ETA {eta}]",
+            None => "{spinner} {pos} rows  {msg}  [{elapsed_precise}]",
+        };
+        if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
+            bar.set_style(s);
+        }
+        while !stop.load(Ordering::Relaxed) {
+            let e = start.elapsed().as_secs_f64();
+            bar.set_position(Counters::get(&c.rows_read));
+            bar.set_message(format!(
+                "{} chunks  {:.0} tok/s",
+                Counters::get(&c.chunks),
+                Counters::get(&c.tokens) as f64 / e.max(1e-9)
+            ));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bar.finish_and_clear();
+    } else {
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() >= PLAIN_INTERVAL {
+                last = Instant::now();
+                eprintln!("progress: {}", line(start.elapsed().as_secs_f64()));
+            }
+        }
+    }
+}
+
+fn hms(secs: f64) -> String {
+    let s = secs.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub output: String,
+    pub documents: Option<String>,
+    pub model: String,
+    pub provider: String,
+    pub dim: usize,
+    pub rows_read: u64,
+    pub rows_skipped: u64,
+    pub chunks: u64,
+    pub tokens: u64,
+    pub vectors_written: u64,
+    pub documents_written: u64,
+    pub seconds: f64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.seconds.max(1e-9);
+        writeln!(
+            f,
+            "wrote {} ({} vectors, {} dims)",
+            self.output, self.vectors_written, self.dim
+        )?;
+        if let Some(d) = &self.documents {
+            writeln!(f, "wrote {d} ({} document vectors)", self.documents_written)?;
+        }
+        writeln!(f, "  model            {} on {}", self.model, self.provider)?;
+        writeln!(f, "  rows read        {}", self.rows_read)?;
+        writeln!(
+            f,
+            "  rows skipped     {}{}",
+            self.rows_skipped,
+            if self.rows_skipped > 0 {
+                " (empty or null text)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(f, "  chunks           {}", self.chunks)?;
+        writeln!(f, "  tokens           {}", self.tokens)?;
+        writeln!(f, "  seconds          {:.2}", self.seconds)?;
+        write!(
+            f,
+            "  throughput       {:.1} rows/s, {:.1} chunks/s, {:.0} tokens/s",
+            self.rows_read as f64 / s,
+            self.chunks as f64 / s,
+            self.tokens as f64 / s
+        )
+    }
+}

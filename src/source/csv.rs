@@ -1,0 +1,200 @@
+//! CSV through object_store, streamed: bytes are pushed through arrow's
+//! push-based CSV decoder as they arrive.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::csv::reader::{Format, ReaderBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
+use tokio::sync::mpsc;
+
+use super::{SourceBatch, projection};
+use crate::store::FileEntry;
+use crate::{Error, Result};
+
+/// Bytes read from the start of the first file to infer column types.
+const INFER_BYTES: u64 = 4 << 20;
+/// Records used to infer column types.
+const INFER_RECORDS: usize = 1000;
+
+/// CSV dialect options.
+#[derive(Clone, Debug)]
+pub struct CsvOptions {
+    pub header: bool,
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    pub comment: Option<u8>,
+    /// Infer numeric/boolean/date columns; when false every column is text.
+    pub infer_types: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            comment: None,
+            infer_types: true,
+        }
+    }
+}
+
+impl CsvOptions {
+    fn format(&self) -> Format {
+        let mut f = Format::default()
+            .with_header(self.header)
+            .with_delimiter(self.delimiter)
+            .with_quote(self.quote);
+        if let Some(e) = self.escape {
+            f = f.with_escape(e);
+        }
+        if let Some(c) = self.comment {
+            f = f.with_comment(c);
+        }
+        f
+    }
+}
+
+/// Infers the schema from the first [`INFER_RECORDS`] records of `file`.
+pub(super) async fn infer_schema(file: &FileEntry, opts: &CsvOptions) -> Result<SchemaRef> {
+    let loc = &file.location;
+    let range = GetRange::Bounded(0..file.size.min(INFER_BYTES));
+    let head = loc
+        .store
+        .get_opts(&loc.path, GetOptions::new().with_range(Some(range)))
+        .await
+        .map_err(|e| Error::input(loc, e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::input(loc, e))?;
+    let (schema, _) = opts
+        .format()
+        .infer_schema(Cursor::new(head), Some(INFER_RECORDS))
+        .map_err(|e| csv_error(&loc.display, opts, &Schema::empty(), e))?;
+    if schema.fields().is_empty() {
+        return Err(Error::input(loc, "the CSV file is empty (no header)"));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let ty = if opts.infer_types {
+                f.data_type().clone()
+            } else {
+                DataType::Utf8
+            };
+            Field::new(f.name(), ty, true)
+        })
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Streams one CSV file. Returns Ok(false) if the receiver went away.
+pub(super) async fn read(
+    file: &FileEntry,
+    schema: &SchemaRef,
+    columns: &[String],
+    opts: &CsvOptions,
+    batch_rows: usize,
+    tx: &mpsc::Sender<Result<SourceBatch>>,
+) -> Result<bool> {
+    let loc = &file.location;
+    let name: Arc<str> = loc.display.as_str().into();
+    let indices = projection(&name, schema, columns)?;
+    let mut builder = ReaderBuilder::new(Arc::clone(schema))
+        .with_format(opts.format())
+        .with_batch_size(batch_rows)
+        .with_projection(indices);
+    if let Some(e) = opts.escape {
+        builder = builder.with_escape(e);
+    }
+    let mut decoder = builder.build_decoder();
+    let mut bytes = loc
+        .store
+        .get(&loc.path)
+        .await
+        .map_err(|e| Error::input(loc, e))?
+        .into_stream();
+    let mut buffered = Bytes::new();
+    let mut first_row = 0u64;
+    loop {
+        if buffered.is_empty() {
+            buffered = match bytes.next().await {
+                Some(b) => b.map_err(|e| Error::input(loc, e))?,
+                None => Bytes::new(),
+            };
+        }
+        let eof = buffered.is_empty();
+        let consumed = decoder
+            .decode(&buffered)
+            .map_err(|e| csv_error(&name, opts, schema, e))?;
+        buffered.advance(consumed);
+        if eof || decoder.capacity() == 0 {
+            let batch = decoder
+                .flush()
+                .map_err(|e| csv_error(&name, opts, schema, e))?;
+            if let Some(batch) = batch {
+                let n = batch.num_rows() as u64;
+                let item = SourceBatch {
+                    file: Arc::clone(&name),
+                    first_row,
+                    batch,
+                };
+                if tx.send(Ok(item)).await.is_err() {
+                    return Ok(false);
+                }
+                first_row += n;
+            }
+            if eof {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Turns arrow's CSV errors into messages that name the file, the data row
+/// and the column.
+fn csv_error(file: &str, opts: &CsvOptions, schema: &Schema, e: ArrowError) -> Error {
+    let msg = match &e {
+        ArrowError::CsvError(m) | ArrowError::ParseError(m) => m.clone(),
+        other => other.to_string(),
+    };
+    if let Some((line, field)) = parse_utf8_error(&msg) {
+        let row = if opts.header {
+            line.saturating_sub(1)
+        } else {
+            line
+        };
+        let column = schema
+            .fields()
+            .get(field)
+            .map(|f| format!("column '{}'", f.name()))
+            .unwrap_or_else(|| format!("field {}", field + 1));
+        return Error::input(
+            file,
+            format!(
+                "row {row}, {column}: invalid UTF-8 (embedflow reads CSV as UTF-8; re-encode the file)"
+            ),
+        );
+    }
+    Error::input(file, format!("invalid CSV: {msg}"))
+}
+
+/// Picks (line, field) out of arrow's "Encountered invalid UTF-8 data for
+/// line L and field F" (line is 1-based and counts the header; field is 1-based).
+fn parse_utf8_error(msg: &str) -> Option<(u64, usize)> {
+    let rest = msg.split("invalid UTF-8 data for line ").nth(1)?;
+    let (line, rest) = rest.split_once(" and field ")?;
+    let field: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((
+        line.trim().parse().ok()?,
+        field.parse::<usize>().ok()?.checked_sub(1)?,
+    ))
+}

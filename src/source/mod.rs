@@ -1,0 +1,164 @@
+//! Sources: an input path/URL → a bounded stream of record batches.
+//!
+//! Files are read one after another, one batch at a time: memory is bounded by
+//! [`READ_BATCH_ROWS`] and the capacity of the channel the caller hands in,
+//! never by the size of the input.
+
+mod csv;
+mod filter;
+mod parquet;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use tokio::sync::mpsc;
+
+use crate::store::{self, FileEntry};
+use crate::{Error, Result};
+
+pub use self::csv::CsvOptions;
+pub use self::filter::RowFilter;
+
+/// Rows per record batch read from a file. A batch is the unit that flows
+/// through the pipeline, so this also bounds the sort window of the embedder.
+pub const READ_BATCH_ROWS: usize = 2048;
+
+/// File formats embedflow reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Parquet,
+    Csv,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "parquet" => Some(Format::Parquet),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+
+    fn extensions(self) -> &'static [&'static str] {
+        match self {
+            Format::Parquet => &[".parquet", ".parq"],
+            Format::Csv => &[".csv", ".tsv", ".txt"],
+        }
+    }
+
+    /// Guesses the format from a file name.
+    pub fn from_name(name: &str) -> Option<Format> {
+        let lower = name.to_ascii_lowercase();
+        [Format::Parquet, Format::Csv]
+            .into_iter()
+            .find(|f| f.extensions().iter().any(|e| lower.ends_with(e)))
+    }
+}
+
+/// A batch read from one file, with where it came from (for error messages).
+pub struct SourceBatch {
+    pub file: Arc<str>,
+    /// 0-based index, within its file, of the batch's first data row.
+    pub first_row: u64,
+    pub batch: RecordBatch,
+}
+
+/// An opened input: the files, their common schema and, when the format
+/// records it, the total row count (for an ETA).
+pub struct Input {
+    pub files: Vec<FileEntry>,
+    pub format: Format,
+    pub schema: SchemaRef,
+    pub total_rows: Option<u64>,
+    pub csv: CsvOptions,
+}
+
+/// Lists the files behind `path` and reads the schema of the first one.
+pub async fn open(path: &str, format: Option<Format>, csv: &CsvOptions) -> Result<Input> {
+    let format = match format.or_else(|| Format::from_name(path.trim_end_matches('/'))) {
+        Some(f) => f,
+        None if store::is_glob(path) => {
+            return Err(Error::input(
+                path,
+                "cannot tell the format from this pattern: set input.format to \"parquet\" or \"csv\"",
+            ));
+        }
+        None => {
+            // A directory: take whichever format it holds.
+            match store::list_files(path, Format::Parquet.extensions()).await {
+                Ok(_) => Format::Parquet,
+                Err(_) => Format::Csv,
+            }
+        }
+    };
+    let files = store::list_files(path, format.extensions()).await?;
+    let (schema, total_rows) = match format {
+        Format::Parquet => parquet::schema_and_rows(&files).await?,
+        Format::Csv => (csv::infer_schema(&files[0], csv).await?, None),
+    };
+    Ok(Input {
+        files,
+        format,
+        schema,
+        total_rows,
+        csv: csv.clone(),
+    })
+}
+
+/// Reads every file of `input` in order, sending batches of the `columns`
+/// (by name) into `tx`. Returns early, without error, when the receiver is gone.
+pub async fn read(
+    input: &Input,
+    columns: &[String],
+    batch_rows: usize,
+    tx: mpsc::Sender<Result<SourceBatch>>,
+) -> Result<()> {
+    for file in &input.files {
+        let done = match input.format {
+            Format::Parquet => parquet::read(file, &input.schema, columns, batch_rows, &tx).await,
+            Format::Csv => {
+                csv::read(file, &input.schema, columns, &input.csv, batch_rows, &tx).await
+            }
+        };
+        match done {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Indices of `columns` in `schema`, with an error naming the file and the
+/// columns it does have when one is missing.
+fn projection(
+    file: &str,
+    schema: &arrow::datatypes::Schema,
+    columns: &[String],
+) -> Result<Vec<usize>> {
+    columns
+        .iter()
+        .map(|c| {
+            schema.index_of(c).map_err(|_| {
+                Error::input(
+                    file,
+                    format!("no column '{c}'; the columns are: {}", column_list(schema)),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `a, b, c` of a schema's field names, for messages.
+pub fn column_list(schema: &arrow::datatypes::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,166 @@
+//! Parquet files through object_store: footer first, then only the projected
+//! columns, streamed batch by batch.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryFutureExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use tokio::sync::mpsc;
+
+use super::{SourceBatch, projection};
+use crate::store::FileEntry;
+use crate::{Error, Result};
+
+/// Bytes read past the footer on the first request, so that a typical
+/// footer (and page index) arrives in one GET.
+const FOOTER_PREFETCH: usize = 64 << 10;
+
+/// Ranged reads of one Parquet object: the footer first, then only the
+/// column chunks the projection needs.
+struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn pq_err(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.store
+            .get_range(&self.path, range)
+            .map_err(pq_err)
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(pq_err)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .with_prefetch_hint(Some(FOOTER_PREFETCH))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+async fn builder(file: &FileEntry) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
+    let reader = ObjectReader {
+        store: Arc::clone(&file.location.store),
+        path: file.location.path.clone(),
+        size: file.size,
+    };
+    ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| Error::input(&file.location, format!("not a readable Parquet file: {e}")))
+}
+
+/// The first file's schema, and the sum of every file's row count from the
+/// footers (cheap: footers only).
+pub(super) async fn schema_and_rows(files: &[FileEntry]) -> Result<(SchemaRef, Option<u64>)> {
+    let mut schema = None;
+    let mut rows = 0u64;
+    for file in files {
+        let b = builder(file).await?;
+        rows += b.metadata().file_metadata().num_rows().max(0) as u64;
+        if schema.is_none() {
+            schema = Some(Arc::clone(b.schema()));
+        }
+    }
+    let schema = schema.ok_or_else(|| Error::internal("no input files"))?;
+    Ok((schema, Some(rows)))
+}
+
+/// Streams one file. Returns Ok(false) if the receiver went away.
+pub(super) async fn read(
+    file: &FileEntry,
+    expected: &Schema,
+    columns: &[String],
+    batch_rows: usize,
+    tx: &mpsc::Sender<Result<SourceBatch>>,
+) -> Result<bool> {
+    let name: Arc<str> = file.location.display.as_str().into();
+    let b = builder(file).await?;
+    let schema = Arc::clone(b.schema());
+    let indices = projection(&name, &schema, columns)?;
+    for (&i, c) in indices.iter().zip(columns) {
+        let want = expected
+            .field_with_name(c)
+            .map(|f| f.data_type().clone())
+            .ok();
+        let got = schema.field(i).data_type();
+        if let Some(want) = want
+            && &want != got
+        {
+            return Err(Error::input(
+                &name,
+                format!("column '{c}' has type {got} here but {want} in the first input file"),
+            ));
+        }
+    }
+    let mask = ProjectionMask::roots(b.parquet_schema(), indices.iter().copied());
+    let mut stream = b
+        .with_projection(mask)
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(|e| Error::input(&name, e))?;
+    let mut first_row = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| {
+            Error::input(
+                &name,
+                format!("corrupt Parquet data after row {first_row}: {e}"),
+            )
+        })?;
+        // Reorder to the requested column order.
+        let order: Vec<usize> = columns
+            .iter()
+            .map(|c| batch.schema().index_of(c))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::internal(format!("projected column vanished: {e}")))?;
+        let batch = batch.project(&order).map_err(|e| Error::internal(e))?;
+        let n = batch.num_rows() as u64;
+        let item = SourceBatch {
+            file: Arc::clone(&name),
+            first_row,
+            batch,
+        };
+        if tx.send(Ok(item)).await.is_err() {
+            return Ok(false);
+        }
+        first_row += n;
+    }
+    Ok(true)
+}

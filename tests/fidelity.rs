@@ -1,0 +1,120 @@
+//! Vectors equal sentence-transformers' (../shared/reference), row for row.
+
+use crate::util::*;
+
+/// Min cosine over rows between our output and a reference .npy.
+fn min_cosine(ours: &[Vec<f32>], reference: &std::path::Path) -> (f64, usize) {
+    let (rows, dim, data) = read_npy(reference);
+    assert_eq!(ours.len(), rows, "row count");
+    let mut worst = (f64::INFINITY, 0);
+    for (i, v) in ours.iter().enumerate() {
+        assert_eq!(v.len(), dim);
+        let c = cosine(v, &data[i * dim..(i + 1) * dim]);
+        if c < worst.0 {
+            worst = (c, i);
+        }
+    }
+    worst
+}
+
+/// Embeds reference.parquet (200 texts, including empty ones and 18 longer
+/// than 256 tokens) through the whole pipeline with chunking off.
+fn embed_reference(model: &std::path::Path) -> (arrow::array::RecordBatch, Vec<(String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = shared().join("reference/reference.parquet");
+    let out = dir.path().join("ref.parquet");
+    let o = embedflow(
+        dir.path(),
+        &[
+            "embed",
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--text-column",
+            "text",
+            "--columns",
+            "id,n_tokens_untruncated",
+            "--chunking",
+            "none",
+            "--max-seq-length",
+            "256",
+            "--on-empty",
+            "embed",
+            // Small batches so that padding and sorting are exercised.
+            "--batch-tokens",
+            "2048",
+        ],
+    );
+    assert_code(&o, 0);
+    read_parquet(&out)
+}
+
+#[test]
+fn minilm_matches_sentence_transformers_on_every_row() {
+    let (batch, kv) = embed_reference(&minilm());
+    assert_eq!(
+        ints(&batch, "id"),
+        (0..200).collect::<Vec<i64>>(),
+        "input order is kept"
+    );
+    let (worst, row) = min_cosine(
+        &vectors(&batch, "embedding"),
+        &shared().join("reference/embeddings.npy"),
+    );
+    assert!(worst >= 0.99999, "min cosine {worst} at row {row}");
+    assert_eq!(
+        meta(&kv, "embedflow.model_sha256"),
+        "9540aa0261574420a50b2dd2c0645a5aaca70b44b33d2d8fba4442276c801bfc"
+    );
+    assert_eq!(meta(&kv, "embedflow.max_seq_length"), "256");
+}
+
+#[test]
+fn tiny_model_matches_sentence_transformers_on_every_row() {
+    let (batch, _) = embed_reference(&tiny());
+    let (worst, row) = min_cosine(
+        &vectors(&batch, "embedding"),
+        &shared().join("reference/tiny_embeddings.npy"),
+    );
+    assert!(worst >= 0.99999, "min cosine {worst} at row {row}");
+}
+
+#[test]
+fn the_shipped_tokenizer_settings_would_be_wrong() {
+    // Guard on the trap in ../shared/models/README.md: at 128 tokens (the
+    // tokenizer.json's own truncation) long texts diverge from the reference.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.parquet");
+    let input = shared().join("reference/reference.parquet");
+    let o = embedflow(
+        dir.path(),
+        &[
+            "embed",
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--model",
+            tiny().to_str().unwrap(),
+            "--text-column",
+            "text",
+            "--columns",
+            "id",
+            "--chunking",
+            "none",
+            "--max-seq-length",
+            "128",
+            "--on-empty",
+            "embed",
+        ],
+    );
+    assert_code(&o, 0);
+    let (batch, _) = read_parquet(&out);
+    let (worst, _) = min_cosine(
+        &vectors(&batch, "embedding"),
+        &shared().join("reference/tiny_embeddings.npy"),
+    );
+    assert!(
+        worst < 0.999,
+        "truncating at 128 should change long texts, min cosine {worst}"
+    );
+}

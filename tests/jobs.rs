@@ -1,0 +1,143 @@
+//! Job files: every file under jobs/ validates; bad ones list every problem.
+
+use crate::util::*;
+
+#[test]
+fn every_job_under_jobs_validates() {
+    let mut jobs: Vec<String> = std::fs::read_dir(root().join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| {
+            p.strip_prefix(root())
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    jobs.sort();
+    assert!(jobs.len() >= 2);
+    let mut args = vec!["validate"];
+    args.extend(jobs.iter().map(String::as_str));
+    let o = embedflow(&root(), &args);
+    assert_code(&o, 0);
+    for j in &jobs {
+        assert!(stdout(&o).contains(&format!("ok: {j} (")), "{}", stdout(&o));
+    }
+}
+
+#[test]
+fn bad_job_lists_every_problem_with_suggestions() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        r#"
+[input]
+path = "in.parquet"
+text_colum = "text"
+
+[model]
+path = "all-MiniLM-L6-v2"
+pooling = "avg"
+
+[chunking]
+max_tokens = "lots"
+
+[embed]
+on_empty = "skipp"
+
+[ouput]
+path = "o.parquet"
+"#,
+    )
+    .unwrap();
+    let o = embedflow(dir.path(), &["validate", "bad.toml"]);
+    assert_code(&o, 1);
+    assert_eq!(
+        stderr(&o).trim(),
+        r#"error: bad.toml: 7 problems
+  - input.text_colum: unknown key; did you mean 'input.text_column'?
+  - input.text_column: required (or input.text_template)
+  - model.pooling: "avg" is not one of "cls", "mean", "max", "mean_sqrt_len", "lasttoken"
+  - chunking.max_tokens: expected an integer, found the string "lots"
+  - embed.on_empty: "skipp" is not one of "skip", "fail", "embed" (did you mean "skip"?)
+  - output.path: required"#
+            .to_string()
+            + "\n  - ouput: unknown key; did you mean 'output'?"
+    );
+}
+
+#[test]
+fn set_overrides_apply_and_are_checked() {
+    let o = embedflow(
+        &root(),
+        &[
+            "validate",
+            "jobs/quickstart.toml",
+            "--set",
+            "chunking.max_tokens=999",
+        ],
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("chunking.max_tokens: 999 is more than the model takes (254 = max_seq_length 256 minus special and prompt tokens)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = embedflow(
+        &root(),
+        &[
+            "validate",
+            "jobs/quickstart.toml",
+            "--set",
+            "chunking.max_tokens=128",
+        ],
+    );
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("chunks of 128 tokens"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn run_executes_a_job_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = format!(
+        r#"
+[input]
+path = "{}"
+text_column = "text"
+id_column = "tweet_id"
+[input.csv]
+infer_types = false
+[model]
+path = "{}"
+[chunking]
+mode = "none"
+[output]
+path = "out/t.parquet"
+"#,
+        root().join("sample_data/health_tweets.csv").display(),
+        tiny().display()
+    );
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let o = embedflow(
+        dir.path(),
+        &["run", "job.toml", "--set", "output.path=out/other.parquet"],
+    );
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).starts_with("wrote out/other.parquet (300 vectors, 32 dims)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        read_parquet(&dir.path().join("out/other.parquet"))
+            .0
+            .num_rows(),
+        300
+    );
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary, real ONNX Runtime, real models, real
+//! Parquet and CSV files in a temporary directory per test.
+
+mod util;
+
+mod chunking;
+mod errors;
+mod fidelity;
+mod io;
+mod jobs;

@@ -1,0 +1,234 @@
+//! Helpers shared by the integration tests: paths to the shared models and
+//! data, running the real binary, reading Parquet and .npy files back.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow::array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::compute::concat_batches;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared`, beside the project (read-only models, references, corpora).
+pub fn shared() -> PathBuf {
+    let p = root().join("../shared");
+    assert!(
+        p.is_dir(),
+        "../shared is missing: the tests read models and reference vectors from it"
+    );
+    p
+}
+
+pub fn minilm() -> PathBuf {
+    shared().join("models/all-MiniLM-L6-v2")
+}
+
+pub fn tiny() -> PathBuf {
+    shared().join("models/tiny-bert-random-st")
+}
+
+/// Fails (never skips) when ONNX Runtime is not installed: the test command
+/// runs scripts/setup first, so a missing library is a real failure.
+pub fn require_runtime() {
+    let lib = embedflow::embed::session::ort_library_path();
+    assert!(
+        lib.is_file(),
+        "ONNX Runtime not found at {}: run scripts/setup",
+        lib.display()
+    );
+}
+
+/// Runs the embedflow binary in `cwd`.
+pub fn embedflow(cwd: &Path, args: &[&str]) -> Output {
+    require_runtime();
+    Command::new(env!("CARGO_BIN_EXE_embedflow"))
+        .current_dir(cwd)
+        .args(args)
+        .args(["--progress", "off"])
+        .output()
+        .expect("run embedflow")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts the run succeeded with `code`, showing its output otherwise.
+pub fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Reads a whole Parquet file into one batch, with its key-value metadata.
+pub fn read_parquet(path: &Path) -> (RecordBatch, Vec<(String, String)>) {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    let kv = b
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema = Arc::clone(b.schema());
+    let batches: Vec<RecordBatch> = b.build().unwrap().collect::<Result<_, _>>().unwrap();
+    (concat_batches(&schema, &batches).unwrap(), kv)
+}
+
+pub fn meta<'a>(kv: &'a [(String, String)], key: &str) -> &'a str {
+    kv.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no metadata key {key}"))
+}
+
+/// The vectors of a FixedSizeList<Float32> column, one Vec per row.
+pub fn vectors(batch: &RecordBatch, column: &str) -> Vec<Vec<f32>> {
+    let col = batch.column_by_name(column).expect("vector column");
+    let list = col
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .expect("fixed size list");
+    let dim = list.value_length() as usize;
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap();
+    (0..list.len())
+        .map(|i| values.values()[i * dim..(i + 1) * dim].to_vec())
+        .collect()
+}
+
+pub fn strings(batch: &RecordBatch, column: &str) -> Vec<String> {
+    let col = arrow::compute::cast(
+        batch.column_by_name(column).expect(column),
+        &arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    let s = col
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    (0..s.len()).map(|i| s.value(i).to_string()).collect()
+}
+
+pub fn ints(batch: &RecordBatch, column: &str) -> Vec<i64> {
+    let col = arrow::compute::cast(
+        batch.column_by_name(column).expect(column),
+        &arrow::datatypes::DataType::Int64,
+    )
+    .unwrap();
+    let a = col
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    a.values().to_vec()
+}
+
+/// Reads a little-endian float32 C-order .npy file: (rows, cols, data).
+pub fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "not an npy file");
+    let (header_len, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(header.contains("'<f4'"), "expected float32: {header}");
+    assert!(header.contains("'fortran_order': False"));
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f32> = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(data.len(), dims[0] * dims[1]);
+    (dims[0], dims[1], data)
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut d, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        d += x as f64 * y as f64;
+        na += x as f64 * x as f64;
+        nb += y as f64 * y as f64;
+    }
+    d / (na.sqrt() * nb.sqrt()).max(1e-30)
+}
+
+/// The reference texts, one JSON string per line.
+pub fn reference_texts() -> Vec<String> {
+    std::fs::read_to_string(shared().join("reference/texts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<String>(l).unwrap())
+        .collect()
+}
+
+/// Writes a one-column-text Parquet file (id: int64, text: utf8).
+pub fn write_texts_parquet(path: &Path, texts: &[Option<&str>]) {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..texts.len() as i64)),
+            Arc::new(StringArray::from(texts.to_vec())),
+        ],
+    )
+    .unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Files in a directory (names only, sorted), to check nothing was left behind.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
