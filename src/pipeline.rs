@@ -11,6 +11,7 @@
 //! chunks), whatever the size of the input.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use arrow::array::{
@@ -255,7 +256,7 @@ impl Prepare {
         let mut unit = Unit {
             batch: batch
                 .project(&self.passthrough_idx)
-                .map_err(|e| Error::internal(e))?,
+                .map_err(Error::internal)?,
             row_chunks: Vec::with_capacity(texts.len()),
             chunk_row: Vec::new(),
             chunk_index: Vec::new(),
@@ -400,7 +401,16 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
     let mut embedder = Embedder::new(&c.model, &c.encoder, threads)?;
     let dim = match embedder.dim() {
         Some(d) => d,
-        None => embed::embed_all(&mut embedder, &[c.encoder.encode("")?], 1, 1)?.1,
+        None => {
+            embed::embed_all(
+                &mut embedder,
+                &[c.encoder.encode("")?],
+                1,
+                1,
+                &mut |_, _| {},
+            )?
+            .1
+        }
     };
     let provider = embedder.provider().to_string();
     let sha = c.model.onnx_sha256()?;
@@ -428,9 +438,9 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
                         .iter()
                         .map(|n| c.input.schema.index_of(n))
                         .collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(|e| Error::internal(e))?,
+                        .map_err(Error::internal)?,
                 )
-                .map_err(|e| Error::internal(e))?;
+                .map_err(Error::internal)?;
             Some(RowFilter::new(sql, &read_schema)?)
         }
         None => None,
@@ -489,17 +499,38 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
                 }
             }
         })
-        .map_err(|e| Error::internal(e))?;
+        .map_err(Error::internal)?;
 
     let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
+    let embed_counters = Arc::clone(&counters);
     let embed_thread = std::thread::Builder::new()
         .name("embedflow-embed".into())
         .spawn(move || {
+            let c = embed_counters;
+            let mut rows_before = 0u64;
             while let Some(item) = prep_rx.blocking_recv() {
                 let unit = item.and_then(|mut u| {
                     let t = Instant::now();
-                    let (v, d) =
-                        embed::embed_all(&mut embedder, &u.encoded, batch_tokens, max_rows)?;
+                    // Progress moves with each inference batch: the unit's
+                    // rows advance in proportion to its chunks embedded.
+                    let rows = u.row_chunks.len() as u64;
+                    let chunks = u.encoded.len().max(1) as u64;
+                    let mut done = 0u64;
+                    let mut progress = |n: usize, tokens: usize| {
+                        done += n as u64;
+                        c.rows_embedded
+                            .store(rows_before + rows * done / chunks, Ordering::Relaxed);
+                        Counters::add(&c.tokens_embedded, tokens as u64);
+                    };
+                    let (v, d) = embed::embed_all(
+                        &mut embedder,
+                        &u.encoded,
+                        batch_tokens,
+                        max_rows,
+                        &mut progress,
+                    )?;
+                    rows_before += rows;
+                    c.rows_embedded.store(rows_before, Ordering::Relaxed);
                     if !v.is_empty() && d != dim {
                         return Err(Error::internal(format!(
                             "vector width changed from {dim} to {d}"
@@ -520,7 +551,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
                 }
             }
         })
-        .map_err(|e| Error::internal(e))?;
+        .map_err(Error::internal)?;
 
     let mut written = 0u64;
     let mut docs_written = 0u64;
@@ -582,14 +613,10 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         model: c.model.name.clone(),
         provider,
         dim,
-        rows_read: counters
-            .rows_read
-            .load(std::sync::atomic::Ordering::Relaxed),
-        rows_skipped: counters
-            .rows_skipped
-            .load(std::sync::atomic::Ordering::Relaxed),
-        chunks: counters.chunks.load(std::sync::atomic::Ordering::Relaxed),
-        tokens: counters.tokens.load(std::sync::atomic::Ordering::Relaxed),
+        rows_read: counters.rows_read.load(Ordering::Relaxed),
+        rows_skipped: counters.rows_skipped.load(Ordering::Relaxed),
+        chunks: counters.chunks.load(Ordering::Relaxed),
+        tokens: counters.tokens.load(Ordering::Relaxed),
         vectors_written: written,
         documents_written: docs_written,
         seconds: started.elapsed().as_secs_f64(),
@@ -614,7 +641,7 @@ async fn join_stages(
         p.and(e)
     })
     .await
-    .map_err(|e| Error::internal(e))?;
+    .map_err(Error::internal)?;
     source.and(threads)
 }
 
@@ -632,7 +659,7 @@ async fn write_unit(
         return Ok((0, 0));
     }
     let idx = UInt32Array::from(u.chunk_row.clone());
-    let rows = take_record_batch(&u.batch, &idx).map_err(|e| Error::internal(e))?;
+    let rows = take_record_batch(&u.batch, &idx).map_err(Error::internal)?;
     let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
     let chunked = schema.column_with_name(sink::CHUNK_INDEX).is_some();
     if chunked {
@@ -644,7 +671,7 @@ async fn write_unit(
         }
     }
     cols.push(sink::vector_array(u.vectors.clone(), dim)?);
-    let batch = RecordBatch::try_new(Arc::clone(schema), cols).map_err(|e| Error::internal(e))?;
+    let batch = RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)?;
     out.write(&batch).await?;
 
     let mut doc_rows = 0u64;
@@ -675,7 +702,7 @@ async fn write_unit(
         }
         embed::pool::normalize_rows(&mut means, dim);
         let idx = UInt32Array::from(kept.clone());
-        let rows = take_record_batch(&u.batch, &idx).map_err(|e| Error::internal(e))?;
+        let rows = take_record_batch(&u.batch, &idx).map_err(Error::internal)?;
         let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
         cols.push(Arc::new(Int32Array::from(
             kept.iter()
@@ -683,8 +710,7 @@ async fn write_unit(
                 .collect::<Vec<_>>(),
         )));
         cols.push(sink::vector_array(means, dim)?);
-        let batch =
-            RecordBatch::try_new(Arc::clone(docs_schema), cols).map_err(|e| Error::internal(e))?;
+        let batch = RecordBatch::try_new(Arc::clone(docs_schema), cols).map_err(Error::internal)?;
         docs.write(&batch).await?;
         doc_rows = kept.len() as u64;
     }
@@ -709,5 +735,6 @@ pub fn embed_texts(
         &encoded,
         crate::job::DEFAULT_BATCH_TOKENS,
         crate::job::DEFAULT_MAX_BATCH_ROWS,
+        &mut |_, _| {},
     )
 }

@@ -27,6 +27,9 @@ pub struct Counters {
     pub rows_skipped: AtomicU64,
     pub chunks: AtomicU64,
     pub tokens: AtomicU64,
+    /// Rows whose chunks are embedded (advances with each inference batch).
+    pub rows_embedded: AtomicU64,
+    pub tokens_embedded: AtomicU64,
     pub vectors_written: AtomicU64,
 }
 
@@ -78,11 +81,11 @@ impl Drop for Reporter {
 fn report(mode: ProgressMode, c: &Counters, total: Option<u64>, stop: &AtomicBool) {
     let start = Instant::now();
     let line = |elapsed: f64| {
-        let rows = Counters::get(&c.rows_read);
-        let tokens = Counters::get(&c.tokens);
-        let rate = tokens as f64 / elapsed.max(1e-9);
+        let rows = Counters::get(&c.rows_embedded);
+        let rate = Counters::get(&c.tokens_embedded) as f64 / elapsed.max(1e-9);
         let mut s = format!(
-            "{rows} rows, {} chunks, {} vectors written, {:.0} tokens/s",
+            "{rows} rows embedded ({} read), {} chunks, {} vectors written, {:.0} tokens/s",
+            Counters::get(&c.rows_read),
             Counters::get(&c.chunks),
             Counters::get(&c.vectors_written),
             rate
@@ -112,11 +115,11 @@ fn report(mode: ProgressMode, c: &Counters, total: Option<u64>, stop: &AtomicBoo
         }
         while !stop.load(Ordering::Relaxed) {
             let e = start.elapsed().as_secs_f64();
-            bar.set_position(Counters::get(&c.rows_read));
+            bar.set_position(Counters::get(&c.rows_embedded));
             bar.set_message(format!(
                 "{} chunks  {:.0} tok/s",
                 Counters::get(&c.chunks),
-                Counters::get(&c.tokens) as f64 / e.max(1e-9)
+                Counters::get(&c.tokens_embedded) as f64 / e.max(1e-9)
             ));
             std::thread::sleep(Duration::from_millis(200));
         }

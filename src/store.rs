@@ -114,7 +114,7 @@ pub async fn list_files(input: &str, extensions: &[&str]) -> Result<Vec<FileEntr
     let root = resolve(base)?;
     let matcher = match pattern {
         Some(_) => Some(
-            globset::GlobBuilder::new(&resolve(input)?.path.to_string())
+            globset::GlobBuilder::new(resolve(input)?.path.as_ref())
                 .literal_separator(true)
                 .build()
                 .map_err(|e| Error::input(input, format!("bad glob pattern: {e}")))?
@@ -200,7 +200,7 @@ fn split_glob(input: &str) -> (&str, Option<&str>) {
     }
     let first_glob = input.find(['*', '?', '[', '{']).unwrap_or(input.len());
     match input[..first_glob].rfind('/') {
-        Some(i) if i == 0 => ("/", Some(&input[1..])),
+        Some(0) => ("/", Some(&input[1..])),
         Some(i) => (&input[..i], Some(&input[i + 1..])),
         None => (".", Some(input)),
     }

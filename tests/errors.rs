@@ -145,6 +145,36 @@ fn invalid_utf8_in_csv_names_row_and_column() {
 }
 
 #[test]
+fn invalid_utf8_past_the_inference_window_names_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = b"id,text,tag\n".to_vec();
+    for i in 1..=1500 {
+        if i == 1234 {
+            data.extend_from_slice(b"1234,bad \xc3\x28 bytes,x\n");
+        } else {
+            data.extend_from_slice(format!("{i},text number {i},x\n").as_bytes());
+        }
+    }
+    std::fs::write(dir.path().join("in.csv"), data).unwrap();
+    let e = fails(
+        dir.path(),
+        &[
+            "embed",
+            "in.csv",
+            "o.parquet",
+            "--model",
+            &tiny_s(),
+            "--text-column",
+            "text",
+        ],
+    );
+    assert_eq!(
+        e.trim(),
+        "error: input in.csv: row 1234, column 'text': invalid UTF-8 (embedflow reads CSV as UTF-8; re-encode the file)"
+    );
+}
+
+#[test]
 fn on_empty_fail_names_file_row_and_id() {
     let dir = tempfile::tempdir().unwrap();
     write_texts_parquet(

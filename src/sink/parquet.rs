@@ -94,7 +94,7 @@ impl ParquetSink {
 
         let compression = match opts.compression {
             Compression::Zstd => {
-                PqCompression::ZSTD(ZstdLevel::try_new(3).map_err(|e| Error::internal(e))?)
+                PqCompression::ZSTD(ZstdLevel::try_new(3).map_err(Error::internal)?)
             }
             Compression::Snappy => PqCompression::SNAPPY,
             Compression::Lz4 => PqCompression::LZ4_RAW,

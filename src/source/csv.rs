@@ -76,8 +76,16 @@ pub(super) async fn infer_schema(file: &FileEntry, opts: &CsvOptions) -> Result<
         .map_err(|e| Error::input(loc, e))?;
     let (schema, _) = opts
         .format()
-        .infer_schema(Cursor::new(head), Some(INFER_RECORDS))
-        .map_err(|e| csv_error(&loc.display, opts, &Schema::empty(), e))?;
+        .infer_schema(Cursor::new(head.clone()), Some(INFER_RECORDS))
+        .map_err(|e| {
+            // Name the column: the header alone still parses.
+            let header = opts
+                .format()
+                .infer_schema(Cursor::new(head.clone()), Some(0))
+                .map(|(s, _)| s)
+                .unwrap_or_else(|_| Schema::empty());
+            csv_error(&loc.display, opts, &header, e)
+        })?;
     if schema.fields().is_empty() {
         return Err(Error::input(loc, "the CSV file is empty (no header)"));
     }
@@ -187,14 +195,48 @@ fn csv_error(file: &str, opts: &CsvOptions, schema: &Schema, e: ArrowError) -> E
     Error::input(file, format!("invalid CSV: {msg}"))
 }
 
-/// Picks (line, field) out of arrow's "Encountered invalid UTF-8 data for
-/// line L and field F" (line is 1-based and counts the header; field is 1-based).
+/// Picks (line, 0-based field) out of the two UTF-8 errors arrow's CSV
+/// reading gives: the decoder's "Encountered invalid UTF-8 data for line L
+/// and field F" (F 1-based) and schema inference's "invalid UTF-8 in field F
+/// near byte index B at line L" (F 0-based). Lines are 1-based and count the
+/// header.
 fn parse_utf8_error(msg: &str) -> Option<(u64, usize)> {
-    let rest = msg.split("invalid UTF-8 data for line ").nth(1)?;
-    let (line, rest) = rest.split_once(" and field ")?;
-    let field: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    Some((
-        line.trim().parse().ok()?,
-        field.parse::<usize>().ok()?.checked_sub(1)?,
-    ))
+    let digits = |s: &str| -> Option<u64> {
+        s.chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    if let Some(rest) = msg.split("invalid UTF-8 data for line ").nth(1) {
+        let (line, rest) = rest.split_once(" and field ")?;
+        return Some((
+            line.trim().parse().ok()?,
+            (digits(rest)? as usize).checked_sub(1)?,
+        ));
+    }
+    let rest = msg.split("invalid UTF-8 in field ").nth(1)?;
+    let field = digits(rest)? as usize;
+    let line = digits(rest.split(" at line ").nth(1)?)?;
+    Some((line, field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_utf8_error;
+
+    #[test]
+    fn reads_both_utf8_error_forms() {
+        assert_eq!(
+            parse_utf8_error("Encountered invalid UTF-8 data for line 12 and field 2"),
+            Some((12, 1))
+        );
+        assert_eq!(
+            parse_utf8_error(
+                "Encountered UTF-8 error while reading CSV file: invalid utf-8: invalid UTF-8 in field 1 near byte index 4 at line 4"
+            ),
+            Some((4, 1))
+        );
+        assert_eq!(parse_utf8_error("something else"), None);
+    }
 }

@@ -22,7 +22,7 @@ impl RowFilter {
     /// The columns `sql` refers to, checked against the input's schema.
     pub fn columns(sql: &str, schema: &Schema) -> Result<Vec<String>> {
         let ctx = SessionContext::new();
-        let df = DFSchema::try_from(schema.clone()).map_err(|e| Error::internal(e))?;
+        let df = DFSchema::try_from(schema.clone()).map_err(Error::internal)?;
         let expr = ctx.parse_sql_expr(sql, &df).map_err(|e| bad(sql, e))?;
         let mut cols: Vec<String> = expr
             .column_refs()
@@ -36,7 +36,7 @@ impl RowFilter {
     /// Compiles `sql` against the schema of the batches it will see.
     pub fn new(sql: &str, schema: &Schema) -> Result<RowFilter> {
         let ctx = SessionContext::new();
-        let df = DFSchema::try_from(schema.clone()).map_err(|e| Error::internal(e))?;
+        let df = DFSchema::try_from(schema.clone()).map_err(Error::internal)?;
         let expr = ctx.parse_sql_expr(sql, &df).map_err(|e| bad(sql, e))?;
         let expr = ctx
             .create_physical_expr(expr, &df)
@@ -72,7 +72,7 @@ impl RowFilter {
             .filter(|&i| mask.is_valid(i) && mask.value(i))
             .map(|i| i as u32)
             .collect();
-        let out = filter_record_batch(batch, mask).map_err(|e| Error::internal(e))?;
+        let out = filter_record_batch(batch, mask).map_err(Error::internal)?;
         Ok((out, kept))
     }
 }

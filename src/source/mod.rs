@@ -21,8 +21,10 @@ pub use self::csv::CsvOptions;
 pub use self::filter::RowFilter;
 
 /// Rows per record batch read from a file. A batch is the unit that flows
-/// through the pipeline, so this also bounds the sort window of the embedder.
-pub const READ_BATCH_ROWS: usize = 2048;
+/// through the pipeline, so this is also the embedder's sort window (1,024
+/// rows: several inference batches even for short texts) and the step of
+/// the progress display.
+pub const READ_BATCH_ROWS: usize = 1024;
 
 /// File formats embedflow reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -150,7 +150,7 @@ pub(super) async fn read(
             .map(|c| batch.schema().index_of(c))
             .collect::<Result<_, _>>()
             .map_err(|e| Error::internal(format!("projected column vanished: {e}")))?;
-        let batch = batch.project(&order).map_err(|e| Error::internal(e))?;
+        let batch = batch.project(&order).map_err(Error::internal)?;
         let n = batch.num_rows() as u64;
         let item = SourceBatch {
             file: Arc::clone(&name),
