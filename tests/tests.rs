@@ -8,3 +8,4 @@ mod errors;
 mod fidelity;
 mod io;
 mod jobs;
+mod model;

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use tokio::sync::mpsc;
 
-use super::{SourceBatch, projection};
+use super::{Emitter, SourceBatch, projection};
 use crate::store::FileEntry;
 use crate::{Error, Result};
 
@@ -131,7 +131,7 @@ pub(super) async fn read(
         .map_err(|e| Error::input(loc, e))?
         .into_stream();
     let mut buffered = Bytes::new();
-    let mut first_row = 0u64;
+    let mut out = Emitter::new(Arc::clone(&name), tx);
     loop {
         if buffered.is_empty() {
             buffered = match bytes.next().await {
@@ -148,17 +148,10 @@ pub(super) async fn read(
             let batch = decoder
                 .flush()
                 .map_err(|e| csv_error(&name, opts, schema, e))?;
-            if let Some(batch) = batch {
-                let n = batch.num_rows() as u64;
-                let item = SourceBatch {
-                    file: Arc::clone(&name),
-                    first_row,
-                    batch,
-                };
-                if tx.send(Ok(item)).await.is_err() {
-                    return Ok(false);
-                }
-                first_row += n;
+            if let Some(batch) = batch
+                && !out.send(batch).await
+            {
+                return Ok(false);
             }
             if eof {
                 return Ok(true);

@@ -66,6 +66,40 @@ pub struct SourceBatch {
     pub batch: RecordBatch,
 }
 
+/// Sends a file's batches downstream, numbering their rows.
+pub(crate) struct Emitter<'a> {
+    file: Arc<str>,
+    next_row: u64,
+    tx: &'a mpsc::Sender<Result<SourceBatch>>,
+}
+
+impl<'a> Emitter<'a> {
+    pub(crate) fn new(file: Arc<str>, tx: &'a mpsc::Sender<Result<SourceBatch>>) -> Self {
+        Emitter {
+            file,
+            next_row: 0,
+            tx,
+        }
+    }
+
+    /// Sends one batch; false when the receiver is gone (the run is ending).
+    pub(crate) async fn send(&mut self, batch: RecordBatch) -> bool {
+        let n = batch.num_rows() as u64;
+        let item = SourceBatch {
+            file: Arc::clone(&self.file),
+            first_row: self.next_row,
+            batch,
+        };
+        self.next_row += n;
+        self.tx.send(Ok(item)).await.is_ok()
+    }
+
+    /// Rows sent so far.
+    pub(crate) fn rows(&self) -> u64 {
+        self.next_row
+    }
+}
+
 /// An opened input: the files, their common schema and, when the format
 /// records it, the total row count (for an ETA).
 pub struct Input {

@@ -18,7 +18,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::mpsc;
 
-use super::{SourceBatch, projection};
+use super::{Emitter, SourceBatch, projection};
 use crate::store::FileEntry;
 use crate::{Error, Result};
 
@@ -136,12 +136,12 @@ pub(super) async fn read(
         .with_batch_size(batch_rows)
         .build()
         .map_err(|e| Error::input(&name, e))?;
-    let mut first_row = 0u64;
+    let mut out = Emitter::new(Arc::clone(&name), tx);
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| {
             Error::input(
                 &name,
-                format!("corrupt Parquet data after row {first_row}: {e}"),
+                format!("corrupt Parquet data after row {}: {e}", out.rows()),
             )
         })?;
         // Reorder to the requested column order.
@@ -151,16 +151,9 @@ pub(super) async fn read(
             .collect::<Result<_, _>>()
             .map_err(|e| Error::internal(format!("projected column vanished: {e}")))?;
         let batch = batch.project(&order).map_err(Error::internal)?;
-        let n = batch.num_rows() as u64;
-        let item = SourceBatch {
-            file: Arc::clone(&name),
-            first_row,
-            batch,
-        };
-        if tx.send(Ok(item)).await.is_err() {
+        if !out.send(batch).await {
             return Ok(false);
         }
-        first_row += n;
     }
     Ok(true)
 }

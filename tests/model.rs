@@ -1,0 +1,143 @@
+//! Model folder options: prompts, pooling and normalisation overrides.
+
+use std::path::Path;
+
+use crate::util::*;
+
+/// A copy of the tiny model with prompts in config_sentence_transformers.json.
+fn model_with_prompts(dir: &Path, default_prompt: Option<&str>) -> std::path::PathBuf {
+    let m = dir.join("model");
+    std::fs::create_dir_all(m.join("1_Pooling")).unwrap();
+    for f in [
+        "model.onnx",
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config.json",
+        "1_Pooling/config.json",
+    ] {
+        std::fs::copy(tiny().join(f), m.join(f)).unwrap();
+    }
+    let default = default_prompt
+        .map(|d| format!(", \"default_prompt_name\": \"{d}\""))
+        .unwrap_or_default();
+    std::fs::write(
+        m.join("config_sentence_transformers.json"),
+        format!(r#"{{"prompts": {{"query": "query: ", "passage": "passage: "}}{default}}}"#),
+    )
+    .unwrap();
+    m
+}
+
+fn embed(dir: &Path, model: &Path, extra: &[&str]) -> Vec<Vec<f32>> {
+    let mut args = vec![
+        "embed",
+        "in.parquet",
+        "o.parquet",
+        "--model",
+        model.to_str().unwrap(),
+        "--text-column",
+        "text",
+    ];
+    args.extend_from_slice(extra);
+    let o = embedflow(dir, &args);
+    assert_code(&o, 0);
+    vectors(&read_parquet(&dir.join("o.parquet")).0, "embedding")
+}
+
+#[test]
+fn named_prompts_equal_literal_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    write_texts_parquet(
+        &dir.path().join("in.parquet"),
+        &[
+            Some("how do I reset my password"),
+            Some("a cat sits outside"),
+        ],
+    );
+    let m = model_with_prompts(dir.path(), None);
+    let named = embed(dir.path(), &m, &["--prompt-name", "query"]);
+    let literal = embed(dir.path(), &m, &["--prompt", "query: "]);
+    let none = embed(dir.path(), &m, &[]);
+    assert_eq!(named, literal);
+    assert!(
+        cosine(&named[0], &none[0]) < 0.9999,
+        "the prompt changes the vector"
+    );
+    let (_, kv) = read_parquet(&dir.path().join("o.parquet"));
+    assert_eq!(meta(&kv, "embedflow.prompt"), "");
+
+    // The folder's default prompt applies unless the job says otherwise.
+    let dir2 = tempfile::tempdir().unwrap();
+    write_texts_parquet(
+        &dir2.path().join("in.parquet"),
+        &[
+            Some("how do I reset my password"),
+            Some("a cat sits outside"),
+        ],
+    );
+    let m2 = model_with_prompts(dir2.path(), Some("passage"));
+    let default = embed(dir2.path(), &m2, &[]);
+    assert_eq!(default, embed(dir2.path(), &m2, &["--prompt", "passage: "]));
+    let (_, kv) = read_parquet(&dir2.path().join("o.parquet"));
+    assert_eq!(meta(&kv, "embedflow.prompt"), "passage: ");
+
+    let o = embedflow(
+        dir.path(),
+        &[
+            "embed",
+            "in.parquet",
+            "x.parquet",
+            "--model",
+            m.to_str().unwrap(),
+            "--text-column",
+            "text",
+            "--prompt-name",
+            "search",
+        ],
+    );
+    assert_code(&o, 1);
+    assert_eq!(
+        stderr(&o).trim(),
+        format!(
+            "error: model {}: no prompt named 'search'; its prompts are: passage, query",
+            m.display()
+        )
+    );
+}
+
+#[test]
+fn pooling_and_normalize_overrides_are_applied_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    write_texts_parquet(
+        &dir.path().join("in.parquet"),
+        &[Some("one two three"), Some("four")],
+    );
+    let mean = embed(dir.path(), &tiny(), &[]);
+    let cls = embed(
+        dir.path(),
+        &tiny(),
+        &["--pooling", "cls", "--normalize", "false"],
+    );
+    let (_, kv) = read_parquet(&dir.path().join("o.parquet"));
+    assert_eq!(meta(&kv, "embedflow.pooling"), "cls");
+    assert_eq!(meta(&kv, "embedflow.normalize"), "false");
+    assert!(cosine(&mean[0], &cls[0]) < 0.9999);
+    let norm: f32 = cls[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() > 1e-3, "not normalised: {norm}");
+    let max = embed(
+        dir.path(),
+        &tiny(),
+        &["--pooling", "max", "--normalize", "false"],
+    );
+    let single_token_max = &max[1];
+    let single_token_mean = embed(
+        dir.path(),
+        &tiny(),
+        &["--pooling", "mean", "--normalize", "false"],
+    );
+    // "four" is [CLS] four [SEP]: max ≥ mean in every component.
+    for (a, b) in single_token_max.iter().zip(&single_token_mean[1]) {
+        assert!(a >= b);
+    }
+}
