@@ -5,7 +5,8 @@
 //! the two so that machine noise hits both. Prints sentences/s, tokens/s,
 //! the speed-up, and peak RSS.
 //!
-//!   cargo bench --bench throughput [-- --rounds 3 --texts PATH --model DIR]
+//!   cargo run --release --features bench --bin embedflow-bench -- [--rounds 3 --texts PATH --model DIR]
+//!   (benches/run.sh runs it beside the Python baseline)
 
 use std::time::Instant;
 

@@ -150,11 +150,18 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
     if let Some(enc) = &encoder {
         let fits = enc.default_max_tokens();
         let max_tokens = plan.chunking.max_tokens.unwrap_or(fits);
-        let overlap = if plan.chunking.max_tokens.is_none() {
-            plan.chunking.overlap.min(max_tokens / 4)
-        } else {
-            plan.chunking.overlap
-        };
+        let overlap = plan
+            .chunking
+            .overlap
+            .unwrap_or(crate::job::DEFAULT_OVERLAP.min(max_tokens / 4));
+        if plan.chunking.enabled && overlap >= max_tokens {
+            errors.push(Error::Job {
+                origin: plan.origin.clone(),
+                problems: vec![format!(
+                    "chunking.overlap: must be smaller than the chunk window ({max_tokens} tokens), found {overlap}"
+                )],
+            });
+        }
         if plan.chunking.enabled && max_tokens > fits {
             errors.push(Error::Job {
                 origin: plan.origin.clone(),

@@ -141,3 +141,34 @@ path = "out/t.parquet"
         300
     );
 }
+
+#[test]
+fn explicit_overlap_is_kept_and_checked_against_the_window() {
+    let o = embedflow(
+        &root(),
+        &[
+            "validate",
+            "jobs/quickstart.toml",
+            "--set",
+            "chunking.overlap=100",
+        ],
+    );
+    assert_code(&o, 0);
+    let o = embedflow(
+        &root(),
+        &[
+            "validate",
+            "jobs/quickstart.toml",
+            "--set",
+            "chunking.overlap=254",
+        ],
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains(
+            "chunking.overlap: must be smaller than the chunk window (254 tokens), found 254"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -5,8 +5,9 @@ mod plan;
 mod spec;
 
 pub use plan::{
-    ChunkPlan, Compression, DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS, EmbedPlan, InputPlan,
-    JobPlan, ModelOverrides, OnEmpty, OutputPlan, Pooling, WEIGHTEDMEAN_REFUSED,
+    ChunkPlan, Compression, DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS, DEFAULT_OVERLAP,
+    EmbedPlan, InputPlan, JobPlan, ModelOverrides, OnEmpty, OutputPlan, Pooling,
+    WEIGHTEDMEAN_REFUSED,
 };
 pub use spec::apply_set;
 

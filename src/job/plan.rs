@@ -98,7 +98,8 @@ pub struct ChunkPlan {
     pub enabled: bool,
     /// `None`: the model's max_seq_length minus special and prompt tokens.
     pub max_tokens: Option<usize>,
-    pub overlap: usize,
+    /// `None`: [`DEFAULT_OVERLAP`], at most a quarter of the window.
+    pub overlap: Option<usize>,
     pub keep_text: bool,
 }
 
@@ -220,17 +221,13 @@ impl JobPlan {
         let overlap = s.count("overlap", 0, &mut p);
         let keep_text = s.boolean("keep_text", &mut p).unwrap_or(false);
         s.finish(&mut p);
-        let overlap = match (overlap, max_tokens) {
-            (Some(o), Some(m)) if o >= m => {
-                p.push(format!(
-                    "chunking.overlap: must be smaller than chunking.max_tokens ({m}), found {o}"
-                ));
-                0
-            }
-            (Some(o), _) => o,
-            (None, Some(m)) => DEFAULT_OVERLAP.min(m / 4),
-            (None, None) => DEFAULT_OVERLAP,
-        };
+        if let (Some(o), Some(m)) = (overlap, max_tokens)
+            && o >= m
+        {
+            p.push(format!(
+                "chunking.overlap: must be smaller than chunking.max_tokens ({m}), found {o}"
+            ));
+        }
 
         // [embed]
         let mut s = root.table("embed", &mut p);
@@ -376,7 +373,7 @@ mod tests {
         )
         .unwrap();
         assert!(j.chunking.enabled);
-        assert_eq!(j.chunking.overlap, DEFAULT_OVERLAP);
+        assert_eq!(j.chunking.overlap, None);
         assert_eq!(j.embed.on_empty, OnEmpty::Skip);
         assert_eq!(j.output.compression, Compression::Zstd);
         assert_eq!(j.output.vector_column, "embedding");
