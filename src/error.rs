@@ -36,6 +36,10 @@ pub enum Error {
     #[error("output {file}: {message}")]
     Output { file: String, message: String },
 
+    /// The run was stopped (Ctrl-C, or another stage failed first).
+    #[error("interrupted: nothing was committed")]
+    Interrupted,
+
     /// A bug in embedflow.
     #[error("internal error (this is a bug in embedflow, please report it): {0}")]
     Internal(String),

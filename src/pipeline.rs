@@ -11,7 +11,7 @@
 //! chunks), whatever the size of the input.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use arrow::array::{
@@ -414,7 +414,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
                 &[c.encoder.encode("")?],
                 1,
                 1,
-                &mut |_, _| {},
+                &mut |_, _| true,
             )?
             .1
         }
@@ -473,6 +473,9 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         "starting"
     );
     let counters = Arc::new(Counters::default());
+    // Set on Ctrl-C or when the writer fails: the stages stop at their next
+    // batch instead of finishing work nobody will write.
+    let cancel = Arc::new(AtomicBool::new(false));
     let total_rows = c.input.total_rows.filter(|_| plan.input.filter.is_none());
     let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
 
@@ -495,10 +498,14 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         overlap: c.overlap,
         counters: Arc::clone(&counters),
     };
+    let prepare_cancel = Arc::clone(&cancel);
     let prepare_thread = std::thread::Builder::new()
         .name("embedflow-prepare".into())
         .spawn(move || {
             while let Some(item) = src_rx.blocking_recv() {
+                if prepare_cancel.load(Ordering::Relaxed) {
+                    return;
+                }
                 let unit = item.and_then(|sb| prepare.unit(sb));
                 let failed = unit.is_err();
                 if prep_tx.blocking_send(unit).is_err() || failed {
@@ -510,6 +517,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
 
     let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
     let embed_counters = Arc::clone(&counters);
+    let embed_cancel = Arc::clone(&cancel);
     let embed_thread = std::thread::Builder::new()
         .name("embedflow-embed".into())
         .spawn(move || {
@@ -528,6 +536,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
                         c.rows_embedded
                             .store(rows_before + rows * done / chunks, Ordering::Relaxed);
                         Counters::add(&c.tokens_embedded, tokens as u64);
+                        !embed_cancel.load(Ordering::Relaxed)
                     };
                     let (v, d) = embed::embed_all(
                         &mut embedder,
@@ -567,7 +576,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         let item = tokio::select! {
             item = emb_rx.recv() => item,
             _ = tokio::signal::ctrl_c() => {
-                result = Err(Error::Data("interrupted: nothing was committed".into()));
+                result = Err(Error::Interrupted);
                 break;
             }
         };
@@ -589,6 +598,9 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
                 break;
             }
         }
+    }
+    if result.is_err() {
+        cancel.store(true, Ordering::Relaxed);
     }
     drop(emb_rx);
     // A stage that panicked closes its channel like one that finished:
@@ -742,6 +754,6 @@ pub fn embed_texts(
         &encoded,
         crate::job::DEFAULT_BATCH_TOKENS,
         crate::job::DEFAULT_MAX_BATCH_ROWS,
-        &mut |_, _| {},
+        &mut |_, _| true,
     )
 }

@@ -30,13 +30,14 @@ pub fn embedflow_home() -> PathBuf {
 
 /// Embeds `rows` in token-budget batches, longest first, and returns the
 /// vectors in the rows' own order (rows × dim). `progress` is called after
-/// each inference batch with its rows and tokens.
+/// each inference batch with its rows and tokens; returning false stops the
+/// work with [`Error::Interrupted`](crate::Error::Interrupted).
 pub fn embed_all(
     embedder: &mut Embedder,
     rows: &[Encoded],
     batch_tokens: usize,
     max_rows: usize,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<(Vec<f32>, usize)> {
     let lengths: Vec<usize> = rows.iter().map(Encoded::len).collect();
     let plan = batch::plan(&lengths, batch_tokens, max_rows);
@@ -49,7 +50,7 @@ pub fn run_plan(
     embedder: &mut Embedder,
     rows: &[Encoded],
     plan: &[Vec<usize>],
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<(Vec<f32>, usize)> {
     let mut out: Vec<f32> = Vec::new();
     let mut dim = embedder.dim().unwrap_or(0);
@@ -64,7 +65,9 @@ pub fn run_plan(
         for (k, &i) in b.iter().enumerate() {
             out[i * dim..(i + 1) * dim].copy_from_slice(&v[k * dim..(k + 1) * dim]);
         }
-        progress(b.len(), batch.iter().map(|r| r.len()).sum());
+        if !progress(b.len(), batch.iter().map(|r| r.len()).sum()) {
+            return Err(crate::Error::Interrupted);
+        }
     }
     Ok((out, dim))
 }
