@@ -357,6 +357,29 @@ fn missing_input_and_model_are_reported_together() {
 }
 
 #[test]
+fn directory_without_inputs_says_what_it_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    std::fs::write(dir.path().join("empty/readme.md"), "no data here").unwrap();
+    let e = fails(
+        dir.path(),
+        &[
+            "embed",
+            "empty",
+            "o.parquet",
+            "--model",
+            &tiny_s(),
+            "--text-column",
+            "text",
+        ],
+    );
+    assert_eq!(
+        e.trim(),
+        "error: input empty: no such file, or a directory with no Parquet (.parquet) or CSV (.csv, .tsv, .txt) file"
+    );
+}
+
+#[test]
 fn failed_run_keeps_the_previous_output() {
     let dir = tempfile::tempdir().unwrap();
     write_texts_parquet(&dir.path().join("in.parquet"), &[Some("a"), Some("")]);

@@ -122,9 +122,21 @@ pub async fn open(path: &str, format: Option<Format>, csv: &CsvOptions) -> Resul
         }
         None => {
             // A directory: take whichever format it holds.
-            match store::list_files(path, Format::Parquet.extensions()).await {
-                Ok(_) => Format::Parquet,
-                Err(_) => Format::Csv,
+            if store::list_files(path, Format::Parquet.extensions())
+                .await
+                .is_ok()
+            {
+                Format::Parquet
+            } else if store::list_files(path, Format::Csv.extensions())
+                .await
+                .is_ok()
+            {
+                Format::Csv
+            } else {
+                return Err(Error::input(
+                    path,
+                    "no such file, or a directory with no Parquet (.parquet) or CSV (.csv, .tsv, .txt) file",
+                ));
             }
         }
     };
