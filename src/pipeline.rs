@@ -582,9 +582,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         };
         let Some(item) = item else { break };
         let step = match item {
-            Ok(unit) => {
-                write_unit(&unit, &schema, &docs_schema, dim, &mut out, docs.as_mut()).await
-            }
+            Ok(unit) => write_unit(unit, &schema, &docs_schema, dim, &mut out, docs.as_mut()).await,
             Err(e) => Err(e),
         };
         match step {
@@ -664,9 +662,10 @@ async fn join_stages(
     source.and(threads)
 }
 
-/// Builds and writes the output rows of one unit. Returns (chunk rows, document rows).
+/// Builds and writes the output rows of one unit (its buffers move into the
+/// Arrow arrays, no copies). Returns (chunk rows, document rows).
 async fn write_unit(
-    u: &Unit,
+    u: Unit,
     schema: &arrow::datatypes::SchemaRef,
     docs_schema: &arrow::datatypes::SchemaRef,
     dim: usize,
@@ -677,63 +676,65 @@ async fn write_unit(
     if n == 0 {
         return Ok((0, 0));
     }
-    let idx = UInt32Array::from(u.chunk_row.clone());
-    let rows = take_record_batch(&u.batch, &idx).map_err(Error::internal)?;
-    let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
-    let chunked = schema.column_with_name(sink::CHUNK_INDEX).is_some();
-    if chunked {
-        cols.push(Arc::new(Int32Array::from(u.chunk_index.clone())));
-        cols.push(Arc::new(Int64Array::from(u.chunk_start.clone())));
-        cols.push(Arc::new(Int64Array::from(u.chunk_end.clone())));
-        if schema.column_with_name(sink::CHUNK_TEXT).is_some() {
-            cols.push(Arc::new(StringArray::from(u.chunk_text.clone())));
-        }
-    }
-    cols.push(sink::vector_array(u.vectors.clone(), dim)?);
-    let batch = RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)?;
-    out.write(&batch).await?;
-
+    // Documents first: they read the chunk vectors before those move.
     let mut doc_rows = 0u64;
     if let Some(docs) = docs {
-        // The normalised mean of each document's chunk vectors.
-        let kept: Vec<u32> = (0..u.row_chunks.len() as u32)
-            .filter(|&r| u.row_chunks[r as usize] > 0)
-            .collect();
-        let mut means = vec![0f32; kept.len() * dim];
-        let mut k = 0usize;
-        let mut chunk = 0usize;
-        for (r, &nc) in u.row_chunks.iter().enumerate() {
-            if nc == 0 {
-                continue;
-            }
-            debug_assert_eq!(u.chunk_row[chunk] as usize, r);
-            let m = &mut means[k * dim..(k + 1) * dim];
-            for c in chunk..chunk + nc as usize {
-                for (a, &b) in m.iter_mut().zip(&u.vectors[c * dim..(c + 1) * dim]) {
-                    *a += b;
-                }
-            }
-            for a in m.iter_mut() {
-                *a /= nc as f32;
-            }
-            chunk += nc as usize;
-            k += 1;
-        }
-        embed::pool::normalize_rows(&mut means, dim);
-        let idx = UInt32Array::from(kept.clone());
-        let rows = take_record_batch(&u.batch, &idx).map_err(Error::internal)?;
-        let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
-        cols.push(Arc::new(Int32Array::from(
-            kept.iter()
-                .map(|&r| u.row_chunks[r as usize] as i32)
-                .collect::<Vec<_>>(),
-        )));
-        cols.push(sink::vector_array(means, dim)?);
-        let batch = RecordBatch::try_new(Arc::clone(docs_schema), cols).map_err(Error::internal)?;
+        let batch = documents_batch(&u, docs_schema, dim)?;
+        doc_rows = batch.num_rows() as u64;
         docs.write(&batch).await?;
-        doc_rows = kept.len() as u64;
     }
+    let rows =
+        take_record_batch(&u.batch, &UInt32Array::from(u.chunk_row)).map_err(Error::internal)?;
+    let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
+    if schema.column_with_name(sink::CHUNK_INDEX).is_some() {
+        cols.push(Arc::new(Int32Array::from(u.chunk_index)));
+        cols.push(Arc::new(Int64Array::from(u.chunk_start)));
+        cols.push(Arc::new(Int64Array::from(u.chunk_end)));
+        if schema.column_with_name(sink::CHUNK_TEXT).is_some() {
+            cols.push(Arc::new(StringArray::from(u.chunk_text)));
+        }
+    }
+    cols.push(sink::vector_array(u.vectors, dim)?);
+    let batch = RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)?;
+    out.write(&batch).await?;
     Ok((n as u64, doc_rows))
+}
+
+/// One row per document of the unit that has chunks: its passthrough
+/// columns, its chunk count and the normalised mean of its chunk vectors.
+fn documents_batch(
+    u: &Unit,
+    schema: &arrow::datatypes::SchemaRef,
+    dim: usize,
+) -> Result<RecordBatch> {
+    let kept: Vec<u32> = (0..u.row_chunks.len() as u32)
+        .filter(|&r| u.row_chunks[r as usize] > 0)
+        .collect();
+    let counts: Vec<i32> = kept
+        .iter()
+        .map(|&r| u.row_chunks[r as usize] as i32)
+        .collect();
+    let mut means = vec![0f32; kept.len() * dim];
+    // Chunks are stored row by row, so each document's chunks are contiguous.
+    let mut chunk = 0usize;
+    for (m, &nc) in means.chunks_exact_mut(dim).zip(&counts) {
+        let nc = nc as usize;
+        for v in u.vectors[chunk * dim..(chunk + nc) * dim].chunks_exact(dim) {
+            for (a, &b) in m.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+        for a in m.iter_mut() {
+            *a /= nc as f32;
+        }
+        chunk += nc;
+    }
+    embed::pool::normalize_rows(&mut means, dim);
+    let rows = take_record_batch(&u.batch, &UInt32Array::from(kept)).map_err(Error::internal)?;
+    let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
+    cols.push(Arc::new(Int32Array::from(counts)));
+    cols.push(sink::vector_array(means, dim)?);
+    RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)
 }
 
 /// Embeds plain strings with a model folder, outside any job: used by tests,
