@@ -74,12 +74,12 @@ pub struct ValidateOpts {
 
 #[derive(Args, Debug)]
 pub struct EmbedOpts {
-    /// Input: a Parquet or CSV file, a directory, or a glob such as 'data/*.parquet'.
+    /// Input: a Parquet or CSV file, a directory, or a glob such as 'data/*.parquet'; local or s3://bucket/prefix.
     pub input: String,
-    /// Output Parquet file.
+    /// Output Parquet file, local or s3://bucket/key.parquet.
     pub output: String,
 
-    /// Model folder, or the name of one under $EMBEDFLOW_MODELS / $EMBEDFLOW_HOME/models.
+    /// Model folder (local or s3://bucket/folder/), or the name of one under $EMBEDFLOW_MODELS / $EMBEDFLOW_HOME/models.
     #[arg(long, help_heading = "Model")]
     pub model: String,
     /// Maximum tokens per text, special tokens included (default: the model's max_seq_length).
@@ -171,6 +171,16 @@ pub struct EmbedOpts {
     #[arg(long, help_heading = "Output")]
     pub no_overwrite: bool,
 
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL, else AWS).
+    #[arg(long, help_heading = "S3")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (else AWS_REGION, else us-east-1).
+    #[arg(long, help_heading = "S3")]
+    pub s3_region: Option<String>,
+    /// Unsigned requests, for public buckets.
+    #[arg(long, help_heading = "S3")]
+    pub s3_anonymous: bool,
+
     /// Override any job field, e.g. --set chunking.overlap=16 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -251,6 +261,9 @@ impl EmbedOpts {
         put("output", "row_group_size", i(&self.row_group_size));
         put("output", "vector_column", s(&self.vector_column));
         put("output", "overwrite", flag(self.no_overwrite, false));
+        put("s3", "endpoint", s(&self.s3_endpoint));
+        put("s3", "region", s(&self.s3_region));
+        put("s3", "anonymous", flag(self.s3_anonymous, true));
         t
     }
 }

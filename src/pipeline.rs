@@ -24,10 +24,11 @@ use tokio::sync::mpsc;
 
 use crate::chunk;
 use crate::embed::{self, Embedder, Encoded, ModelConfig, TextEncoder};
-use crate::job::{JobPlan, OnEmpty};
+use crate::job::{JobPlan, ModelOverrides, OnEmpty};
 use crate::progress::{Counters, ProgressMode, Reporter, Summary};
 use crate::sink::{self, OutputLayout, ParquetSink, WriteOptions};
 use crate::source::{self, RowFilter, SourceBatch};
+use crate::store::{self, Stores};
 use crate::{Error, Result};
 
 /// Batches read ahead of the prepare stage.
@@ -58,6 +59,8 @@ impl Default for RunOptions {
 /// A job checked against its input, model and outputs.
 pub struct Checked {
     pub plan: JobPlan,
+    /// The stores every path of the job resolves through.
+    pub stores: Arc<Stores>,
     pub input: source::Input,
     pub model: ModelConfig,
     pub encoder: Arc<TextEncoder>,
@@ -69,16 +72,37 @@ pub struct Checked {
     pub overlap: usize,
 }
 
+/// The model folder, downloaded into the cache first when it lives on an
+/// object store.
+async fn load_model(stores: &Stores, overrides: &ModelOverrides) -> Result<ModelConfig> {
+    if !store::is_remote(&overrides.path) {
+        return ModelConfig::load(overrides);
+    }
+    let dir = embed::remote::fetch(stores, &overrides.path).await?;
+    let local = ModelOverrides {
+        path: dir.to_string_lossy().into_owned(),
+        ..overrides.clone()
+    };
+    ModelConfig::load(&local)
+}
+
 /// Checks what can be checked without running: the input exists and has the
 /// columns, the model folder is complete, the chunk window fits the model,
 /// the outputs can be written. Every problem found is reported at once.
 pub async fn check(plan: JobPlan) -> Result<Checked> {
     let mut errors: Vec<Error> = Vec::new();
-    let input = source::open(&plan.input.path, plan.input.format, &plan.input.csv)
+    let stores = Arc::new(Stores::new(plan.s3.clone()));
+    let input = source::open(
+        &stores,
+        &plan.input.path,
+        plan.input.format,
+        &plan.input.csv,
+    )
+    .await
+    .map_err(|e| errors.push(e))
+    .ok();
+    let model = load_model(&stores, &plan.model)
         .await
-        .map_err(|e| errors.push(e))
-        .ok();
-    let model = ModelConfig::load(&plan.model)
         .map_err(|e| errors.push(e))
         .ok();
     let encoder = model
@@ -89,7 +113,7 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
         .into_iter()
         .flatten()
     {
-        if let Err(e) = ParquetSink::check_target(out, plan.output.overwrite).await {
+        if let Err(e) = ParquetSink::check_target(&stores, out, plan.output.overwrite).await {
             errors.push(e);
         }
     }
@@ -177,6 +201,7 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
     match (errors.len(), input, model, encoder, window) {
         (0, Some(input), Some(model), Some(encoder), Some((max_tokens, overlap))) => Ok(Checked {
             plan,
+            stores,
             input,
             model,
             encoder,
@@ -453,9 +478,11 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         None => None,
     };
 
-    let mut out = ParquetSink::create(&plan.output.path, Arc::clone(&schema), &write).await?;
+    let stores = &c.stores;
+    let mut out =
+        ParquetSink::create(stores, &plan.output.path, Arc::clone(&schema), &write).await?;
     let mut docs = match &plan.output.documents_path {
-        Some(p) => match ParquetSink::create(p, Arc::clone(&docs_schema), &write).await {
+        Some(p) => match ParquetSink::create(stores, p, Arc::clone(&docs_schema), &write).await {
             Ok(s) => Some(s),
             Err(e) => {
                 out.abort().await;

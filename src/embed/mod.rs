@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod model;
 pub mod pool;
+pub mod remote;
 pub mod session;
 pub mod tokenize;
 

@@ -5,6 +5,7 @@ use toml::Table;
 
 use super::spec::{Problems, Section};
 use crate::source::{CsvOptions, Format};
+use crate::store::S3Options;
 use crate::text::TextSpec;
 use crate::{Error, Result};
 
@@ -27,6 +28,8 @@ pub struct JobPlan {
     pub chunking: ChunkPlan,
     pub embed: EmbedPlan,
     pub output: OutputPlan,
+    /// Object-store settings for every `s3://` path of the job.
+    pub s3: S3Options,
 }
 
 #[derive(Clone, Debug)]
@@ -268,6 +271,41 @@ impl JobPlan {
             .unwrap_or_else(|| "embedding".into());
         let overwrite = s.boolean("overwrite", &mut p).unwrap_or(true);
         s.finish(&mut p);
+
+        // [s3]
+        let mut s = root.table("s3", &mut p);
+        for secret in [
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+        ] {
+            if s.has(secret) {
+                p.push(format!(
+                    "s3.{secret}: credentials do not belong in a job file; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the environment"
+                ));
+            }
+        }
+        let s3 = S3Options {
+            endpoint: s.string("endpoint", &mut p),
+            region: s.string("region", &mut p),
+            allow_http: s.boolean("allow_http", &mut p),
+            virtual_hosted_style: s.boolean("virtual_hosted_style", &mut p),
+            anonymous: s.boolean("anonymous", &mut p).unwrap_or(false),
+            max_retries: s.count("max_retries", 0, &mut p),
+            retry_timeout_secs: s.count("retry_timeout_secs", 1, &mut p).map(|v| v as u64),
+            connect_timeout_secs: s.count("connect_timeout_secs", 1, &mut p).map(|v| v as u64),
+            request_timeout_secs: s.count("request_timeout_secs", 1, &mut p).map(|v| v as u64),
+        };
+        s.finish(&mut p);
+        if let Some(e) = &s3.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            p.push(format!(
+                "s3.endpoint: must start with http:// or https://, found \"{e}\""
+            ));
+        }
         root.finish(&mut p);
 
         if documents_path.is_some() && mode == "none" {
@@ -346,6 +384,7 @@ impl JobPlan {
                 vector_column,
                 overwrite,
             },
+            s3,
         })
     }
 }

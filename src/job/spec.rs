@@ -74,6 +74,11 @@ impl<'a> Section<'a> {
         self.table.and_then(|t| t.get(k)).and_then(Value::as_str)
     }
 
+    /// Whether `k` is set, marking it known without reading (or echoing) it.
+    pub fn has(&mut self, k: &'static str) -> bool {
+        self.raw(k).is_some()
+    }
+
     pub fn is_present(&self) -> bool {
         self.table.is_some()
     }

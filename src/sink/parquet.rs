@@ -1,22 +1,34 @@
-//! Parquet output over object_store. The file is written under a hidden
-//! temporary name beside the target (`.NAME.tmp-PID-N`) and renamed into
-//! place only once complete: a reader never sees a partial file under the
-//! output's name, and a failed run removes its temporary file.
+//! Parquet output over object_store, committed so that a reader never sees a
+//! partial file under the output's name:
+//!
+//! - **Local disk**: written under a hidden temporary name beside the target
+//!   (`.NAME.tmp-PID-N`) and renamed into place once complete; a failed run
+//!   removes its temporary file.
+//! - **S3**: written straight to the target key as a multipart upload (parts
+//!   of 10 MiB, a single PUT when smaller). S3 shows an object only once its
+//!   upload is completed, which happens after the Parquet footer is written;
+//!   a failed run aborts the upload. No copy: a rename on S3 would be a
+//!   server-side copy of the whole file (and CopyObject stops at 5 GB).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use tokio::io::AsyncWriteExt;
 
 use crate::job::Compression;
-use crate::store::{self, Location};
+use crate::store::{Location, Stores};
 use crate::{Error, Result};
 
 /// How to write.
@@ -30,27 +42,55 @@ pub struct WriteOptions {
 }
 
 pub struct ParquetSink {
-    writer: Option<AsyncArrowWriter<BufWriter>>,
-    tmp: Location,
+    writer: Option<AsyncArrowWriter<ObjectWriter>>,
+    /// Where the bytes go: a temporary name (local) or the target itself (S3).
+    staging: Location,
     target: Location,
     overwrite: bool,
     rows: u64,
 }
 
+/// The object writer under the Parquet writer: object_store's [`BufWriter`]
+/// (a multipart upload once past its buffer), remembering whether completion
+/// began, so that a failure before it can abort the upload instead.
+struct ObjectWriter {
+    inner: BufWriter,
+    completing: bool,
+}
+
+impl AsyncFileWriter for ObjectWriter {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.inner
+                .put(bs)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        self.completing = true;
+        Box::pin(async move {
+            self.inner
+                .shutdown()
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ParquetSink {
-    /// Checks the target can be written (and does not exist, unless `overwrite`).
-    pub async fn check_target(target: &str, overwrite: bool) -> Result<Location> {
-        let loc = store::resolve(target).map_err(|e| Error::output(target, strip_input(e)))?;
+    /// Checks the target can be written: a file name, not a directory, not
+    /// existing unless `overwrite`, and (on S3) a bucket that exists and
+    /// answers with these credentials.
+    pub async fn check_target(stores: &Stores, target: &str, overwrite: bool) -> Result<Location> {
+        let loc = stores
+            .resolve(target)
+            .map_err(|e| Error::output(target, strip_input(e)))?;
         if loc.path.filename().is_none() {
             return Err(Error::output(target, "needs a file name"));
-        }
-        if !overwrite && loc.store.head(&loc.path).await.is_ok() {
-            return Err(Error::output(
-                target,
-                "already exists and output.overwrite = false",
-            ));
         }
         if let Some(local) = &loc.local
             && local.is_dir()
@@ -60,38 +100,64 @@ impl ParquetSink {
                 "is a directory; give a file name such as out/embedded.parquet",
             ));
         }
+        match loc.store.head(&loc.path).await {
+            Ok(_) if !overwrite => {
+                return Err(Error::output(
+                    target,
+                    "already exists and output.overwrite = false",
+                ));
+            }
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                if loc.s3.is_some() {
+                    let missing = loc.explain_missing().await;
+                    if !missing.starts_with("no such key") {
+                        return Err(Error::output(target, missing));
+                    }
+                }
+            }
+            Err(e) if loc.s3.is_some() => return Err(Error::output(target, loc.explain(&e))),
+            // A local path that cannot be stat'ed (e.g. its parent is a
+            // file): creating it below gives the clearer error.
+            Err(_) => {}
+        }
         Ok(loc)
     }
 
     pub async fn create(
+        stores: &Stores,
         target: &str,
         schema: SchemaRef,
         opts: &WriteOptions,
     ) -> Result<ParquetSink> {
-        let target = Self::check_target(target, opts.overwrite).await?;
-        let name = target.path.filename().unwrap_or("output");
-        let tmp_name = format!(
-            ".{name}.tmp-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let parent: Vec<_> = target.path.parts().collect();
-        let tmp_path = Path::from_iter(
-            parent[..parent.len() - 1]
-                .iter()
-                .cloned()
-                .chain([tmp_name.as_str().into()]),
-        );
-        let tmp = target.with_path(
-            tmp_path,
-            format!("{} (temporary {tmp_name})", target.display),
-        );
-        if let Some(dir) = tmp.local.as_ref().and_then(|p| p.parent()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::output(&target, format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-
+        let target = Self::check_target(stores, target, opts.overwrite).await?;
+        let staging = if target.s3.is_some() {
+            target.clone()
+        } else {
+            let name = target.path.filename().unwrap_or("output");
+            let tmp_name = format!(
+                ".{name}.tmp-{}-{}",
+                std::process::id(),
+                TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            let parent: Vec<_> = target.path.parts().collect();
+            let tmp_path = Path::from_iter(
+                parent[..parent.len() - 1]
+                    .iter()
+                    .cloned()
+                    .chain([tmp_name.as_str().into()]),
+            );
+            let tmp = target.with_path(
+                tmp_path,
+                format!("{} (temporary {tmp_name})", target.display),
+            );
+            if let Some(dir) = tmp.local.as_ref().and_then(|p| p.parent()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::output(&target, format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            tmp
+        };
         let compression = match opts.compression {
             Compression::Zstd => {
                 PqCompression::ZSTD(ZstdLevel::try_new(3).map_err(Error::internal)?)
@@ -111,12 +177,15 @@ impl ParquetSink {
                     .collect(),
             ))
             .build();
-        let object_writer = BufWriter::new(tmp.store.clone(), tmp.path.clone());
+        let object_writer = ObjectWriter {
+            inner: BufWriter::new(staging.store.clone(), staging.path.clone()),
+            completing: false,
+        };
         let writer = AsyncArrowWriter::try_new(object_writer, schema, Some(props))
             .map_err(|e| Error::output(&target, e))?;
         Ok(ParquetSink {
             writer: Some(writer),
-            tmp,
+            staging,
             target,
             overwrite: opts.overwrite,
             rows: 0,
@@ -128,33 +197,49 @@ impl ParquetSink {
             .writer
             .as_mut()
             .ok_or_else(|| Error::internal("write after close"))?;
-        w.write(batch)
-            .await
-            .map_err(|e| Error::output(&self.target, e))?;
+        if let Err(e) = w.write(batch).await {
+            return Err(Error::output(&self.target, self.explain(e)));
+        }
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
-    /// Finishes the file and moves it to its name. Returns the rows written.
+    /// Finishes the file and puts it under its name. Returns the rows written.
     pub async fn commit(mut self) -> Result<u64> {
-        let w = self
+        let mut w = self
             .writer
             .take()
             .ok_or_else(|| Error::internal("commit after close"))?;
-        if let Err(e) = w.close().await {
-            self.remove_tmp().await;
-            return Err(Error::output(&self.target, e));
+        if !self.overwrite && self.target.s3.is_some() {
+            // S3 has no portable create-if-absent for multipart uploads:
+            // look again just before completing (another writer may still
+            // race us; the run's start checked too).
+            if self.target.store.head(&self.target.path).await.is_ok() {
+                self.discard(w).await;
+                return Err(Error::output(
+                    &self.target,
+                    "appeared while this run was writing it, and output.overwrite = false",
+                ));
+            }
+        }
+        if let Err(e) = w.finish().await {
+            let msg = self.explain(e);
+            self.discard(w).await;
+            return Err(Error::output(&self.target, msg));
+        }
+        if self.target.s3.is_some() {
+            return Ok(self.rows);
         }
         let store = &self.target.store;
         let moved = if self.overwrite {
-            store.rename(&self.tmp.path, &self.target.path).await
+            store.rename(&self.staging.path, &self.target.path).await
         } else {
             store
-                .rename_if_not_exists(&self.tmp.path, &self.target.path)
+                .rename_if_not_exists(&self.staging.path, &self.target.path)
                 .await
         };
         if let Err(e) = moved {
-            self.remove_tmp().await;
+            self.remove_staging().await;
             return Err(Error::output(
                 &self.target,
                 format!("cannot move the finished file into place: {e}"),
@@ -166,18 +251,45 @@ impl ParquetSink {
     /// Drops what was written; the target is left as it was.
     pub async fn abort(mut self) {
         if let Some(w) = self.writer.take() {
-            // Closing may fail (it is what failed); the file goes either way.
-            let _ = w.close().await;
+            self.discard(w).await;
         }
-        self.remove_tmp().await;
     }
 
-    async fn remove_tmp(&self) {
-        let _ = self.tmp.store.delete(&self.tmp.path).await;
+    /// Aborts the upload if it never began completing, and removes a local
+    /// temporary file.
+    async fn discard(&self, w: AsyncArrowWriter<ObjectWriter>) {
+        let mut inner = w.into_inner();
+        if !inner.completing {
+            let _ = inner.inner.abort().await;
+        }
+        self.remove_staging().await;
+    }
+
+    async fn remove_staging(&self) {
+        if self.target.s3.is_none() {
+            let _ = self.staging.store.delete(&self.staging.path).await;
+        }
+    }
+
+    /// A write error in words: store failures explained, others as Parquet says.
+    fn explain(&self, e: ParquetError) -> String {
+        if let ParquetError::External(inner) = &e {
+            if let Some(se) = inner.downcast_ref::<object_store::Error>() {
+                return self.target.explain(se);
+            }
+            if let Some(se) = inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|r| r.downcast_ref::<object_store::Error>())
+            {
+                return self.target.explain(se);
+            }
+        }
+        e.to_string()
     }
 }
 
-/// `store::resolve` speaks of inputs; for outputs say "output".
+/// `Stores::resolve` speaks of inputs; for outputs say "output".
 fn strip_input(e: Error) -> String {
     match e {
         Error::Input { message, .. } => message,

@@ -70,10 +70,10 @@ pub(super) async fn infer_schema(file: &FileEntry, opts: &CsvOptions) -> Result<
         .store
         .get_opts(&loc.path, GetOptions::new().with_range(Some(range)))
         .await
-        .map_err(|e| Error::input(loc, e))?
+        .map_err(|e| Error::input(loc, loc.explain(&e)))?
         .bytes()
         .await
-        .map_err(|e| Error::input(loc, e))?;
+        .map_err(|e| Error::input(loc, loc.explain(&e)))?;
     let (schema, _) = opts
         .format()
         .infer_schema(Cursor::new(head.clone()), Some(INFER_RECORDS))
@@ -128,14 +128,14 @@ pub(super) async fn read(
         .store
         .get(&loc.path)
         .await
-        .map_err(|e| Error::input(loc, e))?
+        .map_err(|e| Error::input(loc, loc.explain(&e)))?
         .into_stream();
     let mut buffered = Bytes::new();
     let mut out = Emitter::new(Arc::clone(&name), tx);
     loop {
         if buffered.is_empty() {
             buffered = match bytes.next().await {
-                Some(b) => b.map_err(|e| Error::input(loc, e))?,
+                Some(b) => b.map_err(|e| Error::input(loc, loc.explain(&e)))?,
                 None => Bytes::new(),
             };
         }

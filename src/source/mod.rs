@@ -14,7 +14,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 
-use crate::store::{self, FileEntry};
+use crate::store::{self, FileEntry, Stores};
 use crate::{Error, Result};
 
 pub use self::csv::CsvOptions;
@@ -111,9 +111,14 @@ pub struct Input {
 }
 
 /// Lists the files behind `path` and reads the schema of the first one.
-pub async fn open(path: &str, format: Option<Format>, csv: &CsvOptions) -> Result<Input> {
-    let format = match format.or_else(|| Format::from_name(path.trim_end_matches('/'))) {
-        Some(f) => f,
+pub async fn open(
+    stores: &Stores,
+    path: &str,
+    format: Option<Format>,
+    csv: &CsvOptions,
+) -> Result<Input> {
+    let (format, files) = match format.or_else(|| Format::from_name(path.trim_end_matches('/'))) {
+        Some(f) => (f, stores.list_files(path, f.extensions()).await?),
         None if store::is_glob(path) => {
             return Err(Error::input(
                 path,
@@ -121,26 +126,32 @@ pub async fn open(path: &str, format: Option<Format>, csv: &CsvOptions) -> Resul
             ));
         }
         None => {
-            // A directory: take whichever format it holds.
-            if store::list_files(path, Format::Parquet.extensions())
-                .await
-                .is_ok()
-            {
+            // A directory or prefix: take whichever format it holds (Parquet
+            // first), listing it once.
+            let exts: Vec<&str> = [Format::Parquet, Format::Csv]
+                .iter()
+                .flat_map(|f| f.extensions().iter().copied())
+                .collect();
+            let found = stores.list_files(path, &exts).await.map_err(|e| match e {
+                Error::Input { file, message } if message.starts_with("the directory holds no") => {
+                    Error::input(
+                        file,
+                        "the directory holds no Parquet (.parquet) or CSV (.csv, .tsv, .txt) file",
+                    )
+                }
+                other => other,
+            })?;
+            let is =
+                |f: Format, e: &FileEntry| Format::from_name(e.location.path.as_ref()) == Some(f);
+            let format = if found.iter().any(|e| is(Format::Parquet, e)) {
                 Format::Parquet
-            } else if store::list_files(path, Format::Csv.extensions())
-                .await
-                .is_ok()
-            {
-                Format::Csv
             } else {
-                return Err(Error::input(
-                    path,
-                    "no such file, or a directory with no Parquet (.parquet) or CSV (.csv, .tsv, .txt) file",
-                ));
-            }
+                Format::Csv
+            };
+            let files = found.into_iter().filter(|e| is(format, e)).collect();
+            (format, files)
         }
     };
-    let files = store::list_files(path, format.extensions()).await?;
     let (schema, total_rows) = match format {
         Format::Parquet => parquet::schema_and_rows(&files).await?,
         Format::Csv => (csv::infer_schema(&files[0], csv).await?, None),

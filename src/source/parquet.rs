@@ -7,8 +7,7 @@ use std::sync::Arc;
 use arrow::datatypes::{Schema, SchemaRef};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, TryFutureExt};
-use object_store::path::Path;
+use futures::{FutureExt, StreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
@@ -19,7 +18,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::mpsc;
 
 use super::{Emitter, SourceBatch, projection};
-use crate::store::FileEntry;
+use crate::store::{FileEntry, Location};
 use crate::{Error, Result};
 
 /// Bytes read past the footer on the first request, so that a typical
@@ -30,20 +29,47 @@ const FOOTER_PREFETCH: usize = 64 << 10;
 /// column chunks the projection needs.
 struct ObjectReader {
     store: Arc<dyn ObjectStore>,
-    path: Path,
+    location: Location,
     size: u64,
 }
 
-fn pq_err(e: object_store::Error) -> ParquetError {
-    ParquetError::External(Box::new(e))
+/// A read that failed in the store (not in the Parquet decoder), already
+/// explained for the user: it travels through the decoder as an external
+/// error and is reported as is, not as corrupt data.
+#[derive(Debug)]
+struct StoreFailure(String);
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreFailure {}
+
+impl ObjectReader {
+    fn failure(&self, e: object_store::Error) -> ParquetError {
+        ParquetError::External(Box::new(StoreFailure(self.location.explain(&e))))
+    }
+}
+
+/// The explained store failure behind a Parquet error, if that is what it is.
+fn store_failure(e: &ParquetError) -> Option<&str> {
+    match e {
+        ParquetError::External(inner) => inner.downcast_ref::<StoreFailure>().map(|s| s.0.as_str()),
+        _ => None,
+    }
 }
 
 impl AsyncFileReader for ObjectReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        self.store
-            .get_range(&self.path, range)
-            .map_err(pq_err)
-            .boxed()
+        async move {
+            self.store
+                .get_range(&self.location.path, range)
+                .await
+                .map_err(|e| self.failure(e))
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
@@ -52,9 +78,9 @@ impl AsyncFileReader for ObjectReader {
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
             self.store
-                .get_ranges(&self.path, &ranges)
+                .get_ranges(&self.location.path, &ranges)
                 .await
-                .map_err(pq_err)
+                .map_err(|e| self.failure(e))
         }
         .boxed()
     }
@@ -79,12 +105,15 @@ impl AsyncFileReader for ObjectReader {
 async fn builder(file: &FileEntry) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
     let reader = ObjectReader {
         store: Arc::clone(&file.location.store),
-        path: file.location.path.clone(),
+        location: file.location.clone(),
         size: file.size,
     };
     ParquetRecordBatchStreamBuilder::new(reader)
         .await
-        .map_err(|e| Error::input(&file.location, format!("not a readable Parquet file: {e}")))
+        .map_err(|e| match store_failure(&e) {
+            Some(m) => Error::input(&file.location, m),
+            None => Error::input(&file.location, format!("not a readable Parquet file: {e}")),
+        })
 }
 
 /// The first file's schema, and the sum of every file's row count from the
@@ -138,11 +167,15 @@ pub(super) async fn read(
         .map_err(|e| Error::input(&name, e))?;
     let mut out = Emitter::new(Arc::clone(&name), tx);
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| {
-            Error::input(
+        let batch = batch.map_err(|e| match store_failure(&e) {
+            Some(m) => Error::input(
+                &name,
+                format!("reading failed after row {}: {m}", out.rows()),
+            ),
+            None => Error::input(
                 &name,
                 format!("corrupt Parquet data after row {}: {e}", out.rows()),
-            )
+            ),
         })?;
         // Reorder to the requested column order.
         let order: Vec<usize> = columns
