@@ -375,7 +375,7 @@ fn directory_without_inputs_says_what_it_looked_for() {
     );
     assert_eq!(
         e.trim(),
-        "error: input empty: no such file, or a directory with no Parquet (.parquet) or CSV (.csv, .tsv, .txt) file"
+        "error: input empty: the directory holds no Parquet (.parquet) or CSV (.csv, .tsv, .txt) file"
     );
 }
 

@@ -9,3 +9,4 @@ mod fidelity;
 mod io;
 mod jobs;
 mod model;
+mod s3;

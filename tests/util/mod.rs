@@ -11,6 +11,8 @@ use arrow::array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow::compute::concat_batches;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+pub mod s3;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
