@@ -51,6 +51,78 @@ pub enum Command {
     Embed(Box<EmbedOpts>),
     /// Check job files without running them: fields, input columns, model folder, outputs.
     Validate(ValidateOpts),
+    /// K-means cluster labels (and c-TF-IDF topics) for any Parquet with a vector column.
+    Cluster(Box<ClusterOpts>),
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterOpts {
+    /// Input Parquet (file, directory, glob; local or s3://) with a vector column.
+    pub input: String,
+    /// Output Parquet: the input's columns plus cluster_id, cluster_distance (and topic_*).
+    pub output: String,
+    /// Number of clusters.
+    #[arg(long)]
+    pub k: usize,
+    /// The vector column (FixedSizeList<Float32> or List<Float32>).
+    #[arg(long, default_value = "embedding")]
+    pub vector_column: String,
+    /// l2 (squared Euclidean) or cosine (spherical k-means, for normalised embeddings).
+    #[arg(long, default_value = "l2", value_parser = ["l2", "cosine"])]
+    pub metric: String,
+    /// Lloyd iterations at most.
+    #[arg(long, default_value_t = 100)]
+    pub max_iter: usize,
+    /// Relative tolerance on the centre shift (scikit-learn's tol).
+    #[arg(long, default_value_t = 1e-4)]
+    pub tol: f64,
+    /// Seed of the k-means++ start and the training sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Rows sampled for training (default 256·k); memory is this × dim × 4 bytes.
+    #[arg(long)]
+    pub train_sample: Option<usize>,
+    /// Column naming rows in the clusters table (default: row number).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Write the clusters table here: cluster_id, size, centroid, nearest_ids, nearest_distances.
+    #[arg(long)]
+    pub clusters: Option<String>,
+    /// Fail if an output exists instead of replacing it.
+    #[arg(long)]
+    pub no_overwrite: bool,
+
+    /// Text column for topics: keywords per cluster by c-TF-IDF (BERTopic's).
+    #[arg(long, help_heading = "Topics")]
+    pub text_column: Option<String>,
+    /// Write the topics table here: topic_id, label, keywords, keyword_scores, size, representative_texts.
+    #[arg(long, help_heading = "Topics")]
+    pub topics: Option<String>,
+    /// unicode (lowercase, Unicode words) or english (BERTopic's: only A-Z a-z 0-9 kept).
+    #[arg(long, default_value = "unicode", value_parser = ["unicode", "english"], help_heading = "Topics")]
+    pub preprocess: String,
+    /// Drop scikit-learn's English stop words.
+    #[arg(long, value_parser = ["english"], help_heading = "Topics")]
+    pub stop_words: Option<String>,
+    /// N-gram range, e.g. 1,2.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [1, 1], help_heading = "Topics")]
+    pub ngram: Vec<usize>,
+    /// BM25 weighting of the idf (BERTopic's bm25_weighting).
+    #[arg(long, help_heading = "Topics")]
+    pub bm25_weighting: bool,
+    /// Square root of the term frequency (BERTopic's reduce_frequent_words).
+    #[arg(long, help_heading = "Topics")]
+    pub reduce_frequent_words: bool,
+    /// Keywords per topic.
+    #[arg(long, default_value_t = 10, help_heading = "Topics")]
+    pub top_n: usize,
+
+    /// S3-compatible endpoint for s3:// paths.
+    #[arg(long, help_heading = "S3")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, help_heading = "S3")]
+    pub s3_region: Option<String>,
 }
 
 #[derive(Args, Debug)]

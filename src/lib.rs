@@ -6,6 +6,7 @@
 
 pub mod chunk;
 pub mod cli;
+pub mod cluster;
 pub mod embed;
 pub mod error;
 pub mod job;

@@ -57,6 +57,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let plan = job::from_table("command line", &mut table, &e.sets)?;
             run(&rt, plan, &opts, cli.quiet)
         }
+        Command::Cluster(c) => cluster(&rt, &c, &opts, cli.quiet),
         Command::Validate(v) => {
             let mut failed = 0;
             for path in &v.jobs {
@@ -97,6 +98,75 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn cluster(
+    rt: &tokio::runtime::Runtime,
+    c: &embedflow::cli::ClusterOpts,
+    opts: &RunOptions,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    use embedflow::cluster::{self, ClusterJob, Metric, Preprocess, TopicOptions, kmeans};
+    if c.k == 0 {
+        anyhow::bail!("--k: must be at least 1");
+    }
+    if c.ngram[0] == 0 || c.ngram[0] > c.ngram[1] {
+        anyhow::bail!(
+            "--ngram: expected MIN,MAX with 1 <= MIN <= MAX, found {},{}",
+            c.ngram[0],
+            c.ngram[1]
+        );
+    }
+    if c.topics.is_some() && c.text_column.is_none() {
+        anyhow::bail!(
+            "--topics: needs --text-column (the texts whose words describe each cluster)"
+        );
+    }
+    let job = ClusterJob {
+        input: c.input.clone(),
+        output: c.output.clone(),
+        vector_column: c.vector_column.clone(),
+        id_column: c.id_column.clone(),
+        text_column: c.text_column.clone(),
+        kmeans: kmeans::Config {
+            k: c.k,
+            max_iter: c.max_iter,
+            tol: c.tol,
+            seed: c.seed,
+            metric: if c.metric == "cosine" {
+                Metric::Cosine
+            } else {
+                Metric::L2
+            },
+        },
+        train_sample: c.train_sample,
+        clusters_path: c.clusters.clone(),
+        topics_path: c.topics.clone(),
+        topics: TopicOptions {
+            preprocess: if c.preprocess == "english" {
+                Preprocess::English
+            } else {
+                Preprocess::Unicode
+            },
+            english_stop_words: c.stop_words.is_some(),
+            ngram: (c.ngram[0], c.ngram[1]),
+            bm25_weighting: c.bm25_weighting,
+            reduce_frequent_words: c.reduce_frequent_words,
+            top_n: c.top_n,
+        },
+        overwrite: !c.no_overwrite,
+        s3: embedflow::store::S3Options {
+            endpoint: c.s3_endpoint.clone(),
+            region: c.s3_region.clone(),
+            ..Default::default()
+        },
+    };
+    let progress = !quiet && opts.progress != ProgressMode::Off;
+    let summary = rt.block_on(cluster::run(&job, progress))?;
+    if !quiet {
+        println!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(

@@ -6,8 +6,8 @@ mod spec;
 
 pub use plan::{
     ChunkPlan, Compression, DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS, DEFAULT_OVERLAP,
-    EmbedPlan, InputPlan, JobPlan, ModelOverrides, OnEmpty, OutputPlan, Pooling,
-    WEIGHTEDMEAN_REFUSED,
+    DEFAULT_ROW_GROUP_SIZE, EmbedPlan, InputPlan, JobPlan, ModelOverrides, OnEmpty, OutputPlan,
+    Pooling, WEIGHTEDMEAN_REFUSED,
 };
 pub use spec::apply_set;
 

@@ -102,6 +102,7 @@ impl<'a> Emitter<'a> {
 
 /// An opened input: the files, their common schema and, when the format
 /// records it, the total row count (for an ETA).
+#[derive(Clone)]
 pub struct Input {
     pub files: Vec<FileEntry>,
     pub format: Format,
