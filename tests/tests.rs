@@ -4,6 +4,7 @@
 mod util;
 
 mod chunking;
+mod cluster;
 mod errors;
 mod fidelity;
 mod io;

@@ -234,3 +234,54 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Writes a little-endian float32 C-order .npy file.
+pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) {
+    assert_eq!(data.len(), rows * cols);
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // Magic (6) + version (2) + header length (2) + header, padded to 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The Python with numpy, scipy, scikit-learn and pyarrow that scripts/test
+/// provides (scripts/py-env), or `None` with the reason printed: the
+/// reference comparisons run whenever it is there.
+pub fn reference_python() -> Option<PathBuf> {
+    match std::env::var_os("EMBEDFLOW_TEST_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            println!(
+                "skipped: EMBEDFLOW_TEST_PYTHON is not set (scripts/test sets it from scripts/py-env)"
+            );
+            None
+        }
+    }
+}
+
+/// Runs `python -c SCRIPT ARGS...` and returns its stdout, failing on error.
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
+    let o = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        o.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -1,0 +1,470 @@
+//! Clusters and topics: k-means against scikit-learn, c-TF-IDF against
+//! BERTopic's reference (../shared/tools/ctfidf_ref.py), and the `cluster`
+//! command end to end on real Parquet.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, ListArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use embedflow::cluster::ctfidf::{Preprocess, TermCounts, TopicOptions};
+use embedflow::cluster::kmeans::{self, Config, Rng};
+
+use crate::util::*;
+
+/// `n` rows around `centres` well-separated centres in `dim` dimensions,
+/// each blob with its own spread; rows shuffled.
+fn blobs(n: usize, dim: usize, centres: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut unit = || rng.next_f64() as f32 * 2.0 - 1.0;
+    let c: Vec<f32> = (0..centres * dim).map(|_| unit() * 4.0).collect();
+    let spread: Vec<f32> = (0..centres).map(|_| 0.3 + 0.35 * (unit() + 1.0)).collect();
+    let mut x = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        let b = (i * 7919) % centres;
+        for j in 0..dim {
+            // Sum of three uniforms: a bell-shaped spread.
+            let noise = (unit() + unit() + unit()) / 3.0;
+            x.push(c[b * dim + j] + spread[b] * noise);
+        }
+    }
+    x
+}
+
+const SKLEARN: &str = r#"
+import json, sys
+import numpy as np
+from sklearn.cluster import KMeans
+X = np.load(sys.argv[1]); C = np.load(sys.argv[2]); seeds = int(sys.argv[3])
+k = C.shape[0]
+m = KMeans(n_clusters=k, init=C, n_init=1, algorithm="lloyd", max_iter=300, tol=1e-4).fit(X)
+pp = [KMeans(n_clusters=k, init="k-means++", n_init=1, algorithm="lloyd", max_iter=300, tol=1e-4,
+             random_state=s).fit(X).inertia_ for s in range(seeds)]
+print(json.dumps({"given": float(m.inertia_), "iters": int(m.n_iter_), "pp": [float(v) for v in pp]}))
+"#;
+
+#[test]
+fn kmeans_inertia_matches_scikit_learn() {
+    let Some(py) = reference_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ref_dim, ref_data) = read_npy(&shared().join("reference/embeddings.npy"));
+    let synthetic = blobs(8000, 48, 24, 42);
+    for (name, x, dim, k) in [
+        ("synthetic blobs 8000×48", synthetic, 48, 24),
+        ("MiniLM reference vectors 200×384", ref_data, ref_dim, 8),
+    ] {
+        let n = x.len() / dim;
+        // The same starting centres for both: k rows picked by a seeded draw.
+        let mut rng = Rng::new(9);
+        let mut init = Vec::new();
+        let mut picked = Vec::new();
+        while picked.len() < k {
+            let i = rng.below(n as u64) as usize;
+            if !picked.contains(&i) {
+                picked.push(i);
+                init.extend_from_slice(&x[i * dim..(i + 1) * dim]);
+            }
+        }
+        write_npy(&dir.path().join("x.npy"), n, dim, &x);
+        write_npy(&dir.path().join("c.npy"), k, dim, &init);
+        let seeds = 5;
+        let out = run_python(
+            &py,
+            SKLEARN,
+            &[
+                dir.path().join("x.npy").to_str().unwrap(),
+                dir.path().join("c.npy").to_str().unwrap(),
+                &seeds.to_string(),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let cfg = Config {
+            k,
+            max_iter: 300,
+            tol: 1e-4,
+            ..Default::default()
+        };
+        let given = kmeans::fit(&x, dim, &cfg, Some(&init));
+        let theirs = v["given"].as_f64().unwrap();
+        let rel = (given.inertia - theirs).abs() / theirs;
+        println!(
+            "{name}, k={k}, same start: inertia {:.6} vs scikit-learn {theirs:.6} ({rel:.2e} apart; {} vs {} iterations)",
+            given.inertia, given.iterations, v["iters"]
+        );
+        assert!(rel < 1e-3, "{name}: {} vs {theirs}", given.inertia);
+
+        let ours: Vec<f64> = (0..seeds)
+            .map(|s| {
+                kmeans::fit(
+                    &x,
+                    dim,
+                    &Config {
+                        seed: s,
+                        ..cfg.clone()
+                    },
+                    None,
+                )
+                .inertia
+            })
+            .collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let pp: Vec<f64> = v["pp"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let rel = (mean(&ours) - mean(&pp)).abs() / mean(&pp);
+        println!(
+            "{name}, k={k}, own k-means++ over {seeds} seeds: mean inertia {:.6} vs scikit-learn {:.6} ({rel:.2e} apart)",
+            mean(&ours),
+            mean(&pp)
+        );
+        assert!(rel < 1e-2, "{name}: {ours:?} vs {pp:?}");
+    }
+}
+
+/// Writes (text, label) to Parquet for the reference script.
+fn write_labelled(path: &Path, texts: &[String], labels: &[i64]) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("text", DataType::Utf8, true),
+        Field::new("label", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from_iter_values(texts)),
+            Arc::new(Int64Array::from(labels.to_vec())),
+        ],
+    )
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// The reference's keywords per label: words and scores ("" padding dropped).
+fn reference_keywords(
+    py: &Path,
+    file: &Path,
+    label_col: &str,
+    args: &[&str],
+) -> HashMap<i64, Vec<(String, f64)>> {
+    let json = file.with_extension("json");
+    let mut all = vec![
+        shared()
+            .join("tools/ctfidf_ref.py")
+            .to_str()
+            .unwrap()
+            .to_string(),
+        file.to_str().unwrap().to_string(),
+        "--label-col".into(),
+        label_col.into(),
+        "--tie-break".into(),
+        "word".into(),
+        "--json".into(),
+        json.to_str().unwrap().into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let o = std::process::Command::new(py).args(&all).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    v["topics"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(l, t)| {
+            let words = t["words"].as_array().unwrap();
+            let scores = t["scores"].as_array().unwrap();
+            let kw = words
+                .iter()
+                .zip(scores)
+                .map(|(w, s)| (w.as_str().unwrap().to_string(), s.as_f64().unwrap()))
+                .filter(|(w, _)| !w.is_empty())
+                .collect();
+            (l.parse().unwrap(), kw)
+        })
+        .collect()
+}
+
+fn assert_same_keywords(what: &str, ours: &[(String, f64)], theirs: &[(String, f64)]) {
+    let words = |v: &[(String, f64)]| v.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>();
+    assert_eq!(words(ours), words(theirs), "{what}");
+    for ((w, a), (_, b)) in ours.iter().zip(theirs) {
+        assert!(
+            (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+            "{what}: {w} {a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn ctfidf_keywords_equal_bertopics_by_outlet() {
+    let Some(py) = reference_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let english = TopicOptions {
+        preprocess: Preprocess::English,
+        ..Default::default()
+    };
+    let configs: Vec<(&str, Vec<&str>, TopicOptions)> = vec![
+        ("default (english)", vec![], english.clone()),
+        (
+            "stop words, 1-2 grams, reduce_frequent_words",
+            vec![
+                "--stop-words",
+                "english",
+                "--ngram",
+                "1",
+                "2",
+                "--reduce-frequent-words",
+            ],
+            TopicOptions {
+                english_stop_words: true,
+                ngram: (1, 2),
+                reduce_frequent_words: true,
+                ..english.clone()
+            },
+        ),
+        (
+            "bm25, no English preprocessing",
+            vec!["--bm25", "--no-preprocess"],
+            TopicOptions {
+                bm25_weighting: true,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (file, text_col, n_configs) in [
+        ("news_articles.parquet", "text", 3),
+        ("health_tweets.parquet", "text", 3),
+    ] {
+        let (batch, _) = read_parquet(&shared().join("data").join(file));
+        let texts = strings(&batch, text_col);
+        let outlets = strings(&batch, "outlet");
+        let mut names: Vec<&String> = outlets.iter().collect();
+        names.sort();
+        names.dedup();
+        let labels: Vec<i64> = outlets
+            .iter()
+            .map(|o| names.binary_search(&o).unwrap() as i64)
+            .collect();
+        let path = dir.path().join(file);
+        write_labelled(&path, &texts, &labels);
+        for (name, args, opts) in configs.iter().take(n_configs) {
+            let theirs = reference_keywords(&py, &path, "label", args);
+            let mut counts = TermCounts::new(names.len(), opts.clone());
+            for (t, &l) in texts.iter().zip(&labels) {
+                counts.add(l as usize, t);
+            }
+            let ours = counts.keywords();
+            assert_eq!(theirs.len(), names.len());
+            for (l, kw) in &theirs {
+                assert_same_keywords(
+                    &format!("{file}, {name}, outlet {}", names[*l as usize]),
+                    &ours[*l as usize],
+                    kw,
+                );
+            }
+            println!(
+                "{file}, {name}: top-10 keywords of {} outlets equal the reference",
+                names.len()
+            );
+        }
+    }
+}
+
+fn list_strings(batch: &RecordBatch, col: &str) -> Vec<Vec<String>> {
+    let l = batch
+        .column_by_name(col)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap()
+        .clone();
+    (0..l.len())
+        .map(|i| {
+            let v = l.value(i);
+            let s = v.as_any().downcast_ref::<StringArray>().unwrap();
+            (0..s.len()).map(|j| s.value(j).to_string()).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_command_writes_labels_clusters_and_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv = root().join("sample_data/health_tweets.csv");
+    let o = embedflow(
+        d,
+        &[
+            "embed",
+            csv.to_str().unwrap(),
+            "tweets.parquet",
+            "--model",
+            minilm().to_str().unwrap(),
+            "--text-column",
+            "text",
+            "--chunking",
+            "none",
+            "--csv-no-infer",
+        ],
+    );
+    assert_code(&o, 0);
+    let args = [
+        "cluster",
+        "tweets.parquet",
+        "clustered.parquet",
+        "--k",
+        "6",
+        "--metric",
+        "cosine",
+        "--id-column",
+        "tweet_id",
+        "--text-column",
+        "text",
+        "--clusters",
+        "clusters.parquet",
+        "--topics",
+        "topics.parquet",
+        "--preprocess",
+        "english",
+        "--seed",
+        "3",
+    ];
+    let o = embedflow(d, &args);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("wrote clustered.parquet (300 rows)"),
+        "{}",
+        stdout(&o)
+    );
+
+    let (input, _) = read_parquet(&d.join("tweets.parquet"));
+    let (out, kv) = read_parquet(&d.join("clustered.parquet"));
+    assert_eq!(meta(&kv, "embedflow.cluster.k"), "6");
+    assert_eq!(out.num_rows(), 300);
+    assert_eq!(strings(&out, "tweet_id"), strings(&input, "tweet_id"));
+    let ids = ints(&out, "cluster_id");
+    let dist = out
+        .column_by_name("cluster_distance")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Float32Array>()
+        .unwrap()
+        .clone();
+
+    // Every row sits at its nearest centre, at the distance written.
+    let (clusters, _) = read_parquet(&d.join("clusters.parquet"));
+    let centroids = vectors(&clusters, "centroid");
+    let rows = vectors(&out, "embedding");
+    for (i, r) in rows.iter().enumerate() {
+        let d: Vec<f64> = centroids.iter().map(|c| 1.0 - cosine(r, c)).collect();
+        let best = d.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(d[ids[i] as usize] - best < 1e-5, "row {i}");
+        assert!(
+            (dist.value(i) as f64 - d[ids[i] as usize]).abs() < 1e-4,
+            "row {i}"
+        );
+    }
+    // Sizes and the nearest rows.
+    let sizes = ints(&clusters, "size");
+    for (c, &s) in sizes.iter().enumerate() {
+        assert_eq!(s, ids.iter().filter(|&&l| l == c as i64).count() as i64);
+    }
+    let tweet_ids = strings(&out, "tweet_id");
+    for (c, near) in list_strings(&clusters, "nearest_ids").iter().enumerate() {
+        assert_eq!(near.len(), (sizes[c] as usize).min(5));
+        let mut members: Vec<(f32, &String)> = (0..300)
+            .filter(|&i| ids[i] == c as i64)
+            .map(|i| (dist.value(i), &tweet_ids[i]))
+            .collect();
+        members.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for n in near {
+            let pos = members.iter().position(|(_, id)| *id == n).unwrap();
+            assert!(pos < 5 + 2, "cluster {c}: {n} is not among the nearest");
+        }
+    }
+
+    // Topics: labels, and keywords equal to the reference on this very output.
+    let (topics, _) = read_parquet(&d.join("topics.parquet"));
+    let keywords = list_strings(&topics, "keywords");
+    let labels = strings(&out, "topic_label");
+    for i in 0..300 {
+        let kw = &keywords[ids[i] as usize];
+        let want = std::iter::once(ids[i].to_string())
+            .chain(kw.iter().take(4).cloned())
+            .collect::<Vec<_>>()
+            .join("_");
+        assert_eq!(labels[i], want);
+    }
+    if let Some(py) = reference_python() {
+        let theirs = reference_keywords(&py, &d.join("clustered.parquet"), "cluster_id", &[]);
+        for (l, kw) in &theirs {
+            let ours = &keywords[*l as usize];
+            let words: Vec<String> = kw.iter().map(|(w, _)| w.clone()).collect();
+            assert_eq!(ours, &words, "cluster {l}");
+        }
+    }
+
+    // The same seed gives the same clusters.
+    let o = embedflow(d, &args);
+    assert_code(&o, 0);
+    let (again, _) = read_parquet(&d.join("clustered.parquet"));
+    assert_eq!(ints(&again, "cluster_id"), ids);
+}
+
+#[test]
+fn cluster_errors_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_texts_parquet(&d.join("texts.parquet"), &[Some("a"), Some("b")]);
+    let o = embedflow(d, &["cluster", "texts.parquet", "o.parquet", "--k", "2"]);
+    assert_code(&o, 1);
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: input texts.parquet: no column 'embedding'; the columns are: id, text"
+    );
+    let o = embedflow(
+        d,
+        &[
+            "cluster",
+            "texts.parquet",
+            "o.parquet",
+            "--k",
+            "2",
+            "--vector-column",
+            "text",
+        ],
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("column 'text': expected a vector column (FixedSizeList<Float32> or List<Float32>), found Utf8"),
+        "{}",
+        stderr(&o)
+    );
+    let o = embedflow(
+        d,
+        &[
+            "embed",
+            "texts.parquet",
+            "v.parquet",
+            "--model",
+            tiny().to_str().unwrap(),
+            "--text-column",
+            "text",
+        ],
+    );
+    assert_code(&o, 0);
+    let o = embedflow(d, &["cluster", "v.parquet", "o.parquet", "--k", "3"]);
+    assert_code(&o, 1);
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: input v.parquet: 2 rows, fewer than k = 3"
+    );
+    assert!(!d.join("o.parquet").exists());
+}
