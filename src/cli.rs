@@ -116,6 +116,18 @@ pub struct ClusterOpts {
     /// Keywords per topic.
     #[arg(long, default_value_t = 10, help_heading = "Topics")]
     pub top_n: usize,
+    /// Zero-shot topic labels, comma-separated: a row takes the most similar when its cosine reaches --min-similarity.
+    #[arg(long, value_delimiter = ',', help_heading = "Topics")]
+    pub labels: Vec<String>,
+    /// The model the vectors were made with (embeds the labels).
+    #[arg(long, help_heading = "Topics")]
+    pub model: Option<String>,
+    /// Cosine a row needs to take a zero-shot label (BERTopic's default 0.7).
+    #[arg(long, default_value_t = 0.7, help_heading = "Topics")]
+    pub min_similarity: f32,
+    /// Embed the labels with this prompt of the model (e.g. query); default: none, or the model's default.
+    #[arg(long, help_heading = "Topics")]
+    pub label_prompt_name: Option<String>,
 
     /// S3-compatible endpoint for s3:// paths.
     #[arg(long, help_heading = "S3")]

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod embed;
 pub mod error;
 pub mod job;
+pub mod npy;
 pub mod pipeline;
 pub mod progress;
 pub mod sink;

@@ -160,7 +160,32 @@ fn cluster(
             region: c.s3_region.clone(),
             ..Default::default()
         },
+        zero_shot: None,
     };
+    let mut job = job;
+    if !c.labels.is_empty() {
+        let Some(model) = &c.model else {
+            anyhow::bail!(
+                "--labels: needs --model (the model the vectors were made with) to embed the labels"
+            );
+        };
+        if c.text_column.is_none() {
+            anyhow::bail!("--labels: needs --text-column (topics are made of texts)");
+        }
+        let overrides = embedflow::job::ModelOverrides {
+            path: model.clone(),
+            ..Default::default()
+        };
+        let stores = embedflow::store::Stores::new(job.s3.clone());
+        let config = rt.block_on(pipeline::load_model(&stores, &overrides))?;
+        job.zero_shot = Some(pipeline::zero_shot(
+            &config,
+            &c.labels,
+            c.label_prompt_name.as_deref(),
+            c.min_similarity,
+            opts.threads.unwrap_or(0),
+        )?);
+    }
     let progress = !quiet && opts.progress != ProgressMode::Off;
     let summary = rt.block_on(cluster::run(&job, progress))?;
     if !quiet {
@@ -175,13 +200,16 @@ fn run(
     opts: &RunOptions,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
-    let summary = rt.block_on(async {
+    let done = rt.block_on(async {
         let checked = pipeline::check(plan).await?;
-        pipeline::run(checked, opts).await
+        pipeline::run_job(checked, opts).await
     });
-    let summary: embedflow::progress::Summary = summary.map_err(|e: Error| anyhow::anyhow!(e))?;
+    let (summary, clusters) = done.map_err(|e: Error| anyhow::anyhow!(e))?;
     if !quiet {
         println!("{summary}");
+        if let Some(c) = clusters {
+            println!("{c}");
+        }
     }
     Ok(if summary.rows_skipped > 0 {
         ExitCode::from(2)

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::chunk;
+use crate::cluster::{self, ClusterJob, ClusterSummary, ZeroShot};
 use crate::embed::{self, Embedder, Encoded, ModelConfig, TextEncoder};
 use crate::job::{JobPlan, ModelOverrides, OnEmpty};
 use crate::progress::{Counters, ProgressMode, Reporter, Summary};
@@ -74,7 +75,7 @@ pub struct Checked {
 
 /// The model folder, downloaded into the cache first when it lives on an
 /// object store.
-async fn load_model(stores: &Stores, overrides: &ModelOverrides) -> Result<ModelConfig> {
+pub async fn load_model(stores: &Stores, overrides: &ModelOverrides) -> Result<ModelConfig> {
     if !store::is_remote(&overrides.path) {
         return ModelConfig::load(overrides);
     }
@@ -170,6 +171,27 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
         }
     }
 
+    if plan.topics.is_some() && input.is_some() && topics_text_column(&plan, &passthrough).is_none()
+    {
+        errors.push(Error::Job {
+            origin: plan.origin.clone(),
+            problems: vec![
+                "[topics]: the texts must be in the output: set chunking.keep_text = true, or keep the text column among input.columns (with chunking.mode = \"none\")".into(),
+            ],
+        });
+    }
+    if let (Some(t), Some(m)) = (&plan.topics, &model)
+        && let Some(name) = &t.label_prompt_name
+        && !m.prompts.contains_key(name)
+    {
+        errors.push(Error::model(
+            &m.name,
+            format!(
+                "topics.label_prompt_name: no prompt '{name}' in config_sentence_transformers.json (it has: {})",
+                m.prompts.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
     let mut window = None;
     if let Some(enc) = &encoder {
         let fits = enc.default_max_tokens();
@@ -423,6 +445,119 @@ fn lineage(c: &Checked, sha256: &str, dim: usize, provider: &str) -> Vec<(String
         kv.push(("embedflow.filter", f.clone()));
     }
     kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The output column holding the texts topics are made of.
+fn topics_text_column(plan: &JobPlan, passthrough: &[FieldRef]) -> Option<String> {
+    if plan.chunking.enabled && plan.chunking.keep_text {
+        return Some(sink::CHUNK_TEXT.to_string());
+    }
+    let col = plan.input.text.as_column()?;
+    passthrough
+        .iter()
+        .any(|f| f.name() == col)
+        .then(|| col.to_string())
+}
+
+/// Embeds zero-shot topic labels with the documents' model (and its prompt,
+/// or the prompt named `prompt_name`).
+pub fn zero_shot(
+    model: &ModelConfig,
+    labels: &[String],
+    prompt_name: Option<&str>,
+    min_similarity: f32,
+    threads: usize,
+) -> Result<ZeroShot> {
+    let mut m = model.clone();
+    if let Some(name) = prompt_name {
+        m.prompt = Some(m.prompts.get(name).cloned().ok_or_else(|| {
+            Error::model(
+                &m.name,
+                format!("no prompt '{name}' in config_sentence_transformers.json"),
+            )
+        })?);
+    }
+    let texts: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let (vectors, _) = embed_texts(&m, &texts, threads)?;
+    Ok(ZeroShot {
+        labels: labels.to_vec(),
+        vectors,
+        min_similarity,
+    })
+}
+
+/// A hidden name beside `path` for an intermediate file.
+fn hidden_sibling(path: &str, what: &str) -> String {
+    let (dir, name) = match path.rsplit_once('/') {
+        Some((d, n)) => (format!("{d}/"), n),
+        None => (String::new(), path),
+    };
+    format!("{dir}.{name}.{what}-{}.parquet", std::process::id())
+}
+
+/// Runs a checked job: the embedding pipeline, then, with `[cluster]`,
+/// clusters and topics. With a cluster stage the vectors go to a hidden
+/// intermediate file first, and the output appears only once it has its
+/// clusters: a failure at any stage commits nothing.
+pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<ClusterSummary>)> {
+    let Some(cp) = c.plan.cluster.clone() else {
+        return Ok((run(c, opts).await?, None));
+    };
+    let plan = c.plan.clone();
+    let stores = Arc::clone(&c.stores);
+    let threads = opts.threads.unwrap_or(plan.embed.threads);
+    let text_column = plan
+        .topics
+        .as_ref()
+        .and_then(|_| topics_text_column(&plan, &c.passthrough));
+    let zero_shot = match &plan.topics {
+        Some(t) if !t.labels.is_empty() => {
+            let model = c.model.clone();
+            let (labels, name, min) = (
+                t.labels.clone(),
+                t.label_prompt_name.clone(),
+                t.min_similarity,
+            );
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    zero_shot(&model, &labels, name.as_deref(), min, threads)
+                })
+                .await
+                .map_err(Error::internal)??,
+            )
+        }
+        _ => None,
+    };
+    let staging = hidden_sibling(&plan.output.path, "embedded");
+    let mut c = c;
+    c.plan.output.path = staging.clone();
+    c.plan.output.overwrite = true;
+    let mut summary = run(c, opts).await?;
+    summary.output = plan.output.path.clone();
+    let job = ClusterJob {
+        input: staging.clone(),
+        output: plan.output.path.clone(),
+        vector_column: plan.output.vector_column.clone(),
+        id_column: plan.input.id_column.clone(),
+        text_column,
+        kmeans: cp.kmeans.clone(),
+        train_sample: cp.train_sample,
+        clusters_path: cp.clusters_path.clone(),
+        topics_path: plan.topics.as_ref().and_then(|t| t.topics_path.clone()),
+        topics: plan
+            .topics
+            .as_ref()
+            .map(|t| t.options.clone())
+            .unwrap_or_default(),
+        overwrite: plan.output.overwrite,
+        s3: plan.s3.clone(),
+        zero_shot,
+    };
+    let clustered = cluster::run(&job, opts.progress != ProgressMode::Off).await;
+    if let Ok(loc) = stores.resolve(&staging) {
+        let _ = object_store::ObjectStoreExt::delete(loc.store.as_ref(), &loc.path).await;
+    }
+    Ok((summary, Some(clustered?)))
 }
 
 /// Runs a checked job to completion. On any error nothing is committed.

@@ -28,6 +28,14 @@ impl TextSpec {
         }
     }
 
+    /// The column, when the text is exactly one column.
+    pub fn as_column(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [Part::Column(c)] => Some(c),
+            _ => None,
+        }
+    }
+
     /// Parses a template: `{name}` inserts a column, `{{` and `}}` are literal braces.
     pub fn template(t: &str) -> std::result::Result<Self, String> {
         let mut parts = Vec::new();

@@ -468,3 +468,175 @@ fn cluster_errors_name_what_is_wrong() {
     );
     assert!(!d.join("o.parquet").exists());
 }
+
+const ZERO_SHOT: &str = r#"
+import json, sys
+import numpy as np
+import pyarrow.parquet as pq
+sys.path.insert(0, sys.argv[1])
+from zeroshot_ref import zeroshot_assign
+def matrix(path):
+    col = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
+    return np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(col), -1)
+assigned, best, sim = zeroshot_assign(matrix(sys.argv[2]), matrix(sys.argv[3]), float(sys.argv[4]))
+print(json.dumps({"assigned": assigned.tolist(), "sim": sim.tolist()}))
+"#;
+
+#[test]
+fn job_clusters_and_zero_shot_topics_match_the_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let labels = [
+        "cancer",
+        "diet and nutrition",
+        "mental health",
+        "vaccines",
+        "heart disease",
+    ];
+    let job = format!(
+        r#"
+[input]
+path = "{csv}"
+text_column = "text"
+id_column = "tweet_id"
+columns = ["tweet_id", "outlet", "text"]
+[input.csv]
+infer_types = false
+[model]
+path = "{model}"
+[chunking]
+mode = "none"
+[output]
+path = "out/tweets.parquet"
+[cluster]
+k = 5
+seed = 1
+clusters_path = "out/clusters.parquet"
+[topics]
+preprocess = "english"
+stop_words = "english"
+labels = {labels:?}
+min_similarity = 0.4
+topics_path = "out/topics.parquet"
+"#,
+        csv = root().join("sample_data/health_tweets.csv").display(),
+        model = minilm().display(),
+    );
+    std::fs::write(d.join("job.toml"), job).unwrap();
+    let o = embedflow(d, &["run", "job.toml"]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("wrote out/tweets.parquet (300 vectors, 384 dims)")
+            && out.contains("wrote out/clusters.parquet (5 clusters)")
+            && out.contains("wrote out/topics.parquet (10 topics)"),
+        "{out}"
+    );
+    // No intermediate file left behind.
+    assert_eq!(
+        listing(&d.join("out")),
+        ["clusters.parquet", "topics.parquet", "tweets.parquet"]
+    );
+    let (batch, kv) = read_parquet(&d.join("out/tweets.parquet"));
+    assert_eq!(meta(&kv, "embedflow.model"), "all-MiniLM-L6-v2");
+    assert_eq!(meta(&kv, "embedflow.cluster.k"), "5");
+    let topic_ids = ints(&batch, "topic_id");
+    let topic_labels = strings(&batch, "topic_label");
+
+    // Zero-shot assignments equal BERTopic's rule (../shared/tools/zeroshot_ref.py).
+    let Some(py) = reference_python() else { return };
+    let label_texts: Vec<Option<&str>> = labels.iter().map(|l| Some(*l)).collect();
+    write_texts_parquet(&d.join("labels.parquet"), &label_texts);
+    let o = embedflow(
+        d,
+        &[
+            "embed",
+            "labels.parquet",
+            "labels_emb.parquet",
+            "--model",
+            minilm().to_str().unwrap(),
+            "--text-column",
+            "text",
+            "--chunking",
+            "none",
+        ],
+    );
+    assert_code(&o, 0);
+    let json = run_python(
+        &py,
+        ZERO_SHOT,
+        &[
+            shared().join("tools").to_str().unwrap(),
+            d.join("out/tweets.parquet").to_str().unwrap(),
+            d.join("labels_emb.parquet").to_str().unwrap(),
+            "0.4",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let assigned: Vec<i64> = v["assigned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    let ours: Vec<i64> = topic_ids
+        .iter()
+        .map(|&t| if t < labels.len() as i64 { t } else { -1 })
+        .collect();
+    assert_eq!(ours, assigned);
+    let n_assigned = assigned.iter().filter(|&&a| a >= 0).count();
+    println!(
+        "zero-shot: {n_assigned} of 300 tweets took a label at cosine >= 0.4, as the reference"
+    );
+    assert!(n_assigned > 10 && n_assigned < 290, "{n_assigned}");
+    for (i, &t) in topic_ids.iter().enumerate() {
+        if t < labels.len() as i64 {
+            assert_eq!(topic_labels[i], labels[t as usize]);
+        }
+    }
+    // Keywords per final topic equal c-TF-IDF's reference over the same assignment.
+    let theirs = reference_keywords(
+        &py,
+        &d.join("out/tweets.parquet"),
+        "topic_id",
+        &["--stop-words", "english"],
+    );
+    let (topics, _) = read_parquet(&d.join("out/topics.parquet"));
+    let keywords = list_strings(&topics, "keywords");
+    assert_eq!(strings(&topics, "label")[..5], labels.map(String::from));
+    for (t, kw) in &theirs {
+        let words: Vec<String> = kw.iter().map(|(w, _)| w.clone()).collect();
+        assert_eq!(keywords[*t as usize], words, "topic {t}");
+    }
+}
+
+#[test]
+fn topics_jobs_are_checked_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_texts_parquet(&d.join("in.parquet"), &[Some("a b"), Some("c d")]);
+    // The text column is not passed through, and chunk texts are not kept.
+    let base = format!(
+        "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\ncolumns = [\"id\"]\n[model]\npath = \"{}\"\n[output]\npath = \"o.parquet\"\n",
+        tiny().display()
+    );
+    for (extra, want) in [
+        (
+            "[topics]\ntop_n = 5\n",
+            "[topics]: needs a [cluster] section (topics describe clusters)",
+        ),
+        (
+            "[cluster]\nk = 2\n[topics]\ntop_n = 5\n",
+            "[topics]: the texts must be in the output: set chunking.keep_text = true",
+        ),
+        (
+            "[cluster]\nmetric = \"cos\"\n",
+            "cluster.k: required (the number of clusters)",
+        ),
+    ] {
+        std::fs::write(d.join("job.toml"), format!("{base}{extra}")).unwrap();
+        let o = embedflow(d, &["validate", "job.toml"]);
+        assert_code(&o, 1);
+        assert!(stderr(&o).contains(want), "{extra}: {}", stderr(&o));
+    }
+}

@@ -58,6 +58,8 @@ pub struct ClusterJob {
     pub topics: TopicOptions,
     pub overwrite: bool,
     pub s3: S3Options,
+    /// Zero-shot topic labels, embedded.
+    pub zero_shot: Option<ZeroShot>,
 }
 
 /// What a run did, printed at the end.
@@ -299,6 +301,25 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
     if job.kmeans.k == 0 {
         return Err(Error::internal("k must be at least 1"));
     }
+    if let Some(z) = &job.zero_shot
+        && z.vectors.len() != z.labels.len() * dim
+    {
+        return Err(Error::input(
+            &first,
+            format!(
+                "the zero-shot labels were embedded with {} dimensions, the vectors have {dim}",
+                z.vectors.len() / z.labels.len().max(1)
+            ),
+        ));
+    }
+    for name in OUTPUT_COLUMNS {
+        if input.schema.field_with_name(name).is_ok() {
+            return Err(Error::input(
+                &first,
+                format!("already has a column '{name}'; drop it, or cluster the vectors alone"),
+            ));
+        }
+    }
     for out in [
         Some(&job.output),
         job.clusters_path.as_ref(),
@@ -307,7 +328,9 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
     .into_iter()
     .flatten()
     {
-        ParquetSink::check_target(&stores, out, job.overwrite).await?;
+        if *out != job.input {
+            ParquetSink::check_target(&stores, out, job.overwrite).await?;
+        }
     }
 
     // 1. Sample.
@@ -361,103 +384,114 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
             model.iterations, model.inertia
         ),
     );
-    let model = Arc::new(model);
+    let assigner = Assigner::new(model, job.zero_shot.clone(), dim);
 
-    // 3. Topics: count terms per cluster.
+    // 3. Topics: count terms per topic.
     let keywords = match &job.text_column {
         Some(text) => {
-            let mut counts = ctfidf::TermCounts::new(model.k, job.topics.clone());
+            let mut counts = ctfidf::TermCounts::new(assigner.topics(), job.topics.clone());
             let cols = [job.vector_column.clone(), text.clone()];
             let mut rx = read(&input, &cols);
             while let Some(sb) = rx.recv().await {
                 let sb = sb?;
                 let v = batch_vectors(&sb, 0, dim, &job.vector_column)?;
-                let (labels, _) = tokio::task::block_in_place(|| model.assign(&v));
+                let a = tokio::task::block_in_place(|| assigner.assign(&v));
                 let texts = as_strings(sb.batch.column(1))?;
-                for (i, &l) in labels.iter().enumerate() {
-                    counts.add(l as usize, texts.value_or_empty(i));
+                for (i, &t) in a.topics.iter().enumerate() {
+                    counts.add(t as usize, texts.value_or_empty(i));
                 }
             }
-            log(progress, "counted terms per cluster");
+            log(progress, "counted terms per topic");
             Some(counts.keywords())
         }
         None => None,
     };
+    let topic_labels: Option<Vec<String>> = keywords.as_ref().map(|kw| {
+        kw.iter()
+            .enumerate()
+            .map(|(t, words)| match assigner.zero_shot_label(t) {
+                Some(l) => l.to_string(),
+                None => {
+                    let mut label = t.to_string();
+                    for (w, _) in words.iter().take(LABEL_WORDS) {
+                        label.push('_');
+                        label.push_str(w);
+                    }
+                    label
+                }
+            })
+            .collect()
+    });
 
-    // 4. Assign and write.
+    // 4. Assign and write, keeping the input's lineage.
     let mut fields: Vec<Field> = input
         .schema
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    let all: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-    for name in [
-        "cluster_id",
-        "cluster_distance",
-        "topic_id",
-        "topic_label",
-        "topic_score",
-    ] {
-        if all.iter().any(|c| c == name) {
-            return Err(Error::input(
-                &first,
-                format!("already has a column '{name}'; rename it or cluster the vectors alone"),
-            ));
-        }
-    }
     fields.push(Field::new("cluster_id", DataType::Int32, false));
     fields.push(Field::new("cluster_distance", DataType::Float32, false));
-    let labels_of_topics: Option<Vec<String>> = keywords.as_ref().map(|kw| {
-        kw.iter()
-            .enumerate()
-            .map(|(c, words)| {
-                let mut label = c.to_string();
-                for (w, _) in words.iter().take(LABEL_WORDS) {
-                    label.push('_');
-                    label.push_str(w);
-                }
-                label
-            })
-            .collect()
-    });
     if keywords.is_some() {
         fields.push(Field::new("topic_id", DataType::Int32, false));
         fields.push(Field::new("topic_label", DataType::Utf8, false));
         fields.push(Field::new("topic_score", DataType::Float32, false));
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let mut metadata: Vec<(String, String)> = match input.format {
+        source::Format::Parquet => source::parquet::key_value_metadata(&input.files[0])
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("embedflow.") && !k.starts_with("embedflow.cluster."))
+            .collect(),
+        source::Format::Csv => Vec::new(),
+    };
+    let model = &assigner.model;
+    metadata.extend([
+        ("embedflow.cluster.k".into(), model.k.to_string()),
+        (
+            "embedflow.cluster.metric".into(),
+            model.metric.name().into(),
+        ),
+        ("embedflow.cluster.seed".into(), job.kmeans.seed.to_string()),
+        ("embedflow.cluster.train_sample".into(), sampled.to_string()),
+        (
+            "embedflow.cluster.iterations".into(),
+            model.iterations.to_string(),
+        ),
+        (
+            "embedflow.cluster.vector_column".into(),
+            job.vector_column.clone(),
+        ),
+    ]);
+    if let Some(z) = &job.zero_shot {
+        metadata.push((
+            "embedflow.topics.zero_shot_labels".into(),
+            z.labels.join("\n"),
+        ));
+        metadata.push((
+            "embedflow.topics.min_similarity".into(),
+            z.min_similarity.to_string(),
+        ));
+    }
     let write = WriteOptions {
         compression: Compression::Zstd,
         row_group_size: crate::job::DEFAULT_ROW_GROUP_SIZE,
-        overwrite: job.overwrite,
-        metadata: vec![
-            ("embedflow.version".into(), env!("CARGO_PKG_VERSION").into()),
-            ("embedflow.cluster.k".into(), model.k.to_string()),
-            (
-                "embedflow.cluster.metric".into(),
-                model.metric.name().into(),
-            ),
-            ("embedflow.cluster.seed".into(), job.kmeans.seed.to_string()),
-            ("embedflow.cluster.train_sample".into(), sampled.to_string()),
-            (
-                "embedflow.cluster.vector_column".into(),
-                job.vector_column.clone(),
-            ),
-        ],
+        overwrite: job.overwrite || job.output == job.input,
+        metadata,
     };
     let mut sink = ParquetSink::create(&stores, &job.output, Arc::clone(&schema), &write).await?;
     let result = write_rows(
         job,
         &input,
-        &model,
+        &assigner,
         dim,
-        labels_of_topics.as_deref(),
+        topic_labels.as_deref(),
         &schema,
         &mut sink,
     )
     .await;
-    let (sizes, nearest) = match result {
+    let tally = match result {
         Ok(r) => r,
         Err(e) => {
             sink.abort().await;
@@ -466,13 +500,17 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
     };
     let written = sink.commit().await?;
     let mut outputs = vec![format!("{} ({written} rows)", job.output)];
+    let tables = WriteOptions {
+        overwrite: true,
+        ..write
+    };
     if let Some(p) = &job.clusters_path {
-        write_clusters(&stores, p, &model, &sizes, &nearest, &write).await?;
+        write_clusters(&stores, p, model, &tally, &tables).await?;
         outputs.push(format!("{p} ({} clusters)", model.k));
     }
-    if let (Some(p), Some(kw), Some(labels)) = (&job.topics_path, &keywords, &labels_of_topics) {
-        write_topics(&stores, p, kw, labels, &sizes, &nearest, &write).await?;
-        outputs.push(format!("{p} ({} topics)", model.k));
+    if let (Some(p), Some(kw), Some(labels)) = (&job.topics_path, &keywords, &topic_labels) {
+        write_topics(&stores, p, kw, labels, &tally, &tables).await?;
+        outputs.push(format!("{p} ({} topics)", kw.len()));
     }
     Ok(ClusterSummary {
         rows,
@@ -486,6 +524,126 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
         seconds: started.elapsed().as_secs_f64(),
         outputs,
     })
+}
+
+/// Columns the stage adds (an input that has them is refused).
+pub const OUTPUT_COLUMNS: [&str; 5] = [
+    "cluster_id",
+    "cluster_distance",
+    "topic_id",
+    "topic_label",
+    "topic_score",
+];
+
+/// Zero-shot topics: labels embedded with the documents' model. A row takes
+/// the most similar label (the first of equals) when its cosine reaches
+/// `min_similarity`, else its cluster's topic (BERTopic's rule).
+#[derive(Clone, Debug)]
+pub struct ZeroShot {
+    pub labels: Vec<String>,
+    /// `labels.len() × dim`, row-major.
+    pub vectors: Vec<f32>,
+    pub min_similarity: f32,
+}
+
+/// Per-row results of [`Assigner::assign`].
+struct Assigned {
+    clusters: Vec<u32>,
+    distances: Vec<f32>,
+    /// Zero-shot labels are topics `0..L`, clusters `L..L+k`.
+    topics: Vec<u32>,
+    /// Cosine of the row to its label, or to its cluster's centre.
+    scores: Vec<f32>,
+}
+
+/// Clusters and topics of rows, from the trained model and the labels.
+struct Assigner {
+    model: kmeans::Model,
+    zero_shot: Option<ZeroShot>,
+    /// Unit centres and unit label vectors, for cosine scores.
+    unit_centres: Vec<f32>,
+    unit_labels: Vec<f32>,
+    dim: usize,
+}
+
+impl Assigner {
+    fn new(model: kmeans::Model, zero_shot: Option<ZeroShot>, dim: usize) -> Assigner {
+        let mut unit_centres = model.centroids.clone();
+        kmeans::normalize_rows(&mut unit_centres, dim);
+        let mut unit_labels = zero_shot
+            .as_ref()
+            .map(|z| z.vectors.clone())
+            .unwrap_or_default();
+        kmeans::normalize_rows(&mut unit_labels, dim);
+        Assigner {
+            model,
+            zero_shot,
+            unit_centres,
+            unit_labels,
+            dim,
+        }
+    }
+
+    fn labels(&self) -> usize {
+        self.zero_shot.as_ref().map_or(0, |z| z.labels.len())
+    }
+
+    /// Number of topics: zero-shot labels, then one per cluster.
+    fn topics(&self) -> usize {
+        self.labels() + self.model.k
+    }
+
+    fn zero_shot_label(&self, topic: usize) -> Option<&str> {
+        self.zero_shot
+            .as_ref()
+            .and_then(|z| z.labels.get(topic))
+            .map(String::as_str)
+    }
+
+    fn assign(&self, v: &[f32]) -> Assigned {
+        let dim = self.dim;
+        let (clusters, distances) = self.model.assign(v);
+        let n = clusters.len();
+        let mut unit = v.to_vec();
+        kmeans::normalize_rows(&mut unit, dim);
+        let mut topics: Vec<u32> = clusters
+            .iter()
+            .map(|&c| (self.labels() + c as usize) as u32)
+            .collect();
+        let mut scores: Vec<f32> = unit
+            .chunks_exact(dim)
+            .zip(&clusters)
+            .map(|(r, &c)| {
+                let u = &self.unit_centres[c as usize * dim..(c as usize + 1) * dim];
+                r.iter().zip(u).map(|(a, b)| a * b).sum()
+            })
+            .collect();
+        if let Some(z) = &self.zero_shot {
+            let l = z.labels.len();
+            let mut sims = vec![0f32; n * l];
+            kmeans::dot_block(&unit, &self.unit_labels, dim, l, &mut sims);
+            for i in 0..n {
+                let row = &sims[i * l..(i + 1) * l];
+                let (best, sim) =
+                    row.iter()
+                        .enumerate()
+                        .fold(
+                            (0, f32::NEG_INFINITY),
+                            |b, (j, &s)| if s > b.1 { (j, s) } else { b },
+                        );
+                if sim >= z.min_similarity {
+                    topics[i] = best as u32;
+                    scores[i] = sim;
+                }
+            }
+        }
+        Assigned {
+            clusters,
+            distances,
+            topics,
+            scores,
+        }
+    }
 }
 
 /// A text column read as strings (nulls as empty).
@@ -511,17 +669,24 @@ fn as_strings(col: &ArrayRef) -> Result<Texts> {
     Ok(Texts(s))
 }
 
-type Sizes = Vec<u64>;
+/// What the writing pass learns: cluster sizes and nearest rows, topic
+/// sizes and most representative rows.
+struct Tally {
+    cluster_sizes: Vec<u64>,
+    cluster_nearest: Vec<Nearest>,
+    topic_sizes: Vec<u64>,
+    topic_nearest: Vec<Nearest>,
+}
 
 async fn write_rows(
     job: &ClusterJob,
     input: &Input,
-    model: &kmeans::Model,
+    assigner: &Assigner,
     dim: usize,
     topic_labels: Option<&[String]>,
     schema: &SchemaRef,
     sink: &mut ParquetSink,
-) -> Result<(Sizes, Vec<Nearest>)> {
+) -> Result<Tally> {
     let all: Vec<String> = input
         .schema
         .fields()
@@ -534,62 +699,53 @@ async fn write_rows(
         .map_err(Error::internal)?;
     let idx = |c: &Option<String>| c.as_ref().and_then(|c| input.schema.index_of(c).ok());
     let (id_idx, text_idx) = (idx(&job.id_column), idx(&job.text_column));
-    let mut sizes = vec![0u64; model.k];
-    let mut nearest = vec![Nearest::default(); model.k];
-    let centroid_norms: Vec<f32> = kmeans::squared_norms(&model.centroids, dim)
-        .into_iter()
-        .map(f32::sqrt)
-        .collect();
+    let k = assigner.model.k;
+    let mut tally = Tally {
+        cluster_sizes: vec![0; k],
+        cluster_nearest: vec![Nearest::default(); k],
+        topic_sizes: vec![0; assigner.topics()],
+        topic_nearest: vec![Nearest::default(); assigner.topics()],
+    };
     let mut rx = read(input, &all);
     let mut row0 = 0u64;
     while let Some(sb) = rx.recv().await {
         let sb = sb?;
         let b = &sb.batch;
         let v = batch_vectors(&sb, vidx, dim, &job.vector_column)?;
-        let (labels, dists) = tokio::task::block_in_place(|| model.assign(&v));
+        let a = tokio::task::block_in_place(|| assigner.assign(&v));
         let ids = id_idx.map(|i| as_strings(b.column(i))).transpose()?;
         let texts = text_idx.map(|i| as_strings(b.column(i))).transpose()?;
-        for (i, (&l, &d)) in labels.iter().zip(&dists).enumerate() {
-            sizes[l as usize] += 1;
-            nearest[l as usize].offer(
-                d,
-                || match &ids {
-                    Some(s) => s.value_or_empty(i).to_string(),
-                    None => (row0 + i as u64).to_string(),
-                },
-                || texts.as_ref().map(|t| t.value_or_empty(i).to_string()),
-            );
+        let id = |i: usize| match &ids {
+            Some(s) => s.value_or_empty(i).to_string(),
+            None => (row0 + i as u64).to_string(),
+        };
+        let text = |i: usize| texts.as_ref().map(|t| t.value_or_empty(i).to_string());
+        for i in 0..a.clusters.len() {
+            let (c, t) = (a.clusters[i] as usize, a.topics[i] as usize);
+            tally.cluster_sizes[c] += 1;
+            tally.cluster_nearest[c].offer(a.distances[i], || id(i), || text(i));
+            tally.topic_sizes[t] += 1;
+            tally.topic_nearest[t].offer(1.0 - a.scores[i], || id(i), || text(i));
         }
         let mut cols: Vec<ArrayRef> = b.columns().to_vec();
         cols.push(Arc::new(Int32Array::from_iter_values(
-            labels.iter().map(|&l| l as i32),
+            a.clusters.iter().map(|&l| l as i32),
         )));
-        cols.push(Arc::new(Float32Array::from(dists.clone())));
+        cols.push(Arc::new(Float32Array::from(a.distances)));
         if let Some(topic_labels) = topic_labels {
             cols.push(Arc::new(Int32Array::from_iter_values(
-                labels.iter().map(|&l| l as i32),
+                a.topics.iter().map(|&t| t as i32),
             )));
             cols.push(Arc::new(StringArray::from_iter_values(
-                labels.iter().map(|&l| topic_labels[l as usize].as_str()),
+                a.topics.iter().map(|&t| topic_labels[t as usize].as_str()),
             )));
-            // Cosine similarity of the row to its cluster's centre.
-            let scores: Vec<f32> = v
-                .chunks_exact(dim)
-                .zip(&labels)
-                .map(|(r, &l)| {
-                    let c = &model.centroids[l as usize * dim..(l as usize + 1) * dim];
-                    let dot: f32 = r.iter().zip(c).map(|(a, b)| a * b).sum();
-                    let rn = r.iter().map(|a| a * a).sum::<f32>().sqrt();
-                    dot / (rn * centroid_norms[l as usize]).max(1e-30)
-                })
-                .collect();
-            cols.push(Arc::new(Float32Array::from(scores)));
+            cols.push(Arc::new(Float32Array::from(a.scores)));
         }
         let out = RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)?;
         sink.write(&out).await?;
         row0 += b.num_rows() as u64;
     }
-    Ok((sizes, nearest))
+    Ok(tally)
 }
 
 fn string_lists(items: Vec<Vec<String>>) -> ArrayRef {
@@ -641,10 +797,10 @@ async fn write_clusters(
     stores: &Stores,
     path: &str,
     model: &kmeans::Model,
-    sizes: &[u64],
-    nearest: &[Nearest],
+    tally: &Tally,
     write: &WriteOptions,
 ) -> Result<()> {
+    let (sizes, nearest) = (&tally.cluster_sizes, &tally.cluster_nearest);
     let k = model.k;
     write_table(
         stores,
@@ -693,10 +849,10 @@ async fn write_topics(
     path: &str,
     keywords: &[Vec<(String, f64)>],
     labels: &[String],
-    sizes: &[u64],
-    nearest: &[Nearest],
+    tally: &Tally,
     write: &WriteOptions,
 ) -> Result<()> {
+    let (sizes, nearest) = (&tally.topic_sizes, &tally.topic_nearest);
     let k = keywords.len();
     write_table(
         stores,

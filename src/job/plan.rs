@@ -30,6 +30,28 @@ pub struct JobPlan {
     pub output: OutputPlan,
     /// Object-store settings for every `s3://` path of the job.
     pub s3: S3Options,
+    /// k-means over the output's vectors, once it is written.
+    pub cluster: Option<ClusterPlan>,
+    /// Topics of the clusters (needs `cluster`).
+    pub topics: Option<TopicsPlan>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterPlan {
+    pub kmeans: crate::cluster::kmeans::Config,
+    pub train_sample: Option<usize>,
+    pub clusters_path: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TopicsPlan {
+    pub options: crate::cluster::TopicOptions,
+    /// Zero-shot labels (empty: keyword topics only).
+    pub labels: Vec<String>,
+    pub min_similarity: f32,
+    /// The prompt the labels are embedded with (default: the documents').
+    pub label_prompt_name: Option<String>,
+    pub topics_path: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -272,6 +294,73 @@ impl JobPlan {
         let overwrite = s.boolean("overwrite", &mut p).unwrap_or(true);
         s.finish(&mut p);
 
+        // [cluster]
+        let mut s = root.table("cluster", &mut p);
+        let cluster = if s.is_present() {
+            let k = s.count("k", 1, &mut p);
+            if k.is_none() && !s.has("k") {
+                p.push("cluster.k: required (the number of clusters)");
+            }
+            let metric = match s.choice("metric", &["cosine", "l2"], &mut p) {
+                Some("l2") => crate::cluster::Metric::L2,
+                _ => crate::cluster::Metric::Cosine,
+            };
+            let d = crate::cluster::kmeans::Config::default();
+            let kmeans = crate::cluster::kmeans::Config {
+                k: k.unwrap_or(1),
+                max_iter: s.count("max_iter", 1, &mut p).unwrap_or(d.max_iter),
+                tol: s.number("tol", 0.0..=1.0, &mut p).unwrap_or(d.tol),
+                seed: s.count("seed", 0, &mut p).unwrap_or(0) as u64,
+                metric,
+            };
+            let train_sample = s.count("train_sample", 1, &mut p);
+            let clusters_path = s.string("clusters_path", &mut p);
+            Some(ClusterPlan {
+                kmeans,
+                train_sample,
+                clusters_path,
+            })
+        } else {
+            None
+        };
+        s.finish(&mut p);
+
+        // [topics]
+        let mut s = root.table("topics", &mut p);
+        let topics = if s.is_present() {
+            if cluster.is_none() {
+                p.push("[topics]: needs a [cluster] section (topics describe clusters)");
+            }
+            let d = crate::cluster::TopicOptions::default();
+            let options = crate::cluster::TopicOptions {
+                preprocess: match s.choice("preprocess", &["unicode", "english"], &mut p) {
+                    Some("english") => crate::cluster::Preprocess::English,
+                    _ => crate::cluster::Preprocess::Unicode,
+                },
+                english_stop_words: s.choice("stop_words", &["english"], &mut p).is_some(),
+                ngram: s.int_range("ngram_range", &mut p).unwrap_or(d.ngram),
+                bm25_weighting: s.boolean("bm25_weighting", &mut p).unwrap_or(false),
+                reduce_frequent_words: s.boolean("reduce_frequent_words", &mut p).unwrap_or(false),
+                top_n: s.count("top_n", 1, &mut p).unwrap_or(d.top_n),
+            };
+            let labels = s.strings("labels", &mut p).unwrap_or_default();
+            let min_similarity = s
+                .number("min_similarity", -1.0..=1.0, &mut p)
+                .unwrap_or(0.7) as f32;
+            let label_prompt_name = s.string("label_prompt_name", &mut p);
+            let topics_path = s.string("topics_path", &mut p);
+            Some(TopicsPlan {
+                options,
+                labels,
+                min_similarity,
+                label_prompt_name,
+                topics_path,
+            })
+        } else {
+            None
+        };
+        s.finish(&mut p);
+
         // [s3]
         let mut s = root.table("s3", &mut p);
         for secret in [
@@ -385,6 +474,8 @@ impl JobPlan {
                 overwrite,
             },
             s3,
+            cluster,
+            topics,
         })
     }
 }

@@ -121,6 +121,60 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A number (integer or float) within `range`.
+    pub fn number(
+        &mut self,
+        k: &'static str,
+        range: std::ops::RangeInclusive<f64>,
+        problems: &mut Problems,
+    ) -> Option<f64> {
+        let v = match self.raw(k)? {
+            Value::Integer(i) => *i as f64,
+            Value::Float(f) => *f,
+            other => {
+                problems.push(format!(
+                    "{}: expected a number, found {}",
+                    self.key(k),
+                    describe(other)
+                ));
+                return None;
+            }
+        };
+        if !range.contains(&v) {
+            problems.push(format!(
+                "{}: must be between {} and {}, found {v}",
+                self.key(k),
+                range.start(),
+                range.end()
+            ));
+            return None;
+        }
+        Some(v)
+    }
+
+    /// Two integers `[min, max]` with `1 <= min <= max`.
+    pub fn int_range(
+        &mut self,
+        k: &'static str,
+        problems: &mut Problems,
+    ) -> Option<(usize, usize)> {
+        let v = self.raw(k)?;
+        let pair = v.as_array().and_then(|a| match a.as_slice() {
+            [Value::Integer(a), Value::Integer(b)] if 1 <= *a && a <= b => {
+                Some((*a as usize, *b as usize))
+            }
+            _ => None,
+        });
+        if pair.is_none() {
+            problems.push(format!(
+                "{}: expected [min, max] with 1 <= min <= max, e.g. [1, 2]; found {}",
+                self.key(k),
+                describe(v)
+            ));
+        }
+        pair
+    }
+
     /// A non-negative integer no smaller than `min`.
     pub fn count(&mut self, k: &'static str, min: usize, problems: &mut Problems) -> Option<usize> {
         match self.raw(k)? {

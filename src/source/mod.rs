@@ -6,7 +6,7 @@
 
 mod csv;
 mod filter;
-mod parquet;
+pub mod parquet;
 
 use std::sync::Arc;
 

@@ -116,6 +116,20 @@ async fn builder(file: &FileEntry) -> Result<ParquetRecordBatchStreamBuilder<Obj
         })
 }
 
+/// The key-value metadata of a file's footer (lineage written by an earlier run).
+pub async fn key_value_metadata(file: &FileEntry) -> Result<Vec<(String, String)>> {
+    let b = builder(file).await?;
+    Ok(b.metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// The first file's schema, and the sum of every file's row count from the
 /// footers (cheap: footers only).
 pub(super) async fn schema_and_rows(files: &[FileEntry]) -> Result<(SchemaRef, Option<u64>)> {

@@ -149,37 +149,7 @@ pub fn ints(batch: &RecordBatch, column: &str) -> Vec<i64> {
 
 /// Reads a little-endian float32 C-order .npy file: (rows, cols, data).
 pub fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "not an npy file");
-    let (header_len, start) = if bytes[6] == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        )
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'<f4'"), "expected float32: {header}");
-    assert!(header.contains("'fortran_order': False"));
-    let shape = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let dims: Vec<usize> = shape
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let data: Vec<f32> = bytes[start + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    assert_eq!(data.len(), dims[0] * dims[1]);
-    (dims[0], dims[1], data)
+    embedflow::npy::read(path).unwrap()
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -237,21 +207,7 @@ pub fn listing(dir: &Path) -> Vec<String> {
 
 /// Writes a little-endian float32 C-order .npy file.
 pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) {
-    assert_eq!(data.len(), rows * cols);
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    // Magic (6) + version (2) + header length (2) + header, padded to 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
+    embedflow::npy::write(path, rows, cols, data).unwrap()
 }
 
 /// The Python with numpy, scipy, scikit-learn and pyarrow that scripts/test
