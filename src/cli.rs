@@ -70,9 +70,15 @@ pub struct ClusterOpts {
     /// l2 (squared Euclidean) or cosine (spherical k-means, for normalised embeddings).
     #[arg(long, default_value = "l2", value_parser = ["l2", "cosine"])]
     pub metric: String,
-    /// Lloyd iterations at most.
+    /// Lloyd iterations at most (mini-batch: passes over the training sample).
     #[arg(long, default_value_t = 100)]
     pub max_iter: usize,
+    /// lloyd (exact, as scikit-learn's KMeans) or minibatch (faster on big samples, slightly worse).
+    #[arg(long, default_value = "lloyd", value_parser = ["lloyd", "minibatch"])]
+    pub algorithm: String,
+    /// Rows per mini-batch step.
+    #[arg(long, default_value_t = 1024)]
+    pub batch_size: usize,
     /// Relative tolerance on the centre shift (scikit-learn's tol).
     #[arg(long, default_value_t = 1e-4)]
     pub tol: f64,

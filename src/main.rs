@@ -133,6 +133,7 @@ fn cluster(
             max_iter: c.max_iter,
             tol: c.tol,
             seed: c.seed,
+            mini_batch: (c.algorithm == "minibatch").then_some(c.batch_size),
             metric: if c.metric == "cosine" {
                 Metric::Cosine
             } else {

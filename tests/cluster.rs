@@ -416,6 +416,30 @@ fn cluster_command_writes_labels_clusters_and_topics() {
     assert_code(&o, 0);
     let (again, _) = read_parquet(&d.join("clustered.parquet"));
     assert_eq!(ints(&again, "cluster_id"), ids);
+
+    // Mini-batch lands within a few percent of Lloyd's training inertia.
+    let inertia = |o: &std::process::Output| -> f64 {
+        stdout(o)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("train inertia"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}", stdout(o)))
+    };
+    let lloyd = inertia(&o);
+    let mut mb_args = args.to_vec();
+    mb_args.extend([
+        "--algorithm",
+        "minibatch",
+        "--batch-size",
+        "64",
+        "--max-iter",
+        "20",
+    ]);
+    let o = embedflow(d, &mb_args);
+    assert_code(&o, 0);
+    let mb = inertia(&o);
+    println!("train inertia: Lloyd {lloyd}, mini-batch {mb}");
+    assert!(mb < lloyd * 1.05, "mini-batch {mb} vs Lloyd {lloyd}");
 }
 
 #[test]

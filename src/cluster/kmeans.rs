@@ -37,11 +37,14 @@ impl Metric {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub k: usize,
+    /// Lloyd iterations, or passes over the data in mini-batch steps.
     pub max_iter: usize,
     /// Relative tolerance (scikit-learn's `tol`).
     pub tol: f64,
     pub seed: u64,
     pub metric: Metric,
+    /// `Some(batch rows)`: mini-batch k-means instead of Lloyd.
+    pub mini_batch: Option<usize>,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             tol: 1e-4,
             seed: 0,
             metric: Metric::L2,
+            mini_batch: None,
         }
     }
 }
@@ -349,6 +353,9 @@ pub fn fit(x: &[f32], dim: usize, cfg: &Config, init: Option<&[f32]>) -> Model {
     if cfg.metric == Metric::Cosine {
         normalize_rows(&mut centers, dim);
     }
+    if let Some(batch) = cfg.mini_batch {
+        return mini_batch(x, &x_norms, dim, cfg, centers, batch, &mut rng);
+    }
     let tol = scaled_tol(x, dim, cfg.tol);
     let mut labels = vec![0u32; n];
     let mut old_labels = vec![u32::MAX; n];
@@ -388,6 +395,64 @@ pub fn fit(x: &[f32], dim: usize, cfg: &Config, init: Option<&[f32]>) -> Model {
         inertia,
         iterations,
         converged,
+    }
+}
+
+/// Mini-batch k-means (Sculley 2010, as scikit-learn's `MiniBatchKMeans`
+/// without reassignment): each step assigns `batch` random rows and moves
+/// their centres towards them with a per-centre rate of 1 / rows seen;
+/// `max_iter` passes over the data.
+fn mini_batch(
+    x: &[f32],
+    x_norms: &[f32],
+    dim: usize,
+    cfg: &Config,
+    mut centers: Vec<f32>,
+    batch: usize,
+    rng: &mut Rng,
+) -> Model {
+    let n = x_norms.len();
+    let k = centers.len() / dim;
+    let batch = batch.clamp(1, n);
+    let steps = (cfg.max_iter * n).div_ceil(batch).max(1);
+    let mut seen = vec![0u64; k];
+    let mut rows = vec![0f32; batch * dim];
+    let mut norms = vec![0f32; batch];
+    let mut labels = vec![0u32; batch];
+    let mut dists = vec![0f32; batch];
+    for _ in 0..steps {
+        for b in 0..batch {
+            let i = rng.below(n as u64) as usize;
+            rows[b * dim..(b + 1) * dim].copy_from_slice(&x[i * dim..(i + 1) * dim]);
+            norms[b] = x_norms[i];
+        }
+        let c = Centres::new(&centers, dim, cfg.metric);
+        nearest(&rows, &norms, &c, &mut labels, &mut dists);
+        for (b, &l) in labels.iter().enumerate() {
+            let l = l as usize;
+            seen[l] += 1;
+            let eta = 1.0 / seen[l] as f32;
+            let centre = &mut centers[l * dim..(l + 1) * dim];
+            for (c, v) in centre.iter_mut().zip(&rows[b * dim..(b + 1) * dim]) {
+                *c += eta * (v - *c);
+            }
+        }
+        if cfg.metric == Metric::Cosine {
+            normalize_rows(&mut centers, dim);
+        }
+    }
+    let mut labels = vec![0u32; n];
+    let mut dists = vec![0f32; n];
+    let c = Centres::new(&centers, dim, cfg.metric);
+    nearest(x, x_norms, &c, &mut labels, &mut dists);
+    Model {
+        k,
+        dim,
+        inertia: dists.par_iter().map(|&d| d as f64).sum(),
+        centroids: centers,
+        metric: cfg.metric,
+        iterations: steps,
+        converged: false,
     }
 }
 
@@ -524,6 +589,39 @@ mod tests {
         assert!((m.inertia - 50.0).abs() < 10.0, "{}", m.inertia);
         let again = fit(&x, 2, &cfg, None);
         assert_eq!(again.centroids, m.centroids);
+    }
+
+    #[test]
+    fn mini_batch_lands_near_lloyd() {
+        let (x, _) = blobs(4);
+        let lloyd = fit(
+            &x,
+            2,
+            &Config {
+                k: 3,
+                seed: 1,
+                ..Default::default()
+            },
+            None,
+        );
+        let mb = fit(
+            &x,
+            2,
+            &Config {
+                k: 3,
+                seed: 1,
+                max_iter: 5,
+                mini_batch: Some(32),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(
+            mb.inertia < lloyd.inertia * 1.05,
+            "{} vs {}",
+            mb.inertia,
+            lloyd.inertia
+        );
     }
 
     #[test]

@@ -312,6 +312,15 @@ impl JobPlan {
                 tol: s.number("tol", 0.0..=1.0, &mut p).unwrap_or(d.tol),
                 seed: s.count("seed", 0, &mut p).unwrap_or(0) as u64,
                 metric,
+                mini_batch: match s.choice("algorithm", &["lloyd", "minibatch"], &mut p) {
+                    Some("minibatch") => Some(s.count("batch_size", 1, &mut p).unwrap_or(1024)),
+                    _ => {
+                        if s.has("batch_size") {
+                            p.push("cluster.batch_size: only with algorithm = \"minibatch\"");
+                        }
+                        None
+                    }
+                },
             };
             let train_sample = s.count("train_sample", 1, &mut p);
             let clusters_path = s.string("clusters_path", &mut p);
