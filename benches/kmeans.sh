@@ -21,7 +21,10 @@ venv=$EMBEDFLOW_HOME/bench-venv
 if [[ ! -x $venv/bin/python ]]; then python3 -m venv "$venv"; fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check numpy==2.4.6 scikit-learn==1.9.1 faiss-cpu==1.15.1 pyarrow
 py=$venv/bin/python
-cargo build --release --locked --quiet --features bench --bin embedflow-kmeans-bench --bin embedflow
+# BENCH_SKIP_BUILD=1: use the release binaries already built.
+if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
+  cargo build --release --locked --quiet --features bench --bin embedflow-kmeans-bench --bin embedflow
+fi
 bin=$CARGO_TARGET_DIR/release
 cache=$EMBEDFLOW_HOME/bench-cache
 mkdir -p "$cache"

@@ -53,6 +53,62 @@ pub enum Command {
     Validate(ValidateOpts),
     /// K-means cluster labels (and c-TF-IDF topics) for any Parquet with a vector column.
     Cluster(Box<ClusterOpts>),
+    /// SQL over embedded datasets: vector functions, embed('text'), semantic search.
+    Sql(SqlOpts),
+    /// Exact k nearest neighbours of every row (item-item recommendations).
+    Neighbors(NeighborsOpts),
+}
+
+#[derive(Args, Debug)]
+pub struct NeighborsOpts {
+    /// Input Parquet with a vector column (local or s3://).
+    pub input: String,
+    /// Output Parquet: id, neighbor_ids (best first), scores.
+    pub output: String,
+    /// Neighbours per row.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long, default_value = "embedding")]
+    pub vector_column: String,
+    /// Column naming the rows (default: the row number).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// cosine, or inner_product (raw dot product).
+    #[arg(long, default_value = "cosine", value_parser = ["cosine", "inner_product"])]
+    pub similarity: String,
+    /// Fail if the output exists instead of replacing it.
+    #[arg(long)]
+    pub no_overwrite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SqlOpts {
+    /// The query; none (and no --file): an interactive prompt.
+    pub query: Option<String>,
+    /// A table: NAME=PATH (Parquet or CSV; file, directory, glob; local or s3://). Repeatable.
+    #[arg(long = "table", value_name = "NAME=PATH")]
+    pub tables: Vec<String>,
+    /// Register a job's outputs (output, documents, clusters, topics tables) and use its model.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// The model embed() runs (a folder, a name under the models directory, or s3://).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Run the statements of a file (separated by ;).
+    #[arg(long, short = 'f')]
+    pub file: Option<String>,
+    /// table (default), csv, json, or parquet (needs --output).
+    #[arg(long, value_parser = ["table", "csv", "json", "parquet"])]
+    pub format: Option<String>,
+    /// Write the result here instead of stdout (the format follows the extension unless --format).
+    #[arg(long, short = 'o')]
+    pub output: Option<String>,
+    /// Allow statements that write (INSERT INTO, COPY … TO).
+    #[arg(long)]
+    pub allow_write: bool,
+    /// S3-compatible endpoint for s3:// tables.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -36,6 +36,10 @@ pub enum Error {
     #[error("output {file}: {message}")]
     Output { file: String, message: String },
 
+    /// A SQL statement failed to plan or run (with its position when known).
+    #[error("query: {0}")]
+    Query(String),
+
     /// The run was stopped (Ctrl-C, or another stage failed first).
     #[error("interrupted: nothing was committed")]
     Interrupted,

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod sink;
 pub mod source;
+pub mod sql;
 pub mod store;
 pub mod text;
 

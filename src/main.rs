@@ -28,6 +28,7 @@ fn init_logging(level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -58,6 +59,38 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             run(&rt, plan, &opts, cli.quiet)
         }
         Command::Cluster(c) => cluster(&rt, &c, &opts, cli.quiet),
+        Command::Sql(s) => sql(&rt, &s, &opts),
+        Command::Neighbors(n) => {
+            use embedflow::cluster::{self, NeighborsJob, neighbors::Similarity};
+            if n.k == 0 {
+                anyhow::bail!("--k: must be at least 1");
+            }
+            let job = NeighborsJob {
+                input: n.input.clone(),
+                output: n.output.clone(),
+                vector_column: n.vector_column.clone(),
+                id_column: n.id_column.clone(),
+                k: n.k,
+                similarity: if n.similarity == "inner_product" {
+                    Similarity::InnerProduct
+                } else {
+                    Similarity::Cosine
+                },
+                overwrite: !n.no_overwrite,
+                s3: Default::default(),
+            };
+            let progress = !cli.quiet && opts.progress != ProgressMode::Off;
+            let (rows, secs) = rt.block_on(cluster::run_neighbors(&job, progress))?;
+            if !cli.quiet {
+                println!(
+                    "wrote {} ({rows} rows x {} neighbours)\n  seconds          {secs:.2}\n  throughput       {:.0} rows/s",
+                    n.output,
+                    n.k,
+                    rows as f64 / secs.max(1e-9)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate(v) => {
             let mut failed = 0;
             for path in &v.jobs {
@@ -98,6 +131,162 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn sql(
+    rt: &tokio::runtime::Runtime,
+    s: &embedflow::cli::SqlOpts,
+    opts: &RunOptions,
+) -> anyhow::Result<ExitCode> {
+    use embedflow::sql::{self, OutputFormat, Session, SqlOptions};
+    use std::io::{BufRead, Write};
+    let mut tables = Vec::new();
+    for t in &s.tables {
+        let Some((name, path)) = t.split_once('=') else {
+            anyhow::bail!("--table {t}: expected NAME=PATH, e.g. --table news=out/news.parquet");
+        };
+        tables.push((name.trim().to_string(), path.trim().to_string()));
+    }
+    let mut model = s.model.as_ref().map(|m| job::ModelOverrides {
+        path: m.clone(),
+        ..Default::default()
+    });
+    let mut s3 = embedflow::store::S3Options::default();
+    if let Some(path) = &s.job {
+        let plan = job::load(path, &[])?;
+        let outputs = [
+            Some(&plan.output.path),
+            plan.output.documents_path.as_ref(),
+            plan.cluster.as_ref().and_then(|c| c.clusters_path.as_ref()),
+            plan.topics.as_ref().and_then(|t| t.topics_path.as_ref()),
+        ];
+        for p in outputs.into_iter().flatten() {
+            let stem = p
+                .rsplit('/')
+                .next()
+                .unwrap_or(p)
+                .trim_end_matches(".parquet")
+                .replace(['-', '.', ' '], "_");
+            tables.push((stem, p.clone()));
+        }
+        model = model.or(Some(plan.model.clone()));
+        s3 = plan.s3.clone();
+    }
+    if s.s3_endpoint.is_some() {
+        s3.endpoint = s.s3_endpoint.clone();
+    }
+    let stores = embedflow::store::Stores::new(s3.clone());
+    let model = match &model {
+        Some(m) => Some(rt.block_on(pipeline::load_model(&stores, m))?),
+        None => None,
+    };
+    let session = rt.block_on(Session::new(&SqlOptions {
+        tables,
+        model,
+        allow_write: s.allow_write,
+        s3,
+        threads: opts.threads.unwrap_or(0),
+    }))?;
+    let by_ext = s.output.as_deref().and_then(|o| {
+        let o = o.to_ascii_lowercase();
+        [("csv", ".csv"), ("json", ".json"), ("parquet", ".parquet")]
+            .into_iter()
+            .find(|(_, e)| o.ends_with(e))
+            .map(|(f, _)| f)
+    });
+    let format = s.format.as_deref().or(by_ext).unwrap_or("table");
+    if format == "parquet" && s.output.is_none() {
+        anyhow::bail!("--format parquet: needs --output FILE.parquet");
+    }
+    let script = match (&s.query, &s.file) {
+        (Some(q), None) => Some(q.clone()),
+        (None, Some(f)) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?)
+        }
+        (Some(_), Some(_)) => anyhow::bail!("give a query or --file, not both"),
+        (None, None) => None,
+    };
+    let emit = |schema: &arrow::datatypes::SchemaRef,
+                batches: &[arrow::array::RecordBatch]|
+     -> anyhow::Result<()> {
+        if format == "parquet" {
+            let out = s.output.as_deref().unwrap_or_default();
+            rt.block_on(async {
+                let w = embedflow::sink::WriteOptions {
+                    compression: job::Compression::Zstd,
+                    row_group_size: job::DEFAULT_ROW_GROUP_SIZE,
+                    overwrite: true,
+                    metadata: Vec::new(),
+                };
+                let mut sink =
+                    embedflow::sink::ParquetSink::create(&stores, out, schema.clone(), &w).await?;
+                for b in batches {
+                    if let Err(e) = sink.write(b).await {
+                        sink.abort().await;
+                        return Err(e);
+                    }
+                }
+                sink.commit().await.map(|_| ())
+            })?;
+            return Ok(());
+        }
+        let f = match format {
+            "csv" => OutputFormat::Csv,
+            "json" => OutputFormat::Json,
+            _ => OutputFormat::Table,
+        };
+        let text = sql::render(schema, batches, f)?;
+        match &s.output {
+            Some(o) => std::fs::write(o, text).with_context(|| format!("cannot write {o}"))?,
+            None => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", text.trim_end())?;
+            }
+        }
+        Ok(())
+    };
+    match script {
+        Some(script) => {
+            for stmt in sql::statements(&script) {
+                let (schema, batches) = rt.block_on(session.run(&stmt))?;
+                if !schema.fields().is_empty() {
+                    emit(&schema, &batches)?;
+                }
+            }
+        }
+        None => {
+            // Interactive: statements end with ';'; \q or end of input quits.
+            let stdin = std::io::stdin();
+            let mut buf = String::new();
+            eprint!("embedflow> ");
+            for line in stdin.lock().lines() {
+                let line = line?;
+                if line.trim() == "\\q" {
+                    break;
+                }
+                buf.push_str(&line);
+                buf.push('\n');
+                if line.trim_end().ends_with(';') {
+                    for stmt in sql::statements(&buf) {
+                        match rt.block_on(session.run(&stmt)) {
+                            Ok((schema, batches)) if !schema.fields().is_empty() => {
+                                if let Err(e) = emit(&schema, &batches) {
+                                    eprintln!("error: {e:#}");
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => eprintln!("error: {e}"),
+                        }
+                    }
+                    buf.clear();
+                    eprint!("embedflow> ");
+                } else {
+                    eprint!("       ...> ");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cluster(

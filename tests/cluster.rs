@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, Int64Array, ListArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, Int64Array, ListArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use embedflow::cluster::ctfidf::{Preprocess, TermCounts, TopicOptions};
 use embedflow::cluster::kmeans::{self, Config, Rng};
@@ -663,4 +663,141 @@ fn topics_jobs_are_checked_before_running() {
         assert_code(&o, 1);
         assert!(stderr(&o).contains(want), "{extra}: {}", stderr(&o));
     }
+}
+
+/// Writes `id` and a FixedSizeList<Float32, dim> `embedding` column.
+fn write_vectors(path: &Path, x: &[f32], dim: usize) {
+    let n = x.len() / dim;
+    let item = Arc::new(Field::new_list_field(DataType::Float32, true));
+    let v = arrow::array::FixedSizeListArray::try_new(
+        item,
+        dim as i32,
+        Arc::new(arrow::array::Float32Array::from(x.to_vec())),
+        None,
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("embedding", v.data_type().clone(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from_iter_values(
+                (0..n as i64).map(|i| 1000 + i),
+            )),
+            Arc::new(v),
+        ],
+    )
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+const BRUTE_FORCE: &str = r#"
+import json, sys
+import numpy as np
+x = np.load(sys.argv[1]).astype(np.float64)
+k = int(sys.argv[2])
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+ids, scores = [], []
+for s in range(0, len(x), 2000):
+    sims = x[s:s + 2000] @ x.T
+    for i in range(sims.shape[0]):
+        sims[i, s + i] = -np.inf
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    ids += (top + 1000).tolist()
+    scores += np.take_along_axis(sims, top, axis=1).tolist()
+print(json.dumps({"ids": ids, "scores": scores}))
+"#;
+
+#[test]
+fn neighbors_equal_brute_force() {
+    let Some(py) = reference_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (n, dim, k) = (10_000, 48, 10);
+    let x = blobs(n, dim, 50, 11);
+    write_vectors(&d.join("items.parquet"), &x, dim);
+    write_npy(&d.join("items.npy"), n, dim, &x);
+    let o = embedflow(
+        d,
+        &[
+            "neighbors",
+            "items.parquet",
+            "nn.parquet",
+            "--k",
+            "10",
+            "--id-column",
+            "id",
+        ],
+    );
+    assert_code(&o, 0);
+    println!("{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_str(
+        run_python(
+            &py,
+            BRUTE_FORCE,
+            &[d.join("items.npy").to_str().unwrap(), "10"],
+        )
+        .trim(),
+    )
+    .unwrap();
+    let (out, kv) = read_parquet(&d.join("nn.parquet"));
+    assert_eq!(meta(&kv, "embedflow.neighbors.k"), "10");
+    assert_eq!(out.num_rows(), n);
+    assert_eq!(
+        ints(&out, "id"),
+        (1000..1000 + n as i64).collect::<Vec<_>>()
+    );
+    let lists = |col: &str| -> Vec<ArrayRef> {
+        let l = out
+            .column_by_name(col)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .unwrap()
+            .clone();
+        (0..l.len()).map(|i| l.value(i)).collect()
+    };
+    let (got_ids, got_scores) = (lists("neighbor_ids"), lists("scores"));
+    let mut differing = 0;
+    for i in 0..n {
+        let ids = got_ids[i].as_any().downcast_ref::<Int64Array>().unwrap();
+        let sc = got_scores[i]
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .unwrap();
+        let want_ids: Vec<i64> = v["ids"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        let want_sc: Vec<f64> = v["scores"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(ids.len(), k);
+        for (j, w) in want_sc.iter().enumerate() {
+            assert!((sc.value(j) as f64 - w).abs() < 1e-5, "row {i} rank {j}");
+        }
+        if ids.values().to_vec() != want_ids {
+            // Only scores equal to 1e-6 may swap places.
+            differing += 1;
+            for (j, (w, ws)) in want_ids.iter().zip(&want_sc).enumerate() {
+                if ids.value(j) != *w {
+                    assert!((ws - sc.value(j) as f64).abs() < 1e-6, "row {i} rank {j}");
+                }
+            }
+        }
+    }
+    println!(
+        "neighbors: {n} rows x {k}, scores within 1e-5 of numpy; {differing} rows with near-tied ranks swapped"
+    );
 }

@@ -11,3 +11,4 @@ mod io;
 mod jobs;
 mod model;
 mod s3;
+mod sql;

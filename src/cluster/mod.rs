@@ -12,6 +12,7 @@
 
 pub mod ctfidf;
 pub mod kmeans;
+pub mod neighbors;
 pub mod stop_words;
 
 use std::sync::Arc;
@@ -644,6 +645,159 @@ impl Assigner {
             scores,
         }
     }
+}
+
+/// What `embedflow neighbors` does.
+#[derive(Clone, Debug)]
+pub struct NeighborsJob {
+    pub input: String,
+    pub output: String,
+    pub vector_column: String,
+    /// Names rows in the output; default: the row number.
+    pub id_column: Option<String>,
+    pub k: usize,
+    pub similarity: neighbors::Similarity,
+    pub overwrite: bool,
+    pub s3: S3Options,
+}
+
+/// Rows scored and written per output batch.
+const NEIGHBOR_BATCH: usize = 8192;
+
+/// Exact k nearest neighbours of every row: all vectors in memory
+/// (rows × dim × 4 bytes), results streamed to Parquet batch by batch.
+pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f64)> {
+    let started = Instant::now();
+    let stores = Stores::new(job.s3.clone());
+    let input = source::open(&stores, &job.input, None, &CsvOptions::default()).await?;
+    let first = input.files[0].location.display.clone();
+    let dim = vector_dim(&input, &job.vector_column).await?;
+    let mut cols = vec![job.vector_column.clone()];
+    if let Some(id) = &job.id_column {
+        if input.schema.field_with_name(id).is_err() {
+            return Err(Error::input(
+                &first,
+                format!(
+                    "no column '{id}'; the columns are: {}",
+                    source::column_list(&input.schema)
+                ),
+            ));
+        }
+        cols.push(id.clone());
+    }
+    ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
+    let mut x: Vec<f32> = Vec::new();
+    let mut ids: Vec<ArrayRef> = Vec::new();
+    let mut rx = read(&input, &cols);
+    while let Some(sb) = rx.recv().await {
+        let sb = sb?;
+        x.extend(batch_vectors(&sb, 0, dim, &job.vector_column)?);
+        if job.id_column.is_some() {
+            ids.push(Arc::clone(sb.batch.column(1)));
+        }
+    }
+    let n = x.len() / dim;
+    if n <= job.k {
+        return Err(Error::input(
+            &job.input,
+            format!("{n} rows: k = {} needs more", job.k),
+        ));
+    }
+    let ids: ArrayRef = if ids.is_empty() {
+        Arc::new(Int64Array::from_iter_values(0..n as i64))
+    } else {
+        let refs: Vec<&dyn Array> = ids.iter().map(|a| a.as_ref()).collect();
+        arrow::compute::concat(&refs).map_err(Error::internal)?
+    };
+    neighbors::prepare(&mut x, dim, job.similarity);
+    log(
+        progress,
+        format!("{n} vectors of {dim} dims in memory; scoring all pairs"),
+    );
+    let id_name = job.id_column.clone().unwrap_or_else(|| "row".into());
+    let id_field = Field::new(&id_name, ids.data_type().clone(), true);
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        id_field.clone(),
+        Field::new(
+            "neighbor_ids",
+            DataType::List(Arc::new(Field::new_list_field(
+                ids.data_type().clone(),
+                true,
+            ))),
+            false,
+        ),
+        Field::new(
+            "scores",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true))),
+            false,
+        ),
+    ]));
+    let write = WriteOptions {
+        compression: Compression::Zstd,
+        row_group_size: crate::job::DEFAULT_ROW_GROUP_SIZE,
+        overwrite: job.overwrite,
+        metadata: vec![
+            ("embedflow.version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("embedflow.neighbors.k".into(), job.k.to_string()),
+            (
+                "embedflow.neighbors.similarity".into(),
+                match job.similarity {
+                    neighbors::Similarity::Cosine => "cosine",
+                    neighbors::Similarity::InnerProduct => "inner_product",
+                }
+                .into(),
+            ),
+        ],
+    };
+    let mut sink = ParquetSink::create(&stores, &job.output, Arc::clone(&schema), &write).await?;
+    let x = Arc::new(x);
+    for start in (0..n).step_by(NEIGHBOR_BATCH) {
+        let end = (start + NEIGHBOR_BATCH).min(n);
+        let (xs, k) = (Arc::clone(&x), job.k);
+        let found = tokio::task::block_in_place(|| neighbors::neighbors(&xs, dim, start, end, k));
+        let mut offsets = vec![0i32];
+        let mut take: Vec<u32> = Vec::new();
+        let mut scores: Vec<f32> = Vec::new();
+        for row in &found {
+            for &(r, s) in row {
+                take.push(r);
+                scores.push(s);
+            }
+            offsets.push(take.len() as i32);
+        }
+        let neighbor_ids = arrow::compute::take(&ids, &arrow::array::UInt32Array::from(take), None)
+            .map_err(Error::internal)?;
+        let offs = arrow::buffer::OffsetBuffer::new(offsets.into());
+        let cols: Vec<ArrayRef> = vec![
+            ids.slice(start, end - start),
+            Arc::new(
+                ListArray::try_new(
+                    Arc::new(Field::new_list_field(ids.data_type().clone(), true)),
+                    offs.clone(),
+                    neighbor_ids,
+                    None,
+                )
+                .map_err(Error::internal)?,
+            ),
+            Arc::new(
+                ListArray::try_new(
+                    Arc::new(Field::new_list_field(DataType::Float32, true)),
+                    offs,
+                    Arc::new(Float32Array::from(scores)),
+                    None,
+                )
+                .map_err(Error::internal)?,
+            ),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(&schema), cols).map_err(Error::internal)?;
+        if let Err(e) = sink.write(&batch).await {
+            sink.abort().await;
+            return Err(e);
+        }
+        log(progress, format!("{end} of {n} rows"));
+    }
+    sink.commit().await?;
+    Ok((n as u64, started.elapsed().as_secs_f64()))
 }
 
 /// A text column read as strings (nulls as empty).

@@ -57,6 +57,18 @@ pub fn embedflow(cwd: &Path, args: &[&str]) -> Output {
         .expect("run embedflow")
 }
 
+/// Runs the embedflow binary in `cwd` with extra environment variables.
+pub fn embedflow_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    require_runtime();
+    Command::new(env!("CARGO_BIN_EXE_embedflow"))
+        .current_dir(cwd)
+        .args(args)
+        .args(["--progress", "off"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run embedflow")
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

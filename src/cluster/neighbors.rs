@@ -1,0 +1,150 @@
+//! Exact k nearest neighbours of every row among all rows (item-item
+//! recommendations): blocks of query rows against blocks of all rows as
+//! sgemm products, a bounded heap per query row, rows in parallel on rayon.
+//! Exact, not approximate: every pair is scored.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+
+use super::kmeans;
+
+/// Query rows scored together (their scores against one database block
+/// stay in cache).
+pub const QUERY_BLOCK: usize = 512;
+/// Database rows per product.
+pub const DB_BLOCK: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Similarity {
+    /// Cosine: rows are normalised first; score = cos.
+    Cosine,
+    /// Raw inner product (for vectors whose norm means something).
+    InnerProduct,
+}
+
+/// A candidate in a row's heap: the smallest score on top.
+#[derive(Clone, Copy, PartialEq)]
+struct Cand {
+    score: f32,
+    row: u32,
+}
+
+impl Eq for Cand {}
+
+impl Ord for Cand {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap, we keep the k largest scores;
+        // among equal scores the larger row index is dropped first.
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.row.cmp(&other.row))
+    }
+}
+
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// For the query rows `start..start + q` of `x` (`n × dim`): the `k` best
+/// other rows, best first, as (row, score).
+pub fn block_neighbors(
+    x: &[f32],
+    dim: usize,
+    start: usize,
+    q: usize,
+    k: usize,
+) -> Vec<Vec<(u32, f32)>> {
+    let n = x.len() / dim;
+    let queries = &x[start * dim..(start + q) * dim];
+    let mut heaps: Vec<BinaryHeap<Cand>> =
+        (0..q).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+    let mut scores = vec![0f32; q * DB_BLOCK];
+    for db in (0..n).step_by(DB_BLOCK) {
+        let m = DB_BLOCK.min(n - db);
+        let s = &mut scores[..q * m];
+        kmeans::dot_block(queries, &x[db * dim..(db + m) * dim], dim, m, s);
+        for (i, heap) in heaps.iter_mut().enumerate() {
+            let row = &s[i * m..(i + 1) * m];
+            for (j, &score) in row.iter().enumerate() {
+                let r = (db + j) as u32;
+                if r as usize == start + i {
+                    continue;
+                }
+                if heap.len() < k {
+                    heap.push(Cand { score, row: r });
+                } else if let Some(top) = heap.peek()
+                    && (score > top.score || (score == top.score && r < top.row))
+                {
+                    heap.pop();
+                    heap.push(Cand { score, row: r });
+                }
+            }
+        }
+    }
+    heaps
+        .into_iter()
+        .map(|h| {
+            let mut v: Vec<(u32, f32)> = h.into_iter().map(|c| (c.row, c.score)).collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            v
+        })
+        .collect()
+}
+
+/// Neighbours of the rows `start..end`, query blocks in parallel.
+pub fn neighbors(
+    x: &[f32],
+    dim: usize,
+    start: usize,
+    end: usize,
+    k: usize,
+) -> Vec<Vec<(u32, f32)>> {
+    let blocks: Vec<usize> = (start..end).step_by(QUERY_BLOCK).collect();
+    blocks
+        .par_iter()
+        .flat_map_iter(|&b| block_neighbors(x, dim, b, QUERY_BLOCK.min(end - b), k))
+        .collect()
+}
+
+/// Prepares rows for `similarity` (normalises for cosine).
+pub fn prepare(x: &mut [f32], dim: usize, similarity: Similarity) {
+    if similarity == Similarity::Cosine {
+        kmeans::normalize_rows(x, dim);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::kmeans::Rng;
+
+    #[test]
+    fn equals_brute_force() {
+        let mut rng = Rng::new(5);
+        let (n, d, k) = (1300, 24, 7);
+        let mut x: Vec<f32> = (0..n * d).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        prepare(&mut x, d, Similarity::Cosine);
+        let got = neighbors(&x, d, 0, n, k);
+        for i in (0..n).step_by(97) {
+            let mut all: Vec<(u32, f32)> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| {
+                    let s: f32 = (0..d).map(|t| x[i * d + t] * x[j * d + t]).sum();
+                    (j as u32, s)
+                })
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let want: Vec<u32> = all[..k].iter().map(|c| c.0).collect();
+            let ids: Vec<u32> = got[i].iter().map(|c| c.0).collect();
+            assert_eq!(ids, want, "row {i}");
+            for (g, w) in got[i].iter().zip(&all[..k]) {
+                assert!((g.1 - w.1).abs() < 1e-5);
+            }
+        }
+    }
+}
