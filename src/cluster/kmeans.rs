@@ -119,6 +119,19 @@ pub fn normalize_rows(x: &mut [f32], dim: usize) {
     });
 }
 
+/// `x` as the metric measures it: a normalised copy in cosine mode, the
+/// rows themselves for L2.
+pub fn prepare_rows(x: &[f32], dim: usize, metric: Metric) -> std::borrow::Cow<'_, [f32]> {
+    match metric {
+        Metric::L2 => std::borrow::Cow::Borrowed(x),
+        Metric::Cosine => {
+            let mut v = x.to_vec();
+            normalize_rows(&mut v, dim);
+            std::borrow::Cow::Owned(v)
+        }
+    }
+}
+
 /// `out (rows × k) = x (rows × dim) · cᵀ` where `c` is `k × dim`.
 pub fn dot_block(x: &[f32], c: &[f32], dim: usize, k: usize, out: &mut [f32]) {
     let rows = x.len() / dim;
@@ -333,17 +346,8 @@ fn distances_to(x: &[f32], x_norms: &[f32], c: &[f32], dim: usize, m: usize) -> 
 pub fn fit(x: &[f32], dim: usize, cfg: &Config, init: Option<&[f32]>) -> Model {
     let n = x.len() / dim;
     let k = cfg.k.min(n).max(1);
-    let owned;
-    let x = if cfg.metric == Metric::Cosine {
-        owned = {
-            let mut v = x.to_vec();
-            normalize_rows(&mut v, dim);
-            v
-        };
-        &owned[..]
-    } else {
-        x
-    };
+    let x = prepare_rows(x, dim, cfg.metric);
+    let x = &x[..];
     let x_norms = squared_norms(x, dim);
     let mut rng = Rng::new(cfg.seed);
     let mut centers = match init {
@@ -526,18 +530,13 @@ fn update_centers(
 impl Model {
     /// Nearest centre and distance of each row of `x` (`n × dim`).
     pub fn assign(&self, x: &[f32]) -> (Vec<u32>, Vec<f32>) {
+        self.assign_prepared(&prepare_rows(x, self.dim, self.metric))
+    }
+
+    /// [`Model::assign`] for rows already as [`prepare_rows`] gives them
+    /// (unit rows in cosine mode), without another copy.
+    pub fn assign_prepared(&self, x: &[f32]) -> (Vec<u32>, Vec<f32>) {
         let n = x.len() / self.dim;
-        let owned;
-        let x = if self.metric == Metric::Cosine {
-            owned = {
-                let mut v = x.to_vec();
-                normalize_rows(&mut v, self.dim);
-                v
-            };
-            &owned[..]
-        } else {
-            x
-        };
         let x_norms = squared_norms(x, self.dim);
         let c = Centres::new(&self.centroids, self.dim, self.metric);
         let mut labels = vec![0u32; n];

@@ -603,10 +603,14 @@ impl Assigner {
 
     fn assign(&self, v: &[f32]) -> Assigned {
         let dim = self.dim;
-        let (clusters, distances) = self.model.assign(v);
+        // Unit rows serve the scores, and the assignment itself in cosine
+        // mode: normalised once.
+        let unit = kmeans::prepare_rows(v, dim, Metric::Cosine);
+        let (clusters, distances) = match self.model.metric {
+            Metric::Cosine => self.model.assign_prepared(&unit),
+            Metric::L2 => self.model.assign(v),
+        };
         let n = clusters.len();
-        let mut unit = v.to_vec();
-        kmeans::normalize_rows(&mut unit, dim);
         let mut topics: Vec<u32> = clusters
             .iter()
             .map(|&c| (self.labels() + c as usize) as u32)
