@@ -6,7 +6,10 @@
 #     TopK), against numpy brute force on the same vectors in memory;
 #  2. exact 20 nearest neighbours of every row of M vectors (default 100k)
 #     with `embedflow neighbors` against faiss IndexFlatIP, and how often
-#     the two lists agree.
+#     the two lists agree;
+#  3. the same at 1M vectors for Q query rows (default 10k; every row of
+#     1M would take hours on 2 cores): `neighbors --queries` against faiss
+#     searching the same rows.
 # Vectors: the unit-norm test vectors of benches/kmeans.sh.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +18,7 @@ source scripts/env.sh
 scripts/setup >/dev/null
 rows=${SQL_ROWS:-1000000}
 nrows=${NEIGHBOR_ROWS:-100000}
+qrows=${NEIGHBOR_QUERIES:-10000}
 venv=$EMBEDFLOW_HOME/bench-venv
 if [[ ! -x $venv/bin/python ]]; then python3 -m venv "$venv"; fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check numpy==2.4.6 faiss-cpu==1.15.1 pyarrow
@@ -50,3 +54,10 @@ items=$cache/vectors_${nrows}.parquet
 python3 benches/peak_rss.py "$bin" --progress off neighbors "$items" "$work/nn.parquet" --k 20
 "$py" benches/sql_bench.py faiss-neighbors "$x" --rows "$nrows" --k 20 --out "$work/faiss.npy"
 "$py" benches/sql_bench.py agree "$work/faiss.npy" "$work/nn.parquet" --k 20
+
+echo "== 3. exact 20 nearest neighbours in $rows vectors of $qrows query rows"
+queries=$cache/vectors_${qrows}.parquet
+[[ -f $queries ]] || "$py" benches/sql_bench.py parquet "$x" "$queries" --rows "$qrows"
+python3 benches/peak_rss.py "$bin" --progress off neighbors "$table" "$work/qnn.parquet" --queries "$queries" --k 20
+"$py" benches/sql_bench.py faiss-search "$x" --rows "$rows" --queries "$qrows" --k 20 --out "$work/faiss_q.npy"
+"$py" benches/sql_bench.py agree "$work/faiss_q.npy" "$work/qnn.parquet" --k 20

@@ -5,6 +5,8 @@ baselines for top-k search and exact neighbours.
   sql_bench.py parquet X.npy OUT.parquet [--rows N]
   sql_bench.py topk X.npy Q.npy --k 10           numpy brute force: seconds, rows/s
   sql_bench.py faiss-neighbors X.npy --rows N --k 20 --out IDS.npy
+  sql_bench.py faiss-search X.npy --rows N --queries Q --k 20 --out IDS.npy
+                                                  the first Q rows against the first N
   sql_bench.py agree IDS.npy OURS.parquet --k 20  share of identical neighbour lists
 """
 import argparse
@@ -14,6 +16,15 @@ import time
 import numpy as np
 
 
+def flat_index(x):
+    """x normalised in place, in a faiss IndexFlatIP."""
+    import faiss
+    faiss.normalize_L2(x)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return index
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cmd")
@@ -21,6 +32,7 @@ def main():
     ap.add_argument("--rows", type=int)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out")
+    ap.add_argument("--queries", type=int)
     a = ap.parse_args()
     if a.cmd == "parquet":
         import pyarrow as pa
@@ -48,18 +60,24 @@ def main():
         print(json.dumps({"tool": "numpy (in memory)", "seconds": secs, "rows_per_s": len(x) / secs,
                           "top": top.tolist()}))
     elif a.cmd == "faiss-neighbors":
-        import faiss
         x = np.ascontiguousarray(np.load(a.paths[0], mmap_mode="r")[: a.rows]).astype(np.float32)
         t = time.perf_counter()
-        faiss.normalize_L2(x)
-        index = faiss.IndexFlatIP(x.shape[1])
-        index.add(x)
+        index = flat_index(x)
         _, ids = index.search(x, a.k + 1)
         secs = time.perf_counter() - t
         # Drop each row itself from its own list.
         out = np.array([[j for j in row if j != i][: a.k] for i, row in enumerate(ids)], dtype=np.int64)
         np.save(a.out, out)
         print(json.dumps({"tool": "faiss IndexFlatIP", "rows": len(x), "seconds": secs, "rows_per_s": len(x) / secs}))
+    elif a.cmd == "faiss-search":
+        x = np.ascontiguousarray(np.load(a.paths[0], mmap_mode="r")[: a.rows]).astype(np.float32)
+        t = time.perf_counter()
+        index = flat_index(x)
+        _, ids = index.search(x[: a.queries], a.k)
+        secs = time.perf_counter() - t
+        np.save(a.out, ids.astype(np.int64))
+        print(json.dumps({"tool": "faiss IndexFlatIP", "rows": len(x), "queries": a.queries,
+                          "seconds": secs, "queries_per_s": a.queries / secs}))
     elif a.cmd == "agree":
         import pyarrow.parquet as pq
         ref = np.load(a.paths[0])

@@ -68,6 +68,10 @@ pub struct NeighborsOpts {
     /// Neighbours per row.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
+    /// Find neighbours for the rows of this file instead (new items against
+    /// the catalogue in INPUT); same vector column and width.
+    #[arg(long, value_name = "PATH")]
+    pub queries: Option<String>,
     #[arg(long, default_value = "embedding")]
     pub vector_column: String,
     /// Column naming the rows (default: the row number).

@@ -68,6 +68,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let job = NeighborsJob {
                 input: n.input.clone(),
                 output: n.output.clone(),
+                queries: n.queries.clone(),
                 vector_column: n.vector_column.clone(),
                 id_column: n.id_column.clone(),
                 k: n.k,
@@ -139,7 +140,7 @@ fn sql(
     opts: &RunOptions,
 ) -> anyhow::Result<ExitCode> {
     use embedflow::sql::{self, OutputFormat, Session, SqlOptions};
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let mut tables = Vec::new();
     for t in &s.tables {
         let Some((name, path)) = t.split_once('=') else {
@@ -255,35 +256,57 @@ fn sql(
             }
         }
         None => {
-            // Interactive: statements end with ';'; \q or end of input quits.
-            let stdin = std::io::stdin();
+            // Interactive: statements end with ';', history is kept in
+            // $EMBEDFLOW_HOME/sql_history; \q or Ctrl-D quits, Ctrl-C
+            // drops the statement being typed.
+            use rustyline::error::ReadlineError;
+            let config = rustyline::Config::builder()
+                .max_history_size(1000)?
+                .history_ignore_dups(true)?
+                .build();
+            let mut rl = rustyline::DefaultEditor::with_config(config)?;
+            let history = embedflow::embed::embedflow_home().join("sql_history");
+            let _ = rl.load_history(&history);
             let mut buf = String::new();
-            eprint!("embedflow> ");
-            for line in stdin.lock().lines() {
-                let line = line?;
-                if line.trim() == "\\q" {
-                    break;
-                }
-                buf.push_str(&line);
-                buf.push('\n');
-                if line.trim_end().ends_with(';') {
-                    for stmt in sql::statements(&buf) {
-                        match rt.block_on(session.run(&stmt)) {
-                            Ok((schema, batches)) if !schema.fields().is_empty() => {
-                                if let Err(e) = emit(&schema, &batches) {
-                                    eprintln!("error: {e:#}");
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => eprintln!("error: {e}"),
-                        }
-                    }
-                    buf.clear();
-                    eprint!("embedflow> ");
+            loop {
+                let prompt = if buf.is_empty() {
+                    "embedflow> "
                 } else {
-                    eprint!("       ...> ");
+                    "       ...> "
+                };
+                match rl.readline(prompt) {
+                    Ok(line) => {
+                        if buf.is_empty() && line.trim() == "\\q" {
+                            break;
+                        }
+                        buf.push_str(&line);
+                        buf.push('\n');
+                        if !line.trim_end().ends_with(';') {
+                            continue;
+                        }
+                        let _ = rl.add_history_entry(buf.trim());
+                        for stmt in sql::statements(&buf) {
+                            match rt.block_on(session.run(&stmt)) {
+                                Ok((schema, batches)) if !schema.fields().is_empty() => {
+                                    if let Err(e) = emit(&schema, &batches) {
+                                        eprintln!("error: {e:#}");
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(e) => eprintln!("error: {e}"),
+                            }
+                        }
+                        buf.clear();
+                    }
+                    Err(ReadlineError::Interrupted) => buf.clear(),
+                    Err(ReadlineError::Eof) => break,
+                    Err(e) => return Err(e.into()),
                 }
             }
+            if let Some(dir) = history.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = rl.save_history(&history);
         }
     }
     Ok(ExitCode::SUCCESS)

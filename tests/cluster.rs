@@ -800,4 +800,84 @@ fn neighbors_equal_brute_force() {
     println!(
         "neighbors: {n} rows x {k}, scores within 1e-5 of numpy; {differing} rows with near-tied ranks swapped"
     );
+
+    // --queries: other rows searched against the same items. Here they are
+    // the first 300 items again, so each finds itself first (score 1) and
+    // then its neighbours from above.
+    let q = 300;
+    write_vectors(&d.join("new.parquet"), &x[..q * dim], dim);
+    let o = embedflow(
+        d,
+        &[
+            "neighbors",
+            "items.parquet",
+            "new_nn.parquet",
+            "--queries",
+            "new.parquet",
+            "--k",
+            "10",
+            "--id-column",
+            "id",
+        ],
+    );
+    assert_code(&o, 0);
+    let (qout, _) = read_parquet(&d.join("new_nn.parquet"));
+    assert_eq!(qout.num_rows(), q);
+    let ql = qout
+        .column_by_name("neighbor_ids")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap()
+        .clone();
+    let qs = qout
+        .column_by_name("scores")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap()
+        .clone();
+    for i in 0..q {
+        let ids = ql.value(i);
+        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+        let sc = qs.value(i);
+        let sc = sc
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .unwrap();
+        assert_eq!(ids.value(0), 1000 + i as i64, "row {i}");
+        assert!((sc.value(0) - 1.0).abs() < 1e-5);
+        let all = got_ids[i].as_any().downcast_ref::<Int64Array>().unwrap();
+        let all_sc = got_scores[i]
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .unwrap();
+        for j in 1..k {
+            assert!(
+                ids.value(j) == all.value(j - 1)
+                    || (sc.value(j) - all_sc.value(j - 1)).abs() < 1e-6,
+                "row {i} rank {j}"
+            );
+        }
+    }
+    // A queries file of another width is refused, naming it.
+    write_vectors(&d.join("narrow.parquet"), &x[..10 * 8], 8);
+    let o = embedflow(
+        d,
+        &[
+            "neighbors",
+            "items.parquet",
+            "x.parquet",
+            "--queries",
+            "narrow.parquet",
+        ],
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("narrow.parquet")
+            && stderr(&o).contains("has 8 dimensions; the rows searched (items.parquet) have 48"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!d.join("x.parquet").exists());
 }

@@ -367,26 +367,38 @@ fn writes_need_allow_write_and_formats_work() {
     assert_eq!(stdout(&o).trim(), "one\n1\nn\n5");
 }
 
-#[test]
-fn semantic_search_finds_the_articles_about_the_query() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let news = root().join("sample_data/news.parquet");
-    let o = embedflow(
-        d,
+/// Embeds the articles of `input` with MiniLM, one vector per article
+/// (`text` is `--text-column C` or `--text-template T`), keeping
+/// article_id and title.
+fn embed_articles(dir: &Path, input: &Path, out: &str, text: [&str; 2]) -> std::process::Output {
+    embedflow(
+        dir,
         &[
             "embed",
-            news.to_str().unwrap(),
-            "news.parquet",
+            input.to_str().unwrap(),
+            out,
             "--model",
             minilm().to_str().unwrap(),
-            "--text-template",
-            "{title}\n\n{text}",
+            text[0],
+            text[1],
             "--chunking",
             "none",
             "--columns",
             "article_id,title",
         ],
+    )
+}
+
+#[test]
+fn semantic_search_finds_the_articles_about_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let news = root().join("sample_data/news.parquet");
+    let o = embed_articles(
+        d,
+        &news,
+        "news.parquet",
+        ["--text-template", "{title}\n\n{text}"],
     );
     assert_code(&o, 0);
     let o = embedflow_env(
@@ -455,4 +467,100 @@ fn semantic_search_finds_the_articles_about_the_query() {
     let r = &csv_rows(&o)[0];
     assert!(num(&r[0]).unwrap() > 0.99999, "{r:?}");
     assert_eq!(r[1], "295");
+}
+
+#[test]
+fn semantic_search_over_all_news_articles() {
+    // All 3,824 articles of ../shared/data/news_articles.parquet, by title
+    // (short texts keep the debug-build suite quick).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let news = shared().join("data/news_articles.parquet");
+    let o = embed_articles(d, &news, "titles.parquet", ["--text-column", "title"]);
+    // 60 articles have no title: skipped and counted (exit code 2).
+    assert_code(&o, 2);
+    assert!(stdout(&o).contains("rows skipped     60"), "{}", stdout(&o));
+    // Read and checked by hand: each id's title is about the query's topic.
+    for (query, want) in [
+        (
+            // "US Federal Reserve System raises base interest rate to
+            // 0.75-1%", "US raises benchmark interest rate by 0.25%", "Fed
+            // hikes interest rates as inflation picks up", "Fed raises rate
+            // and sees more hikes as US economy improves"
+            "central bank raises interest rates",
+            [2462, 2457, 2476, 2422],
+        ),
+        (
+            // "North Korea launches ballistic missile test", "North Korea
+            // conducts another missile engine test, US officials say", "N
+            // Korea declares ballistic missile test 'success'", "UN Security
+            // Council to discuss North Korean missile test"
+            "North Korea missile tests",
+            [982, 3423, 1049, 1082],
+        ),
+        (
+            // "Brexit bill: Parliament clears way for talks with EU",
+            // "British government takes next steps towards Brexit", "UK
+            // moves closer to triggering Brexit", "Brexit: UK sets out plans
+            // to replace all EU laws"
+            "Brexit negotiations between Britain and the EU",
+            [2259, 3800, 2211, 3754],
+        ),
+    ] {
+        let o = embedflow(
+            d,
+            &[
+                "sql",
+                "--table",
+                "news=titles.parquet",
+                "--model",
+                minilm().to_str().unwrap(),
+                "--format",
+                "csv",
+                &format!(
+                    "SELECT article_id, title, cosine_similarity(embedding, embed('{query}')) AS score \
+                     FROM news ORDER BY score DESC LIMIT 10"
+                ),
+            ],
+        );
+        let rows = csv_rows(&o);
+        assert_eq!(rows.len(), 10);
+        let ids: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+        for w in want {
+            assert!(
+                ids.contains(&w),
+                "{query}: {w} not in the top 10:\n{}",
+                stdout(&o)
+            );
+        }
+    }
+}
+
+#[test]
+fn interactive_prompt_runs_statements_and_keeps_history() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    vectors_table(&d.join("v.parquet"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_embedflow"))
+        .current_dir(d)
+        .args(["sql", "--table", "v=v.parquet", "--format", "csv"])
+        .env("EMBEDFLOW_HOME", d.join("home"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT 1 AS one;\nSELECT vector_dims(a) AS n\n  FROM v WHERE id = 0;\nSELECT nope FROM v;\n\\q\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "one\n1\nn\n3");
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    let history = std::fs::read_to_string(d.join("home/sql_history")).unwrap();
+    assert!(history.contains("SELECT 1 AS one;"), "{history}");
 }

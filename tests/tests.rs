@@ -7,6 +7,7 @@ mod chunking;
 mod cluster;
 mod errors;
 mod fidelity;
+mod golden;
 mod io;
 mod jobs;
 mod model;

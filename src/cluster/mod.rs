@@ -656,6 +656,9 @@ impl Assigner {
 pub struct NeighborsJob {
     pub input: String,
     pub output: String,
+    /// Rows to find neighbours for, from another file (same vector column
+    /// and width); default: every row of `input`.
+    pub queries: Option<String>,
     pub vector_column: String,
     /// Names rows in the output; default: the row number.
     pub id_column: Option<String>,
@@ -668,58 +671,130 @@ pub struct NeighborsJob {
 /// Rows scored and written per output batch.
 const NEIGHBOR_BATCH: usize = 8192;
 
-/// Exact k nearest neighbours of every row: all vectors in memory
-/// (rows × dim × 4 bytes), results streamed to Parquet batch by batch.
-pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f64)> {
-    let started = Instant::now();
-    let stores = Stores::new(job.s3.clone());
-    let input = source::open(&stores, &job.input, None, &CsvOptions::default()).await?;
-    let first = input.files[0].location.display.clone();
-    let dim = vector_dim(&input, &job.vector_column).await?;
-    let mut cols = vec![job.vector_column.clone()];
-    if let Some(id) = &job.id_column {
+/// A file's vectors in memory, with the ids naming its rows.
+struct LoadedVectors {
+    x: Vec<f32>,
+    ids: ArrayRef,
+    dim: usize,
+    display: String,
+}
+
+async fn load_vectors(
+    stores: &Stores,
+    path: &str,
+    vector_column: &str,
+    id_column: Option<&str>,
+) -> Result<LoadedVectors> {
+    let input = source::open(stores, path, None, &CsvOptions::default()).await?;
+    let display = input.files[0].location.display.clone();
+    let dim = vector_dim(&input, vector_column).await?;
+    let mut cols = vec![vector_column.to_string()];
+    if let Some(id) = id_column {
         if input.schema.field_with_name(id).is_err() {
             return Err(Error::input(
-                &first,
+                &display,
                 format!(
                     "no column '{id}'; the columns are: {}",
                     source::column_list(&input.schema)
                 ),
             ));
         }
-        cols.push(id.clone());
+        cols.push(id.to_string());
     }
-    ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
     let mut x: Vec<f32> = Vec::new();
     let mut ids: Vec<ArrayRef> = Vec::new();
     let mut rx = read(&input, &cols);
     while let Some(sb) = rx.recv().await {
         let sb = sb?;
-        x.extend(batch_vectors(&sb, 0, dim, &job.vector_column)?);
-        if job.id_column.is_some() {
+        x.extend(batch_vectors(&sb, 0, dim, vector_column)?);
+        if id_column.is_some() {
             ids.push(Arc::clone(sb.batch.column(1)));
         }
     }
     let n = x.len() / dim;
-    if n <= job.k {
+    let ids: ArrayRef = if id_column.is_none() {
+        Arc::new(Int64Array::from_iter_values(0..n as i64))
+    } else if ids.is_empty() {
+        arrow::array::new_empty_array(
+            input
+                .schema
+                .field_with_name(&cols[1])
+                .map_err(Error::internal)?
+                .data_type(),
+        )
+    } else {
+        let refs: Vec<&dyn Array> = ids.iter().map(|a| a.as_ref()).collect();
+        arrow::compute::concat(&refs).map_err(Error::internal)?
+    };
+    Ok(LoadedVectors {
+        x,
+        ids,
+        dim,
+        display,
+    })
+}
+
+/// Exact k nearest neighbours of every row (or of every query row): all
+/// vectors in memory (rows × dim × 4 bytes), results streamed to Parquet
+/// batch by batch.
+pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f64)> {
+    let started = Instant::now();
+    let stores = Stores::new(job.s3.clone());
+    let LoadedVectors {
+        mut x,
+        ids,
+        dim,
+        display: _,
+    } = load_vectors(
+        &stores,
+        &job.input,
+        &job.vector_column,
+        job.id_column.as_deref(),
+    )
+    .await?;
+    let queries = match &job.queries {
+        None => None,
+        Some(q) => {
+            let mut loaded =
+                load_vectors(&stores, q, &job.vector_column, job.id_column.as_deref()).await?;
+            if loaded.dim != dim {
+                return Err(Error::input(
+                    &loaded.display,
+                    format!(
+                        "column '{}' has {} dimensions; the rows searched ({}) have {dim}",
+                        job.vector_column, loaded.dim, job.input
+                    ),
+                ));
+            }
+            neighbors::prepare(&mut loaded.x, dim, job.similarity);
+            Some(loaded)
+        }
+    };
+    ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
+    let n = x.len() / dim;
+    let needed = if queries.is_some() { job.k } else { job.k + 1 };
+    if n < needed {
         return Err(Error::input(
             &job.input,
             format!("{n} rows: k = {} needs more", job.k),
         ));
     }
-    let ids: ArrayRef = if ids.is_empty() {
-        Arc::new(Int64Array::from_iter_values(0..n as i64))
-    } else {
-        let refs: Vec<&dyn Array> = ids.iter().map(|a| a.as_ref()).collect();
-        arrow::compute::concat(&refs).map_err(Error::internal)?
-    };
     neighbors::prepare(&mut x, dim, job.similarity);
+    let (query_ids, nq) = match &queries {
+        Some(q) => (Arc::clone(&q.ids), q.x.len() / dim),
+        None => (Arc::clone(&ids), n),
+    };
     log(
         progress,
-        format!("{n} vectors of {dim} dims in memory; scoring all pairs"),
+        match &queries {
+            Some(_) => {
+                format!("{n} vectors of {dim} dims in memory; scoring {nq} query rows against them")
+            }
+            None => format!("{n} vectors of {dim} dims in memory; scoring all pairs"),
+        },
     );
     let id_name = job.id_column.clone().unwrap_or_else(|| "row".into());
-    let id_field = Field::new(&id_name, ids.data_type().clone(), true);
+    let id_field = Field::new(&id_name, query_ids.data_type().clone(), true);
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         id_field.clone(),
         Field::new(
@@ -754,11 +829,13 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
         ],
     };
     let mut sink = ParquetSink::create(&stores, &job.output, Arc::clone(&schema), &write).await?;
-    let x = Arc::new(x);
-    for start in (0..n).step_by(NEIGHBOR_BATCH) {
-        let end = (start + NEIGHBOR_BATCH).min(n);
-        let (xs, k) = (Arc::clone(&x), job.k);
-        let found = tokio::task::block_in_place(|| neighbors::neighbors(&xs, dim, start, end, k));
+    let k = job.k;
+    for start in (0..nq).step_by(NEIGHBOR_BATCH) {
+        let end = (start + NEIGHBOR_BATCH).min(nq);
+        let found = tokio::task::block_in_place(|| match &queries {
+            Some(q) => neighbors::neighbors(&q.x[start * dim..end * dim], &x, dim, None, k),
+            None => neighbors::neighbors(&x[start * dim..end * dim], &x, dim, Some(start), k),
+        });
         let mut offsets = vec![0i32];
         let mut take: Vec<u32> = Vec::new();
         let mut scores: Vec<f32> = Vec::new();
@@ -773,7 +850,7 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             .map_err(Error::internal)?;
         let offs = arrow::buffer::OffsetBuffer::new(offsets.into());
         let cols: Vec<ArrayRef> = vec![
-            ids.slice(start, end - start),
+            query_ids.slice(start, end - start),
             Arc::new(
                 ListArray::try_new(
                     Arc::new(Field::new_list_field(ids.data_type().clone(), true)),
@@ -798,10 +875,10 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             sink.abort().await;
             return Err(e);
         }
-        log(progress, format!("{end} of {n} rows"));
+        log(progress, format!("{end} of {nq} rows"));
     }
     sink.commit().await?;
-    Ok((n as u64, started.elapsed().as_secs_f64()))
+    Ok((nq as u64, started.elapsed().as_secs_f64()))
 }
 
 /// A text column read as strings (nulls as empty).

@@ -1,6 +1,7 @@
 //! Exact k nearest neighbours of every row among all rows (item-item
-//! recommendations): blocks of query rows against blocks of all rows as
-//! sgemm products, a bounded heap per query row, rows in parallel on rayon.
+//! recommendations), or of other query rows among them: blocks of query
+//! rows against blocks of all rows as sgemm products, a bounded heap per
+//! query row, rows in parallel on rayon.
 //! Exact, not approximate: every pair is scored.
 
 use std::cmp::Ordering;
@@ -50,29 +51,31 @@ impl PartialOrd for Cand {
     }
 }
 
-/// For the query rows `start..start + q` of `x` (`n × dim`): the `k` best
-/// other rows, best first, as (row, score).
+/// For each query row (`queries`, `q × dim`): the `k` best rows of `db`
+/// (`n × dim`), best first, as (db row, score). `self_offset = Some(s)`
+/// says query `i` is db row `s + i`, which is then left out.
 pub fn block_neighbors(
-    x: &[f32],
+    queries: &[f32],
+    db: &[f32],
     dim: usize,
-    start: usize,
-    q: usize,
+    self_offset: Option<usize>,
     k: usize,
 ) -> Vec<Vec<(u32, f32)>> {
-    let n = x.len() / dim;
-    let queries = &x[start * dim..(start + q) * dim];
+    let n = db.len() / dim;
+    let q = queries.len() / dim;
     let mut heaps: Vec<BinaryHeap<Cand>> =
         (0..q).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
     let mut scores = vec![0f32; q * DB_BLOCK];
-    for db in (0..n).step_by(DB_BLOCK) {
-        let m = DB_BLOCK.min(n - db);
+    for block in (0..n).step_by(DB_BLOCK) {
+        let m = DB_BLOCK.min(n - block);
         let s = &mut scores[..q * m];
-        kmeans::dot_block(queries, &x[db * dim..(db + m) * dim], dim, m, s);
+        kmeans::dot_block(queries, &db[block * dim..(block + m) * dim], dim, m, s);
         for (i, heap) in heaps.iter_mut().enumerate() {
             let row = &s[i * m..(i + 1) * m];
+            let own = self_offset.map(|o| o + i);
             for (j, &score) in row.iter().enumerate() {
-                let r = (db + j) as u32;
-                if r as usize == start + i {
+                let r = (block + j) as u32;
+                if own == Some(r as usize) {
                     continue;
                 }
                 if heap.len() < k {
@@ -96,18 +99,29 @@ pub fn block_neighbors(
         .collect()
 }
 
-/// Neighbours of the rows `start..end`, query blocks in parallel.
+/// Neighbours in `db` of every query row, query blocks in parallel.
+/// `self_offset`: as in [`block_neighbors`], for queries drawn from `db`.
 pub fn neighbors(
-    x: &[f32],
+    queries: &[f32],
+    db: &[f32],
     dim: usize,
-    start: usize,
-    end: usize,
+    self_offset: Option<usize>,
     k: usize,
 ) -> Vec<Vec<(u32, f32)>> {
-    let blocks: Vec<usize> = (start..end).step_by(QUERY_BLOCK).collect();
+    let q = queries.len() / dim;
+    let blocks: Vec<usize> = (0..q).step_by(QUERY_BLOCK).collect();
     blocks
         .par_iter()
-        .flat_map_iter(|&b| block_neighbors(x, dim, b, QUERY_BLOCK.min(end - b), k))
+        .flat_map_iter(|&b| {
+            let end = (b + QUERY_BLOCK).min(q);
+            block_neighbors(
+                &queries[b * dim..end * dim],
+                db,
+                dim,
+                self_offset.map(|o| o + b),
+                k,
+            )
+        })
         .collect()
 }
 
@@ -129,7 +143,17 @@ mod tests {
         let (n, d, k) = (1300, 24, 7);
         let mut x: Vec<f32> = (0..n * d).map(|_| rng.next_f64() as f32 - 0.5).collect();
         prepare(&mut x, d, Similarity::Cosine);
-        let got = neighbors(&x, d, 0, n, k);
+        let got = neighbors(&x, &x, d, Some(0), k);
+        // Queries given apart from the rows: the row itself is a candidate.
+        let apart = neighbors(&x[5 * d..9 * d], &x, d, None, k);
+        for (i, row) in apart.iter().enumerate() {
+            assert_eq!(row[0].0 as usize, 5 + i);
+            assert!((row[0].1 - 1.0).abs() < 1e-5);
+            for (a, b) in row[1..].iter().zip(&got[5 + i][..k - 1]) {
+                assert_eq!(a.0, b.0);
+                assert!((a.1 - b.1).abs() < 1e-6);
+            }
+        }
         for i in (0..n).step_by(97) {
             let mut all: Vec<(u32, f32)> = (0..n)
                 .filter(|&j| j != i)
