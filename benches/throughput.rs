@@ -57,7 +57,17 @@ fn main() {
     })
     .expect("model");
     let encoder = TextEncoder::new(&cfg).expect("tokenizer");
-    let mut embedder = Embedder::new(&cfg, &encoder, 0).expect("ONNX Runtime (run scripts/setup)");
+    let mut embedder = Embedder::new(
+        &cfg,
+        &encoder,
+        embedflow::embed::Exec {
+            device: arg("--device")
+                .map(|d| d.parse().expect("--device"))
+                .unwrap_or_default(),
+            threads: 0,
+        },
+    )
+    .expect("ONNX Runtime (run scripts/setup)");
 
     let t = Instant::now();
     let encoded: Vec<Encoded> = texts

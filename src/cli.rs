@@ -34,6 +34,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
 
+    /// Where the model runs: cpu, cuda or cuda:N (default: the job's embed.device, else cpu).
+    /// CUDA needs scripts/setup --gpu; it never falls back to the CPU.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<crate::embed::Device>,
+
     /// Log level filter (error, warn, info, debug, trace), or set RUST_LOG.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log: String,

@@ -47,6 +47,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.progress
         },
         threads: cli.threads,
+        device: cli.device,
     };
     match cli.command {
         Command::Run(r) => {
@@ -153,8 +154,13 @@ fn sql(
         ..Default::default()
     });
     let mut s3 = embedflow::store::S3Options::default();
+    let mut exec = embedflow::embed::Exec {
+        device: opts.device.unwrap_or_default(),
+        threads: opts.threads.unwrap_or(0),
+    };
     if let Some(path) = &s.job {
         let plan = job::load(path, &[])?;
+        exec = opts.exec(&plan);
         let outputs = [
             Some(&plan.output.path),
             plan.output.documents_path.as_ref(),
@@ -186,7 +192,7 @@ fn sql(
         model,
         allow_write: s.allow_write,
         s3,
-        threads: opts.threads.unwrap_or(0),
+        exec,
     }))?;
     let by_ext = s.output.as_deref().and_then(|o| {
         let o = o.to_ascii_lowercase();
@@ -396,7 +402,10 @@ fn cluster(
             &c.labels,
             c.label_prompt_name.as_deref(),
             c.min_similarity,
-            opts.threads.unwrap_or(0),
+            embedflow::embed::Exec {
+                device: opts.device.unwrap_or_default(),
+                threads: opts.threads.unwrap_or(0),
+            },
         )?);
     }
     let progress = !quiet && opts.progress != ProgressMode::Off;

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::chunk;
 use crate::cluster::{self, ClusterJob, ClusterSummary, ZeroShot};
-use crate::embed::{self, Embedder, Encoded, ModelConfig, TextEncoder};
+use crate::embed::{self, Device, Embedder, Encoded, Exec, ModelConfig, TextEncoder};
 use crate::job::{JobPlan, ModelOverrides, OnEmpty};
 use crate::progress::{Counters, ProgressMode, Reporter, Summary};
 use crate::sink::{self, OutputLayout, ParquetSink, WriteOptions};
@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Overrides the job's `embed.threads`.
     pub threads: Option<usize>,
+    /// Overrides the job's `embed.device`.
+    pub device: Option<Device>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +55,17 @@ impl Default for RunOptions {
         RunOptions {
             progress: ProgressMode::Off,
             threads: None,
+            device: None,
+        }
+    }
+}
+
+impl RunOptions {
+    /// Where and how a plan's model runs, with these options' overrides.
+    pub fn exec(&self, plan: &JobPlan) -> Exec {
+        Exec {
+            device: self.device.unwrap_or(plan.embed.device),
+            threads: self.threads.unwrap_or(plan.embed.threads),
         }
     }
 }
@@ -413,7 +426,13 @@ impl Prepare {
 }
 
 /// Key-value metadata recorded in every output: where the vectors came from.
-fn lineage(c: &Checked, sha256: &str, dim: usize, provider: &str) -> Vec<(String, String)> {
+fn lineage(
+    c: &Checked,
+    sha256: &str,
+    dim: usize,
+    provider: &str,
+    device: Device,
+) -> Vec<(String, String)> {
     let m = &c.model;
     let p = &c.plan;
     let mut kv = vec![
@@ -432,6 +451,7 @@ fn lineage(c: &Checked, sha256: &str, dim: usize, provider: &str) -> Vec<(String
         ),
         ("embedflow.vector_column", p.output.vector_column.clone()),
         ("embedflow.execution_provider", provider.to_string()),
+        ("embedflow.device", device.to_string()),
         (
             "embedflow.onnxruntime",
             embed::session::ORT_VERSION.to_string(),
@@ -466,7 +486,7 @@ pub fn zero_shot(
     labels: &[String],
     prompt_name: Option<&str>,
     min_similarity: f32,
-    threads: usize,
+    exec: Exec,
 ) -> Result<ZeroShot> {
     let mut m = model.clone();
     if let Some(name) = prompt_name {
@@ -478,7 +498,7 @@ pub fn zero_shot(
         })?);
     }
     let texts: Vec<&str> = labels.iter().map(String::as_str).collect();
-    let (vectors, _) = embed_texts(&m, &texts, threads)?;
+    let (vectors, _) = embed_texts(&m, &texts, exec)?;
     Ok(ZeroShot {
         labels: labels.to_vec(),
         vectors,
@@ -505,7 +525,7 @@ pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<C
     };
     let plan = c.plan.clone();
     let stores = Arc::clone(&c.stores);
-    let threads = opts.threads.unwrap_or(plan.embed.threads);
+    let exec = opts.exec(&plan);
     let text_column = plan
         .topics
         .as_ref()
@@ -520,7 +540,7 @@ pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<C
             );
             Some(
                 tokio::task::spawn_blocking(move || {
-                    zero_shot(&model, &labels, name.as_deref(), min, threads)
+                    zero_shot(&model, &labels, name.as_deref(), min, exec)
                 })
                 .await
                 .map_err(Error::internal)??,
@@ -564,8 +584,7 @@ pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<C
 pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let plan = c.plan.clone();
-    let threads = opts.threads.unwrap_or(plan.embed.threads);
-    let mut embedder = Embedder::new(&c.model, &c.encoder, threads)?;
+    let mut embedder = Embedder::new(&c.model, &c.encoder, opts.exec(&plan))?;
     let dim = match embedder.dim() {
         Some(d) => d,
         None => {
@@ -579,6 +598,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
             .1
         }
     };
+    let device = embedder.device();
     let provider = embedder.provider().to_string();
     let sha = c.model.onnx_sha256()?;
     let layout = OutputLayout {
@@ -591,7 +611,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         compression: plan.output.compression,
         row_group_size: plan.output.row_group_size,
         overwrite: plan.output.overwrite,
-        metadata: lineage(&c, &sha, dim, &provider),
+        metadata: lineage(&c, &sha, dim, &provider, device),
     };
     let schema = sink::output_schema(&c.passthrough, &layout)?;
     let docs_schema = sink::documents_schema(&c.passthrough, &layout)?;
@@ -790,7 +810,10 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         output: plan.output.path.clone(),
         documents: plan.output.documents_path.clone(),
         model: c.model.name.clone(),
-        provider,
+        provider: match device {
+            Device::Cpu => provider,
+            Device::Cuda(_) => format!("{provider} ({device})"),
+        },
         dim,
         rows_read: counters.rows_read.load(Ordering::Relaxed),
         rows_skipped: counters.rows_skipped.load(Ordering::Relaxed),
@@ -901,13 +924,9 @@ fn documents_batch(
 
 /// Embeds plain strings with a model folder, outside any job: used by tests,
 /// benchmarks and (later) SQL's `embed()`. Returns rows × dim vectors.
-pub fn embed_texts(
-    model: &ModelConfig,
-    texts: &[&str],
-    threads: usize,
-) -> Result<(Vec<f32>, usize)> {
+pub fn embed_texts(model: &ModelConfig, texts: &[&str], exec: Exec) -> Result<(Vec<f32>, usize)> {
     let encoder = TextEncoder::new(model)?;
-    let mut embedder = Embedder::new(model, &encoder, threads)?;
+    let mut embedder = Embedder::new(model, &encoder, exec)?;
     let encoded: Vec<Encoded> = texts
         .par_iter()
         .map(|t| encoder.encode(t))

@@ -8,6 +8,7 @@ mod cluster;
 mod errors;
 mod fidelity;
 mod golden;
+mod gpu;
 mod io;
 mod jobs;
 mod model;

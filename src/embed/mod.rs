@@ -11,7 +11,7 @@ pub mod tokenize;
 use std::path::PathBuf;
 
 pub use model::ModelConfig;
-pub use session::Embedder;
+pub use session::{Device, Embedder, Exec};
 pub use tokenize::{Encoded, TextEncoder};
 
 use crate::Result;

@@ -19,40 +19,194 @@ use crate::{Error, Result};
 /// The ONNX Runtime release embedflow is built and tested against.
 pub const ORT_VERSION: &str = "1.31.1";
 
-/// Where the ONNX Runtime shared library is looked for:
+/// Where the model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU (its CUDA ordinal) through ONNX Runtime's CUDA
+    /// execution provider.
+    Cuda(u32),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Device, String> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => t
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("expected \"cpu\", \"cuda\" or \"cuda:N\", found \"{s}\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// How an [`Embedder`] runs: the device and, on the CPU, ONNX Runtime's
+/// intra-op threads (0 = all cores).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exec {
+    pub device: Device,
+    pub threads: usize,
+}
+
+impl Exec {
+    pub fn cpu(threads: usize) -> Exec {
+        Exec {
+            device: Device::Cpu,
+            threads,
+        }
+    }
+}
+
+/// Which ONNX Runtime build a device needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    Cpu,
+    Cuda,
+}
+
+impl Build {
+    pub fn for_device(device: Device) -> Build {
+        match device {
+            Device::Cpu => Build::Cpu,
+            Device::Cuda(_) => Build::Cuda,
+        }
+    }
+
+    fn dir_name(self) -> &'static str {
+        match self {
+            Build::Cpu => "cpu",
+            Build::Cuda => "cuda",
+        }
+    }
+
+    fn env_var(self) -> &'static str {
+        match self {
+            Build::Cpu => "EMBEDFLOW_ORT_LIB",
+            Build::Cuda => "EMBEDFLOW_ORT_CUDA_LIB",
+        }
+    }
+}
+
+/// Where the CPU build of the ONNX Runtime shared library is looked for:
 /// `$EMBEDFLOW_ORT_LIB`, else what `scripts/setup` installs under
 /// `$EMBEDFLOW_HOME/onnxruntime/<version>/cpu/`.
 pub fn ort_library_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("EMBEDFLOW_ORT_LIB") {
+    ort_build_path(Build::Cpu)
+}
+
+/// Where a build of the library is looked for: `$EMBEDFLOW_ORT_LIB` (CPU)
+/// or `$EMBEDFLOW_ORT_CUDA_LIB` (CUDA), else what `scripts/setup [--gpu]`
+/// installs under `$EMBEDFLOW_HOME/onnxruntime/<version>/{cpu,cuda}/`.
+pub fn ort_build_path(build: Build) -> PathBuf {
+    if let Some(p) = std::env::var_os(build.env_var()) {
         return PathBuf::from(p);
     }
     super::embedflow_home()
         .join("onnxruntime")
         .join(ORT_VERSION)
-        .join("cpu")
+        .join(build.dir_name())
         .join(format!("libonnxruntime.so.{ORT_VERSION}"))
 }
 
-/// Loads the ONNX Runtime library and builds the process's one environment.
-pub fn environment() -> Result<&'static Environment> {
-    static ENV: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let path = ort_library_path();
-        if !path.is_file() {
+/// The CUDA provider library that must sit beside the CUDA build.
+const CUDA_PROVIDER_LIB: &str = "libonnxruntime_providers_cuda.so";
+
+/// Loads the ONNX Runtime library `device` needs and builds the process's
+/// one environment. One library per process: a process that loaded the CPU
+/// build cannot later open a CUDA session (the CUDA build also runs CPU
+/// sessions, so it is the one to load when both are wanted).
+pub fn environment(device: Device) -> Result<&'static Environment> {
+    static ENV: OnceLock<(Build, std::result::Result<Environment, String>)> = OnceLock::new();
+    let want = Build::for_device(device);
+    let (loaded, env) = ENV.get_or_init(|| (want, load(want)));
+    if want == Build::Cuda && *loaded == Build::Cpu {
+        return Err(Error::Runtime(format!(
+            "device {device}: this process already loaded the CPU build of ONNX Runtime ({}); \
+             the CUDA build must be the first one loaded",
+            ort_build_path(Build::Cpu).display()
+        )));
+    }
+    env.as_ref().map_err(|e| Error::Runtime(e.clone()))
+}
+
+fn load(build: Build) -> std::result::Result<Environment, String> {
+    let path = ort_build_path(build);
+    let var = build.env_var();
+    if !path.is_file() {
+        return Err(match build {
+            Build::Cpu => format!(
+                "library not found at {}: run scripts/setup (or point {var} at libonnxruntime.so.{ORT_VERSION})",
+                path.display()
+            ),
+            Build::Cuda => format!(
+                "the CUDA build of ONNX Runtime {ORT_VERSION} is not installed (looked for {}): \
+                 run scripts/setup --gpu (or point {var} at the libonnxruntime.so.{ORT_VERSION} of onnxruntime-gpu)",
+                path.display()
+            ),
+        });
+    }
+    if build == Build::Cuda {
+        let provider = path.with_file_name(CUDA_PROVIDER_LIB);
+        if !provider.is_file() {
             return Err(format!(
-                "library not found at {}: run scripts/setup (or point EMBEDFLOW_ORT_LIB at libonnxruntime.so.{ORT_VERSION})",
+                "{} is not the CUDA build of ONNX Runtime: {CUDA_PROVIDER_LIB} is missing beside it; \
+                 run scripts/setup --gpu",
                 path.display()
             ));
         }
-        let builder = ort::init_from(&path)
-            .map_err(|e| format!("cannot load {}: {e}; run scripts/setup to install ONNX Runtime {ORT_VERSION}", path.display()))?;
-        builder
-            .with_name("embedflow")
-            .build()
-            .map_err(|e| format!("cannot create the environment: {e}"))
-    })
-    .as_ref()
-    .map_err(|e| Error::Runtime(e.clone()))
+    }
+    let builder = ort::init_from(&path).map_err(|e| {
+        format!(
+            "cannot load {}: {e}; run scripts/setup{} to install ONNX Runtime {ORT_VERSION}",
+            path.display(),
+            if build == Build::Cuda { " --gpu" } else { "" }
+        )
+    })?;
+    builder
+        .with_name("embedflow")
+        .build()
+        .map_err(|e| format!("cannot create the environment: {e}"))
+}
+
+/// Explains why the CUDA provider did not start: the library ONNX Runtime
+/// could not open, or a missing driver or device.
+pub fn explain_cuda_failure(device: Device, e: &str) -> String {
+    let mut msg =
+        format!("device {device}: ONNX Runtime's CUDA execution provider did not start: {e}");
+    let missing = e
+        .split(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+        .map(|w| w.trim_end_matches(':'))
+        .find(|w| {
+            w.starts_with("lib") && w.contains(".so") && e.contains(&format!("{w}: cannot open"))
+        });
+    if let Some(lib) = missing {
+        msg.push_str(&format!(
+            "\n  missing library: {lib} (the CUDA build needs the NVIDIA driver, CUDA 13's libcudart, \
+             libcublas and libcublasLt, and cuDNN 9 on the library path: LD_LIBRARY_PATH)"
+        ));
+    }
+    if !std::path::Path::new("/proc/driver/nvidia/version").exists() {
+        msg.push_str("\n  no NVIDIA driver is loaded on this machine (/proc/driver/nvidia/version is absent)");
+    }
+    msg.push_str(
+        "\n  embedflow never falls back to the CPU silently: use --device cpu to run there",
+    );
+    msg
 }
 
 /// How the graph's output is to be read.
@@ -67,6 +221,8 @@ enum Output {
 /// One ORT session over the model, owned by one thread (no lock on the hot path).
 pub struct Embedder {
     session: Session,
+    device: Device,
+    provider: &'static str,
     output: Output,
     token_type_ids: bool,
     pooling: Pooling,
@@ -77,9 +233,11 @@ pub struct Embedder {
 }
 
 impl Embedder {
-    /// Opens the model graph with `threads` intra-op threads (0 = all cores).
-    pub fn new(cfg: &ModelConfig, encoder: &TextEncoder, threads: usize) -> Result<Embedder> {
-        let env = environment()?;
+    /// Opens the model graph on `exec.device` (with `exec.threads`
+    /// intra-op threads on the CPU, 0 = all cores).
+    pub fn new(cfg: &ModelConfig, encoder: &TextEncoder, exec: Exec) -> Result<Embedder> {
+        let env = environment(exec.device)?;
+        let threads = exec.threads;
         let threads = if threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -88,19 +246,36 @@ impl Embedder {
             threads
         };
         let rt = |e: ort::Error| Error::Runtime(e.to_string());
-        let session = Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(rt)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| Error::Runtime(e.to_string()))?
             .with_intra_threads(threads)
-            .map_err(|e| Error::Runtime(e.to_string()))?
-            .commit_from_file(&cfg.onnx_path)
-            .map_err(|e| {
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let provider = match exec.device {
+            Device::Cpu => "CPUExecutionProvider",
+            Device::Cuda(n) => {
+                let cuda = ort::ep::CUDA::default()
+                    .with_device_id(n as i32)
+                    .build()
+                    .error_on_failure();
+                builder = builder.with_execution_providers([cuda]).map_err(|e| {
+                    Error::Runtime(explain_cuda_failure(exec.device, &e.to_string()))
+                })?;
+                "CUDAExecutionProvider"
+            }
+        };
+        let session = builder.commit_from_file(&cfg.onnx_path).map_err(|e| {
+            let e = e.to_string();
+            if exec.device != Device::Cpu && e.to_ascii_lowercase().contains("cuda") {
+                Error::Runtime(explain_cuda_failure(exec.device, &e))
+            } else {
                 Error::model(
                     cfg.dir.display(),
                     format!("model.onnx cannot be loaded: {e}"),
                 )
-            })?;
+            }
+        })?;
 
         let names: Vec<String> = session
             .inputs()
@@ -182,6 +357,8 @@ impl Embedder {
             .or(cfg.dim_hint);
         Ok(Embedder {
             session,
+            device: exec.device,
+            provider,
             output,
             token_type_ids: names.iter().any(|n| n == "token_type_ids"),
             pooling: cfg.pooling,
@@ -197,9 +374,14 @@ impl Embedder {
         self.dim
     }
 
+    /// The device the graph runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// The execution provider that runs the graph (recorded in lineage).
     pub fn provider(&self) -> &'static str {
-        "CPUExecutionProvider"
+        self.provider
     }
 
     /// Embeds one batch of rows; returns rows × dim floats in the given order.

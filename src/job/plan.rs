@@ -4,6 +4,7 @@
 use toml::Table;
 
 use super::spec::{Problems, Section};
+use crate::embed::Device;
 use crate::source::{CsvOptions, Format};
 use crate::store::S3Options;
 use crate::text::TextSpec;
@@ -141,6 +142,8 @@ pub struct EmbedPlan {
     pub max_batch_rows: usize,
     /// ONNX Runtime intra-op threads; 0 = all cores.
     pub threads: usize,
+    /// Where the model runs: `cpu` (default), `cuda` or `cuda:N`.
+    pub device: Device,
     pub on_empty: OnEmpty,
 }
 
@@ -263,6 +266,13 @@ impl JobPlan {
             .count("max_batch_rows", 1, &mut p)
             .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
         let threads = s.count("threads", 0, &mut p).unwrap_or(0);
+        let device = match s.string("device", &mut p) {
+            None => Device::Cpu,
+            Some(d) => d.parse::<Device>().unwrap_or_else(|e| {
+                p.push(format!("embed.device: {e}"));
+                Device::Cpu
+            }),
+        };
         let on_empty = match s.choice("on_empty", &["skip", "fail", "embed"], &mut p) {
             Some("fail") => OnEmpty::Fail,
             Some("embed") => OnEmpty::Embed,
@@ -472,6 +482,7 @@ impl JobPlan {
                 batch_tokens,
                 max_batch_rows,
                 threads,
+                device,
                 on_empty,
             },
             output: OutputPlan {

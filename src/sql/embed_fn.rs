@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 };
 use rayon::prelude::*;
 
-use crate::embed::{self, Embedder, Encoded, ModelConfig, TextEncoder};
+use crate::embed::{self, Embedder, Encoded, Exec, ModelConfig, TextEncoder};
 use crate::job::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
 
 /// The model behind `embed()`; one ONNX Runtime session, encoders per prompt.
@@ -53,9 +53,9 @@ impl std::hash::Hash for EmbedFn {
 }
 
 impl EmbedFn {
-    pub fn udf(model: &ModelConfig, threads: usize) -> crate::Result<ScalarUDF> {
+    pub fn udf(model: &ModelConfig, exec: Exec) -> crate::Result<ScalarUDF> {
         let encoder = Arc::new(TextEncoder::new(model)?);
-        let mut embedder = Embedder::new(model, &encoder, threads)?;
+        let mut embedder = Embedder::new(model, &encoder, exec)?;
         let dim = match embedder.dim() {
             Some(d) => d,
             None => {

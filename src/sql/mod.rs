@@ -27,8 +27,8 @@ pub struct SqlOptions {
     pub model: Option<crate::embed::ModelConfig>,
     pub allow_write: bool,
     pub s3: S3Options,
-    /// ONNX Runtime threads for `embed()`; 0 = all cores.
-    pub threads: usize,
+    /// Where `embed()` runs (device, CPU threads).
+    pub exec: crate::embed::Exec,
 }
 
 /// A session with the tables, functions and model registered.
@@ -48,7 +48,7 @@ impl Session {
         }
         ctx.register_udaf(vec_avg::udaf());
         match &opts.model {
-            Some(m) => ctx.register_udf(embed_fn::EmbedFn::udf(m, opts.threads)?),
+            Some(m) => ctx.register_udf(embed_fn::EmbedFn::udf(m, opts.exec)?),
             None => ctx.register_udf(embed_fn::NoModel::udf()),
         }
         let stores = Stores::new(opts.s3.clone());
