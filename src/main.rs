@@ -15,11 +15,27 @@ fn main() -> ExitCode {
     init_logging(&cli.log);
     match real_main(cli) {
         Ok(code) => code,
+        // A reader that went away (`embedflow sql … | head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Prints a line to stdout; a closed pipe (`| head`) ends printing quietly
+/// instead of panicking as `println!` does. Called after the work is done.
+fn say(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 fn init_logging(level: &str) {
@@ -84,12 +100,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let progress = !cli.quiet && opts.progress != ProgressMode::Off;
             let (rows, secs) = rt.block_on(cluster::run_neighbors(&job, progress))?;
             if !cli.quiet {
-                println!(
+                say(format!(
                     "wrote {} ({rows} rows x {} neighbours)\n  seconds          {secs:.2}\n  throughput       {:.0} rows/s",
                     n.output,
                     n.k,
                     rows as f64 / secs.max(1e-9)
-                );
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -101,7 +117,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 match checked {
                     Ok(c) => {
                         if !cli.quiet {
-                            println!(
+                            say(format!(
                                 "ok: {path} ({} input file{}, {} columns passed through, model {}, chunks of {} tokens{})",
                                 c.input.files.len(),
                                 if c.input.files.len() == 1 { "" } else { "s" },
@@ -113,7 +129,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                                 } else {
                                     " (chunking off: truncation)"
                                 }
-                            );
+                            ));
                         }
                     }
                     Err(e @ Error::Job { .. }) => {
@@ -411,7 +427,7 @@ fn cluster(
     let progress = !quiet && opts.progress != ProgressMode::Off;
     let summary = rt.block_on(cluster::run(&job, progress))?;
     if !quiet {
-        println!("{summary}");
+        say(&summary);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -428,9 +444,9 @@ fn run(
     });
     let (summary, clusters) = done.map_err(|e: Error| anyhow::anyhow!(e))?;
     if !quiet {
-        println!("{summary}");
+        say(&summary);
         if let Some(c) = clusters {
-            println!("{c}");
+            say(&c);
         }
     }
     Ok(if summary.rows_skipped > 0 {

@@ -564,3 +564,30 @@ fn interactive_prompt_runs_statements_and_keeps_history() {
     let history = std::fs::read_to_string(d.join("home/sql_history")).unwrap();
     assert!(history.contains("SELECT 1 AS one;"), "{history}");
 }
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::io::BufRead;
+    // `embedflow sql … | head -1`: the reader goes away after one line.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_embedflow"))
+        .current_dir(dir.path())
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT value FROM generate_series(1, 300000)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "value");
+    let o = child.wait_with_output().unwrap();
+    assert_code(&o, 0);
+    assert_eq!(stderr(&o), "");
+}
