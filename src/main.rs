@@ -67,12 +67,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Run(r) => {
-            let plan = job::load(&r.job, &r.sets)?;
+            let plan = opts.apply(job::load(&r.job, &r.sets)?);
             run(&rt, plan, &opts, cli.quiet)
         }
         Command::Embed(e) => {
             let mut table = e.to_table();
-            let plan = job::from_table("command line", &mut table, &e.sets)?;
+            let plan = opts.apply(job::from_table("command line", &mut table, &e.sets)?);
             run(&rt, plan, &opts, cli.quiet)
         }
         Command::Cluster(c) => cluster(&rt, &c, &opts, cli.quiet),
@@ -112,8 +112,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(v) => {
             let mut failed = 0;
             for path in &v.jobs {
-                let checked =
-                    job::load(path, &v.sets).and_then(|plan| rt.block_on(pipeline::check(plan)));
+                let checked = job::load(path, &v.sets)
+                    .and_then(|plan| rt.block_on(pipeline::check(opts.apply(plan))));
                 match checked {
                     Ok(c) => {
                         if !cli.quiet {

@@ -61,6 +61,18 @@ impl Default for RunOptions {
 }
 
 impl RunOptions {
+    /// The plan with these options' overrides of its `[embed]` section
+    /// written in, so that checking it checks what will run.
+    pub fn apply(&self, mut plan: JobPlan) -> JobPlan {
+        if let Some(d) = self.device {
+            plan.embed.device = d;
+        }
+        if let Some(t) = self.threads {
+            plan.embed.threads = t;
+        }
+        plan
+    }
+
     /// Where and how a plan's model runs, with these options' overrides.
     pub fn exec(&self, plan: &JobPlan) -> Exec {
         Exec {
@@ -123,6 +135,11 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
         .as_ref()
         .and_then(|m| TextEncoder::new(m).map_err(|e| errors.push(e)).ok())
         .map(Arc::new);
+    if let Device::Cuda(_) = plan.embed.device
+        && let Err(e) = embed::session::check_build(embed::session::Build::Cuda)
+    {
+        errors.push(e);
+    }
     for out in [Some(&plan.output.path), plan.output.documents_path.as_ref()]
         .into_iter()
         .flatten()

@@ -233,11 +233,25 @@ fn device_is_checked_in_jobs_and_on_the_command_line() {
     );
     assert_code(&o, 1);
     assert!(
-        stderr(&o).contains("device cuda:3") || stderr(&o).contains("CUDA build"),
+        stderr(&o).contains("the CUDA build of ONNX Runtime 1.31.1 is not installed"),
         "{}",
         stderr(&o)
     );
     assert!(!d.join("out2.parquet").exists());
+    // validate checks the device's library too, with --device applied.
+    let missing = [(
+        "EMBEDFLOW_ORT_CUDA_LIB",
+        "/nonexistent/libonnxruntime.so.1.31.1",
+    )];
+    let o = embedflow_env(d, &["validate", "job.toml"], &missing);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("run scripts/setup --gpu"),
+        "{}",
+        stderr(&o)
+    );
+    let o = embedflow_env(d, &["validate", "job.toml", "--device", "cpu"], &missing);
+    assert_code(&o, 0);
 }
 
 /// The fp16 variant that scripts/fp16-model makes for the GPU keeps the

@@ -144,7 +144,13 @@ pub fn environment(device: Device) -> Result<&'static Environment> {
     env.as_ref().map_err(|e| Error::Runtime(e.clone()))
 }
 
-fn load(build: Build) -> std::result::Result<Environment, String> {
+/// Checks that a build's library files are in place, without loading them
+/// (for `validate`, and before loading).
+pub fn check_build(build: Build) -> Result<()> {
+    check_files(build).map_err(Error::Runtime)
+}
+
+fn check_files(build: Build) -> std::result::Result<(), String> {
     let path = ort_build_path(build);
     let var = build.env_var();
     if !path.is_file() {
@@ -170,6 +176,12 @@ fn load(build: Build) -> std::result::Result<Environment, String> {
             ));
         }
     }
+    Ok(())
+}
+
+fn load(build: Build) -> std::result::Result<Environment, String> {
+    check_files(build)?;
+    let path = ort_build_path(build);
     let builder = ort::init_from(&path).map_err(|e| {
         format!(
             "cannot load {}: {e}; run scripts/setup{} to install ONNX Runtime {ORT_VERSION}",
