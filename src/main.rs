@@ -170,10 +170,7 @@ fn sql(
         ..Default::default()
     });
     let mut s3 = embedflow::store::S3Options::default();
-    let mut exec = embedflow::embed::Exec {
-        device: opts.device.unwrap_or_default(),
-        threads: opts.threads.unwrap_or(0),
-    };
+    let mut exec = opts.exec_default();
     if let Some(path) = &s.job {
         let plan = job::load(path, &[])?;
         exec = opts.exec(&plan);
@@ -418,10 +415,7 @@ fn cluster(
             &c.labels,
             c.label_prompt_name.as_deref(),
             c.min_similarity,
-            embedflow::embed::Exec {
-                device: opts.device.unwrap_or_default(),
-                threads: opts.threads.unwrap_or(0),
-            },
+            opts.exec_default(),
         )?);
     }
     let progress = !quiet && opts.progress != ProgressMode::Off;

@@ -73,6 +73,15 @@ impl RunOptions {
         plan
     }
 
+    /// Where and how a model runs outside a job: these options, or the
+    /// defaults (CPU, all cores).
+    pub fn exec_default(&self) -> Exec {
+        Exec {
+            device: self.device.unwrap_or_default(),
+            threads: self.threads.unwrap_or(0),
+        }
+    }
+
     /// Where and how a plan's model runs, with these options' overrides.
     pub fn exec(&self, plan: &JobPlan) -> Exec {
         Exec {
