@@ -277,7 +277,8 @@ fn ctfidf_keywords_equal_bertopics_by_outlet() {
     }
 }
 
-fn list_strings(batch: &RecordBatch, col: &str) -> Vec<Vec<String>> {
+/// The items of each row of a list column.
+fn list_values(batch: &RecordBatch, col: &str) -> Vec<ArrayRef> {
     let l = batch
         .column_by_name(col)
         .unwrap()
@@ -285,9 +286,13 @@ fn list_strings(batch: &RecordBatch, col: &str) -> Vec<Vec<String>> {
         .downcast_ref::<ListArray>()
         .unwrap()
         .clone();
-    (0..l.len())
-        .map(|i| {
-            let v = l.value(i);
+    (0..l.len()).map(|i| l.value(i)).collect()
+}
+
+fn list_strings(batch: &RecordBatch, col: &str) -> Vec<Vec<String>> {
+    list_values(batch, col)
+        .into_iter()
+        .map(|v| {
             let s = v.as_any().downcast_ref::<StringArray>().unwrap();
             (0..s.len()).map(|j| s.value(j).to_string()).collect()
         })
@@ -753,17 +758,10 @@ fn neighbors_equal_brute_force() {
         ints(&out, "id"),
         (1000..1000 + n as i64).collect::<Vec<_>>()
     );
-    let lists = |col: &str| -> Vec<ArrayRef> {
-        let l = out
-            .column_by_name(col)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<ListArray>()
-            .unwrap()
-            .clone();
-        (0..l.len()).map(|i| l.value(i)).collect()
-    };
-    let (got_ids, got_scores) = (lists("neighbor_ids"), lists("scores"));
+    let (got_ids, got_scores) = (
+        list_values(&out, "neighbor_ids"),
+        list_values(&out, "scores"),
+    );
     let mut differing = 0;
     for i in 0..n {
         let ids = got_ids[i].as_any().downcast_ref::<Int64Array>().unwrap();
@@ -823,25 +821,13 @@ fn neighbors_equal_brute_force() {
     assert_code(&o, 0);
     let (qout, _) = read_parquet(&d.join("new_nn.parquet"));
     assert_eq!(qout.num_rows(), q);
-    let ql = qout
-        .column_by_name("neighbor_ids")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<ListArray>()
-        .unwrap()
-        .clone();
-    let qs = qout
-        .column_by_name("scores")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<ListArray>()
-        .unwrap()
-        .clone();
+    let (ql, qs) = (
+        list_values(&qout, "neighbor_ids"),
+        list_values(&qout, "scores"),
+    );
     for i in 0..q {
-        let ids = ql.value(i);
-        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
-        let sc = qs.value(i);
-        let sc = sc
+        let ids = ql[i].as_any().downcast_ref::<Int64Array>().unwrap();
+        let sc = qs[i]
             .as_any()
             .downcast_ref::<arrow::array::Float32Array>()
             .unwrap();
