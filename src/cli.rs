@@ -15,7 +15,8 @@ use crate::progress::ProgressMode;
         embedflow reads Parquet or CSV, chunks long texts into token windows of the model's own tokenizer, \
         embeds them with a sentence-transformers model exported to ONNX, and writes Parquet with the input \
         columns beside an `embedding` column of type FixedSizeList<Float32, dim>.\n\n\
-        Exit codes: 0 done; 1 failed (nothing committed); 2 done, but rows with empty or null text were skipped.",
+        Exit codes: 0 done; 1 failed (nothing committed); 2 done, but rows with empty or null text were skipped; \
+        3 done, but nothing was embedded (empty input, no row matched the filter); 64 the command line is wrong; 130 stopped by SIGINT or SIGTERM (nothing committed).",
     after_help = "Examples:\n  \
         embedflow run jobs/quickstart.toml\n  \
         embedflow run jobs/quickstart.toml --set chunking.max_tokens=128 --set output.path=out/small.parquet\n  \
@@ -30,8 +31,9 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
 
-    /// ONNX Runtime intra-op threads (default: the job's embed.threads, 0 = all cores).
-    #[arg(long, global = true, value_name = "N")]
+    /// ONNX Runtime intra-op threads (default: the job's embed.threads, 0 = all cores;
+    /// more than the cores are not used).
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
 
     /// Where the model runs: cpu, cuda or cuda:N (default: the job's embed.device, else cpu).
@@ -46,6 +48,18 @@ pub struct Cli {
     /// Print nothing but errors (no summary, no progress).
     #[arg(long, short, global = true)]
     pub quiet: bool,
+}
+
+/// `--threads`: a range message rather than a parse error for -1 or 100000.
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let max = crate::embed::session::MAX_THREADS;
+    match s.trim().parse::<i64>() {
+        Ok(n) if (0..=max as i64).contains(&n) => Ok(n as usize),
+        Ok(n) => Err(format!(
+            "must be 0 (all cores) or a number of threads up to {max}, found {n}"
+        )),
+        Err(_) => Err(format!("expected a whole number of threads, found '{s}'")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,7 +252,7 @@ pub struct EmbedOpts {
     #[arg(long, help_heading = "Model")]
     pub model: String,
     /// Maximum tokens per text, special tokens included (default: the model's max_seq_length).
-    #[arg(long, help_heading = "Model")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Model")]
     pub max_seq_length: Option<i64>,
     /// Pooling: cls, mean, max, mean_sqrt_len, lasttoken (default: the model's 1_Pooling/config.json).
     #[arg(long, help_heading = "Model")]
@@ -291,10 +305,10 @@ pub struct EmbedOpts {
     #[arg(long, help_heading = "Chunking")]
     pub chunking: Option<String>,
     /// Tokens per chunk (default: what the model takes).
-    #[arg(long, help_heading = "Chunking")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Chunking")]
     pub max_tokens: Option<i64>,
     /// Tokens shared by consecutive chunks.
-    #[arg(long, help_heading = "Chunking")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Chunking")]
     pub overlap: Option<i64>,
     /// Write each chunk's text in a chunk_text column.
     #[arg(long, help_heading = "Chunking")]
@@ -304,10 +318,10 @@ pub struct EmbedOpts {
     pub documents: Option<String>,
 
     /// Padded tokens per inference batch.
-    #[arg(long, help_heading = "Embedding")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Embedding")]
     pub batch_tokens: Option<i64>,
     /// Rows per inference batch at most.
-    #[arg(long, help_heading = "Embedding")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Embedding")]
     pub max_batch_rows: Option<i64>,
     /// Rows with null or empty text: skip (exit code 2), fail, or embed.
     #[arg(long, help_heading = "Embedding")]
@@ -317,7 +331,7 @@ pub struct EmbedOpts {
     #[arg(long, help_heading = "Output")]
     pub compression: Option<String>,
     /// Rows per Parquet row group.
-    #[arg(long, help_heading = "Output")]
+    #[arg(long, allow_negative_numbers = true, help_heading = "Output")]
     pub row_group_size: Option<i64>,
     /// Name of the vector column.
     #[arg(long, help_heading = "Output")]

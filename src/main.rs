@@ -1,5 +1,7 @@
 //! embedflow binary: parse the command line, set up logging, dispatch, and
-//! map the outcome to an exit code (0 done, 1 failed, 2 done with skipped rows).
+//! map the outcome to an exit code: 0 done, 1 failed, 2 done with skipped
+//! rows, 3 done but nothing embedded, 64 a usage error on the command line,
+//! 130 stopped by SIGINT or SIGTERM (nothing committed).
 
 use std::process::ExitCode;
 
@@ -10,11 +12,39 @@ use embedflow::pipeline::{self, RunOptions};
 use embedflow::progress::ProgressMode;
 use embedflow::{Error, job};
 
+/// Exit status of a command line that does not parse (sysexits' EX_USAGE):
+/// apart from 2, which says "done, but rows were skipped".
+const EXIT_USAGE: u8 = 64;
+/// Exit status of a run that finished but embedded nothing (an empty input,
+/// a filter that matched no row, only empty texts): its output has no rows.
+const EXIT_NOTHING_EMBEDDED: u8 = 3;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EXIT_USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     init_logging(&cli.log);
     match real_main(cli) {
         Ok(code) => code,
+        Err(e)
+            if e.chain()
+                .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Interrupted))) =>
+        {
+            match embedflow::cancel::signal() {
+                Some(sig) => eprintln!("error: interrupted by {sig}: nothing was committed"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(embedflow::cancel::EXIT_INTERRUPTED)
+        }
         // A reader that went away (`embedflow sql … | head`) is not an error.
         Err(e)
             if e.chain().any(|c| {
@@ -56,6 +86,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .thread_name("embedflow-io")
         .build()
         .context("cannot start the async runtime")?;
+    // Before any work: from here on SIGINT and SIGTERM only ask the run to
+    // stop, and every stage sees it (embedflow::cancel).
+    embedflow::cancel::install(rt.handle()).context("cannot install the signal handlers")?;
     let opts = RunOptions {
         progress: if cli.quiet {
             ProgressMode::Off
@@ -268,7 +301,7 @@ fn sql(
     match script {
         Some(script) => {
             for stmt in sql::statements(&script) {
-                let (schema, batches) = rt.block_on(session.run(&stmt))?;
+                let (schema, batches) = rt.block_on(stoppable(session.run(&stmt)))?;
                 if !schema.fields().is_empty() {
                     emit(&schema, &batches)?;
                 }
@@ -305,13 +338,20 @@ fn sql(
                         }
                         let _ = rl.add_history_entry(buf.trim());
                         for stmt in sql::statements(&buf) {
-                            match rt.block_on(session.run(&stmt)) {
+                            match rt.block_on(stoppable(session.run(&stmt))) {
                                 Ok((schema, batches)) if !schema.fields().is_empty() => {
                                     if let Err(e) = emit(&schema, &batches) {
                                         eprintln!("error: {e:#}");
                                     }
                                 }
                                 Ok(_) => {}
+                                // Ctrl-C during a statement stops that
+                                // statement, not the prompt.
+                                Err(Error::Interrupted) => {
+                                    eprintln!("query cancelled");
+                                    embedflow::cancel::reset();
+                                    break;
+                                }
                                 Err(e) => eprintln!("error: {e}"),
                             }
                         }
@@ -329,6 +369,18 @@ fn sql(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a future that holds nothing to clean up (a query) until it finishes
+/// or a stop is asked for.
+async fn stoppable<T>(
+    f: impl std::future::Future<Output = embedflow::Result<T>>,
+) -> embedflow::Result<T> {
+    tokio::select! {
+        biased;
+        _ = embedflow::cancel::wait() => Err(Error::Interrupted),
+        r = f => r,
+    }
 }
 
 fn cluster(
@@ -432,6 +484,7 @@ fn run(
     opts: &RunOptions,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
+    let filtered = plan.input.filter.is_some();
     let done = rt.block_on(async {
         let checked = pipeline::check(plan).await?;
         pipeline::run_job(checked, opts).await
@@ -442,6 +495,20 @@ fn run(
         if let Some(c) = clusters {
             say(&c);
         }
+    }
+    if summary.vectors_written == 0 {
+        let why = if summary.rows_read > 0 {
+            "every row's text was empty or null"
+        } else if filtered {
+            "input.filter matched no row"
+        } else {
+            "the input has no rows"
+        };
+        eprintln!(
+            "warning: nothing was embedded: {why}; {} holds no rows",
+            summary.output
+        );
+        return Ok(ExitCode::from(EXIT_NOTHING_EMBEDDED));
     }
     Ok(if summary.rows_skipped > 0 {
         ExitCode::from(2)

@@ -157,6 +157,7 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
             errors.push(e);
         }
     }
+    errors.extend(output_clashes(&plan, &stores, input.as_ref()));
 
     let mut read_columns: Vec<String> = Vec::new();
     let mut passthrough: Vec<FieldRef> = Vec::new();
@@ -231,6 +232,21 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
             ),
         ));
     }
+    // k-means needs k vectors: with one vector per row (no chunking, no
+    // filter) the row count of a Parquet input tells before any embedding.
+    if let (Some(cp), Some(rows)) = (&plan.cluster, input.as_ref().and_then(|i| i.total_rows))
+        && !plan.chunking.enabled
+        && plan.input.filter.is_none()
+        && rows < cp.kmeans.k as u64
+    {
+        errors.push(Error::Job {
+            origin: plan.origin.clone(),
+            problems: vec![format!(
+                "cluster.k: {} clusters need at least {} vectors, and the input has {rows} rows (one vector each with chunking.mode = \"none\"); lower cluster.k",
+                cp.kmeans.k, cp.kmeans.k
+            )],
+        });
+    }
     let mut window = None;
     if let Some(enc) = &encoder {
         let fits = enc.default_max_tokens();
@@ -278,6 +294,36 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
             problems: errors.iter().map(|e| e.to_string()).collect(),
         }),
     }
+}
+
+/// Every output of the job (by the field that names it), checked against the
+/// input and each other by what the paths resolve to, not how they are
+/// spelled: no output may be, or later be read back as, the input, and no
+/// two outputs may be one file.
+fn output_clashes(plan: &JobPlan, stores: &Stores, input: Option<&source::Input>) -> Vec<Error> {
+    let outputs: Vec<(&str, &str)> = [
+        ("output.path", Some(&plan.output.path)),
+        ("output.documents_path", plan.output.documents_path.as_ref()),
+        (
+            "cluster.clusters_path",
+            plan.cluster.as_ref().and_then(|c| c.clusters_path.as_ref()),
+        ),
+        (
+            "topics.topics_path",
+            plan.topics.as_ref().and_then(|t| t.topics_path.as_ref()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, p)| p.map(|p| (field, p.as_str())))
+    .collect();
+    let files = input.map(|i| i.files.as_slice()).unwrap_or_default();
+    store::output_clashes(stores, &plan.input.path, files, &outputs)
+        .into_iter()
+        .map(|problem| Error::Job {
+            origin: plan.origin.clone(),
+            problems: vec![problem],
+        })
+        .collect()
 }
 
 /// One input batch on its way through the stages.
@@ -603,11 +649,23 @@ pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<C
     if let Ok(loc) = stores.resolve(&staging) {
         let _ = object_store::ObjectStoreExt::delete(loc.store.as_ref(), &loc.path).await;
     }
-    Ok((summary, Some(clustered?)))
+    // The intermediate file is ours, not the user's: name what they know.
+    let clustered = clustered.map_err(|e| match e {
+        Error::Input { file, message } if file == staging => Error::Job {
+            origin: plan.origin.clone(),
+            problems: vec![format!(
+                "[cluster]: the vectors of this run: {message}; nothing was committed to {}",
+                plan.output.path
+            )],
+        },
+        other => other,
+    })?;
+    Ok((summary, Some(clustered)))
 }
 
 /// Runs a checked job to completion. On any error nothing is committed.
 pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
+    crate::cancel::check()?;
     let started = Instant::now();
     let plan = c.plan.clone();
     let mut embedder = Embedder::new(&c.model, &c.encoder, opts.exec(&plan))?;
@@ -711,7 +769,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         .name("embedflow-prepare".into())
         .spawn(move || {
             while let Some(item) = src_rx.blocking_recv() {
-                if prepare_cancel.load(Ordering::Relaxed) {
+                if prepare_cancel.load(Ordering::Relaxed) || crate::cancel::requested() {
                     return;
                 }
                 let unit = item.and_then(|sb| prepare.unit(sb));
@@ -744,7 +802,7 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
                         c.rows_embedded
                             .store(rows_before + rows * done / chunks, Ordering::Relaxed);
                         Counters::add(&c.tokens_embedded, tokens as u64);
-                        !embed_cancel.load(Ordering::Relaxed)
+                        !embed_cancel.load(Ordering::Relaxed) && !crate::cancel::requested()
                     };
                     let (v, d) = embed::embed_all(
                         &mut embedder,
@@ -781,12 +839,15 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
     let mut docs_written = 0u64;
     let mut result: Result<()> = Ok(());
     loop {
+        // The stop flag first: a signal that came during the last write is
+        // seen here, before another unit is taken.
         let item = tokio::select! {
-            item = emb_rx.recv() => item,
-            _ = tokio::signal::ctrl_c() => {
+            biased;
+            _ = crate::cancel::wait() => {
                 result = Err(Error::Interrupted);
                 break;
             }
+            item = emb_rx.recv() => item,
         };
         let Some(item) = item else { break };
         let step = match item {
@@ -820,9 +881,12 @@ pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
         }
         return Err(e);
     }
+    // The commit point: `commit` refuses once a stop was asked for; the
+    // documents file follows the main output whatever comes after it, so
+    // the pair is committed together or not at all.
     let committed = out.commit().await;
     let docs_committed = match docs {
-        Some(d) if committed.is_ok() => d.commit().await.map(Some),
+        Some(d) if committed.is_ok() => d.commit_unconditionally().await.map(Some),
         Some(d) => {
             d.abort().await;
             Ok(None)

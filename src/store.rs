@@ -169,6 +169,184 @@ impl Location {
     }
 }
 
+/// What a location is, whatever the spelling: for local paths the real path
+/// (symlinks, `.` and `..` resolved through the longest part that exists),
+/// for S3 the bucket and the key. Two locations with the same identity are
+/// the same file (or directory, or prefix).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    Local(PathBuf),
+    S3 { bucket: String, key: String },
+}
+
+impl Identity {
+    /// Whether `self` is `other` or lies under it (a file in a directory,
+    /// a key under a prefix).
+    pub fn is_within(&self, other: &Identity) -> bool {
+        match (self, other) {
+            (Identity::Local(a), Identity::Local(b)) => a.starts_with(b),
+            (Identity::S3 { bucket: a, key: ka }, Identity::S3 { bucket: b, key: kb }) => {
+                a == b
+                    && (kb.is_empty()
+                        || ka == kb
+                        || ka
+                            .strip_prefix(kb.as_str())
+                            .is_some_and(|r| r.starts_with('/')))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Location {
+    pub fn identity(&self) -> Identity {
+        match (&self.local, &self.s3) {
+            (Some(p), _) => Identity::Local(real_path(p)),
+            (None, Some(b)) => Identity::S3 {
+                bucket: b.bucket.clone(),
+                key: self.path.to_string(),
+            },
+            (None, None) => Identity::Local(PathBuf::from(self.path.to_string())),
+        }
+    }
+
+    /// Whether two local locations are one file through a hard link (same
+    /// device and inode); false when either does not exist.
+    pub fn same_file(&self, other: &Location) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (&self.local, &other.local) {
+            (Some(a), Some(b)) => match (std::fs::metadata(a), std::fs::metadata(b)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// The real path of a local path that may not exist yet: its longest
+/// existing ancestor canonicalized (symlinks resolved), the rest appended.
+fn real_path(p: &FsPath) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(real) = cur.canonicalize() {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+/// Why writing `output` would destroy or feed back into the input, if it
+/// would: the output is one of the input's files (spelled another way, a
+/// symlink or a hard link), or lies inside the input directory or prefix, or
+/// matches the input's glob, so that the next run would read it back.
+/// `input` is the input as the user wrote it; `files` what it lists now.
+pub fn output_clash(
+    stores: &Stores,
+    output: &str,
+    input: &str,
+    files: &[FileEntry],
+) -> Option<String> {
+    let out = stores.resolve(output).ok()?;
+    let out_id = out.identity();
+    if files.is_empty() {
+        // The input is not there (its own error says so): only the same name clashes.
+        let root = stores.resolve(input).ok()?;
+        return (root.identity() == out_id)
+            .then(|| format!("is the input {input}: write the output elsewhere"));
+    }
+    for f in files {
+        if f.location.identity() == out_id || f.location.same_file(&out) {
+            let same = if f.location.display == input {
+                format!("is the input {input}")
+            } else {
+                format!("is the input file {} (under {input})", f.location.display)
+            };
+            return Some(format!(
+                "{same}, spelled another way: the run would replace its own input; write the output elsewhere"
+            ));
+        }
+    }
+    let (base, pattern) = split_glob(input);
+    let root = stores.resolve(base).ok()?;
+    if let Some(pattern) = pattern {
+        // The glob is matched against keys: compare the output's real key
+        // with the pattern on the input's real directory.
+        let real_root = match root.identity() {
+            Identity::Local(p) => p.to_string_lossy().into_owned(),
+            Identity::S3 { key, .. } => key,
+        };
+        let key = match &out_id {
+            Identity::Local(p) => p.to_string_lossy().into_owned(),
+            Identity::S3 { key, .. } => key.clone(),
+        };
+        let full = format!("{}/{pattern}", real_root.trim_end_matches('/'));
+        let matches = globset::GlobBuilder::new(full.trim_start_matches('/'))
+            .literal_separator(true)
+            .build()
+            .map(|g| g.compile_matcher().is_match(key.trim_start_matches('/')))
+            .unwrap_or(false);
+        let same_store = matches!(
+            (&out_id, root.identity()),
+            (Identity::Local(_), Identity::Local(_))
+        ) || matches!((&out_id, root.identity()), (Identity::S3 { bucket: a, .. }, Identity::S3 { bucket: b, .. }) if *a == b);
+        if matches && same_store {
+            return Some(format!(
+                "matches the input pattern {input}: the next run would read the output back as input; write it elsewhere or narrow the pattern"
+            ));
+        }
+        return None;
+    }
+    let single_file = files.len() == 1 && files[0].location.identity() == root.identity();
+    if !single_file && out_id.is_within(&root.identity()) {
+        return Some(format!(
+            "is inside the input directory {input}: the next run would read the output back as input; write it outside {input}"
+        ));
+    }
+    None
+}
+
+/// [`output_clash`] for each of several outputs (named by the field or flag
+/// that gives them), and any two of them that are one file: one message each.
+pub fn output_clashes(
+    stores: &Stores,
+    input: &str,
+    files: &[FileEntry],
+    outputs: &[(&str, &str)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, (field, path)) in outputs.iter().enumerate() {
+        if let Some(why) = output_clash(stores, path, input, files) {
+            problems.push(format!("{field}: {path} {why}"));
+        }
+        let Ok(here) = stores.resolve(path) else {
+            continue;
+        };
+        for (other_field, other) in &outputs[..i] {
+            if stores
+                .resolve(other)
+                .is_ok_and(|o| o.identity() == here.identity() || o.same_file(&here))
+            {
+                problems.push(format!(
+                    "{field}: {path} is the same file as {other_field} ({other}); give each output its own file"
+                ));
+            }
+        }
+    }
+    problems
+}
+
 impl S3Bucket {
     fn missing_bucket(&self) -> String {
         format!(
@@ -385,11 +563,14 @@ pub struct FileEntry {
 
 impl Stores {
     /// Lists what `input` names: one file, every file under a directory or
-    /// prefix whose name ends in one of `extensions`, or the files matching
-    /// a glob. Sorted by key so runs are reproducible.
+    /// prefix whose name ends in one of `extensions` (any name when it is
+    /// empty), or the files matching a glob. Hidden files are left out
+    /// unless the glob names them. Sorted by key so runs are reproducible.
     pub async fn list_files(&self, input: &str, extensions: &[&str]) -> Result<Vec<FileEntry>> {
         let (base, pattern) = split_glob(input);
         let root = self.resolve(base)?;
+        let hidden_wanted =
+            pattern.is_some_and(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with('.')));
         let matcher = match pattern {
             Some(_) => Some(
                 globset::GlobBuilder::new(self.resolve(input)?.path.as_ref())
@@ -416,14 +597,17 @@ impl Stores {
             .list(prefix)
             .try_filter_map(|meta| {
                 let key = meta.location.to_string();
+                // Hidden files (an output's temporary files among them) are
+                // never inputs, unless a pattern asks for them by name.
+                let name = meta.location.filename().unwrap_or("");
                 let keep = match &matcher {
-                    Some(m) => m.is_match(&key),
+                    Some(m) => m.is_match(&key) && (!name.starts_with('.') || hidden_wanted),
                     None => {
-                        let name = meta.location.filename().unwrap_or("");
                         !name.starts_with('.')
-                            && extensions
-                                .iter()
-                                .any(|ext| name.to_ascii_lowercase().ends_with(ext))
+                            && (extensions.is_empty()
+                                || extensions
+                                    .iter()
+                                    .any(|ext| name.to_ascii_lowercase().ends_with(ext)))
                     }
                 };
                 let entry = keep.then(|| FileEntry {
@@ -448,16 +632,20 @@ impl Stores {
         }
         files.sort_by(|a, b| a.location.path.cmp(&b.location.path));
         if files.is_empty() {
+            let kinds = if extensions.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", extensions.join(" or "))
+            };
             let what = if pattern.is_some() {
                 "no file matches this pattern".to_string()
             } else if root.local.as_ref().is_some_and(|p| p.is_dir()) {
-                format!("the directory holds no {} file", extensions.join(" or "))
+                format!("the directory holds no {kinds}file")
             } else if root.s3.is_some() {
                 match root.explain_missing().await {
-                    m if m.starts_with("no such key") => format!(
-                        "no such key, and no {} object under it as a prefix",
-                        extensions.join(" or ")
-                    ),
+                    m if m.starts_with("no such key") => {
+                        format!("no such key, and no {kinds}object under it as a prefix")
+                    }
                     m => m,
                 }
             } else {
@@ -606,7 +794,16 @@ mod tests {
                     .await
                     .unwrap()
             ),
-            vec![format!("{ds}/.hidden.parquet"), format!("{ds}/a.parquet")]
+            vec![format!("{ds}/a.parquet")]
+        );
+        assert_eq!(
+            names(
+                stores
+                    .list_files(&format!("{ds}/.*.parquet"), &[])
+                    .await
+                    .unwrap()
+            ),
+            vec![format!("{ds}/.hidden.parquet")]
         );
         assert_eq!(
             names(

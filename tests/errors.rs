@@ -5,10 +5,6 @@ use std::path::Path;
 
 use crate::util::*;
 
-fn tiny_s() -> String {
-    tiny().to_str().unwrap().to_string()
-}
-
 /// Runs `embed` expecting failure; returns stderr and checks no output exists.
 fn fails(dir: &Path, args: &[&str]) -> String {
     let o = embedflow(dir, args);
@@ -375,7 +371,7 @@ fn directory_without_inputs_says_what_it_looked_for() {
     );
     assert_eq!(
         e.trim(),
-        "error: input empty: the directory holds no Parquet (.parquet) or CSV (.csv, .tsv, .txt) file"
+        "error: input empty: the directory holds no Parquet (.parquet) or CSV (.csv, .tsv) file; it holds empty/readme.md"
     );
 }
 

@@ -210,7 +210,7 @@ fn device_is_checked_in_jobs_and_on_the_command_line() {
         stderr(&o)
     );
     let o = embedflow(d, &["run", "job.toml", "--device", "cuda:x"]);
-    assert_code(&o, 2);
+    assert_code(&o, 64);
     assert!(stderr(&o).contains("--device"), "{}", stderr(&o));
     // --device overrides the job: the job asks for a GPU, the flag for the CPU.
     let job = std::fs::read_to_string(d.join("job.toml"))

@@ -57,10 +57,6 @@ fn write_parquet(path: &Path, rows: usize, group_rows: usize, payload_bytes: usi
     w.close().unwrap();
 }
 
-fn tiny_s() -> String {
-    tiny().to_str().unwrap().to_string()
-}
-
 fn embed_args<'a>(input: &'a str, output: &'a str, model: &'a str) -> Vec<&'a str> {
     vec![
         "embed",

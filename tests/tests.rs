@@ -13,4 +13,5 @@ mod io;
 mod jobs;
 mod model;
 mod s3;
+mod safety;
 mod sql;

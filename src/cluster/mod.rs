@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::job::Compression;
 use crate::sink::{self, ParquetSink, WriteOptions};
 use crate::source::{self, CsvOptions, Input, SourceBatch};
-use crate::store::{S3Options, Stores};
+use crate::store::{self, S3Options, Stores};
 use crate::{Error, Result};
 
 pub use ctfidf::{Preprocess, TopicOptions};
@@ -332,6 +332,29 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
         if *out != job.input {
             ParquetSink::check_target(&stores, out, job.overwrite).await?;
         }
+    }
+    // OUTPUT may be INPUT itself (labels added in place, by rename); the
+    // clusters and topics tables may not replace it, however spelled.
+    let tables: Vec<(&str, &str)> = [
+        ("--clusters", job.clusters_path.as_deref()),
+        ("--topics", job.topics_path.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| p.map(|p| (flag, p)))
+    .collect();
+    let mut outputs = vec![("OUTPUT", job.output.as_str())];
+    outputs.extend(tables.iter().copied());
+    let mut problems = store::output_clashes(&stores, &job.input, &input.files, &tables);
+    problems.extend(
+        store::output_clashes(&stores, &job.input, &[], &outputs)
+            .into_iter()
+            .filter(|p| p.contains("is the same file as")),
+    );
+    if let Some(p) = problems.into_iter().next() {
+        return Err(Error::Job {
+            origin: "command line".into(),
+            problems: vec![p],
+        });
     }
 
     // 1. Sample.
@@ -771,6 +794,22 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
         }
     };
     ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
+    let mut problems =
+        store::output_clashes(&stores, &job.input, &[], &[("OUTPUT", job.output.as_str())]);
+    if let Some(q) = &job.queries {
+        problems.extend(store::output_clashes(
+            &stores,
+            q,
+            &[],
+            &[("OUTPUT", job.output.as_str())],
+        ));
+    }
+    if let Some(p) = problems.into_iter().next() {
+        return Err(Error::Job {
+            origin: "command line".into(),
+            problems: vec![p],
+        });
+    }
     let n = x.len() / dim;
     let needed = if queries.is_some() { job.k } else { job.k + 1 };
     if n < needed {

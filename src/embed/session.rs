@@ -244,19 +244,35 @@ pub struct Embedder {
     dim: Option<usize>,
 }
 
+/// The most intra-op threads a job or `--threads` may ask for; more is a
+/// typo, not a machine (ONNX Runtime would try to start them all).
+pub const MAX_THREADS: usize = 1024;
+
+/// The intra-op threads a session gets: all cores for 0, else the request
+/// bounded by the cores (more threads than cores only contend), with a
+/// warning saying so.
+pub fn effective_threads(requested: usize) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    match requested {
+        0 => cores,
+        n if n > cores => {
+            tracing::warn!(
+                "{n} threads asked for, but this machine has {cores} cores: using {cores}"
+            );
+            cores
+        }
+        n => n,
+    }
+}
+
 impl Embedder {
     /// Opens the model graph on `exec.device` (with `exec.threads`
     /// intra-op threads on the CPU, 0 = all cores).
     pub fn new(cfg: &ModelConfig, encoder: &TextEncoder, exec: Exec) -> Result<Embedder> {
         let env = environment(exec.device)?;
-        let threads = exec.threads;
-        let threads = if threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            threads
-        };
+        let threads = effective_threads(exec.threads);
         let rt = |e: ort::Error| Error::Runtime(e.to_string());
         let mut builder = Session::builder(env)
             .map_err(rt)?

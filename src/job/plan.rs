@@ -266,6 +266,12 @@ impl JobPlan {
             .count("max_batch_rows", 1, &mut p)
             .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
         let threads = s.count("threads", 0, &mut p).unwrap_or(0);
+        if threads > crate::embed::session::MAX_THREADS {
+            p.push(format!(
+                "embed.threads: at most {} (0 = all cores; more than the cores are not used), found {threads}",
+                crate::embed::session::MAX_THREADS
+            ));
+        }
         let device = match s.string("device", &mut p) {
             None => Device::Cpu,
             Some(d) => d.parse::<Device>().unwrap_or_else(|e| {

@@ -118,8 +118,11 @@ impl ParquetSink {
             }
             Err(e) if loc.s3.is_some() => return Err(Error::output(target, loc.explain(&e))),
             // A local path that cannot be stat'ed (e.g. its parent is a
-            // file): creating it below gives the clearer error.
+            // file): the writability check below says why.
             Err(_) => {}
+        }
+        if let Some(local) = &loc.local {
+            check_writable(local).map_err(|m| Error::output(target, m))?;
         }
         Ok(loc)
     }
@@ -134,6 +137,9 @@ impl ParquetSink {
         let staging = if target.s3.is_some() {
             target.clone()
         } else {
+            if let Some(local) = &target.local {
+                remove_stale_temporaries(local);
+            }
             let name = target.path.filename().unwrap_or("output");
             let tmp_name = format!(
                 ".{name}.tmp-{}-{}",
@@ -193,6 +199,7 @@ impl ParquetSink {
     }
 
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        crate::cancel::check()?;
         let w = self
             .writer
             .as_mut()
@@ -204,8 +211,20 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Finishes the file and puts it under its name. Returns the rows written.
-    pub async fn commit(mut self) -> Result<u64> {
+    /// Finishes the file and puts it under its name, unless a stop was asked
+    /// for (SIGINT, SIGTERM: [`crate::cancel`]): then the file is discarded
+    /// and the result is [`Error::Interrupted`]. Returns the rows written.
+    pub async fn commit(self) -> Result<u64> {
+        if crate::cancel::requested() {
+            self.abort().await;
+            return Err(Error::Interrupted);
+        }
+        self.commit_unconditionally().await
+    }
+
+    /// [`commit`](Self::commit) without looking at the stop flag: for the
+    /// second file of a pair whose first one already passed the commit point.
+    pub async fn commit_unconditionally(mut self) -> Result<u64> {
         let mut w = self
             .writer
             .take()
@@ -273,6 +292,11 @@ impl ParquetSink {
 
     /// A write error in words: store failures explained, others as Parquet says.
     fn explain(&self, e: ParquetError) -> String {
+        if let Some(io) = io_cause(&e)
+            && let Some(words) = io_words(io)
+        {
+            return format!("{words}; nothing was committed");
+        }
         if let ParquetError::External(inner) = &e {
             if let Some(se) = inner.downcast_ref::<object_store::Error>() {
                 return self.target.explain(se);
@@ -294,5 +318,160 @@ fn strip_input(e: Error) -> String {
     match e {
         Error::Input { message, .. } => message,
         other => other.to_string(),
+    }
+}
+
+/// The operating system's error under a write failure, if there is one.
+fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// An operating-system error a user can act on, in words.
+fn io_words(io: &std::io::Error) -> Option<String> {
+    use std::io::ErrorKind;
+    Some(match io.kind() {
+        ErrorKind::StorageFull => "the disk is full (no space left on the device)".into(),
+        ErrorKind::QuotaExceeded => "the disk quota is exceeded".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::ReadOnlyFilesystem => "the file system is read-only".into(),
+        _ => return None,
+    })
+}
+
+/// Checks, before any row is read, that the output's folder can be written:
+/// the nearest folder that exists on the way to it must be a folder and take
+/// a new file (a probe, removed at once). Says why not in words.
+fn check_writable(target: &std::path::Path) -> std::result::Result<(), String> {
+    let mut dir = match target.parent() {
+        Some(d) => d,
+        None => return Ok(()),
+    };
+    while !dir.exists() {
+        match dir.parent() {
+            Some(p) => dir = p,
+            None => return Ok(()),
+        }
+    }
+    if !dir.is_dir() {
+        return Err(format!(
+            "{} is a file, not a folder, so nothing can be written under it",
+            dir.display()
+        ));
+    }
+    let probe = dir.join(format!(".embedflow-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!(
+            "cannot write in {}: {}",
+            dir.display(),
+            io_words(&e).unwrap_or_else(|| e.to_string())
+        )),
+    }
+}
+
+/// Removes what killed runs left beside `target`: its temporary files
+/// (`.NAME.tmp-PID-N`) and a cluster stage's intermediate vectors
+/// (`.NAME.embedded-PID.parquet`, and their own temporary files), when the
+/// process PID is no longer an embedflow run. Files of a live run (two runs
+/// at once) are left alone.
+fn remove_stale_temporaries(target: &std::path::Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str()))
+    else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let Some(pid) = stale_pid(file, name) else {
+            continue;
+        };
+        if pid == std::process::id() || embedflow_alive(pid) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(
+                "removed {} (left by an embedflow run, pid {pid}, that did not finish)",
+                entry.path().display()
+            ),
+            Err(e) => tracing::warn!(
+                "cannot remove {} (left by a run that did not finish): {e}",
+                entry.path().display()
+            ),
+        }
+    }
+}
+
+/// The PID in the name of a temporary file of the output `name`, if `file` is one.
+fn stale_pid(file: &str, name: &str) -> Option<u32> {
+    let rest = file.strip_prefix('.')?;
+    let rest = rest.strip_prefix('.').unwrap_or(rest);
+    let rest = rest.strip_prefix(name)?.strip_prefix('.')?;
+    let digits = rest
+        .strip_prefix("tmp-")
+        .or_else(|| rest.strip_prefix("embedded-"))?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+/// Whether `pid` is a running embedflow process (Linux: /proc).
+fn embedflow_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim_end().starts_with("embedflow"),
+        // No /proc (not Linux): assume alive, never remove another run's files.
+        Err(_) => !std::path::Path::new("/proc/self").exists(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pids_of_temporary_names() {
+        assert_eq!(
+            stale_pid(".out.parquet.tmp-123-0", "out.parquet"),
+            Some(123)
+        );
+        assert_eq!(
+            stale_pid(".out.parquet.embedded-77.parquet", "out.parquet"),
+            Some(77)
+        );
+        assert_eq!(
+            stale_pid("..out.parquet.embedded-77.parquet.tmp-78-1", "out.parquet"),
+            Some(77)
+        );
+        assert_eq!(stale_pid("out.parquet", "out.parquet"), None);
+        assert_eq!(stale_pid(".other.parquet.tmp-1-0", "out.parquet"), None);
+        assert_eq!(stale_pid(".out.parquet.tmp-x-0", "out.parquet"), None);
+    }
+
+    #[test]
+    fn unwritable_folders_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = check_writable(&file.join("sub/out.parquet")).unwrap_err();
+        assert!(e.contains("is a file, not a folder"), "{e}");
+        assert!(check_writable(&dir.path().join("new/deeper/out.parquet")).is_ok());
     }
 }

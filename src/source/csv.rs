@@ -93,7 +93,9 @@ pub(super) async fn infer_schema(file: &FileEntry, opts: &CsvOptions) -> Result<
         .fields()
         .iter()
         .map(|f| {
-            let ty = if opts.infer_types {
+            // A header-only file (or a column with no value in the rows
+            // looked at) infers as Null: such a column is text.
+            let ty = if opts.infer_types && f.data_type() != &DataType::Null {
                 f.data_type().clone()
             } else {
                 DataType::Utf8
@@ -185,7 +187,56 @@ fn csv_error(file: &str, opts: &CsvOptions, schema: &Schema, e: ArrowError) -> E
             ),
         );
     }
+    if let Some((line, expected, found)) = parse_ragged(&msg) {
+        let row = if opts.header {
+            line.saturating_sub(1)
+        } else {
+            line
+        };
+        let what = if opts.header {
+            "the header has"
+        } else {
+            "the first row has"
+        };
+        return Error::input(
+            file,
+            format!(
+                "row {row}: {found} field{}, where {what} {expected} (a delimiter or quote out of place? see input.csv)",
+                if found == "1" { "" } else { "s" }
+            ),
+        );
+    }
     Error::input(file, format!("invalid CSV: {msg}"))
+}
+
+/// Picks (line, expected fields, found) out of arrow's two messages for a
+/// row with the wrong number of fields: the decoder's "incorrect number of
+/// fields for line L, expected E got F" (or "got more than F") and schema
+/// inference's "Expected E records, found F records at line L" (which says
+/// records for fields). Lines are 1-based and count the header.
+fn parse_ragged(msg: &str) -> Option<(u64, u64, String)> {
+    if let Some(rest) = msg.split("incorrect number of fields for line ").nth(1) {
+        let line = digits(rest)?;
+        let rest = rest.split_once(", expected ")?.1;
+        let expected = digits(rest)?;
+        let got = rest.split_once(" got ")?.1;
+        let found = match got.strip_prefix("more than ") {
+            Some(n) => format!("more than {}", digits(n)?),
+            None => digits(got)?.to_string(),
+        };
+        return Some((line, expected, found));
+    }
+    let rest = msg.split("Expected ").nth(1)?;
+    let expected = digits(rest)?;
+    let found = digits(rest.split_once("records, found ")?.1)?;
+    let line = digits(rest.split_once(" at line ")?.1)?;
+    Some((line, expected, found.to_string()))
+}
+
+/// The number at the start of `s`, if it starts with one.
+fn digits(s: &str) -> Option<u64> {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    s[..end].parse().ok()
 }
 
 /// Picks (line, 0-based field) out of the two UTF-8 errors arrow's CSV
@@ -194,13 +245,6 @@ fn csv_error(file: &str, opts: &CsvOptions, schema: &Schema, e: ArrowError) -> E
 /// near byte index B at line L" (F 0-based). Lines are 1-based and count the
 /// header.
 fn parse_utf8_error(msg: &str) -> Option<(u64, usize)> {
-    let digits = |s: &str| -> Option<u64> {
-        s.chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect::<String>()
-            .parse()
-            .ok()
-    };
     if let Some(rest) = msg.split("invalid UTF-8 data for line ").nth(1) {
         let (line, rest) = rest.split_once(" and field ")?;
         return Some((
@@ -217,6 +261,26 @@ fn parse_utf8_error(msg: &str) -> Option<(u64, usize)> {
 #[cfg(test)]
 mod tests {
     use super::parse_utf8_error;
+
+    #[test]
+    fn reads_both_ragged_row_forms() {
+        use super::parse_ragged;
+        assert_eq!(
+            parse_ragged("incorrect number of fields for line 3, expected 2 got 1"),
+            Some((3, 2, "1".into()))
+        );
+        assert_eq!(
+            parse_ragged("incorrect number of fields for line 9, expected 2 got more than 4"),
+            Some((9, 2, "more than 4".into()))
+        );
+        assert_eq!(
+            parse_ragged(
+                "Encountered unequal lengths between records on CSV file. Expected 3 records, found 2 records at line 3"
+            ),
+            Some((3, 3, "2".into()))
+        );
+        assert_eq!(parse_ragged("something else"), None);
+    }
 
     #[test]
     fn reads_both_utf8_error_forms() {

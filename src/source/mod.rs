@@ -49,6 +49,23 @@ impl Format {
         }
     }
 
+    /// Extensions that make a file in a directory input part of it: `.txt`
+    /// is not one (a README.txt is no data file), though a file named
+    /// explicitly may have it.
+    fn directory_extensions(self) -> &'static [&'static str] {
+        match self {
+            Format::Parquet => &[".parquet", ".parq"],
+            Format::Csv => &[".csv", ".tsv"],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Parquet => "Parquet",
+            Format::Csv => "CSV",
+        }
+    }
+
     /// Guesses the format from a file name.
     pub fn from_name(name: &str) -> Option<Format> {
         let lower = name.to_ascii_lowercase();
@@ -112,51 +129,65 @@ pub struct Input {
 }
 
 /// Lists the files behind `path` and reads the schema of the first one.
+///
+/// A directory (or S3 prefix) is read in one format: the one `format` names,
+/// else the one its files have. One that holds both Parquet and CSV files is
+/// refused, naming them, rather than half read; files of another kind (a
+/// README.txt) are skipped and named in a warning, never parsed by accident.
 pub async fn open(
     stores: &Stores,
     path: &str,
     format: Option<Format>,
     csv: &CsvOptions,
 ) -> Result<Input> {
-    let (format, files) = match format.or_else(|| Format::from_name(path.trim_end_matches('/'))) {
-        Some(f) => (f, stores.list_files(path, f.extensions()).await?),
-        None if store::is_glob(path) => {
+    let named = format.or_else(|| Format::from_name(path.trim_end_matches('/')));
+    let files = if store::is_glob(path) {
+        let Some(f) = named else {
             return Err(Error::input(
                 path,
                 "cannot tell the format from this pattern: set input.format to \"parquet\" or \"csv\"",
             ));
-        }
-        None => {
-            // A directory or prefix: take whichever format it holds (Parquet
-            // first), listing it once.
-            let exts: Vec<&str> = [Format::Parquet, Format::Csv]
-                .iter()
-                .flat_map(|f| f.extensions().iter().copied())
-                .collect();
-            let found = stores.list_files(path, &exts).await.map_err(|e| match e {
-                Error::Input { file, message } if message.starts_with("the directory holds no") => {
-                    Error::input(
-                        file,
-                        "the directory holds no Parquet (.parquet) or CSV (.csv, .tsv, .txt) file",
-                    )
-                }
-                other => other,
-            })?;
-            let is =
-                |f: Format, e: &FileEntry| Format::from_name(e.location.path.as_ref()) == Some(f);
-            let format = if found.iter().any(|e| is(Format::Parquet, e)) {
-                Format::Parquet
-            } else {
-                Format::Csv
-            };
-            let files = found.into_iter().filter(|e| is(format, e)).collect();
-            (format, files)
+        };
+        (f, stores.list_files(path, f.extensions()).await?)
+    } else {
+        let all = stores.list_files(path, &[]).await.map_err(|e| match e {
+            Error::Input { file, message } if message == "the directory holds no file" => {
+                Error::input(file, NO_DATA_FILES)
+            }
+            // A missing S3 key: say what kind of object was looked for.
+            Error::Input { file, message } if message.contains("no object under it") => {
+                let kinds = match named {
+                    Some(f) => f.extensions().join(" or "),
+                    None => "Parquet or CSV".into(),
+                };
+                Error::input(
+                    file,
+                    message.replace("no object", &format!("no {kinds} object")),
+                )
+            }
+            other => other,
+        })?;
+        let single = all.len() == 1
+            && stores
+                .resolve(path)
+                .is_ok_and(|root| root.path == all[0].location.path);
+        match (single, named) {
+            (true, Some(f)) => (f, all),
+            (true, None) => {
+                return Err(Error::input(
+                    path,
+                    "cannot tell the format from the file name: set input.format to \"parquet\" or \"csv\"",
+                ));
+            }
+            (false, named) => directory_files(path, all, named)?,
         }
     };
+    let (format, files) = files;
     let (schema, total_rows) = match format {
         Format::Parquet => parquet::schema_and_rows(&files).await?,
         Format::Csv => (csv::infer_schema(&files[0], csv).await?, None),
     };
+    unique_names(&files[0].location.display, &schema, format)?;
     Ok(Input {
         files,
         format,
@@ -164,6 +195,128 @@ pub async fn open(
         total_rows,
         csv: csv.clone(),
     })
+}
+
+const NO_DATA_FILES: &str = "the directory holds no Parquet (.parquet) or CSV (.csv, .tsv) file";
+
+/// Refuses two columns of one name: which one a name means would be a guess,
+/// and Parquet readers (pyarrow, polars) refuse such a file as output.
+fn unique_names(file: &str, schema: &arrow::datatypes::Schema, format: Format) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        if let Some(j) = seen.insert(f.name().as_str(), i) {
+            let holder = match format {
+                Format::Csv => "the header",
+                Format::Parquet => "the schema",
+            };
+            return Err(Error::input(
+                file,
+                format!(
+                    "{holder} names the column '{}' twice (columns {} and {}); column names must be unique: rename one",
+                    f.name(),
+                    j + 1,
+                    i + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Picks a directory's files of one format (see [`open`]).
+fn directory_files(
+    path: &str,
+    all: Vec<FileEntry>,
+    format: Option<Format>,
+) -> Result<(Format, Vec<FileEntry>)> {
+    let kind = |e: &FileEntry| {
+        let name = e
+            .location
+            .path
+            .filename()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        [Format::Parquet, Format::Csv]
+            .into_iter()
+            .find(|f| f.directory_extensions().iter().any(|x| name.ends_with(x)))
+    };
+    let of = |f: Format| all.iter().filter(|e| kind(e) == Some(f)).count();
+    let (parquet, csv) = (of(Format::Parquet), of(Format::Csv));
+    let format = match format {
+        Some(f) => f,
+        None if parquet > 0 && csv > 0 => {
+            let list = |f: Format| {
+                names(
+                    all.iter()
+                        .filter(|e| kind(e) == Some(f))
+                        .map(|e| e.location.display.as_str()),
+                )
+            };
+            return Err(Error::input(
+                path,
+                format!(
+                    "holds both Parquet files ({}) and CSV files ({}); an input is read in one format: set input.format = \"parquet\" or \"csv\" (the other files are then skipped), or name the files with a glob",
+                    list(Format::Parquet),
+                    list(Format::Csv)
+                ),
+            ));
+        }
+        None if parquet > 0 => Format::Parquet,
+        None if csv > 0 => Format::Csv,
+        None => {
+            return Err(Error::input(
+                path,
+                format!(
+                    "{NO_DATA_FILES}{}",
+                    if all.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; it holds {}",
+                            names(all.iter().map(|e| e.location.display.as_str()))
+                        )
+                    }
+                ),
+            ));
+        }
+    };
+    let (files, skipped): (Vec<FileEntry>, Vec<FileEntry>) =
+        // A stray file (no Parquet or CSV extension) is never guessed at:
+        // it is skipped and named.
+        all.into_iter().partition(|e| kind(e) == Some(format));
+    if !skipped.is_empty() {
+        tracing::warn!(
+            "input {path}: reading {} {} file{}; skipping {} other file{}: {}",
+            files.len(),
+            format.name(),
+            if files.len() == 1 { "" } else { "s" },
+            skipped.len(),
+            if skipped.len() == 1 { "" } else { "s" },
+            names(skipped.iter().map(|e| e.location.display.as_str()))
+        );
+    }
+    if files.is_empty() {
+        return Err(Error::input(
+            path,
+            format!(
+                "the directory holds no {} file ({}); it holds {}",
+                format.name(),
+                format.directory_extensions().join(", "),
+                names(skipped.iter().map(|e| e.location.display.as_str()))
+            ),
+        ));
+    }
+    Ok((format, files))
+}
+
+/// Up to five names, then how many more.
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    let all: Vec<&str> = it.collect();
+    let mut out = all.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+    if all.len() > 5 {
+        out.push_str(&format!(" and {} more", all.len() - 5));
+    }
+    out
 }
 
 /// Reads every file of `input` in order, sending batches of the `columns`

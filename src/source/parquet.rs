@@ -112,8 +112,26 @@ async fn builder(file: &FileEntry) -> Result<ParquetRecordBatchStreamBuilder<Obj
         .await
         .map_err(|e| match store_failure(&e) {
             Some(m) => Error::input(&file.location, m),
-            None => Error::input(&file.location, format!("not a readable Parquet file: {e}")),
+            None => Error::input(&file.location, unreadable(&e)),
         })
+}
+
+/// Why a file's footer cannot be read, in words: the decoder's own message
+/// ("integer overflow decoding thrift value") says nothing to a user.
+fn unreadable(e: &parquet::errors::ParquetError) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("thrift")
+        || lower.contains("protocol")
+        || lower.contains("footer")
+        || lower.contains("metadata")
+    {
+        format!(
+            "not a readable Parquet file: the footer (the file's table of contents) is corrupt; the file is damaged or was cut short ({text})"
+        )
+    } else {
+        format!("not a readable Parquet file: {text}")
+    }
 }
 
 /// The key-value metadata of a file's footer (lineage written by an earlier run).

@@ -35,6 +35,11 @@ pub fn tiny() -> PathBuf {
     shared().join("models/tiny-bert-random-st")
 }
 
+/// [`tiny`] as a string, for command lines.
+pub fn tiny_s() -> String {
+    tiny().to_str().unwrap().to_string()
+}
+
 /// Fails (never skips) when ONNX Runtime is not installed: the test command
 /// runs scripts/setup first, so a missing library is a real failure.
 pub fn require_runtime() {
