@@ -144,11 +144,34 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
         .as_ref()
         .and_then(|m| TextEncoder::new(m).map_err(|e| errors.push(e)).ok())
         .map(Arc::new);
-    if let Device::Cuda(_) = plan.embed.device
-        && let Err(e) = embed::session::check_build(embed::session::Build::Cuda)
-    {
-        errors.push(e);
+    let build_ok = match plan.embed.device {
+        Device::Cuda(_) => match embed::session::check_build(embed::session::Build::Cuda) {
+            Ok(()) => true,
+            Err(e) => {
+                errors.push(e);
+                false
+            }
+        },
+        Device::Cpu => true,
+    };
+    // The graph against the tokenizer, on the job's device: a process loads
+    // one build of ONNX Runtime (CPU or CUDA), the one the run will use.
+    if let (true, Some(m), Some(enc)) = (build_ok, &model, &encoder) {
+        let (m, enc) = (m.clone(), Arc::clone(enc));
+        let exec = Exec {
+            device: plan.embed.device,
+            threads: 1,
+        };
+        let probed =
+            tokio::task::spawn_blocking(move || Embedder::new(&m, &enc, exec)?.probe(&m.dir, &enc))
+                .await
+                .map_err(Error::internal)
+                .and_then(|r| r);
+        if let Err(e) = probed {
+            errors.push(e);
+        }
     }
+
     for out in [Some(&plan.output.path), plan.output.documents_path.as_ref()]
         .into_iter()
         .flatten()

@@ -191,8 +191,32 @@ fn load(build: Build) -> std::result::Result<Environment, String> {
     })?;
     builder
         .with_name("embedflow")
+        .with_logger(std::sync::Arc::new(ort_log))
         .build()
         .map_err(|e| format!("cannot create the environment: {e}"))
+}
+
+/// ONNX Runtime's own log, through `tracing` (so `--log` filters it and no
+/// colour codes reach a file): its errors come back to embedflow as errors
+/// and are explained there, so they show at `--log info`, like its warnings.
+fn ort_log(
+    level: ort::logging::LogLevel,
+    category: &str,
+    _id: &str,
+    location: &str,
+    message: &str,
+) {
+    use ort::logging::LogLevel;
+    match level {
+        LogLevel::Fatal => tracing::error!(target: "onnxruntime", category, location, "{message}"),
+        LogLevel::Error | LogLevel::Warning => {
+            tracing::info!(target: "onnxruntime", category, location, "{message}")
+        }
+        LogLevel::Info => tracing::debug!(target: "onnxruntime", category, location, "{message}"),
+        LogLevel::Verbose => {
+            tracing::trace!(target: "onnxruntime", category, location, "{message}")
+        }
+    }
 }
 
 /// Explains why the CUDA provider did not start: the library ONNX Runtime
@@ -410,6 +434,58 @@ impl Embedder {
     /// The execution provider that runs the graph (recorded in lineage).
     pub fn provider(&self) -> &'static str {
         self.provider
+    }
+
+    /// Checks that the graph takes what the tokenizer gives it, before any
+    /// row is read: the largest token id (a tokenizer that does not belong
+    /// to the model has more ids than its embedding table has rows), and a
+    /// sequence of max_seq_length tokens (more than the graph's position
+    /// table fails only on the longest texts, hours into a run). Each
+    /// failure says which limit, in words; the graph's own limit is found by
+    /// bisection when config.json does not state it.
+    pub fn probe(&mut self, dir: &std::path::Path, encoder: &TextEncoder) -> Result<()> {
+        let vocab = encoder.vocab_size();
+        let top = (vocab.max(1) - 1) as u32;
+        let one = |ids: Vec<u32>| Encoded {
+            type_ids: vec![0; ids.len()],
+            ids,
+        };
+        if let Err(e) = self.embed(&[&one(vec![top])]) {
+            return Err(Error::model(
+                dir.display(),
+                format!(
+                    "the tokenizer has {vocab} token ids, but model.onnx fails on id {top}: its embedding table is smaller, so tokenizer.json does not belong to this model.onnx ({e})"
+                ),
+            ));
+        }
+        let max = encoder.max_seq_length();
+        let filler = encoder.pad_id();
+        let fits = |s: &mut Self, len: usize| s.embed(&[&one(vec![filler; len])]).is_ok();
+        if fits(self, max) {
+            return Ok(());
+        }
+        // The longest length that runs: fits(lo) holds, fits(hi) does not.
+        let (mut lo, mut hi) = (1usize, max);
+        if !fits(self, lo) {
+            return Err(Error::model(
+                dir.display(),
+                "model.onnx fails on a one-token text; is it a sentence-transformers embedding model?",
+            ));
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(self, mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Err(Error::model(
+            dir.display(),
+            format!(
+                "max_seq_length is {max} tokens, but model.onnx takes at most {lo} (its position table); set model.max_seq_length to {lo} or less"
+            ),
+        ))
     }
 
     /// Embeds one batch of rows; returns rows × dim floats in the given order.

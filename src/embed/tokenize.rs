@@ -174,6 +174,12 @@ impl TextEncoder {
         self.max_seq_length
     }
 
+    /// Token ids the tokenizer can give, added tokens included: the model's
+    /// embedding table must have at least this many rows.
+    pub fn vocab_size(&self) -> usize {
+        self.model.get_vocab_size(true)
+    }
+
     /// Tokens at the start of each row that pooling leaves out.
     pub fn pool_skip(&self) -> usize {
         self.pool_skip

@@ -292,9 +292,7 @@ impl ParquetSink {
 
     /// A write error in words: store failures explained, others as Parquet says.
     fn explain(&self, e: ParquetError) -> String {
-        if let Some(io) = io_cause(&e)
-            && let Some(words) = io_words(io)
-        {
+        if let Some(words) = io_words_in(&e) {
             return format!("{words}; nothing was committed");
         }
         if let ParquetError::External(inner) = &e {
@@ -321,16 +319,34 @@ fn strip_input(e: Error) -> String {
     }
 }
 
-/// The operating system's error under a write failure, if there is one.
-fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+/// An operating-system error under a write failure, in words: looked for
+/// through the whole chain, inside `io::Error` wrappers too (object_store's
+/// writer wraps its own errors in one), and, last, in the text (`os error
+/// 28`) for errors that keep only their message.
+fn io_words_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io);
+            if let Some(words) = io_words(io) {
+                return Some(words);
+            }
+            if let Some(inner) = io.get_ref()
+                && let Some(words) = io_words_in(inner)
+            {
+                return Some(words);
+            }
         }
         cur = err.source();
     }
-    None
+    let text = e.to_string();
+    let code = text
+        .split("(os error ")
+        .nth(1)?
+        .split(')')
+        .next()?
+        .parse()
+        .ok()?;
+    io_words(&std::io::Error::from_raw_os_error(code))
 }
 
 /// An operating-system error a user can act on, in words.
