@@ -568,3 +568,50 @@ secret_access_key = "hunter2-very-secret"
     );
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+/// An S3 output that is the input, or that the input would read back,
+/// however spelled (`s3a://`, a prefix with or without its slash, a glob):
+/// refused before anything is written, the input untouched.
+#[test]
+fn an_s3_output_that_is_or_feeds_the_input_is_refused() {
+    let server = s3::server();
+    let dir = tempfile::tempdir().unwrap();
+    let b = server.bucket("same-key");
+    write_texts_parquet(&dir.path().join("in.parquet"), &[Some("a"), Some("b")]);
+    server.put_file(&b, "in/in.parquet", &dir.path().join("in.parquet"));
+    let before = server.get(&b, "in/in.parquet").unwrap();
+    let model = tiny_s();
+    for (input, output, expect) in [
+        (
+            "s3://same-key/in/in.parquet",
+            "s3a://same-key/in/in.parquet",
+            "spelled another way",
+        ),
+        (
+            "s3://same-key/in/",
+            "s3://same-key/in/in.parquet",
+            "spelled another way",
+        ),
+        (
+            "s3://same-key/in",
+            "s3://same-key/in/out.parquet",
+            "is inside the input directory s3://same-key/in",
+        ),
+        (
+            "s3://same-key/in/*.parquet",
+            "s3://same-key/in/new.parquet",
+            "matches the input pattern s3://same-key/in/*.parquet",
+        ),
+    ] {
+        let o = server.embedflow(dir.path(), &embed_args(input, output, &model), &[]);
+        assert_code(&o, 1);
+        assert!(
+            stderr(&o).contains(expect),
+            "{input} -> {output}: {}",
+            stderr(&o)
+        );
+        assert_eq!(server.get(&b, "in/in.parquet").unwrap(), before);
+        assert_no_secret(&server, &o);
+    }
+    assert_eq!(server.keys(&b), vec!["in/in.parquet"]);
+}
