@@ -380,30 +380,18 @@ fn timed_run(d: &Path, args: &[&str]) -> Duration {
     t.elapsed()
 }
 
-/// SIGINT and SIGTERM at 30 seeded moments of a run. Every time, the state
-/// is one of two: stopped (exit 130, the message, the earlier output byte
-/// for byte, no file left) or, for a signal that came after the commit
-/// point, finished (exit 0, the new output complete). Two thirds must be stops.
-#[test]
-fn a_signal_at_any_moment_commits_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    long_input(&d.join("in.parquet"), 1500);
-    let model = tiny_s();
-    // The earlier output.
-    let base = embed_args(&model, "in.parquet", "o.parquet");
-    timed_run(d, &base);
+/// SIGINT and SIGTERM at `n` seeded moments of runs of `args` (which write
+/// `o.parquet` in `d`, where an earlier output is); `timing` is the same run
+/// writing `t.parquet`. Every time, the state is one of two: stopped (exit
+/// 130, the message, the earlier output byte for byte, no file left) or,
+/// for a signal that came after the commit point, finished (exit 0, the new
+/// output complete). Returns how many stopped.
+fn signals_at_moments(d: &Path, args: &[&str], timing: &[&str], n: usize) -> usize {
     let earlier = std::fs::read(d.join("o.parquet")).unwrap();
-    // The interrupted runs would write a different file (smaller chunks):
-    // how long one takes, measured here, under the same load.
-    let mut args = base.clone();
-    args.extend(["--max-tokens", "16", "--overlap", "4"]);
-    let mut timing = embed_args(&model, "in.parquet", "t.parquet");
-    timing.extend(["--max-tokens", "16", "--overlap", "4"]);
-    let full = timed_run(d, &timing);
-    let finished = std::fs::read(d.join("t.parquet")).unwrap();
+    let files = listing(d);
+    let full = timed_run(d, timing);
+    let fresh = read_parquet_bytes(&std::fs::read(d.join("t.parquet")).unwrap());
     std::fs::remove_file(d.join("t.parquet")).unwrap();
-    let fresh = read_parquet_bytes(&finished);
     // Seeded moments (xorshift) from 150 ms (the handlers are installed
     // within milliseconds of the start; nothing is open before) to 90 % of
     // a whole run. A run that finished before its moment shows a whole run
@@ -412,14 +400,14 @@ fn a_signal_at_any_moment_commits_nothing() {
     let mut full = full;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut stopped = 0;
-    for i in 0..30 {
+    for i in 0..n {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let span = full.mul_f64(0.9).saturating_sub(Duration::from_millis(150));
         let at = Duration::from_millis(150) + span.mul_f64((seed % 1000) as f64 / 1000.0);
         let signal = if i % 2 == 0 { "INT" } else { "TERM" };
-        let child = spawn_run(d, &args);
+        let child = spawn_run(d, args);
         std::thread::sleep(at);
         send(child.id(), signal);
         let o = child.wait_with_output().unwrap();
@@ -449,16 +437,56 @@ fn a_signal_at_any_moment_commits_nothing() {
             }
             other => panic!("SIG{signal} at {at:?} of {full:?}: exit {other:?}: {e}"),
         }
-        assert_eq!(
-            listing(d),
-            vec!["in.parquet", "o.parquet"],
-            "SIG{signal} at {at:?} left files"
-        );
+        assert_eq!(listing(d), files, "SIG{signal} at {at:?} left files");
     }
+    stopped
+}
+
+/// SIGINT and SIGTERM at 30 seeded moments of a run: see
+/// [`signals_at_moments`]; two thirds must be stops.
+#[test]
+fn a_signal_at_any_moment_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    long_input(&d.join("in.parquet"), 1500);
+    let model = tiny_s();
+    // The earlier output.
+    timed_run(d, &embed_args(&model, "in.parquet", "o.parquet"));
+    // The interrupted runs would write a different file (smaller chunks).
+    let mut args = embed_args(&model, "in.parquet", "o.parquet");
+    args.extend(["--max-tokens", "16", "--overlap", "4"]);
+    let mut timing = embed_args(&model, "in.parquet", "t.parquet");
+    timing.extend(["--max-tokens", "16", "--overlap", "4"]);
+    let stopped = signals_at_moments(d, &args, &timing, 30);
     assert!(
         stopped >= 20,
         "only {stopped} of 30 signals stopped the run"
     );
+}
+
+/// The same with a `[cluster]` stage after the embedding: a signal during
+/// either stops the run, and nothing is committed.
+#[test]
+fn a_signal_during_a_job_with_clusters_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    long_input(&d.join("in.parquet"), 1500);
+    std::fs::write(
+        d.join("job.toml"),
+        format!(
+            "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\n[model]\npath = {:?}\n[chunking]\nmode = \"none\"\n[output]\npath = \"o.parquet\"\n[cluster]\nk = 8\n",
+            tiny_s()
+        ),
+    )
+    .unwrap();
+    timed_run(d, &["run", "job.toml", "--set", "cluster.k=4"]);
+    let stopped = signals_at_moments(
+        d,
+        &["run", "job.toml"],
+        &["run", "job.toml", "--set", "output.path=t.parquet"],
+        8,
+    );
+    assert!(stopped >= 5, "only {stopped} of 8 signals stopped the run");
 }
 
 /// A Parquet file held in memory, read back.

@@ -372,6 +372,7 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
     let vcol = [job.vector_column.clone()];
     let mut rx = read(&input, &vcol);
     while let Some(sb) = rx.recv().await {
+        crate::cancel::check()?;
         let sb = sb?;
         let v = batch_vectors(&sb, 0, dim, &job.vector_column)?;
         reservoir.add(&v);
@@ -400,6 +401,8 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
     let model = tokio::task::spawn_blocking(move || kmeans::fit(&sample, dim, &cfg, None))
         .await
         .map_err(Error::internal)?;
+    // Training does not look at the stop flag; what follows does not start.
+    crate::cancel::check()?;
     let train_seconds = t.elapsed().as_secs_f64();
     log(
         progress,
