@@ -105,6 +105,10 @@ pub struct Checked {
     pub passthrough: Vec<FieldRef>,
     pub max_tokens: usize,
     pub overlap: usize,
+    /// The session the check probed the graph with, opened on the plan's
+    /// device and threads; [`run`] takes it rather than loading the model
+    /// a second time when its options ask for the same.
+    pub embedder: Option<(Exec, Embedder)>,
 }
 
 /// The model folder, downloaded into the cache first when it lives on an
@@ -154,21 +158,27 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
         },
         Device::Cpu => true,
     };
-    // The graph against the tokenizer, on the job's device: a process loads
-    // one build of ONNX Runtime (CPU or CUDA), the one the run will use.
+    // The graph against the tokenizer, on the job's device and threads (a
+    // process loads one build of ONNX Runtime, CPU or CUDA): the session is
+    // the one the run will use.
+    let mut embedder = None;
     if let (true, Some(m), Some(enc)) = (build_ok, &model, &encoder) {
         let (m, enc) = (m.clone(), Arc::clone(enc));
         let exec = Exec {
             device: plan.embed.device,
-            threads: 1,
+            threads: plan.embed.threads,
         };
-        let probed =
-            tokio::task::spawn_blocking(move || Embedder::new(&m, &enc, exec)?.probe(&m.dir, &enc))
-                .await
-                .map_err(Error::internal)
-                .and_then(|r| r);
-        if let Err(e) = probed {
-            errors.push(e);
+        let probed = tokio::task::spawn_blocking(move || {
+            let mut e = Embedder::new(&m, &enc, exec)?;
+            e.probe(&m.dir, &enc)?;
+            Ok(e)
+        })
+        .await
+        .map_err(Error::internal)
+        .and_then(|r| r);
+        match probed {
+            Ok(e) => embedder = Some((exec, e)),
+            Err(e) => errors.push(e),
         }
     }
 
@@ -309,6 +319,7 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
             passthrough,
             max_tokens,
             overlap,
+            embedder,
         }),
         (1, ..) => Err(errors.remove(0)),
         (0, ..) => Err(Error::internal("check failed without an error")),
@@ -687,11 +698,15 @@ pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<C
 }
 
 /// Runs a checked job to completion. On any error nothing is committed.
-pub async fn run(c: Checked, opts: &RunOptions) -> Result<Summary> {
+pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
     crate::cancel::check()?;
     let started = Instant::now();
     let plan = c.plan.clone();
-    let mut embedder = Embedder::new(&c.model, &c.encoder, opts.exec(&plan))?;
+    let exec = opts.exec(&plan);
+    let mut embedder = match c.embedder.take() {
+        Some((probed, e)) if probed == exec => e,
+        _ => Embedder::new(&c.model, &c.encoder, exec)?,
+    };
     let dim = match embedder.dim() {
         Some(d) => d,
         None => {
