@@ -58,8 +58,8 @@ fn signal_name(code: u8) -> &'static str {
     }
 }
 
-/// Sets the flag (the signal handler, or a test).
-pub fn request(code: u8) {
+/// Sets the flag (the signal handler).
+fn request(code: u8) {
     SIGNAL.store(code, Ordering::SeqCst);
     REQUESTED.store(true, Ordering::SeqCst);
     NOTIFY.notify_waiters();

@@ -196,6 +196,23 @@ impl Identity {
             _ => false,
         }
     }
+
+    /// The path or key as one string, for matching a glob against.
+    fn key(&self) -> String {
+        match self {
+            Identity::Local(p) => p.to_string_lossy().into_owned(),
+            Identity::S3 { key, .. } => key.clone(),
+        }
+    }
+
+    /// Whether both are on one store: the local disk, or one S3 bucket.
+    fn same_store(&self, other: &Identity) -> bool {
+        match (self, other) {
+            (Identity::Local(_), Identity::Local(_)) => true,
+            (Identity::S3 { bucket: a, .. }, Identity::S3 { bucket: b, .. }) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Location {
@@ -279,64 +296,72 @@ pub fn output_clash(
         }
     }
     let (base, pattern) = split_glob(input);
-    let root = stores.resolve(base).ok()?;
+    let root_id = stores.resolve(base).ok()?.identity();
     if let Some(pattern) = pattern {
-        // The glob is matched against keys: compare the output's real key
-        // with the pattern on the input's real directory.
-        let real_root = match root.identity() {
-            Identity::Local(p) => p.to_string_lossy().into_owned(),
-            Identity::S3 { key, .. } => key,
-        };
-        let key = match &out_id {
-            Identity::Local(p) => p.to_string_lossy().into_owned(),
-            Identity::S3 { key, .. } => key.clone(),
-        };
-        let full = format!("{}/{pattern}", real_root.trim_end_matches('/'));
+        // The glob is matched against keys: the output's real key against
+        // the pattern on the input's real directory.
+        let full = format!("{}/{pattern}", root_id.key().trim_end_matches('/'));
         let matches = globset::GlobBuilder::new(full.trim_start_matches('/'))
             .literal_separator(true)
             .build()
-            .map(|g| g.compile_matcher().is_match(key.trim_start_matches('/')))
+            .map(|g| {
+                g.compile_matcher()
+                    .is_match(out_id.key().trim_start_matches('/'))
+            })
             .unwrap_or(false);
-        let same_store = matches!(
-            (&out_id, root.identity()),
-            (Identity::Local(_), Identity::Local(_))
-        ) || matches!((&out_id, root.identity()), (Identity::S3 { bucket: a, .. }, Identity::S3 { bucket: b, .. }) if *a == b);
-        if matches && same_store {
-            return Some(format!(
+        return (matches && out_id.same_store(&root_id)).then(|| {
+            format!(
                 "matches the input pattern {input}: the next run would read the output back as input; write it elsewhere or narrow the pattern"
-            ));
-        }
-        return None;
+            )
+        });
     }
-    let single_file = files.len() == 1 && files[0].location.identity() == root.identity();
-    if !single_file && out_id.is_within(&root.identity()) {
-        return Some(format!(
+    let single_file = files.len() == 1 && files[0].location.identity() == root_id;
+    (!single_file && out_id.is_within(&root_id)).then(|| {
+        format!(
             "is inside the input directory {input}: the next run would read the output back as input; write it outside {input}"
-        ));
-    }
-    None
+        )
+    })
 }
 
 /// [`output_clash`] for each of several outputs (named by the field or flag
-/// that gives them), and any two of them that are one file: one message each.
+/// that gives them), then [`same_file_outputs`]: one message each.
 pub fn output_clashes(
     stores: &Stores,
     input: &str,
     files: &[FileEntry],
     outputs: &[(&str, &str)],
 ) -> Vec<String> {
+    let mut problems: Vec<String> = outputs
+        .iter()
+        .filter_map(|(field, path)| {
+            output_clash(stores, path, input, files).map(|why| format!("{field}: {path} {why}"))
+        })
+        .collect();
+    problems.extend(same_file_outputs(stores, outputs));
+    problems
+}
+
+/// Any two of several outputs that are one file (the same real path or key,
+/// or hard links): one message for each later one.
+pub fn same_file_outputs(stores: &Stores, outputs: &[(&str, &str)]) -> Vec<String> {
+    let resolved: Vec<Option<(Location, Identity)>> = outputs
+        .iter()
+        .map(|(_, p)| {
+            stores.resolve(p).ok().map(|l| {
+                let id = l.identity();
+                (l, id)
+            })
+        })
+        .collect();
     let mut problems = Vec::new();
     for (i, (field, path)) in outputs.iter().enumerate() {
-        if let Some(why) = output_clash(stores, path, input, files) {
-            problems.push(format!("{field}: {path} {why}"));
-        }
-        let Ok(here) = stores.resolve(path) else {
+        let Some((here, here_id)) = &resolved[i] else {
             continue;
         };
-        for (other_field, other) in &outputs[..i] {
-            if stores
-                .resolve(other)
-                .is_ok_and(|o| o.identity() == here.identity() || o.same_file(&here))
+        for (j, (other_field, other)) in outputs[..i].iter().enumerate() {
+            if resolved[j]
+                .as_ref()
+                .is_some_and(|(o, o_id)| o_id == here_id || o.same_file(here))
             {
                 problems.push(format!(
                     "{field}: {path} is the same file as {other_field} ({other}); give each output its own file"

@@ -344,12 +344,14 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
     .collect();
     let mut outputs = vec![("OUTPUT", job.output.as_str())];
     outputs.extend(tables.iter().copied());
-    let mut problems = store::output_clashes(&stores, &job.input, &input.files, &tables);
-    problems.extend(
-        store::output_clashes(&stores, &job.input, &[], &outputs)
-            .into_iter()
-            .filter(|p| p.contains("is the same file as")),
-    );
+    let mut problems: Vec<String> = tables
+        .iter()
+        .filter_map(|(flag, p)| {
+            store::output_clash(&stores, p, &job.input, &input.files)
+                .map(|why| format!("{flag}: {p} {why}"))
+        })
+        .collect();
+    problems.extend(store::same_file_outputs(&stores, &outputs));
     if let Some(p) = problems.into_iter().next() {
         return Err(Error::Job {
             origin: "command line".into(),
@@ -797,17 +799,12 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
         }
     };
     ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
-    let mut problems =
-        store::output_clashes(&stores, &job.input, &[], &[("OUTPUT", job.output.as_str())]);
-    if let Some(q) = &job.queries {
-        problems.extend(store::output_clashes(
-            &stores,
-            q,
-            &[],
-            &[("OUTPUT", job.output.as_str())],
-        ));
-    }
-    if let Some(p) = problems.into_iter().next() {
+    let clash = [Some(&job.input), job.queries.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|input| store::output_clash(&stores, &job.output, input, &[]));
+    if let Some(why) = clash {
+        let p = format!("OUTPUT: {} {why}", job.output);
         return Err(Error::Job {
             origin: "command line".into(),
             problems: vec![p],

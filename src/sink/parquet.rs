@@ -323,7 +323,7 @@ fn strip_input(e: Error) -> String {
 /// through the whole chain, inside `io::Error` wrappers too (object_store's
 /// writer wraps its own errors in one), and, last, in the text (`os error
 /// 28`) for errors that keep only their message.
-fn io_words_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+fn io_words_in(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -350,13 +350,13 @@ fn io_words_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 /// An operating-system error a user can act on, in words.
-fn io_words(io: &std::io::Error) -> Option<String> {
+fn io_words(io: &std::io::Error) -> Option<&'static str> {
     use std::io::ErrorKind;
     Some(match io.kind() {
-        ErrorKind::StorageFull => "the disk is full (no space left on the device)".into(),
-        ErrorKind::QuotaExceeded => "the disk quota is exceeded".into(),
-        ErrorKind::PermissionDenied => "permission denied".into(),
-        ErrorKind::ReadOnlyFilesystem => "the file system is read-only".into(),
+        ErrorKind::StorageFull => "the disk is full (no space left on the device)",
+        ErrorKind::QuotaExceeded => "the disk quota is exceeded",
+        ErrorKind::PermissionDenied => "permission denied",
+        ErrorKind::ReadOnlyFilesystem => "the file system is read-only",
         _ => return None,
     })
 }
@@ -395,7 +395,7 @@ fn check_writable(target: &std::path::Path) -> std::result::Result<(), String> {
         Err(e) => Err(format!(
             "cannot write in {}: {}",
             dir.display(),
-            io_words(&e).unwrap_or_else(|| e.to_string())
+            io_words(&e).map_or_else(|| e.to_string(), str::to_string)
         )),
     }
 }

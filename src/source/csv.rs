@@ -169,12 +169,16 @@ fn csv_error(file: &str, opts: &CsvOptions, schema: &Schema, e: ArrowError) -> E
         ArrowError::CsvError(m) | ArrowError::ParseError(m) => m.clone(),
         other => other.to_string(),
     };
-    if let Some((line, field)) = parse_utf8_error(&msg) {
-        let row = if opts.header {
+    // arrow counts lines from 1 with the header; rows count data from 1.
+    let row = |line: u64| {
+        if opts.header {
             line.saturating_sub(1)
         } else {
             line
-        };
+        }
+    };
+    if let Some((line, field)) = parse_utf8_error(&msg) {
+        let row = row(line);
         let column = schema
             .fields()
             .get(field)
@@ -188,11 +192,7 @@ fn csv_error(file: &str, opts: &CsvOptions, schema: &Schema, e: ArrowError) -> E
         );
     }
     if let Some((line, expected, found)) = parse_ragged(&msg) {
-        let row = if opts.header {
-            line.saturating_sub(1)
-        } else {
-            line
-        };
+        let row = row(line);
         let what = if opts.header {
             "the header has"
         } else {

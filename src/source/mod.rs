@@ -141,7 +141,7 @@ pub async fn open(
     csv: &CsvOptions,
 ) -> Result<Input> {
     let named = format.or_else(|| Format::from_name(path.trim_end_matches('/')));
-    let files = if store::is_glob(path) {
+    let (format, files) = if store::is_glob(path) {
         let Some(f) = named else {
             return Err(Error::input(
                 path,
@@ -182,7 +182,6 @@ pub async fn open(
             (false, named) => directory_files(path, all, named)?,
         }
     };
-    let (format, files) = files;
     let (schema, total_rows) = match format {
         Format::Parquet => parquet::schema_and_rows(&files).await?,
         Format::Csv => (csv::infer_schema(&files[0], csv).await?, None),
