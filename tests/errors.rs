@@ -1,21 +1,7 @@
 //! Bad input: a clear message naming file, row, column or field, exit code 1,
 //! and nothing left behind that looks like an output.
 
-use std::path::Path;
-
 use crate::util::*;
-
-/// Runs `embed` expecting failure; returns stderr and checks no output exists.
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let o = embedflow(dir, args);
-    assert_code(&o, 1);
-    let out = dir.join("o.parquet");
-    assert!(!out.exists(), "a failed run left {}", out.display());
-    for f in listing(dir) {
-        assert!(!f.contains(".tmp-"), "temporary file left behind: {f}");
-    }
-    stderr(&o)
-}
 
 #[test]
 fn missing_column_is_named_with_the_columns_that_exist() {

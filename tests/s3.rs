@@ -57,18 +57,11 @@ fn write_parquet(path: &Path, rows: usize, group_rows: usize, payload_bytes: usi
     w.close().unwrap();
 }
 
-fn embed_args<'a>(input: &'a str, output: &'a str, model: &'a str) -> Vec<&'a str> {
-    vec![
-        "embed",
-        input,
-        output,
-        "--model",
-        model,
-        "--text-column",
-        "text",
-        "--chunking",
-        "none",
-    ]
+/// [`util::embed_args`](crate::util::embed_args), unchunked.
+fn s3_embed_args<'a>(input: &'a str, output: &'a str, model: &'a str) -> Vec<&'a str> {
+    let mut args = embed_args(model, input, output);
+    args.extend(["--chunking", "none"]);
+    args
 }
 
 /// The secret must never reach the user's screen or the output file.
@@ -200,7 +193,7 @@ fn prefixes_and_globs_read_every_file_in_key_order() {
     ] {
         let o = server.embedflow(
             dir.path(),
-            &embed_args(input, "s3://multi-file/out/e.parquet", &model),
+            &s3_embed_args(input, "s3://multi-file/out/e.parquet", &model),
             &[],
         );
         assert_code(&o, 0);
@@ -240,7 +233,7 @@ fn large_output_is_one_multipart_upload() {
     // 1,800 rows × 64 KB of distinct payload: ~118 MB uncompressed.
     write_parquet(&dir.path().join("in.parquet"), 1800, 200, 64 << 10);
     let model = tiny_s();
-    let mut args = embed_args("in.parquet", "s3://big-output/big.parquet", &model);
+    let mut args = s3_embed_args("in.parquet", "s3://big-output/big.parquet", &model);
     args.extend(["--compression", "none", "--max-seq-length", "16"]);
     let o = server.embedflow(dir.path(), &args, &[]);
     assert_code(&o, 0);
@@ -277,7 +270,7 @@ fn parquet_projection_reads_only_the_needed_bytes() {
 
     let run = |columns: &str| {
         let proxy = Proxy::start(&server.endpoint, None);
-        let mut args = embed_args("s3://projection/in.parquet", "out.parquet", &model);
+        let mut args = s3_embed_args("s3://projection/in.parquet", "out.parquet", &model);
         args.extend(["--columns", columns]);
         let o = server.embedflow(
             dir.path(),
@@ -305,7 +298,7 @@ fn wrong_credentials_are_access_denied_and_say_what_to_check() {
     write_texts_parquet(&dir.path().join("in.parquet"), &[Some("a")]);
     server.put_file(&b, "in.parquet", &dir.path().join("in.parquet"));
     let model = tiny_s();
-    let args = embed_args("s3://creds/in.parquet", "out.parquet", &model);
+    let args = s3_embed_args("s3://creds/in.parquet", "out.parquet", &model);
     let wrong_secret = format!("{}x", server.secret);
     for (env, said) in [
         (
@@ -345,19 +338,19 @@ fn missing_buckets_and_keys_are_named() {
     let endpoint = &server.endpoint;
     let cases = [
         (
-            embed_args("s3://absent-bucket/in.parquet", "o.parquet", &model),
+            s3_embed_args("s3://absent-bucket/in.parquet", "o.parquet", &model),
             format!("error: input s3://absent-bucket/in.parquet: the bucket 'absent-bucket' does not exist at {endpoint}"),
         ),
         (
-            embed_args("s3://present/nothing.parquet", "o.parquet", &model),
+            s3_embed_args("s3://present/nothing.parquet", "o.parquet", &model),
             "error: input s3://present/nothing.parquet: no such key, and no .parquet or .parq object under it as a prefix".to_string(),
         ),
         (
-            embed_args("s3://present/in.parquet", "s3://absent-bucket/o.parquet", &model),
+            s3_embed_args("s3://present/in.parquet", "s3://absent-bucket/o.parquet", &model),
             format!("error: output s3://absent-bucket/o.parquet: the bucket 'absent-bucket' does not exist at {endpoint}"),
         ),
         (
-            embed_args("s3://present/in.parquet", "o.parquet", "s3://present/models/none/"),
+            s3_embed_args("s3://present/in.parquet", "o.parquet", "s3://present/models/none/"),
             "error: model s3://present/models/none/: no objects under this prefix (expected model.onnx, tokenizer.json and the sentence-transformers configs)".to_string(),
         ),
     ];
@@ -383,7 +376,7 @@ fn unreachable_endpoint_names_it_and_the_retries_spent() {
         .port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let model = tiny_s();
-    let mut args = embed_args("s3://any-bucket/in.parquet", "o.parquet", &model);
+    let mut args = s3_embed_args("s3://any-bucket/in.parquet", "o.parquet", &model);
     args.extend([
         "--set",
         "s3.max_retries=2",
@@ -418,7 +411,7 @@ fn server_gone_mid_run_fails_cleanly_and_commits_nothing() {
     server.put(&b, "out.parquet", b"previous".to_vec());
     let proxy = Proxy::start(&server.endpoint, Some(size / 2));
     let model = tiny_s();
-    let mut args = embed_args(
+    let mut args = s3_embed_args(
         "s3://mid-run/in.parquet",
         "s3://mid-run/out.parquet",
         &model,
@@ -467,7 +460,7 @@ fn model_folder_on_s3_is_cached_and_refetched_when_it_changes() {
         &dir.path().join("in.parquet"),
         &[Some("hello"), Some("world")],
     );
-    let args = embed_args(
+    let args = s3_embed_args(
         "in.parquet",
         "out.parquet",
         "s3://model-cache/m/tiny-bert-random-st/",
@@ -523,7 +516,7 @@ fn secret_stays_out_of_logs_even_at_trace_level() {
     server.put_dir(&b, "model", &tiny());
     let o = server.embedflow(
         dir.path(),
-        &embed_args(
+        &s3_embed_args(
             "s3://no-leak/in.parquet",
             "s3://no-leak/out.parquet",
             "s3://no-leak/model/",
@@ -603,7 +596,7 @@ fn an_s3_output_that_is_or_feeds_the_input_is_refused() {
             "matches the input pattern s3://same-key/in/*.parquet",
         ),
     ] {
-        let o = server.embedflow(dir.path(), &embed_args(input, output, &model), &[]);
+        let o = server.embedflow(dir.path(), &s3_embed_args(input, output, &model), &[]);
         assert_code(&o, 1);
         assert!(
             stderr(&o).contains(expect),

@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn embed_args<'a>(model: &'a str, input: &'a str, output: &'a str) -> Vec<&'a str> {
-    vec![
-        "embed",
-        input,
-        output,
-        "--model",
-        model,
-        "--text-column",
-        "text",
-    ]
+/// The job file `embed_args(model, input, output)` stands for; its path.
+fn job_file(dir: &Path, model: &str, input: &str, output: &str) -> String {
+    let job = dir.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[input]\npath = {input:?}\ntext_column = \"text\"\n[model]\npath = {model:?}\n[output]\npath = {output:?}\n"
+        ),
+    )
+    .unwrap();
+    job.to_str().unwrap().to_string()
 }
 
 /// Asserts the spelled-differently run is refused before anything is
@@ -26,20 +27,10 @@ fn embed_args<'a>(model: &'a str, input: &'a str, output: &'a str) -> Vec<&'a st
 fn refused(dir: &Path, input: &str, output: &str, expect: &str, protect: &Path) {
     let before = std::fs::read(protect).unwrap();
     let model = tiny_s();
-    for cmd in ["embed", "validate"] {
-        let o = if cmd == "embed" {
-            embedflow(dir, &embed_args(&model, input, output))
-        } else {
-            let job = dir.join("clash.toml");
-            std::fs::write(
-                &job,
-                format!(
-                    "[input]\npath = {input:?}\ntext_column = \"text\"\n[model]\npath = {model:?}\n[output]\npath = {output:?}\n"
-                ),
-            )
-            .unwrap();
-            embedflow(dir, &["validate", job.to_str().unwrap()])
-        };
+    let job = job_file(dir, &model, input, output);
+    for args in [embed_args(&model, input, output), vec!["validate", &job]] {
+        let cmd = args[0];
+        let o = embedflow(dir, &args);
         assert_code(&o, 1);
         let e = stderr(&o);
         assert!(
@@ -168,13 +159,11 @@ fn a_directory_of_parquet_and_csv_is_refused_and_a_format_skips_visibly() {
     write_texts_parquet(&d.join("data/a.parquet"), &[Some("one"), Some("two")]);
     std::fs::write(d.join("data/b.csv"), "id,text\n7,seven\n8,eight\n9,nine\n").unwrap();
     std::fs::write(d.join("data/README.txt"), "not data, not csv\n").unwrap();
-    let o = embedflow(d, &embed_args(&tiny_s(), "data", "o.parquet"));
-    assert_code(&o, 1);
+    let e = fails(d, &embed_args(&tiny_s(), "data", "o.parquet"));
     assert_eq!(
-        stderr(&o).trim(),
+        e.trim(),
         "error: input data: holds both Parquet files (data/a.parquet) and CSV files (data/b.csv); an input is read in one format: set input.format = \"parquet\" or \"csv\" (the other files are then skipped), or name the files with a glob"
     );
-    assert!(!d.join("o.parquet").exists());
 
     let model = tiny_s();
     let mut args = embed_args(&model, "data", "o.parquet");
@@ -196,13 +185,11 @@ fn duplicate_column_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("dup.csv"), "id,text,text\n1,a,b\n").unwrap();
-    let o = embedflow(d, &embed_args(&tiny_s(), "dup.csv", "o.parquet"));
-    assert_code(&o, 1);
+    let e = fails(d, &embed_args(&tiny_s(), "dup.csv", "o.parquet"));
     assert_eq!(
-        stderr(&o).trim(),
+        e.trim(),
         "error: input dup.csv: the header names the column 'text' twice (columns 2 and 3); column names must be unique: rename one"
     );
-    assert!(!d.join("o.parquet").exists());
 }
 
 #[test]
@@ -229,9 +216,8 @@ fn command_line_mistakes_exit_64_with_range_messages() {
     }
     let mut args = embed_args(&model, "in.parquet", "o.parquet");
     args.extend(["--batch-tokens", "-5"]);
-    let o = embedflow(d, &args);
-    assert_code(&o, 1);
-    assert!(stderr(&o).contains("embed.batch_tokens"), "{}", stderr(&o));
+    let e = fails(d, &args);
+    assert!(e.contains("embed.batch_tokens"), "{e}");
     // More threads than cores: bounded, and said.
     let mut args = vec!["--threads", "1000"];
     args.extend(embed_args(&model, "in.parquet", "o.parquet"));
@@ -277,24 +263,14 @@ fn an_unwritable_output_fails_before_reading() {
     let d = dir.path();
     write_texts_parquet(&d.join("in.parquet"), &[Some("a")]);
     std::fs::write(d.join("afile"), "x").unwrap();
-    for cmd in ["embed", "validate"] {
-        let o = if cmd == "embed" {
-            embedflow(
-                d,
-                &embed_args(&tiny_s(), "in.parquet", "afile/sub/o.parquet"),
-            )
-        } else {
-            let job = d.join("j.toml");
-            std::fs::write(
-                &job,
-                format!(
-                    "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\n[model]\npath = {:?}\n[output]\npath = \"afile/sub/o.parquet\"\n",
-                    tiny_s()
-                ),
-            )
-            .unwrap();
-            embedflow(d, &["validate", job.to_str().unwrap()])
-        };
+    let model = tiny_s();
+    let job = job_file(d, &model, "in.parquet", "afile/sub/o.parquet");
+    for args in [
+        embed_args(&model, "in.parquet", "afile/sub/o.parquet"),
+        vec!["validate", &job],
+    ] {
+        let cmd = args[0];
+        let o = embedflow(d, &args);
         assert_code(&o, 1);
         assert!(
             stderr(&o).contains(&format!(
@@ -542,10 +518,9 @@ fn a_ragged_csv_row_is_named_by_row() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("short.csv"), "id,text\n1,a\n2,b,c\n3,d\n").unwrap();
-    let o = embedflow(d, &embed_args(&tiny_s(), "short.csv", "o.parquet"));
-    assert_code(&o, 1);
+    let e = fails(d, &embed_args(&tiny_s(), "short.csv", "o.parquet"));
     assert_eq!(
-        stderr(&o).trim(),
+        e.trim(),
         "error: input short.csv: row 2: 3 fields, where the header has 2 (a delimiter or quote out of place? see input.csv)"
     );
     let mut text = String::from("id,text\n");
@@ -557,16 +532,13 @@ fn a_ragged_csv_row_is_named_by_row() {
         }
     }
     std::fs::write(d.join("long.csv"), text).unwrap();
-    let o = embedflow(d, &embed_args(&tiny_s(), "long.csv", "o.parquet"));
-    assert_code(&o, 1);
+    let e = fails(d, &embed_args(&tiny_s(), "long.csv", "o.parquet"));
     assert!(
-        stderr(&o).contains(
+        e.contains(
             "input long.csv: row 15000: 1 field, where the header has 2 (a delimiter or quote out of place? see input.csv)"
         ),
-        "{}",
-        stderr(&o)
+        "{e}"
     );
-    assert!(!d.join("o.parquet").exists());
 }
 
 /// k-means with more clusters than vectors: refused before embedding when
@@ -588,21 +560,15 @@ fn more_clusters_than_vectors_is_said_in_the_users_terms() {
     };
     std::fs::write(d.join("none.toml"), job("none")).unwrap();
     for cmd in ["validate", "run"] {
-        let o = embedflow(d, &[cmd, "none.toml"]);
-        assert_code(&o, 1);
+        let e = fails(d, &[cmd, "none.toml"]);
         assert!(
-            stderr(&o).contains(
-                "cluster.k: 10 clusters need at least 10 vectors, and the input has 3 rows"
-            ),
-            "{cmd}: {}",
-            stderr(&o)
+            e.contains("cluster.k: 10 clusters need at least 10 vectors, and the input has 3 rows"),
+            "{cmd}: {e}"
         );
-        assert!(!stderr(&o).contains("rows read"));
+        assert!(!e.contains("rows read"));
     }
     std::fs::write(d.join("tokens.toml"), job("tokens")).unwrap();
-    let o = embedflow(d, &["run", "tokens.toml"]);
-    assert_code(&o, 1);
-    let e = stderr(&o);
+    let e = fails(d, &["run", "tokens.toml"]);
     assert!(
         e.contains("[cluster]: the vectors of this run: 3 rows, fewer than k = 10; nothing was committed to o.parquet"),
         "{e}"
@@ -653,25 +619,17 @@ fn a_tokenizer_or_length_the_graph_cannot_take_is_found_up_front() {
         }
     });
     let m = model.to_str().unwrap();
-    let job = d.join("j.toml");
-    std::fs::write(
-        &job,
-        format!("[input]\npath = \"in.parquet\"\ntext_column = \"text\"\n[model]\npath = {m:?}\n[output]\npath = \"o.parquet\"\n"),
-    )
-    .unwrap();
+    let job = job_file(d, m, "in.parquet", "o.parquet");
     for args in [
-        vec!["validate", job.to_str().unwrap()],
+        vec!["validate", &job],
         embed_args(m, "in.parquet", "o.parquet"),
     ] {
-        let o = embedflow(d, &args);
-        assert_code(&o, 1);
-        let e = stderr(&o);
+        let e = fails(d, &args);
         assert!(
             e.contains("the tokenizer has 30622 token ids, but model.onnx fails on id 30621: its embedding table is smaller, so tokenizer.json does not belong to this model.onnx"),
             "{e}"
         );
         assert!(!e.contains('\u{1b}'), "colour codes in {e}");
-        assert!(!d.join("o.parquet").exists());
     }
 
     let model = tiny_copy(&d.join("long"));
@@ -683,14 +641,11 @@ fn a_tokenizer_or_length_the_graph_cannot_take_is_found_up_front() {
     });
     let mut args = embed_args(model.to_str().unwrap(), "in.parquet", "o.parquet");
     args.extend(["--chunking", "none"]);
-    let o = embedflow(d, &args);
-    assert_code(&o, 1);
+    let e = fails(d, &args);
     assert!(
-        stderr(&o).contains("max_seq_length is 600 tokens, but model.onnx takes at most 512 (its position table); set model.max_seq_length to 512 or less"),
-        "{}",
-        stderr(&o)
+        e.contains("max_seq_length is 600 tokens, but model.onnx takes at most 512 (its position table); set model.max_seq_length to 512 or less"),
+        "{e}"
     );
-    assert!(!d.join("o.parquet").exists());
 }
 
 /// A disk that fills up mid-run: the message says so in words, nothing is

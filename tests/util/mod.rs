@@ -74,6 +74,32 @@ pub fn embedflow_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output 
         .expect("run embedflow")
 }
 
+/// Runs embedflow in `dir` expecting failure (exit 1); returns stderr and
+/// checks that no `o.parquet` and no temporary file was left.
+pub fn fails(dir: &Path, args: &[&str]) -> String {
+    let o = embedflow(dir, args);
+    assert_code(&o, 1);
+    let out = dir.join("o.parquet");
+    assert!(!out.exists(), "a failed run left {}", out.display());
+    for f in listing(dir) {
+        assert!(!f.contains(".tmp-"), "temporary file left behind: {f}");
+    }
+    stderr(&o)
+}
+
+/// `embed INPUT OUTPUT --model MODEL --text-column text`.
+pub fn embed_args<'a>(model: &'a str, input: &'a str, output: &'a str) -> Vec<&'a str> {
+    vec![
+        "embed",
+        input,
+        output,
+        "--model",
+        model,
+        "--text-column",
+        "text",
+    ]
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
