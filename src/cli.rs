@@ -310,9 +310,12 @@ pub struct EmbedOpts {
     /// Tokens shared by consecutive chunks.
     #[arg(long, allow_negative_numbers = true, help_heading = "Chunking")]
     pub overlap: Option<i64>,
-    /// Write each chunk's text in a chunk_text column.
-    #[arg(long, help_heading = "Chunking")]
+    /// Write each chunk's text in a chunk_text column (the default with chunking).
+    #[arg(long, help_heading = "Chunking", conflicts_with = "no_chunk_text")]
     pub keep_chunk_text: bool,
+    /// Leave out the chunk_text column.
+    #[arg(long, help_heading = "Chunking")]
+    pub no_chunk_text: bool,
     /// Also write one vector per document (normalised mean of its chunks) to this Parquet file.
     #[arg(long, help_heading = "Chunking")]
     pub documents: Option<String>,
@@ -421,6 +424,7 @@ impl EmbedOpts {
         put("chunking", "max_tokens", i(&self.max_tokens));
         put("chunking", "overlap", i(&self.overlap));
         put("chunking", "keep_text", flag(self.keep_chunk_text, true));
+        put("chunking", "keep_text", flag(self.no_chunk_text, false));
         put("embed", "batch_tokens", i(&self.batch_tokens));
         put("embed", "max_batch_rows", i(&self.max_batch_rows));
         put("embed", "on_empty", s(&self.on_empty));

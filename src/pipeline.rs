@@ -101,7 +101,11 @@ pub struct Checked {
     pub encoder: Arc<TextEncoder>,
     /// Columns read from the input.
     pub read_columns: Vec<String>,
-    /// Columns copied to the output (a prefix of `read_columns`).
+    /// Columns copied to the documents output (a prefix of `read_columns`).
+    pub documents_passthrough: Vec<FieldRef>,
+    /// Columns copied to each row of the main output: the documents' ones,
+    /// less the text's own columns when chunks carry their text (see
+    /// [`chunk_passthrough`]).
     pub passthrough: Vec<FieldRef>,
     pub max_tokens: usize,
     pub overlap: usize,
@@ -244,6 +248,8 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
         }
     }
 
+    let documents_passthrough = passthrough;
+    let passthrough = chunk_passthrough(&plan, &documents_passthrough);
     if plan.topics.is_some() && input.is_some() && topics_text_column(&plan, &passthrough).is_none()
     {
         errors.push(Error::Job {
@@ -316,6 +322,7 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
             model,
             encoder,
             read_columns,
+            documents_passthrough,
             passthrough,
             max_tokens,
             overlap,
@@ -573,6 +580,25 @@ fn lineage(
     kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// The columns each chunk row carries. With chunking on and `input.columns`
+/// not set, the columns the text is made of are left out: every chunk would
+/// repeat its whole document (a 20 MB document in 19,000 chunks is 380 GB),
+/// and `chunk_text` holds each chunk's own text. The id column stays. Listed
+/// in `input.columns`, a text column is repeated per chunk as asked.
+fn chunk_passthrough(plan: &JobPlan, documents: &[FieldRef]) -> Vec<FieldRef> {
+    if !plan.chunking.enabled || plan.input.columns.is_some() {
+        return documents.to_vec();
+    }
+    let text = plan.input.text.columns();
+    documents
+        .iter()
+        .filter(|f| {
+            !text.contains(f.name()) || plan.input.id_column.as_deref() == Some(f.name().as_str())
+        })
+        .cloned()
+        .collect()
+}
+
 /// The output column holding the texts topics are made of.
 fn topics_text_column(plan: &JobPlan, passthrough: &[FieldRef]) -> Option<String> {
     if plan.chunking.enabled && plan.chunking.keep_text {
@@ -736,7 +762,7 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
         metadata: lineage(&c, &sha, dim, &provider, device),
     };
     let schema = sink::output_schema(&c.passthrough, &layout)?;
-    let docs_schema = sink::documents_schema(&c.passthrough, &layout)?;
+    let docs_schema = sink::documents_schema(&c.documents_passthrough, &layout)?;
     let filter = match &plan.input.filter {
         Some(sql) => {
             let read_schema = c
@@ -768,6 +794,17 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
         },
         None => None,
     };
+    let rows = Rows {
+        chunk_columns: c
+            .passthrough
+            .iter()
+            .map(|f| c.documents_passthrough.iter().position(|d| d == f))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::internal("a chunk column is not a document column"))?,
+        schema,
+        docs_schema,
+        dim,
+    };
 
     tracing::info!(
         files = c.input.files.len(),
@@ -794,7 +831,7 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
     });
 
     let prepare = Prepare {
-        passthrough_idx: (0..c.passthrough.len()).collect(),
+        passthrough_idx: (0..c.documents_passthrough.len()).collect(),
         plan: plan.clone(),
         encoder: Arc::clone(&c.encoder),
         filter,
@@ -889,7 +926,7 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
         };
         let Some(item) = item else { break };
         let step = match item {
-            Ok(unit) => write_unit(unit, &schema, &docs_schema, dim, &mut out, docs.as_mut()).await,
+            Ok(unit) => write_unit(unit, &rows, &mut out, docs.as_mut()).await,
             Err(e) => Err(e),
         };
         match step {
@@ -975,13 +1012,26 @@ async fn join_stages(
     source.and(threads)
 }
 
-/// Builds and writes the output rows of one unit (its buffers move into the
-/// Arrow arrays, no copies). Returns (chunk rows, document rows).
+/// The shapes of the output rows, built from units.
+struct Rows {
+    schema: arrow::datatypes::SchemaRef,
+    docs_schema: arrow::datatypes::SchemaRef,
+    dim: usize,
+    /// Indices, among a unit's batch columns (the documents' passthrough),
+    /// of the columns each chunk row carries.
+    chunk_columns: Vec<usize>,
+}
+
+/// The most bytes one written batch of chunk rows holds: a long document's
+/// chunks are written in slices of this size, so that a passthrough column
+/// repeated per chunk never overflows Arrow's 32-bit offsets nor memory.
+const SLICE_BYTES: usize = 64 << 20;
+
+/// Builds and writes the output rows of one unit, in slices of at most
+/// [`SLICE_BYTES`]. Returns (chunk rows, document rows).
 async fn write_unit(
     u: Unit,
-    schema: &arrow::datatypes::SchemaRef,
-    docs_schema: &arrow::datatypes::SchemaRef,
-    dim: usize,
+    rows: &Rows,
     out: &mut ParquetSink,
     docs: Option<&mut ParquetSink>,
 ) -> Result<(u64, u64)> {
@@ -989,28 +1039,100 @@ async fn write_unit(
     if n == 0 {
         return Ok((0, 0));
     }
-    // Documents first: they read the chunk vectors before those move.
+    let dim = rows.dim;
     let mut doc_rows = 0u64;
     if let Some(docs) = docs {
-        let batch = documents_batch(&u, docs_schema, dim)?;
+        let batch = documents_batch(&u, &rows.docs_schema, dim)?;
         doc_rows = batch.num_rows() as u64;
         docs.write(&batch).await?;
     }
-    let rows =
-        take_record_batch(&u.batch, &UInt32Array::from(u.chunk_row)).map_err(Error::internal)?;
-    let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
-    if schema.column_with_name(sink::CHUNK_INDEX).is_some() {
-        cols.push(Arc::new(Int32Array::from(u.chunk_index)));
-        cols.push(Arc::new(Int64Array::from(u.chunk_start)));
-        cols.push(Arc::new(Int64Array::from(u.chunk_end)));
-        if schema.column_with_name(sink::CHUNK_TEXT).is_some() {
-            cols.push(Arc::new(StringArray::from(u.chunk_text)));
+    let pass = u
+        .batch
+        .project(&rows.chunk_columns)
+        .map_err(Error::internal)?;
+    let pass_bytes = row_bytes(&pass);
+    let chunked = rows.schema.column_with_name(sink::CHUNK_INDEX).is_some();
+    let with_text = rows.schema.column_with_name(sink::CHUNK_TEXT).is_some();
+    let mut start = 0;
+    while start < n {
+        let mut end = start;
+        let mut bytes = 0usize;
+        while end < n {
+            let b = pass_bytes[u.chunk_row[end] as usize]
+                + u.chunk_text.get(end).map_or(0, String::len)
+                + dim * 4;
+            if end > start && bytes + b > SLICE_BYTES {
+                break;
+            }
+            bytes += b;
+            end += 1;
+        }
+        let take = UInt32Array::from(u.chunk_row[start..end].to_vec());
+        let mut cols: Vec<ArrayRef> = take_record_batch(&pass, &take)
+            .map_err(Error::internal)?
+            .columns()
+            .to_vec();
+        if chunked {
+            cols.push(Arc::new(Int32Array::from(
+                u.chunk_index[start..end].to_vec(),
+            )));
+            cols.push(Arc::new(Int64Array::from(
+                u.chunk_start[start..end].to_vec(),
+            )));
+            cols.push(Arc::new(Int64Array::from(u.chunk_end[start..end].to_vec())));
+            if with_text {
+                cols.push(Arc::new(StringArray::from_iter_values(
+                    &u.chunk_text[start..end],
+                )));
+            }
+        }
+        cols.push(sink::vector_array(
+            u.vectors[start * dim..end * dim].to_vec(),
+            dim,
+        )?);
+        let batch =
+            RecordBatch::try_new(Arc::clone(&rows.schema), cols).map_err(Error::internal)?;
+        out.write(&batch).await?;
+        start = end;
+    }
+    Ok((n as u64, doc_rows))
+}
+
+/// About how many bytes each row of `batch` holds: exact for strings and
+/// binaries, the column's average otherwise.
+fn row_bytes(batch: &RecordBatch) -> Vec<usize> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    let n = batch.num_rows();
+    let mut out = vec![0usize; n];
+    for col in batch.columns() {
+        let sizes: Box<dyn Fn(usize) -> usize> = match col.data_type() {
+            DataType::Utf8 => {
+                let a = col.as_string::<i32>();
+                Box::new(move |i| a.value_length(i) as usize)
+            }
+            DataType::LargeUtf8 => {
+                let a = col.as_string::<i64>();
+                Box::new(move |i| a.value_length(i) as usize)
+            }
+            DataType::Binary => {
+                let a = col.as_binary::<i32>();
+                Box::new(move |i| a.value_length(i) as usize)
+            }
+            DataType::LargeBinary => {
+                let a = col.as_binary::<i64>();
+                Box::new(move |i| a.value_length(i) as usize)
+            }
+            _ => {
+                let avg = col.get_array_memory_size() / n.max(1);
+                Box::new(move |_| avg)
+            }
+        };
+        for (i, o) in out.iter_mut().enumerate() {
+            *o += sizes(i);
         }
     }
-    cols.push(sink::vector_array(u.vectors, dim)?);
-    let batch = RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)?;
-    out.write(&batch).await?;
-    Ok((n as u64, doc_rows))
+    out
 }
 
 /// One row per document of the unit that has chunks: its passthrough

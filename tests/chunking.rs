@@ -227,3 +227,75 @@ fn document_vectors_are_normalised_chunk_means() {
         }
     }
 }
+
+/// The news corpus as one long document (about 1.6 MB, over ten tokenizer
+/// windows), joined with the whitespace runs a hostile input has.
+fn long_document() -> String {
+    let (batch, _) = read_parquet(&shared().join("data/news_articles.parquet"));
+    let seps = ["\n\n", " ", "\t \t", "   ", "\r\n"];
+    let mut doc = String::new();
+    for (i, t) in strings(&batch, "text").into_iter().take(600).enumerate() {
+        doc.push_str(&t);
+        doc.push_str(seps[i % seps.len()]);
+    }
+    assert!(
+        doc.len() > 10 * embedflow::embed::tokenize::WINDOW,
+        "{}",
+        doc.len()
+    );
+    doc
+}
+
+/// A long text is tokenized in windows (memory); its tokens, offsets and word
+/// starts must be those of the whole text tokenized at once, for a WordPiece
+/// (MiniLM) and a SentencePiece (e5) tokenizer, and the
+/// truncated model input must be the whole text's.
+#[test]
+fn windowed_tokenization_equals_whole_text_tokenization() {
+    let doc = long_document();
+    for dir in [minilm(), shared().join("models/multilingual-e5-small-q4")] {
+        let cfg = model(&dir);
+        let enc = TextEncoder::new(&cfg).unwrap();
+        let mut whole = tokenizers::Tokenizer::from_file(&cfg.tokenizer_path).unwrap();
+        whole.with_truncation(None).unwrap();
+        whole.with_padding(None);
+        let expected = whole.encode(doc.as_str(), false).unwrap();
+        let got = enc.chunk_tokens(&doc).unwrap();
+        assert_eq!(got.len(), expected.len(), "{}", dir.display());
+        let words = expected.get_word_ids();
+        for (i, (t, &(start, end))) in got.iter().zip(expected.get_offsets()).enumerate() {
+            assert_eq!(
+                (t.start, t.end),
+                (start, end),
+                "{} token {i}",
+                dir.display()
+            );
+            let word_start = i == 0 || words[i].is_none() || words[i] != words[i - 1];
+            assert_eq!(t.word_start, word_start, "{} token {i}", dir.display());
+        }
+        // Truncated input for the model: same ids as truncating the whole.
+        whole
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: cfg.max_seq_length,
+                ..Default::default()
+            }))
+            .unwrap();
+        let head = whole.encode(doc.as_str(), true).unwrap().get_ids().to_vec();
+        let ids = enc.encode(&doc).unwrap().ids;
+        assert_eq!(ids.len(), cfg.max_seq_length, "{}", dir.display());
+        assert_eq!(ids, head, "{}", dir.display());
+    }
+}
+
+#[test]
+fn a_cut_goes_before_a_whitespace_run_on_a_char_boundary() {
+    use embedflow::embed::tokenize::cut_before_space;
+    assert_eq!(cut_before_space("abc", 10), 3);
+    assert_eq!(cut_before_space("ab  cd ef", 6), 2);
+    assert_eq!(cut_before_space("ab  cd ef", 7), 6);
+    // No whitespace: cut at the last char boundary within the limit.
+    assert_eq!(cut_before_space("ééé", 3), 2);
+    // A run at the very start does not give an empty part.
+    assert_eq!(cut_before_space("  abcdef", 4), 4);
+    assert_eq!(cut_before_space("é", 1), 2);
+}

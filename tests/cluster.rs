@@ -646,7 +646,7 @@ fn topics_jobs_are_checked_before_running() {
     write_texts_parquet(&d.join("in.parquet"), &[Some("a b"), Some("c d")]);
     // The text column is not passed through, and chunk texts are not kept.
     let base = format!(
-        "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\ncolumns = [\"id\"]\n[model]\npath = \"{}\"\n[output]\npath = \"o.parquet\"\n",
+        "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\ncolumns = [\"id\"]\n[model]\npath = \"{}\"\n[chunking]\nkeep_text = false\n[output]\npath = \"o.parquet\"\n",
         tiny().display()
     );
     for (extra, want) in [

@@ -709,3 +709,118 @@ echo \"exit=$?\"";
         "{e}"
     );
 }
+
+/// One document of about `bytes` bytes: news articles joined.
+fn long_document(bytes: usize) -> String {
+    let (batch, _) = read_parquet(&shared().join("data/news_articles.parquet"));
+    let texts = strings(&batch, "text");
+    let mut doc = String::new();
+    for t in texts.iter().cycle() {
+        if doc.len() >= bytes {
+            break;
+        }
+        doc.push_str(t);
+        doc.push_str("\n\n");
+    }
+    doc
+}
+
+/// Asserts the chunk rows of `doc` cover it in order: chunk_text is the
+/// document's text between chunk_start and chunk_end (code points).
+fn assert_chunks_cover(batch: &arrow::array::RecordBatch, doc: &str) {
+    let chars: Vec<char> = doc.chars().collect();
+    let starts = ints(batch, "chunk_start");
+    let ends = ints(batch, "chunk_end");
+    let texts = strings(batch, "chunk_text");
+    let n = batch.num_rows();
+    assert_eq!(
+        ints(batch, "chunk_index"),
+        (0..n as i64).collect::<Vec<_>>()
+    );
+    for r in 0..n {
+        let piece: String = chars[starts[r] as usize..ends[r] as usize].iter().collect();
+        assert_eq!(texts[r], piece, "chunk {r}");
+        if r > 0 {
+            assert!(
+                starts[r] > starts[r - 1] && starts[r] <= ends[r - 1],
+                "chunk {r}"
+            );
+        }
+    }
+    assert_eq!(starts[0], 0);
+    let tail: String = chars[ends[n - 1] as usize..].iter().collect();
+    assert!(
+        tail.trim().is_empty(),
+        "text after the last chunk: {tail:?}"
+    );
+}
+
+/// A 5 MB document (40 tokenizer windows; the README's 20 MB figure is in
+/// benches/long_document.sh) with default columns: every chunk row carries
+/// the id and its own text, not the whole document (which overflowed
+/// Arrow's offsets before), and the documents output keeps the text.
+#[test]
+fn a_long_document_is_chunked_with_default_columns() {
+    let d = tempfile::tempdir().unwrap();
+    let doc = long_document(5_000_000);
+    write_texts_parquet(
+        &d.path().join("in.parquet"),
+        &[Some(doc.as_str()), Some("a short one")],
+    );
+    let model = tiny_s();
+    let mut args = embed_args(&model, "in.parquet", "o.parquet");
+    args.extend(["--documents", "docs.parquet"]);
+    let o = embedflow(d.path(), &args);
+    assert_code(&o, 0);
+    let (out, _) = read_parquet(&d.path().join("o.parquet"));
+    let names: Vec<String> = out
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "chunk_index",
+            "chunk_start",
+            "chunk_end",
+            "chunk_text",
+            "embedding"
+        ]
+    );
+    let ids = ints(&out, "id");
+    let big = ids.iter().filter(|&&i| i == 0).count();
+    assert!(big > 4_000, "{big} chunks");
+    assert_chunks_cover(&out.slice(0, big), &doc);
+    assert_eq!(ids[big..], [1]);
+    let (docs, _) = read_parquet(&d.path().join("docs.parquet"));
+    assert_eq!(strings(&docs, "text"), [doc.as_str(), "a short one"]);
+    assert_eq!(ints(&docs, "n_chunks"), [big as i64, 1]);
+}
+
+/// The text column asked for in input.columns is repeated in every chunk
+/// row: written in slices (64 MiB), each row still holding the whole text.
+#[test]
+fn a_text_column_asked_for_is_repeated_per_chunk_across_slices() {
+    let d = tempfile::tempdir().unwrap();
+    let doc = long_document(400_000);
+    write_texts_parquet(&d.path().join("in.parquet"), &[Some(doc.as_str())]);
+    let model = tiny_s();
+    let mut args = embed_args(&model, "in.parquet", "o.parquet");
+    args.extend(["--columns", "text", "--no-chunk-text"]);
+    let o = embedflow(d.path(), &args);
+    assert_code(&o, 0);
+    let (out, _) = read_parquet(&d.path().join("o.parquet"));
+    let n = out.num_rows();
+    // More than 64 MiB of repeated text: at least two slices.
+    assert!(
+        n * doc.len() > 64 << 20,
+        "{n} chunks of {} bytes",
+        doc.len()
+    );
+    assert!(out.column_by_name("chunk_text").is_none());
+    let texts = strings(&out, "text");
+    assert!(texts.iter().all(|t| *t == doc), "a chunk row lost its text");
+}

@@ -125,15 +125,32 @@ impl TextEncoder {
         } else {
             text
         };
-        let enc = match &self.prompt {
-            Some(p) => self.model.encode(format!("{p}{text}"), true),
-            None => self.model.encode(text, true),
+        // The tokenizer truncates only after tokenizing everything, which
+        // for a long text costs far more memory than the text itself (about
+        // 125 bytes per byte). A prefix cut before a whitespace run tokenizes
+        // to a prefix of the whole text's tokens, so once a prefix fills
+        // max_seq_length the rest cannot change the result.
+        let mut end = text.len();
+        if text.len() > WINDOW {
+            end = cut_before_space(text, WINDOW);
         }
-        .map_err(tok_err)?;
-        Ok(Encoded {
-            ids: enc.get_ids().to_vec(),
-            type_ids: enc.get_type_ids().to_vec(),
-        })
+        loop {
+            let part = &text[..end];
+            let enc = match &self.prompt {
+                Some(p) => self.model.encode(format!("{p}{part}"), true),
+                None => self.model.encode(part, true),
+            }
+            .map_err(tok_err)?;
+            if end == text.len() || enc.len() >= self.max_seq_length {
+                return Ok(Encoded {
+                    ids: enc.get_ids().to_vec(),
+                    type_ids: enc.get_type_ids().to_vec(),
+                });
+            }
+            let longer = cut_before_space(text, end.saturating_mul(2));
+            // No whitespace run after the cut: the rest is one word.
+            end = if longer > end { longer } else { text.len() };
+        }
     }
 
     /// Token ids of `text` alone, no special tokens, no truncation, no prompt
@@ -149,17 +166,29 @@ impl TextEncoder {
 
     /// Tokens of the whole text for the chunker: byte offsets into `text`
     /// and word starts, special tokens excluded, no truncation.
+    ///
+    /// A long text is tokenized in windows of about [`WINDOW`] bytes, each cut
+    /// before a whitespace run, so that memory stays bounded (a 20 MB
+    /// document tokenized at once takes gigabytes). Every pre-tokenizer of
+    /// the supported models splits at whitespace, so the windows' tokens are
+    /// the whole text's tokens.
     pub fn chunk_tokens(&self, text: &str) -> Result<Vec<chunk::Token>> {
-        let enc = self.full.encode(text, false).map_err(tok_err)?;
-        let words = enc.get_word_ids();
-        let mut out = Vec::with_capacity(enc.len());
-        for (i, &(start, end)) in enc.get_offsets().iter().enumerate() {
-            let word_start = i == 0 || words[i].is_none() || words[i] != words[i - 1];
-            out.push(chunk::Token {
-                start,
-                end,
-                word_start,
-            });
+        let mut out = Vec::new();
+        let mut from = 0;
+        while from < text.len() {
+            let to = from + cut_before_space(&text[from..], WINDOW);
+            let enc = self.full.encode(&text[from..to], false).map_err(tok_err)?;
+            let words = enc.get_word_ids();
+            out.reserve(enc.len());
+            for (i, &(start, end)) in enc.get_offsets().iter().enumerate() {
+                let word_start = i == 0 || words[i].is_none() || words[i] != words[i - 1];
+                out.push(chunk::Token {
+                    start: from + start,
+                    end: from + end,
+                    word_start,
+                });
+            }
+            from = to;
         }
         Ok(out)
     }
@@ -187,6 +216,36 @@ impl TextEncoder {
 
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+}
+
+/// Texts longer than this (bytes) are tokenized in windows of about this size.
+pub const WINDOW: usize = 128 * 1024;
+
+/// Where to cut `text` so that the first part has at most `limit` bytes: just
+/// before the last whitespace run that starts within the limit (the run goes
+/// with the next part, as the tokenizers' pre-tokenizers would treat it),
+/// else at the last char boundary within the limit. Never returns 0 for a
+/// non-empty text, and the whole length when it fits.
+pub fn cut_before_space(text: &str, limit: usize) -> usize {
+    if text.len() <= limit {
+        return text.len();
+    }
+    let head = &text[..text.floor_char_boundary(limit)];
+    let mut run_start = None;
+    for (i, c) in head.char_indices().rev() {
+        if c.is_whitespace() {
+            run_start = Some(i);
+        } else if run_start.is_some() {
+            break;
+        }
+    }
+    match run_start {
+        Some(i) if i > 0 => i,
+        _ => {
+            let b = head.len();
+            if b > 0 { b } else { text.ceil_char_boundary(1) }
+        }
     }
 }
 

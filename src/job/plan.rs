@@ -247,7 +247,9 @@ impl JobPlan {
             .unwrap_or("tokens");
         let max_tokens = s.count("max_tokens", 1, &mut p);
         let overlap = s.count("overlap", 0, &mut p);
-        let keep_text = s.boolean("keep_text", &mut p).unwrap_or(false);
+        // On by default: without input.columns the chunk rows leave out the
+        // text's own columns, and chunk_text is where the text is.
+        let keep_text = s.boolean("keep_text", &mut p).unwrap_or(true);
         s.finish(&mut p);
         if let (Some(o), Some(m)) = (overlap, max_tokens)
             && o >= m

@@ -31,6 +31,10 @@ use crate::job::Compression;
 use crate::store::{Location, Stores};
 use crate::{Error, Result};
 
+/// A row group is closed once its encoded size passes this, whatever its
+/// row count.
+pub const MAX_ROW_GROUP_BYTES: usize = 128 << 20;
+
 /// How to write.
 #[derive(Clone, Debug)]
 pub struct WriteOptions {
@@ -176,6 +180,9 @@ impl ParquetSink {
         let props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(opts.row_group_size))
+            // Rows of long passthrough values (a document repeated per chunk)
+            // would otherwise pile up in memory until the row count is reached.
+            .set_max_row_group_bytes(Some(MAX_ROW_GROUP_BYTES))
             .set_key_value_metadata(Some(
                 opts.metadata
                     .iter()
