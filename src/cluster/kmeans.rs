@@ -133,15 +133,28 @@ pub fn prepare_rows(x: &[f32], dim: usize, metric: Metric) -> std::borrow::Cow<'
 }
 
 /// `out (rows × k) = x (rows × dim) · cᵀ` where `c` is `k × dim`.
+///
+/// # Panics
+/// When the slices do not have those shapes: `dim` is 0, `x` is not whole
+/// rows, `c` is shorter than `k × dim` or `out` than `rows × k`.
 pub fn dot_block(x: &[f32], c: &[f32], dim: usize, k: usize, out: &mut [f32]) {
+    assert!(dim > 0, "dot_block: dim is 0");
     let rows = x.len() / dim;
-    debug_assert_eq!(out.len(), rows * k);
+    assert!(
+        x.len() == rows * dim && c.len() >= k * dim && out.len() >= rows * k,
+        "dot_block: {} values are not rows of {dim}, or c ({}) < {k} × {dim}, or out ({}) < {rows} × {k}",
+        x.len(),
+        c.len(),
+        out.len()
+    );
     if rows == 0 || k == 0 {
         return;
     }
-    // SAFETY: the strides describe `x` as rows × dim, `c` read as its
-    // transpose dim × k, and `out` as rows × k, all within the slices'
-    // bounds (checked by the lengths above).
+    // SAFETY: sgemm reads x[i·dim + l] for i < rows, l < dim (within
+    // x.len() = rows·dim), c[j·dim + l] for j < k (within c.len() ≥ k·dim),
+    // and writes out[i·k + j] (within out.len() ≥ rows·k): the assert above
+    // checks all three in every build. The slices cannot overlap (`out` is
+    // borrowed mutably).
     unsafe {
         matrixmultiply::sgemm(
             rows,
@@ -271,7 +284,8 @@ pub fn kmeans_plus_plus(
     dim: usize,
     k: usize,
     rng: &mut Rng,
-) -> Vec<f32> {
+    stop: &dyn Fn() -> bool,
+) -> Option<Vec<f32>> {
     let n = x_norms.len();
     let trials = 2 + (k as f64).ln() as usize;
     let mut centers = Vec::with_capacity(k * dim);
@@ -281,6 +295,9 @@ pub fn kmeans_plus_plus(
     let mut pot: f64 = closest.iter().map(|&d| d as f64).sum();
     let mut cum = vec![0f64; n];
     for _ in 1..k {
+        if stop() {
+            return None;
+        }
         let mut acc = 0f64;
         for (c, &d) in cum.iter_mut().zip(&closest) {
             acc += d as f64;
@@ -318,7 +335,7 @@ pub fn kmeans_plus_plus(
         let id = ids[t];
         centers.extend_from_slice(&x[id * dim..(id + 1) * dim]);
     }
-    centers
+    Some(centers)
 }
 
 /// Squared distances (`n × m`, row-major) from every row of `x` to the `m`
@@ -344,6 +361,18 @@ fn distances_to(x: &[f32], x_norms: &[f32], c: &[f32], dim: usize, m: usize) -> 
 /// Trains on `x` (`n × dim`, row-major; normalised here in cosine mode).
 /// `init` gives the starting centres (`k × dim`); `None` runs k-means++.
 pub fn fit(x: &[f32], dim: usize, cfg: &Config, init: Option<&[f32]>) -> Model {
+    fit_until(x, dim, cfg, init, &|| false).expect("never stopped")
+}
+
+/// [`fit`] that asks `stop` between centres of k-means++, Lloyd iterations
+/// and mini-batch steps, and gives `None` once it says true.
+pub fn fit_until(
+    x: &[f32],
+    dim: usize,
+    cfg: &Config,
+    init: Option<&[f32]>,
+    stop: &dyn Fn() -> bool,
+) -> Option<Model> {
     let n = x.len() / dim;
     let k = cfg.k.min(n).max(1);
     let x = prepare_rows(x, dim, cfg.metric);
@@ -352,13 +381,13 @@ pub fn fit(x: &[f32], dim: usize, cfg: &Config, init: Option<&[f32]>) -> Model {
     let mut rng = Rng::new(cfg.seed);
     let mut centers = match init {
         Some(c) => c[..k * dim].to_vec(),
-        None => kmeans_plus_plus(x, &x_norms, dim, k, &mut rng),
+        None => kmeans_plus_plus(x, &x_norms, dim, k, &mut rng, stop)?,
     };
     if cfg.metric == Metric::Cosine {
         normalize_rows(&mut centers, dim);
     }
-    if let Some(batch) = cfg.mini_batch {
-        return mini_batch(x, &x_norms, dim, cfg, centers, batch, &mut rng);
+    if cfg.mini_batch.is_some() {
+        return mini_batch(x, &x_norms, dim, cfg, centers, &mut rng, stop);
     }
     let tol = scaled_tol(x, dim, cfg.tol);
     let mut labels = vec![0u32; n];
@@ -367,6 +396,9 @@ pub fn fit(x: &[f32], dim: usize, cfg: &Config, init: Option<&[f32]>) -> Model {
     let mut iterations = 0;
     let mut converged = false;
     for it in 0..cfg.max_iter {
+        if stop() {
+            return None;
+        }
         iterations = it + 1;
         let c = Centres::new(&centers, dim, cfg.metric);
         nearest(x, &x_norms, &c, &mut labels, &mut dists);
@@ -391,7 +423,7 @@ pub fn fit(x: &[f32], dim: usize, cfg: &Config, init: Option<&[f32]>) -> Model {
     let c = Centres::new(&centers, dim, cfg.metric);
     nearest(x, &x_norms, &c, &mut labels, &mut dists);
     let inertia = dists.par_iter().map(|&d| d as f64).sum();
-    Model {
+    Some(Model {
         k,
         dim,
         centroids: centers,
@@ -399,7 +431,7 @@ pub fn fit(x: &[f32], dim: usize, cfg: &Config, init: Option<&[f32]>) -> Model {
         inertia,
         iterations,
         converged,
-    }
+    })
 }
 
 /// Mini-batch k-means (Sculley 2010, as scikit-learn's `MiniBatchKMeans`
@@ -412,12 +444,12 @@ fn mini_batch(
     dim: usize,
     cfg: &Config,
     mut centers: Vec<f32>,
-    batch: usize,
     rng: &mut Rng,
-) -> Model {
+    stop: &dyn Fn() -> bool,
+) -> Option<Model> {
     let n = x_norms.len();
     let k = centers.len() / dim;
-    let batch = batch.clamp(1, n);
+    let batch = cfg.mini_batch.unwrap_or(n).clamp(1, n);
     let steps = (cfg.max_iter * n).div_ceil(batch).max(1);
     let mut seen = vec![0u64; k];
     let mut rows = vec![0f32; batch * dim];
@@ -425,6 +457,9 @@ fn mini_batch(
     let mut labels = vec![0u32; batch];
     let mut dists = vec![0f32; batch];
     for _ in 0..steps {
+        if stop() {
+            return None;
+        }
         for b in 0..batch {
             let i = rng.below(n as u64) as usize;
             rows[b * dim..(b + 1) * dim].copy_from_slice(&x[i * dim..(i + 1) * dim]);
@@ -449,7 +484,7 @@ fn mini_batch(
     let mut dists = vec![0f32; n];
     let c = Centres::new(&centers, dim, cfg.metric);
     nearest(x, x_norms, &c, &mut labels, &mut dists);
-    Model {
+    Some(Model {
         k,
         dim,
         inertia: dists.par_iter().map(|&d| d as f64).sum(),
@@ -457,7 +492,7 @@ fn mini_batch(
         metric: cfg.metric,
         iterations: steps,
         converged: false,
-    }
+    })
 }
 
 /// Means of the rows of each cluster; an empty cluster takes the row
@@ -549,6 +584,30 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_block_multiplies_and_refuses_wrong_shapes() {
+        let x = [1.0f32, 2.0, 3.0, 4.0]; // 2 rows × 2
+        let c = [1.0f32, 0.0, 1.0, 1.0, 0.0, 2.0]; // 3 centres × 2
+        let mut out = [0f32; 6];
+        dot_block(&x, &c, 2, 3, &mut out);
+        assert_eq!(out, [1.0, 3.0, 4.0, 3.0, 7.0, 8.0]);
+        // Each wrong shape panics (before sgemm reads or writes out of
+        // bounds) in release builds too.
+        let bad: [(usize, usize, usize, usize); 4] = [
+            (4, 4, 2, 6), // c shorter than k × dim
+            (4, 6, 2, 5), // out shorter than rows × k
+            (3, 6, 2, 6), // x not whole rows
+            (4, 6, 0, 6), // dim 0
+        ];
+        for (xn, cn, dim, outn) in bad {
+            let r = std::panic::catch_unwind(|| {
+                let mut out = vec![0f32; outn];
+                dot_block(&x[..xn], &c[..cn], dim, 3, &mut out);
+            });
+            assert!(r.is_err(), "x {xn}, c {cn}, dim {dim}, out {outn} passed");
+        }
+    }
 
     /// Three tight blobs far apart, shuffled.
     fn blobs(seed: u64) -> (Vec<f32>, Vec<u32>) {

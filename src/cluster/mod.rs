@@ -400,11 +400,12 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
     let sample = std::mem::take(&mut reservoir.rows);
     let sampled = sample.len() / dim;
     let cfg = job.kmeans.clone();
-    let model = tokio::task::spawn_blocking(move || kmeans::fit(&sample, dim, &cfg, None))
-        .await
-        .map_err(Error::internal)?;
-    // Training does not look at the stop flag; what follows does not start.
-    crate::cancel::check()?;
+    let model = tokio::task::spawn_blocking(move || {
+        kmeans::fit_until(&sample, dim, &cfg, None, &crate::cancel::requested)
+    })
+    .await
+    .map_err(Error::internal)?
+    .ok_or(Error::Interrupted)?;
     let train_seconds = t.elapsed().as_secs_f64();
     log(
         progress,
