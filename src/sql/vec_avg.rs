@@ -44,6 +44,12 @@ impl AggregateUDFImpl for VecAvg {
             {
                 Ok(arg_types.to_vec())
             }
+            // Summed the same way once cast to List (same items).
+            [DataType::LargeList(f)]
+                if matches!(f.data_type(), DataType::Float32 | DataType::Float64) =>
+            {
+                Ok(vec![DataType::List(Arc::clone(f))])
+            }
             [other] => plan_err!(
                 "vec_avg: expected a vector (FixedSizeList<Float32> or List<Float32>), found {other}"
             ),

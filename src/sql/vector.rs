@@ -1,5 +1,6 @@
 //! Vector functions for SQL over `FixedSizeList<Float32, d>` (what
-//! embedflow writes) and `List<Float32|Float64>` (vectors from elsewhere).
+//! embedflow writes) and `List`/`LargeList<Float16|32|64>` (vectors from
+//! elsewhere; vector results of those are `List<Float32>`).
 //! Names follow pgvector and DuckDB's `array_*` functions, which are aliases.
 //!
 //! Types are checked when the query is planned: a non-vector argument, or
@@ -12,7 +13,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, ListArray,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, GenericListArray, Int32Array,
+    LargeListArray, ListArray, OffsetSizeTrait,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef};
@@ -356,20 +358,26 @@ impl Vectors {
                 nulls: l.nulls().cloned(),
             })
         } else if let Some(l) = a.as_any().downcast_ref::<ListArray>() {
-            let offs = l.value_offsets();
-            let base = offs[0] as usize;
-            let end = offs[l.len()] as usize;
-            let values = l.values().slice(base, end - base);
-            Ok(Vectors::Variable {
-                values: floats(name, &values)?,
-                offsets: offs.iter().map(|&o| o as usize - base).collect(),
-                nulls: l.nulls().cloned(),
-            })
+            Vectors::variable(name, l)
+        } else if let Some(l) = a.as_any().downcast_ref::<LargeListArray>() {
+            Vectors::variable(name, l)
         } else if a.data_type() == &DataType::Null {
             Ok(Vectors::Constant(None))
         } else {
             exec_err!("{name}: expected a vector, found {}", a.data_type())
         }
+    }
+
+    fn variable<O: OffsetSizeTrait>(name: &str, l: &GenericListArray<O>) -> Result<Vectors> {
+        let offs = l.value_offsets();
+        let base = offs[0].as_usize();
+        let end = offs[l.len()].as_usize();
+        let values = l.values().slice(base, end - base);
+        Ok(Vectors::Variable {
+            values: floats(name, &values)?,
+            offsets: offs.iter().map(|o| o.as_usize() - base).collect(),
+            nulls: l.nulls().cloned(),
+        })
     }
 
     fn row(&self, i: usize) -> Option<&[f32]> {
