@@ -46,7 +46,7 @@ print(json.dumps({"given": float(m.inertia_), "iters": int(m.n_iter_), "pp": [fl
 
 #[test]
 fn kmeans_inertia_matches_scikit_learn() {
-    let Some(py) = reference_python() else { return };
+    let py = reference_python();
     let dir = tempfile::tempdir().unwrap();
     let (_, ref_dim, ref_data) = read_npy(&shared().join("reference/embeddings.npy"));
     let synthetic = blobs(8000, 48, 24, 42);
@@ -204,7 +204,7 @@ fn assert_same_keywords(what: &str, ours: &[(String, f64)], theirs: &[(String, f
 
 #[test]
 fn ctfidf_keywords_equal_bertopics_by_outlet() {
-    let Some(py) = reference_python() else { return };
+    let py = reference_python();
     let dir = tempfile::tempdir().unwrap();
     let english = TopicOptions {
         preprocess: Preprocess::English,
@@ -407,13 +407,12 @@ fn cluster_command_writes_labels_clusters_and_topics() {
             .join("_");
         assert_eq!(labels[i], want);
     }
-    if let Some(py) = reference_python() {
-        let theirs = reference_keywords(&py, &d.join("clustered.parquet"), "cluster_id", &[]);
-        for (l, kw) in &theirs {
-            let ours = &keywords[*l as usize];
-            let words: Vec<String> = kw.iter().map(|(w, _)| w.clone()).collect();
-            assert_eq!(ours, &words, "cluster {l}");
-        }
+    let py = reference_python();
+    let theirs = reference_keywords(&py, &d.join("clustered.parquet"), "cluster_id", &[]);
+    for (l, kw) in &theirs {
+        let ours = &keywords[*l as usize];
+        let words: Vec<String> = kw.iter().map(|(w, _)| w.clone()).collect();
+        assert_eq!(ours, &words, "cluster {l}");
     }
 
     // The same seed gives the same clusters.
@@ -573,7 +572,7 @@ topics_path = "out/topics.parquet"
     let topic_labels = strings(&batch, "topic_label");
 
     // Zero-shot assignments equal BERTopic's rule (../shared/tools/zeroshot_ref.py).
-    let Some(py) = reference_python() else { return };
+    let py = reference_python();
     let label_texts: Vec<Option<&str>> = labels.iter().map(|l| Some(*l)).collect();
     write_texts_parquet(&d.join("labels.parquet"), &label_texts);
     let o = embedflow(
@@ -721,7 +720,7 @@ print(json.dumps({"ids": ids, "scores": scores}))
 
 #[test]
 fn neighbors_equal_brute_force() {
-    let Some(py) = reference_python() else { return };
+    let py = reference_python();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (n, dim, k) = (10_000, 48, 10);

@@ -465,6 +465,106 @@ fn a_signal_during_a_job_with_clusters_commits_nothing() {
     assert!(stopped >= 4, "only {stopped} of 8 signals stopped the run");
 }
 
+/// `n` deterministic pseudo-random vectors of `dim` in `path` (`id`,
+/// `embedding`).
+fn random_vectors(path: &Path, n: usize, dim: usize) {
+    use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let values: Vec<f32> = (0..n * dim)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    let item = std::sync::Arc::new(arrow::datatypes::Field::new_list_field(
+        arrow::datatypes::DataType::Float32,
+        true,
+    ));
+    let v = FixedSizeListArray::try_new(
+        item,
+        dim as i32,
+        std::sync::Arc::new(Float32Array::from(values)),
+        None,
+    )
+    .unwrap();
+    let batch = RecordBatch::try_from_iter([
+        (
+            "id",
+            std::sync::Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+        ),
+        ("embedding", std::sync::Arc::new(v) as ArrayRef),
+    ])
+    .unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// `cluster` (a signal during k-means training too), `neighbors` and
+/// `sql -o` stop on SIGINT and SIGTERM as `embed` does: exit 130, nothing
+/// committed, the earlier output byte for byte.
+#[test]
+fn signals_stop_cluster_neighbors_and_sql_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    random_vectors(&d.join("v.parquet"), 10_000, 32);
+    let cluster = |out: &'static str| {
+        vec![
+            "cluster",
+            "v.parquet",
+            out,
+            "--k",
+            "60",
+            "--max-iter",
+            "300",
+            "--id-column",
+            "id",
+        ]
+    };
+    let neighbors = |out: &'static str| {
+        vec![
+            "neighbors",
+            "v.parquet",
+            out,
+            "--k",
+            "10",
+            "--id-column",
+            "id",
+        ]
+    };
+    let sql = |out: &'static str| {
+        vec![
+            "sql",
+            "SELECT a.id AS a, b.id AS b, inner_product(a.embedding, b.embedding) AS s FROM v a, v b WHERE a.id < 150",
+            "--table",
+            "v=v.parquet",
+            "--format",
+            "parquet",
+            "-o",
+            out,
+        ]
+    };
+    for (name, make) in [
+        (
+            "cluster",
+            &cluster as &dyn Fn(&'static str) -> Vec<&'static str>,
+        ),
+        ("neighbors", &neighbors),
+        ("sql", &sql),
+    ] {
+        // The earlier output: another file's bytes, so that any commit shows.
+        std::fs::copy(d.join("v.parquet"), d.join("o.parquet")).unwrap();
+        let stopped = signals_at_moments(d, &make("o.parquet"), &make("t.parquet"), 6);
+        assert!(
+            stopped >= 3,
+            "{name}: only {stopped} of 6 signals stopped it"
+        );
+    }
+}
+
 /// A Parquet file held in memory, read back.
 fn read_parquet_bytes(bytes: &[u8]) -> arrow::array::RecordBatch {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod architecture;
 mod chunking;
 mod cluster;
 mod errors;

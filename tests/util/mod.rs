@@ -253,18 +253,45 @@ pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) {
     embedflow::npy::write(path, rows, cols, data).unwrap()
 }
 
-/// The Python with numpy, scipy, scikit-learn and pyarrow that scripts/test
-/// provides (scripts/py-env), or `None` with the reason printed: the
-/// reference comparisons run whenever it is there.
-pub fn reference_python() -> Option<PathBuf> {
-    match std::env::var_os("EMBEDFLOW_TEST_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            println!(
-                "skipped: EMBEDFLOW_TEST_PYTHON is not set (scripts/test sets it from scripts/py-env)"
-            );
-            None
-        }
+/// The Python with numpy, scipy, scikit-learn and pyarrow that scripts/py-env
+/// makes: `EMBEDFLOW_TEST_PYTHON`, else the venv under `EMBEDFLOW_HOME`
+/// (default ~/.cache/embedflow). Never a silent skip: without it the
+/// reference comparisons fail, saying how to set it up.
+pub fn reference_python() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    find_reference_python(
+        var("EMBEDFLOW_TEST_PYTHON"),
+        var("EMBEDFLOW_HOME"),
+        var("XDG_CACHE_HOME"),
+        var("HOME"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`reference_python`] from the variables it reads.
+pub fn find_reference_python(
+    test_python: Option<PathBuf>,
+    embedflow_home: Option<PathBuf>,
+    xdg_cache_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> Result<PathBuf, String> {
+    if let Some(p) = test_python {
+        return Ok(p);
+    }
+    let home = embedflow_home.or_else(|| {
+        xdg_cache_home
+            .or_else(|| home.map(|h| h.join(".cache")))
+            .map(|c| c.join("embedflow"))
+    });
+    match home.map(|h| h.join("test-venv/bin/python")) {
+        Some(p) if p.exists() => Ok(p),
+        p => Err(format!(
+            "this test compares with Python references (numpy, scikit-learn, pyarrow) and found no \
+             Python for them{}: run scripts/py-env once (or scripts/test, which does), or set \
+             EMBEDFLOW_TEST_PYTHON to a Python that has them",
+            p.map(|p| format!(" (not at {})", p.display()))
+                .unwrap_or_default()
+        )),
     }
 }
 
