@@ -10,8 +10,9 @@
 
 use std::time::Instant;
 
+use embedflow::embed::ModelOptions;
+use embedflow::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
 use embedflow::embed::{self, Embedder, Encoded, ModelConfig, TextEncoder, batch};
-use embedflow::job::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS, ModelOverrides};
 use rayon::prelude::*;
 
 fn arg(name: &str) -> Option<String> {
@@ -51,7 +52,7 @@ fn main() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON string per line"))
         .collect();
-    let cfg = ModelConfig::load(&ModelOverrides {
+    let cfg = ModelConfig::load(&ModelOptions {
         path: model_path,
         ..Default::default()
     })

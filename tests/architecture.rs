@@ -1,4 +1,5 @@
-//! Rules about the code base itself: the test harness never skips silently.
+//! Rules about the code base itself: the module graph has no cycle, and
+//! the test harness never skips silently.
 
 use std::path::PathBuf;
 
@@ -26,4 +27,37 @@ fn reference_python_is_never_a_silent_skip() {
     std::fs::write(venv.join("python"), "").unwrap();
     let found = find_reference_python(None, None, Some(empty.path().into()), None).unwrap();
     assert_eq!(found, venv.join("python"));
+}
+
+/// The stages never reach back into the job layer or the wiring: nothing
+/// under src/{source,chunk,embed,sink,cluster,sql} names `crate::job` or
+/// `crate::pipeline` (the job↔stage cycle of the 2026-11 design review).
+#[test]
+fn stages_do_not_import_the_job_or_the_pipeline() {
+    let src = crate::util::root().join("src");
+    let mut found = Vec::new();
+    for stage in ["source", "chunk", "embed", "sink", "cluster", "sql"] {
+        let mut stack = vec![src.join(stage)];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if p.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if code.contains("crate::job") || code.contains("crate::pipeline") {
+                    found.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "stage files importing job/pipeline:\n{}",
+        found.join("\n")
+    );
 }

@@ -2,13 +2,13 @@
 //! vectors equal to the vectors of the chunks' texts.
 
 use embedflow::chunk;
+use embedflow::embed::ModelOptions;
 use embedflow::embed::{ModelConfig, TextEncoder};
-use embedflow::job::ModelOverrides;
 
 use crate::util::*;
 
 fn model(path: &std::path::Path) -> ModelConfig {
-    ModelConfig::load(&ModelOverrides {
+    ModelConfig::load(&ModelOptions {
         path: path.to_str().unwrap().to_string(),
         ..Default::default()
     })
@@ -129,7 +129,7 @@ fn chunk_vectors_equal_vectors_of_chunk_texts() {
 
     let refs: Vec<&str> = chunk_texts.iter().map(String::as_str).collect();
     let (alone, d) =
-        embedflow::pipeline::embed_texts(&cfg, &refs, embedflow::embed::Exec::cpu(0)).unwrap();
+        embedflow::embed::embed_texts(&cfg, &refs, embedflow::embed::Exec::cpu(0)).unwrap();
     assert_eq!(d, dim);
     let mut exact_first = 0;
     for r in 0..batch.num_rows() {

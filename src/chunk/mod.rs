@@ -8,6 +8,9 @@
 
 use std::ops::Range;
 
+/// Default overlap between consecutive chunks, in tokens.
+pub const DEFAULT_OVERLAP: usize = 32;
+
 /// What the chunker needs to know of one token (special tokens excluded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Token {

@@ -1,6 +1,11 @@
 //! Packing rows into inference batches: sorted by token length so that each
 //! batch pads little, and sized by a budget of padded tokens.
 
+/// Default padded-token budget of one inference batch (rows × longest row).
+pub const DEFAULT_BATCH_TOKENS: usize = 16_384;
+/// Default cap on rows in one inference batch (short texts).
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 256;
+
 /// Splits the rows (given by their token lengths) into batches. Rows are
 /// visited longest first; a batch takes rows while `rows × longest ≤
 /// batch_tokens` and `rows ≤ max_rows` (a single row always fits). Returns

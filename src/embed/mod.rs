@@ -10,9 +10,12 @@ pub mod tokenize;
 
 use std::path::PathBuf;
 
-pub use model::ModelConfig;
+pub use model::{ModelConfig, ModelOptions};
+pub use pool::{Pooling, WEIGHTEDMEAN_REFUSED};
 pub use session::{Device, Embedder, Exec};
 pub use tokenize::{Encoded, TextEncoder};
+
+use rayon::prelude::*;
 
 use crate::Result;
 
@@ -71,4 +74,22 @@ pub fn run_plan(
         }
     }
     Ok((out, dim))
+}
+
+/// Embeds plain strings with a model folder, outside any job: used by tests,
+/// benchmarks and zero-shot labels. Returns rows × dim vectors.
+pub fn embed_texts(model: &ModelConfig, texts: &[&str], exec: Exec) -> Result<(Vec<f32>, usize)> {
+    let encoder = TextEncoder::new(model)?;
+    let mut embedder = Embedder::new(model, &encoder, exec)?;
+    let encoded: Vec<Encoded> = texts
+        .par_iter()
+        .map(|t| encoder.encode(t))
+        .collect::<Result<_>>()?;
+    embed_all(
+        &mut embedder,
+        &encoded,
+        batch::DEFAULT_BATCH_TOKENS,
+        batch::DEFAULT_MAX_BATCH_ROWS,
+        &mut |_, _| true,
+    )
 }

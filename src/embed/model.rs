@@ -9,8 +9,20 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::job::{ModelOverrides, Pooling, WEIGHTEDMEAN_REFUSED};
+use super::pool::{Pooling, WEIGHTEDMEAN_REFUSED};
 use crate::{Error, Result};
+
+/// The model folder, and what a job overrides of its own configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOptions {
+    /// A model folder, or the name of one under the models directory.
+    pub path: String,
+    pub max_seq_length: Option<usize>,
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    pub prompt_name: Option<String>,
+    pub prompt: Option<String>,
+}
 
 /// Everything embedflow needs to know about a model, resolved.
 #[derive(Clone, Debug)]
@@ -145,7 +157,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, rel: &str) -> Result<Opti
 
 impl ModelConfig {
     /// Reads the model folder and applies the job's overrides.
-    pub fn load(overrides: &ModelOverrides) -> Result<ModelConfig> {
+    pub fn load(overrides: &ModelOptions) -> Result<ModelConfig> {
         let dir = locate(&overrides.path)?;
         let shown = dir.display().to_string();
         let name = dir

@@ -1,6 +1,41 @@
 //! Pooling and normalisation, as sentence-transformers computes them.
 
-use crate::job::Pooling;
+/// Why weighted-mean pooling is refused, wherever it is asked for.
+pub const WEIGHTEDMEAN_REFUSED: &str = "\"weightedmean\" pooling is not supported (it weights tokens by position, which embedflow does not implement); choose one of cls, mean, max, mean_sqrt_len, lasttoken";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    Cls,
+    Mean,
+    Max,
+    MeanSqrtLen,
+    LastToken,
+}
+
+impl Pooling {
+    pub const NAMES: [&'static str; 5] = ["cls", "mean", "max", "mean_sqrt_len", "lasttoken"];
+
+    pub fn parse(s: &str) -> Option<Pooling> {
+        Some(match s {
+            "cls" => Pooling::Cls,
+            "mean" => Pooling::Mean,
+            "max" => Pooling::Max,
+            "mean_sqrt_len" => Pooling::MeanSqrtLen,
+            "lasttoken" => Pooling::LastToken,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Cls => "cls",
+            Pooling::Mean => "mean",
+            Pooling::Max => "max",
+            Pooling::MeanSqrtLen => "mean_sqrt_len",
+            Pooling::LastToken => "lasttoken",
+        }
+    }
+}
 
 /// Pools token embeddings `hidden` of shape [rows, seq, dim] (row-major)
 /// into `out` [rows, dim]. `lengths[r]` is row r's number of real tokens;

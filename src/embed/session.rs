@@ -12,8 +12,8 @@ use ort::value::Tensor;
 
 use super::model::ModelConfig;
 use super::pool;
+use super::pool::Pooling;
 use super::tokenize::{Encoded, TextEncoder};
-use crate::job::Pooling;
 use crate::{Error, Result};
 
 /// The ONNX Runtime release embedflow is built and tested against.

@@ -5,9 +5,7 @@ mod plan;
 mod spec;
 
 pub use plan::{
-    ChunkPlan, ClusterPlan, Compression, DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS,
-    DEFAULT_OVERLAP, DEFAULT_ROW_GROUP_SIZE, EmbedPlan, InputPlan, JobPlan, ModelOverrides,
-    OnEmpty, OutputPlan, Pooling, TopicsPlan, WEIGHTEDMEAN_REFUSED,
+    ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OutputPlan, TopicsPlan,
 };
 pub use spec::apply_set;
 

@@ -4,20 +4,13 @@
 use toml::Table;
 
 use super::spec::{Problems, Section};
-use crate::embed::Device;
+use crate::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
+use crate::embed::{Device, ModelOptions, Pooling, WEIGHTEDMEAN_REFUSED};
+use crate::sink::{Compression, DEFAULT_ROW_GROUP_SIZE};
 use crate::source::{CsvOptions, Format};
 use crate::store::S3Options;
 use crate::text::TextSpec;
 use crate::{Error, Result};
-
-/// Default padded-token budget of one inference batch (rows × longest row).
-pub const DEFAULT_BATCH_TOKENS: usize = 16_384;
-/// Default cap on rows in one inference batch (short texts).
-pub const DEFAULT_MAX_BATCH_ROWS: usize = 256;
-/// Default overlap between consecutive chunks, in tokens.
-pub const DEFAULT_OVERLAP: usize = 32;
-/// Default rows per Parquet row group of the output.
-pub const DEFAULT_ROW_GROUP_SIZE: usize = 8192;
 
 #[derive(Clone, Debug)]
 pub struct JobPlan {
@@ -25,7 +18,7 @@ pub struct JobPlan {
     pub origin: String,
     pub name: Option<String>,
     pub input: InputPlan,
-    pub model: ModelOverrides,
+    pub model: ModelOptions,
     pub chunking: ChunkPlan,
     pub embed: EmbedPlan,
     pub output: OutputPlan,
@@ -70,61 +63,12 @@ pub struct InputPlan {
     pub filter: Option<String>,
 }
 
-/// Why weighted-mean pooling is refused, wherever it is asked for.
-pub const WEIGHTEDMEAN_REFUSED: &str = "\"weightedmean\" pooling is not supported (it weights tokens by position, which embedflow does not implement); choose one of cls, mean, max, mean_sqrt_len, lasttoken";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pooling {
-    Cls,
-    Mean,
-    Max,
-    MeanSqrtLen,
-    LastToken,
-}
-
-impl Pooling {
-    pub const NAMES: [&'static str; 5] = ["cls", "mean", "max", "mean_sqrt_len", "lasttoken"];
-
-    pub fn parse(s: &str) -> Option<Pooling> {
-        Some(match s {
-            "cls" => Pooling::Cls,
-            "mean" => Pooling::Mean,
-            "max" => Pooling::Max,
-            "mean_sqrt_len" => Pooling::MeanSqrtLen,
-            "lasttoken" => Pooling::LastToken,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Pooling::Cls => "cls",
-            Pooling::Mean => "mean",
-            Pooling::Max => "max",
-            Pooling::MeanSqrtLen => "mean_sqrt_len",
-            Pooling::LastToken => "lasttoken",
-        }
-    }
-}
-
-/// The model, and what the job overrides of its own configuration.
-#[derive(Clone, Debug, Default)]
-pub struct ModelOverrides {
-    /// A model folder, or the name of one under the models directory.
-    pub path: String,
-    pub max_seq_length: Option<usize>,
-    pub pooling: Option<Pooling>,
-    pub normalize: Option<bool>,
-    pub prompt_name: Option<String>,
-    pub prompt: Option<String>,
-}
-
 #[derive(Clone, Debug)]
 pub struct ChunkPlan {
     pub enabled: bool,
     /// `None`: the model's max_seq_length minus special and prompt tokens.
     pub max_tokens: Option<usize>,
-    /// `None`: [`DEFAULT_OVERLAP`], at most a quarter of the window.
+    /// `None`: [`crate::chunk::DEFAULT_OVERLAP`], at most a quarter of the window.
     pub overlap: Option<usize>,
     pub keep_text: bool,
 }
@@ -145,15 +89,6 @@ pub struct EmbedPlan {
     /// Where the model runs: `cpu` (default), `cuda` or `cuda:N`.
     pub device: Device,
     pub on_empty: OnEmpty,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Zstd,
-    Snappy,
-    Lz4,
-    Gzip,
-    None,
 }
 
 #[derive(Clone, Debug)]
@@ -472,7 +407,7 @@ impl JobPlan {
                 columns,
                 filter,
             },
-            model: ModelOverrides {
+            model: ModelOptions {
                 path: model_path,
                 max_seq_length,
                 pooling,

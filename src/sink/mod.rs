@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
-pub use self::parquet::{ParquetSink, WriteOptions};
+pub use self::parquet::{Compression, DEFAULT_ROW_GROUP_SIZE, ParquetSink, WriteOptions};
 use crate::{Error, Result};
 
 /// Chunk columns, in the order they are written.

@@ -27,9 +27,21 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use tokio::io::AsyncWriteExt;
 
-use crate::job::Compression;
 use crate::store::{Location, Stores};
 use crate::{Error, Result};
+
+/// Parquet compression codec of an output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    Lz4,
+    Gzip,
+    None,
+}
+
+/// Default rows per Parquet row group of an output.
+pub const DEFAULT_ROW_GROUP_SIZE: usize = 8192;
 
 /// A row group is closed once its encoded size passes this, whatever its
 /// row count.
@@ -43,6 +55,18 @@ pub struct WriteOptions {
     pub overwrite: bool,
     /// Key-value metadata (lineage) stored in the footer.
     pub metadata: Vec<(String, String)>,
+}
+
+impl Default for WriteOptions {
+    /// Zstd, [`DEFAULT_ROW_GROUP_SIZE`] rows, overwrite, no metadata.
+    fn default() -> Self {
+        WriteOptions {
+            compression: Compression::Zstd,
+            row_group_size: DEFAULT_ROW_GROUP_SIZE,
+            overwrite: true,
+            metadata: Vec::new(),
+        }
+    }
 }
 
 pub struct ParquetSink {

@@ -15,8 +15,8 @@ use datafusion::logical_expr::{
 };
 use rayon::prelude::*;
 
+use crate::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
 use crate::embed::{self, Embedder, Encoded, Exec, ModelConfig, TextEncoder};
-use crate::job::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
 
 /// The model behind `embed()`; one ONNX Runtime session, encoders per prompt.
 struct Loaded {

@@ -1,0 +1,144 @@
+//! `embedflow cluster` and `embedflow neighbors`: flags to a job, run it,
+//! print the summary.
+
+use std::process::ExitCode;
+
+use embedflow::pipeline::{self, RunOptions};
+use embedflow::progress::ProgressMode;
+
+use super::say;
+
+pub fn cluster(
+    rt: &tokio::runtime::Runtime,
+    c: &embedflow::cli::ClusterOpts,
+    opts: &RunOptions,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    use embedflow::cluster::{Metric, Preprocess, TopicOptions, kmeans};
+    use embedflow::pipeline::cluster::{self, ClusterJob};
+    if c.k == 0 {
+        anyhow::bail!("--k: must be at least 1");
+    }
+    if c.ngram[0] == 0 || c.ngram[0] > c.ngram[1] {
+        anyhow::bail!(
+            "--ngram: expected MIN,MAX with 1 <= MIN <= MAX, found {},{}",
+            c.ngram[0],
+            c.ngram[1]
+        );
+    }
+    if c.topics.is_some() && c.text_column.is_none() {
+        anyhow::bail!(
+            "--topics: needs --text-column (the texts whose words describe each cluster)"
+        );
+    }
+    let job = ClusterJob {
+        input: c.input.clone(),
+        output: c.output.clone(),
+        vector_column: c.vector_column.clone(),
+        id_column: c.id_column.clone(),
+        text_column: c.text_column.clone(),
+        kmeans: kmeans::Config {
+            k: c.k,
+            max_iter: c.max_iter,
+            tol: c.tol,
+            seed: c.seed,
+            mini_batch: (c.algorithm == "minibatch").then_some(c.batch_size),
+            metric: if c.metric == "cosine" {
+                Metric::Cosine
+            } else {
+                Metric::L2
+            },
+        },
+        train_sample: c.train_sample,
+        clusters_path: c.clusters.clone(),
+        topics_path: c.topics.clone(),
+        topics: TopicOptions {
+            preprocess: if c.preprocess == "english" {
+                Preprocess::English
+            } else {
+                Preprocess::Unicode
+            },
+            english_stop_words: c.stop_words.is_some(),
+            ngram: (c.ngram[0], c.ngram[1]),
+            bm25_weighting: c.bm25_weighting,
+            reduce_frequent_words: c.reduce_frequent_words,
+            top_n: c.top_n,
+        },
+        overwrite: !c.no_overwrite,
+        s3: embedflow::store::S3Options {
+            endpoint: c.s3_endpoint.clone(),
+            region: c.s3_region.clone(),
+            ..Default::default()
+        },
+        zero_shot: None,
+    };
+    let mut job = job;
+    if !c.labels.is_empty() {
+        let Some(model) = &c.model else {
+            anyhow::bail!(
+                "--labels: needs --model (the model the vectors were made with) to embed the labels"
+            );
+        };
+        if c.text_column.is_none() {
+            anyhow::bail!("--labels: needs --text-column (topics are made of texts)");
+        }
+        let overrides = embedflow::embed::ModelOptions {
+            path: model.clone(),
+            ..Default::default()
+        };
+        let stores = embedflow::store::Stores::new(job.s3.clone());
+        let config = rt.block_on(pipeline::load_model(&stores, &overrides))?;
+        job.zero_shot = Some(pipeline::zero_shot(
+            &config,
+            &c.labels,
+            c.label_prompt_name.as_deref(),
+            c.min_similarity,
+            opts.exec_default(),
+        )?);
+    }
+    let progress = !quiet && opts.progress != ProgressMode::Off;
+    let summary = rt.block_on(cluster::run(&job, progress))?;
+    if !quiet {
+        say(&summary);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn neighbors(
+    rt: &tokio::runtime::Runtime,
+    n: &embedflow::cli::NeighborsOpts,
+    opts: &RunOptions,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    use embedflow::cluster::neighbors::Similarity;
+    use embedflow::pipeline::neighbors::{self, NeighborsJob};
+    if n.k == 0 {
+        anyhow::bail!("--k: must be at least 1");
+    }
+    let job = NeighborsJob {
+        input: n.input.clone(),
+        output: n.output.clone(),
+        queries: n.queries.clone(),
+        vector_column: n.vector_column.clone(),
+        id_column: n.id_column.clone(),
+        k: n.k,
+        similarity: if n.similarity == "inner_product" {
+            Similarity::InnerProduct
+        } else {
+            Similarity::Cosine
+        },
+        overwrite: !n.no_overwrite,
+        s3: Default::default(),
+    };
+    let progress = !quiet && opts.progress != ProgressMode::Off;
+    let (rows, secs) = rt.block_on(neighbors::run_neighbors(&job, progress))?;
+    if !quiet {
+        say(format!(
+            "wrote {} ({rows} rows x {} neighbours)\n  seconds          {secs:.2}\n  throughput       {:.0} rows/s",
+            n.output,
+            n.k,
+            rows as f64 / secs.max(1e-9)
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

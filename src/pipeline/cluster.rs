@@ -1,0 +1,827 @@
+//! The cluster runner: clusters and topics over any Parquet with a vector column
+//! (`FixedSizeList<Float32>` or `List<Float32>`), streaming:
+//!
+//! 1. a reservoir sample of `train_sample` rows (default 256·k, as faiss
+//!    does) is read and held: memory is bounded by the sample, not the data;
+//! 2. k-means is trained on it ([`kmeans`]);
+//! 3. with topics, a pass assigns every row and counts terms per cluster
+//!    ([`ctfidf`]), so the keywords are known before anything is written;
+//! 4. a last pass assigns every row again and writes it with `cluster_id`,
+//!    `cluster_distance` (and `topic_id`, `topic_label`, `topic_score`),
+//!    then the `clusters` and `topics` tables.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array,
+    ListArray, RecordBatch, StringArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use tokio::sync::mpsc;
+
+use crate::sink::{self, ParquetSink, WriteOptions};
+use crate::source::{self, CsvOptions, Input, SourceBatch};
+use crate::store::{self, S3Options, Stores};
+use crate::{Error, Result};
+
+use crate::cluster::{Assigner, TopicOptions, ZeroShot, ctfidf, kmeans};
+
+/// Rows nearest each centre kept for the clusters table.
+pub const NEAREST: usize = 5;
+/// Representative texts per topic.
+pub const REPRESENTATIVES: usize = 3;
+/// Keywords joined into a topic's label.
+pub const LABEL_WORDS: usize = 4;
+
+/// What to cluster and where to write it.
+#[derive(Clone, Debug)]
+pub struct ClusterJob {
+    pub input: String,
+    pub output: String,
+    pub vector_column: String,
+    /// Named in the clusters table (nearest rows); default: the row number.
+    pub id_column: Option<String>,
+    /// Texts for topics; `None`: no topics.
+    pub text_column: Option<String>,
+    pub kmeans: kmeans::Config,
+    /// Rows trained on; `None`: 256·k.
+    pub train_sample: Option<usize>,
+    pub clusters_path: Option<String>,
+    pub topics_path: Option<String>,
+    pub topics: TopicOptions,
+    pub overwrite: bool,
+    pub s3: S3Options,
+    /// Zero-shot topic labels, embedded.
+    pub zero_shot: Option<ZeroShot>,
+}
+
+/// What a run did, printed at the end.
+#[derive(Debug)]
+pub struct ClusterSummary {
+    pub rows: u64,
+    pub k: usize,
+    pub dim: usize,
+    pub sampled: usize,
+    pub iterations: usize,
+    pub converged: bool,
+    pub train_inertia: f64,
+    pub train_seconds: f64,
+    pub seconds: f64,
+    pub outputs: Vec<String>,
+}
+
+impl std::fmt::Display for ClusterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for o in &self.outputs {
+            writeln!(f, "wrote {o}")?;
+        }
+        writeln!(f, "  rows             {}", self.rows)?;
+        writeln!(f, "  clusters         {} ({} dims)", self.k, self.dim)?;
+        writeln!(f, "  trained on       {} sampled rows", self.sampled)?;
+        writeln!(
+            f,
+            "  iterations       {}{}",
+            self.iterations,
+            if self.converged {
+                " (converged)"
+            } else {
+                " (max_iter reached)"
+            }
+        )?;
+        writeln!(f, "  train inertia    {:.6}", self.train_inertia)?;
+        writeln!(f, "  train seconds    {:.2}", self.train_seconds)?;
+        write!(f, "  seconds          {:.2}", self.seconds)
+    }
+}
+
+/// The vectors of a batch column as a flat `rows × dim` buffer.
+pub(super) fn vectors_of(
+    col: &ArrayRef,
+    dim: usize,
+    file: &str,
+    first_row: u64,
+    name: &str,
+) -> Result<Vec<f32>> {
+    let bad = |row: usize, what: String| {
+        Error::input(
+            file,
+            format!(
+                "row {}, column '{name}': {what}",
+                first_row + row as u64 + 1
+            ),
+        )
+    };
+    let mut out = Vec::with_capacity(col.len() * dim);
+    let push_values = |values: &ArrayRef, out: &mut Vec<f32>, start: usize, len: usize| -> bool {
+        if let Some(v) = values.as_any().downcast_ref::<Float32Array>() {
+            out.extend_from_slice(&v.values()[start..start + len]);
+            true
+        } else if let Some(v) = values.as_any().downcast_ref::<Float64Array>() {
+            out.extend(v.values()[start..start + len].iter().map(|&x| x as f32));
+            true
+        } else {
+            false
+        }
+    };
+    if let Some(l) = col.as_any().downcast_ref::<FixedSizeListArray>() {
+        if let Some(i) = (0..l.len()).find(|&i| l.is_null(i)) {
+            return Err(bad(i, "null vector".into()));
+        }
+        let values = l.values();
+        let start = l.offset() * dim;
+        if !push_values(values, &mut out, start, l.len() * dim) {
+            return Err(bad(
+                0,
+                format!("expected Float32 items, found {}", values.data_type()),
+            ));
+        }
+    } else if let Some(l) = col.as_any().downcast_ref::<ListArray>() {
+        let offsets = l.value_offsets();
+        for i in 0..l.len() {
+            if l.is_null(i) {
+                return Err(bad(i, "null vector".into()));
+            }
+            let (s, e) = (offsets[i] as usize, offsets[i + 1] as usize);
+            if e - s != dim {
+                return Err(bad(
+                    i,
+                    format!("a vector of {} values, expected {dim}", e - s),
+                ));
+            }
+            if !push_values(l.values(), &mut out, s, e - s) {
+                return Err(bad(
+                    i,
+                    format!("expected Float32 items, found {}", l.values().data_type()),
+                ));
+            }
+        }
+    } else {
+        return Err(bad(
+            0,
+            format!(
+                "expected a vector column (FixedSizeList<Float32>), found {}",
+                col.data_type()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// The vectors of column `index` of a source batch.
+pub(super) fn batch_vectors(
+    sb: &SourceBatch,
+    index: usize,
+    dim: usize,
+    name: &str,
+) -> Result<Vec<f32>> {
+    vectors_of(sb.batch.column(index), dim, &sb.file, sb.first_row, name)
+}
+
+/// The vector width the column's type declares, or the first row's length.
+pub(super) async fn vector_dim(input: &Input, column: &str) -> Result<usize> {
+    let file = &input.files[0].location.display;
+    let field = input.schema.field_with_name(column).map_err(|_| {
+        Error::input(
+            file,
+            format!(
+                "no column '{column}'; the columns are: {}",
+                source::column_list(&input.schema)
+            ),
+        )
+    })?;
+    match field.data_type() {
+        DataType::FixedSizeList(_, n) => Ok(*n as usize),
+        DataType::List(_) => {
+            let mut rx = read(input, &[column.to_string()]);
+            match rx.recv().await {
+                Some(Ok(sb)) => {
+                    let l = sb.batch.column(0);
+                    let l = l
+                        .as_any()
+                        .downcast_ref::<ListArray>()
+                        .ok_or_else(|| Error::internal("list column changed type"))?;
+                    Ok(l.value_length(0) as usize)
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(Error::input(file, "no rows")),
+            }
+        }
+        other => Err(Error::input(
+            file,
+            format!(
+                "column '{column}': expected a vector column (FixedSizeList<Float32> or List<Float32>), found {other}"
+            ),
+        )),
+    }
+}
+
+/// Streams `columns` of the input.
+pub(super) fn read(input: &Input, columns: &[String]) -> mpsc::Receiver<Result<SourceBatch>> {
+    let (tx, rx) = mpsc::channel(2);
+    let input = input.clone();
+    let columns = columns.to_vec();
+    tokio::spawn(async move {
+        let _ = source::read(&input, &columns, source::READ_BATCH_ROWS, tx).await;
+    });
+    rx
+}
+
+/// Algorithm R over the stream: every row ends in the sample with
+/// probability `size / rows`.
+struct Reservoir {
+    size: usize,
+    dim: usize,
+    seen: u64,
+    rows: Vec<f32>,
+    rng: kmeans::Rng,
+}
+
+impl Reservoir {
+    fn add(&mut self, v: &[f32]) {
+        for row in v.chunks_exact(self.dim) {
+            if (self.seen as usize) < self.size {
+                self.rows.extend_from_slice(row);
+            } else {
+                let j = self.rng.below(self.seen + 1) as usize;
+                if j < self.size {
+                    self.rows[j * self.dim..(j + 1) * self.dim].copy_from_slice(row);
+                }
+            }
+            self.seen += 1;
+        }
+    }
+}
+
+/// The rows nearest one centre so far: (distance, id, text), best first.
+#[derive(Default, Clone)]
+struct Nearest(Vec<(f32, String, Option<String>)>);
+
+impl Nearest {
+    fn offer(
+        &mut self,
+        dist: f32,
+        id: impl FnOnce() -> String,
+        text: impl FnOnce() -> Option<String>,
+    ) {
+        if self.0.len() == NEAREST && dist >= self.0[NEAREST - 1].0 {
+            return;
+        }
+        let pos = self.0.partition_point(|(d, _, _)| *d <= dist);
+        self.0.insert(pos, (dist, id(), text()));
+        self.0.truncate(NEAREST);
+    }
+}
+
+pub(super) fn log(progress: bool, msg: impl std::fmt::Display) {
+    if progress {
+        eprintln!("{msg}");
+    }
+}
+
+/// Runs a clustering job end to end. On error nothing is committed.
+pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
+    let started = Instant::now();
+    let stores = Stores::new(job.s3.clone());
+    let input = source::open(&stores, &job.input, None, &CsvOptions::default()).await?;
+    let first = input.files[0].location.display.clone();
+    let dim = vector_dim(&input, &job.vector_column).await?;
+    for c in [&job.id_column, &job.text_column].into_iter().flatten() {
+        if input.schema.field_with_name(c).is_err() {
+            return Err(Error::input(
+                &first,
+                format!(
+                    "no column '{c}'; the columns are: {}",
+                    source::column_list(&input.schema)
+                ),
+            ));
+        }
+    }
+    if job.kmeans.k == 0 {
+        return Err(Error::internal("k must be at least 1"));
+    }
+    if let Some(z) = &job.zero_shot
+        && z.vectors.len() != z.labels.len() * dim
+    {
+        return Err(Error::input(
+            &first,
+            format!(
+                "the zero-shot labels were embedded with {} dimensions, the vectors have {dim}",
+                z.vectors.len() / z.labels.len().max(1)
+            ),
+        ));
+    }
+    for name in OUTPUT_COLUMNS {
+        if input.schema.field_with_name(name).is_ok() {
+            return Err(Error::input(
+                &first,
+                format!("already has a column '{name}'; drop it, or cluster the vectors alone"),
+            ));
+        }
+    }
+    for out in [
+        Some(&job.output),
+        job.clusters_path.as_ref(),
+        job.topics_path.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if *out != job.input {
+            ParquetSink::check_target(&stores, out, job.overwrite).await?;
+        }
+    }
+    // OUTPUT may be INPUT itself (labels added in place, by rename); the
+    // clusters and topics tables may not replace it, however spelled.
+    let tables: Vec<(&str, &str)> = [
+        ("--clusters", job.clusters_path.as_deref()),
+        ("--topics", job.topics_path.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| p.map(|p| (flag, p)))
+    .collect();
+    let mut outputs = vec![("OUTPUT", job.output.as_str())];
+    outputs.extend(tables.iter().copied());
+    let mut problems: Vec<String> = tables
+        .iter()
+        .filter_map(|(flag, p)| {
+            store::output_clash(&stores, p, &job.input, &input.files)
+                .map(|why| format!("{flag}: {p} {why}"))
+        })
+        .collect();
+    problems.extend(store::same_file_outputs(&stores, &outputs));
+    if let Some(p) = problems.into_iter().next() {
+        return Err(Error::Job {
+            origin: "command line".into(),
+            problems: vec![p],
+        });
+    }
+
+    // 1. Sample.
+    let size = job
+        .train_sample
+        .unwrap_or(256 * job.kmeans.k)
+        .max(job.kmeans.k);
+    let mut reservoir = Reservoir {
+        size,
+        dim,
+        seen: 0,
+        rows: Vec::new(),
+        rng: kmeans::Rng::new(job.kmeans.seed ^ 0xa5a5),
+    };
+    let vcol = [job.vector_column.clone()];
+    let mut rx = read(&input, &vcol);
+    while let Some(sb) = rx.recv().await {
+        crate::cancel::check()?;
+        let sb = sb?;
+        let v = batch_vectors(&sb, 0, dim, &job.vector_column)?;
+        reservoir.add(&v);
+    }
+    let rows = reservoir.seen;
+    if rows < job.kmeans.k as u64 {
+        return Err(Error::input(
+            &job.input,
+            format!("{rows} rows, fewer than k = {}", job.kmeans.k),
+        ));
+    }
+    log(
+        progress,
+        format!(
+            "sampled {} of {rows} rows; training k-means (k = {})",
+            reservoir.rows.len() / dim,
+            job.kmeans.k
+        ),
+    );
+
+    // 2. Train.
+    let t = Instant::now();
+    let sample = std::mem::take(&mut reservoir.rows);
+    let sampled = sample.len() / dim;
+    let cfg = job.kmeans.clone();
+    let model = tokio::task::spawn_blocking(move || {
+        kmeans::fit_until(&sample, dim, &cfg, None, &crate::cancel::requested)
+    })
+    .await
+    .map_err(Error::internal)?
+    .ok_or(Error::Interrupted)?;
+    let train_seconds = t.elapsed().as_secs_f64();
+    log(
+        progress,
+        format!(
+            "trained in {train_seconds:.1} s ({} iterations, inertia {:.4})",
+            model.iterations, model.inertia
+        ),
+    );
+    let assigner = Assigner::new(model, job.zero_shot.clone(), dim);
+
+    // 3. Topics: count terms per topic.
+    let keywords = match &job.text_column {
+        Some(text) => {
+            let mut counts = ctfidf::TermCounts::new(assigner.topics(), job.topics.clone());
+            let cols = [job.vector_column.clone(), text.clone()];
+            let mut rx = read(&input, &cols);
+            while let Some(sb) = rx.recv().await {
+                let sb = sb?;
+                let v = batch_vectors(&sb, 0, dim, &job.vector_column)?;
+                let a = tokio::task::block_in_place(|| assigner.assign(&v));
+                let texts = as_strings(sb.batch.column(1))?;
+                for (i, &t) in a.topics.iter().enumerate() {
+                    counts.add(t as usize, texts.value_or_empty(i));
+                }
+            }
+            log(progress, "counted terms per topic");
+            Some(counts.keywords())
+        }
+        None => None,
+    };
+    let topic_labels: Option<Vec<String>> = keywords.as_ref().map(|kw| {
+        kw.iter()
+            .enumerate()
+            .map(|(t, words)| match assigner.zero_shot_label(t) {
+                Some(l) => l.to_string(),
+                None => {
+                    let mut label = t.to_string();
+                    for (w, _) in words.iter().take(LABEL_WORDS) {
+                        label.push('_');
+                        label.push_str(w);
+                    }
+                    label
+                }
+            })
+            .collect()
+    });
+
+    // 4. Assign and write, keeping the input's lineage.
+    let mut fields: Vec<Field> = input
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("cluster_id", DataType::Int32, false));
+    fields.push(Field::new("cluster_distance", DataType::Float32, false));
+    if keywords.is_some() {
+        fields.push(Field::new("topic_id", DataType::Int32, false));
+        fields.push(Field::new("topic_label", DataType::Utf8, false));
+        fields.push(Field::new("topic_score", DataType::Float32, false));
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let mut metadata: Vec<(String, String)> = match input.format {
+        source::Format::Parquet => source::parquet::key_value_metadata(&input.files[0])
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("embedflow.") && !k.starts_with("embedflow.cluster."))
+            .collect(),
+        source::Format::Csv => Vec::new(),
+    };
+    let model = assigner.model();
+    metadata.extend([
+        ("embedflow.cluster.k".into(), model.k.to_string()),
+        (
+            "embedflow.cluster.metric".into(),
+            model.metric.name().into(),
+        ),
+        ("embedflow.cluster.seed".into(), job.kmeans.seed.to_string()),
+        ("embedflow.cluster.train_sample".into(), sampled.to_string()),
+        (
+            "embedflow.cluster.iterations".into(),
+            model.iterations.to_string(),
+        ),
+        (
+            "embedflow.cluster.vector_column".into(),
+            job.vector_column.clone(),
+        ),
+    ]);
+    if let Some(z) = &job.zero_shot {
+        metadata.push((
+            "embedflow.topics.zero_shot_labels".into(),
+            z.labels.join("\n"),
+        ));
+        metadata.push((
+            "embedflow.topics.min_similarity".into(),
+            z.min_similarity.to_string(),
+        ));
+    }
+    let write = WriteOptions {
+        overwrite: job.overwrite || job.output == job.input,
+        metadata,
+        ..WriteOptions::default()
+    };
+    let mut sink = ParquetSink::create(&stores, &job.output, Arc::clone(&schema), &write).await?;
+    let result = write_rows(
+        job,
+        &input,
+        &assigner,
+        dim,
+        topic_labels.as_deref(),
+        &schema,
+        &mut sink,
+    )
+    .await;
+    let tally = match result {
+        Ok(r) => r,
+        Err(e) => {
+            sink.abort().await;
+            return Err(e);
+        }
+    };
+    let written = sink.commit().await?;
+    let mut outputs = vec![format!("{} ({written} rows)", job.output)];
+    let tables = WriteOptions {
+        overwrite: true,
+        ..write
+    };
+    if let Some(p) = &job.clusters_path {
+        write_clusters(&stores, p, model, &tally, &tables).await?;
+        outputs.push(format!("{p} ({} clusters)", model.k));
+    }
+    if let (Some(p), Some(kw), Some(labels)) = (&job.topics_path, &keywords, &topic_labels) {
+        write_topics(&stores, p, kw, labels, &tally, &tables).await?;
+        outputs.push(format!("{p} ({} topics)", kw.len()));
+    }
+    Ok(ClusterSummary {
+        rows,
+        k: model.k,
+        dim,
+        sampled,
+        iterations: model.iterations,
+        converged: model.converged,
+        train_inertia: model.inertia,
+        train_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+        outputs,
+    })
+}
+
+/// Columns the stage adds (an input that has them is refused).
+pub const OUTPUT_COLUMNS: [&str; 5] = [
+    "cluster_id",
+    "cluster_distance",
+    "topic_id",
+    "topic_label",
+    "topic_score",
+];
+
+/// A text column read as strings (nulls as empty).
+struct Texts(StringArray);
+
+impl Texts {
+    fn value_or_empty(&self, i: usize) -> &str {
+        if self.0.is_null(i) {
+            ""
+        } else {
+            self.0.value(i)
+        }
+    }
+}
+
+fn as_strings(col: &ArrayRef) -> Result<Texts> {
+    let s = arrow::compute::cast(col, &DataType::Utf8).map_err(Error::internal)?;
+    let s = s
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::internal("cast to Utf8"))?
+        .clone();
+    Ok(Texts(s))
+}
+
+/// What the writing pass learns: cluster sizes and nearest rows, topic
+/// sizes and most representative rows.
+struct Tally {
+    cluster_sizes: Vec<u64>,
+    cluster_nearest: Vec<Nearest>,
+    topic_sizes: Vec<u64>,
+    topic_nearest: Vec<Nearest>,
+}
+
+async fn write_rows(
+    job: &ClusterJob,
+    input: &Input,
+    assigner: &Assigner,
+    dim: usize,
+    topic_labels: Option<&[String]>,
+    schema: &SchemaRef,
+    sink: &mut ParquetSink,
+) -> Result<Tally> {
+    let all: Vec<String> = input
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let vidx = input
+        .schema
+        .index_of(&job.vector_column)
+        .map_err(Error::internal)?;
+    let idx = |c: &Option<String>| c.as_ref().and_then(|c| input.schema.index_of(c).ok());
+    let (id_idx, text_idx) = (idx(&job.id_column), idx(&job.text_column));
+    let k = assigner.model().k;
+    let mut tally = Tally {
+        cluster_sizes: vec![0; k],
+        cluster_nearest: vec![Nearest::default(); k],
+        topic_sizes: vec![0; assigner.topics()],
+        topic_nearest: vec![Nearest::default(); assigner.topics()],
+    };
+    let mut rx = read(input, &all);
+    let mut row0 = 0u64;
+    while let Some(sb) = rx.recv().await {
+        let sb = sb?;
+        let b = &sb.batch;
+        let v = batch_vectors(&sb, vidx, dim, &job.vector_column)?;
+        let a = tokio::task::block_in_place(|| assigner.assign(&v));
+        let ids = id_idx.map(|i| as_strings(b.column(i))).transpose()?;
+        let texts = text_idx.map(|i| as_strings(b.column(i))).transpose()?;
+        let id = |i: usize| match &ids {
+            Some(s) => s.value_or_empty(i).to_string(),
+            None => (row0 + i as u64).to_string(),
+        };
+        let text = |i: usize| texts.as_ref().map(|t| t.value_or_empty(i).to_string());
+        for i in 0..a.clusters.len() {
+            let (c, t) = (a.clusters[i] as usize, a.topics[i] as usize);
+            tally.cluster_sizes[c] += 1;
+            tally.cluster_nearest[c].offer(a.distances[i], || id(i), || text(i));
+            tally.topic_sizes[t] += 1;
+            tally.topic_nearest[t].offer(1.0 - a.scores[i], || id(i), || text(i));
+        }
+        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+        cols.push(Arc::new(Int32Array::from_iter_values(
+            a.clusters.iter().map(|&l| l as i32),
+        )));
+        cols.push(Arc::new(Float32Array::from(a.distances)));
+        if let Some(topic_labels) = topic_labels {
+            cols.push(Arc::new(Int32Array::from_iter_values(
+                a.topics.iter().map(|&t| t as i32),
+            )));
+            cols.push(Arc::new(StringArray::from_iter_values(
+                a.topics.iter().map(|&t| topic_labels[t as usize].as_str()),
+            )));
+            cols.push(Arc::new(Float32Array::from(a.scores)));
+        }
+        let out = RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)?;
+        sink.write(&out).await?;
+        row0 += b.num_rows() as u64;
+    }
+    Ok(tally)
+}
+
+fn string_lists(items: Vec<Vec<String>>) -> ArrayRef {
+    let mut b = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new());
+    for row in items {
+        for s in row {
+            b.values().append_value(s);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+fn float_lists(items: Vec<Vec<f64>>) -> ArrayRef {
+    let mut b = arrow::array::ListBuilder::new(arrow::array::Float64Builder::new());
+    for row in items {
+        b.values().append_slice(&row);
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+async fn write_table(
+    stores: &Stores,
+    path: &str,
+    cols: Vec<(&str, ArrayRef)>,
+    write: &WriteOptions,
+) -> Result<()> {
+    let fields: Vec<Field> = cols
+        .iter()
+        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        cols.into_iter().map(|(_, a)| a).collect(),
+    )
+    .map_err(Error::internal)?;
+    let mut sink = ParquetSink::create(stores, path, schema, write).await?;
+    if let Err(e) = sink.write(&batch).await {
+        sink.abort().await;
+        return Err(e);
+    }
+    sink.commit().await?;
+    Ok(())
+}
+
+async fn write_clusters(
+    stores: &Stores,
+    path: &str,
+    model: &kmeans::Model,
+    tally: &Tally,
+    write: &WriteOptions,
+) -> Result<()> {
+    let (sizes, nearest) = (&tally.cluster_sizes, &tally.cluster_nearest);
+    let k = model.k;
+    write_table(
+        stores,
+        path,
+        vec![
+            (
+                "cluster_id",
+                Arc::new(Int32Array::from_iter_values(0..k as i32)) as ArrayRef,
+            ),
+            (
+                "size",
+                Arc::new(Int64Array::from_iter_values(
+                    sizes.iter().map(|&s| s as i64),
+                )),
+            ),
+            (
+                "centroid",
+                sink::vector_array(model.centroids.clone(), model.dim)?,
+            ),
+            (
+                "nearest_ids",
+                string_lists(
+                    nearest
+                        .iter()
+                        .map(|n| n.0.iter().map(|(_, id, _)| id.clone()).collect())
+                        .collect(),
+                ),
+            ),
+            (
+                "nearest_distances",
+                float_lists(
+                    nearest
+                        .iter()
+                        .map(|n| n.0.iter().map(|(d, _, _)| *d as f64).collect())
+                        .collect(),
+                ),
+            ),
+        ],
+        write,
+    )
+    .await
+}
+
+async fn write_topics(
+    stores: &Stores,
+    path: &str,
+    keywords: &[Vec<(String, f64)>],
+    labels: &[String],
+    tally: &Tally,
+    write: &WriteOptions,
+) -> Result<()> {
+    let (sizes, nearest) = (&tally.topic_sizes, &tally.topic_nearest);
+    let k = keywords.len();
+    write_table(
+        stores,
+        path,
+        vec![
+            (
+                "topic_id",
+                Arc::new(Int32Array::from_iter_values(0..k as i32)) as ArrayRef,
+            ),
+            (
+                "label",
+                Arc::new(StringArray::from_iter_values(labels.iter())),
+            ),
+            (
+                "keywords",
+                string_lists(
+                    keywords
+                        .iter()
+                        .map(|w| w.iter().map(|(w, _)| w.clone()).collect())
+                        .collect(),
+                ),
+            ),
+            (
+                "keyword_scores",
+                float_lists(
+                    keywords
+                        .iter()
+                        .map(|w| w.iter().map(|(_, s)| *s).collect())
+                        .collect(),
+                ),
+            ),
+            (
+                "size",
+                Arc::new(Int64Array::from_iter_values(
+                    sizes.iter().map(|&s| s as i64),
+                )),
+            ),
+            (
+                "representative_texts",
+                string_lists(
+                    nearest
+                        .iter()
+                        .map(|n| {
+                            n.0.iter()
+                                .take(REPRESENTATIVES)
+                                .filter_map(|(_, _, t)| t.clone())
+                                .collect()
+                        })
+                        .collect(),
+                ),
+            ),
+        ],
+        write,
+    )
+    .await
+}

@@ -1,0 +1,488 @@
+//! The only module that knows every stage. It checks a job against its input
+//! and model, then wires the stages with bounded channels:
+//!
+//! ```text
+//! source (async I/O) ─▶ prepare (thread + rayon: filter, text, chunk, tokenize)
+//!   ─▶ embed (thread owning the ORT session) ─▶ sink (async Parquet writer)
+//! ```
+//!
+//! Memory is bounded by the queue capacities below times the size of one
+//! unit of work (one input batch of [`source::READ_BATCH_ROWS`] rows and its
+//! chunks), whatever the size of the input.
+
+mod check;
+pub mod cluster;
+pub mod neighbors;
+mod output;
+mod prepare;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use self::cluster::{ClusterJob, ClusterSummary};
+use crate::cluster::ZeroShot;
+use crate::embed::{self, Device, Embedder, Exec, ModelConfig};
+use crate::job::JobPlan;
+use crate::progress::{Counters, ProgressMode, Reporter, Summary};
+use crate::sink::{self, OutputLayout, ParquetSink, WriteOptions};
+use crate::source::{self, RowFilter, SourceBatch};
+use crate::{Error, Result};
+
+use check::topics_text_column;
+pub use check::{Checked, check, load_model};
+use output::{Rows, hidden_sibling, lineage, write_unit};
+use prepare::{Prepare, Unit};
+
+/// Batches read ahead of the prepare stage.
+pub const SOURCE_QUEUE: usize = 2;
+/// Tokenized units waiting for the embedder (tokenization of the next unit
+/// overlaps inference of the current one).
+pub const PREPARED_QUEUE: usize = 2;
+/// Embedded units waiting for the writer.
+pub const EMBEDDED_QUEUE: usize = 2;
+
+/// How to run (the job file says what; these say how).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub progress: ProgressMode,
+    /// Overrides the job's `embed.threads`.
+    pub threads: Option<usize>,
+    /// Overrides the job's `embed.device`.
+    pub device: Option<Device>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            progress: ProgressMode::Off,
+            threads: None,
+            device: None,
+        }
+    }
+}
+
+impl RunOptions {
+    /// The plan with these options' overrides of its `[embed]` section
+    /// written in, so that checking it checks what will run.
+    pub fn apply(&self, mut plan: JobPlan) -> JobPlan {
+        if let Some(d) = self.device {
+            plan.embed.device = d;
+        }
+        if let Some(t) = self.threads {
+            plan.embed.threads = t;
+        }
+        plan
+    }
+
+    /// Where and how a model runs outside a job: these options, or the
+    /// defaults (CPU, all cores).
+    pub fn exec_default(&self) -> Exec {
+        Exec {
+            device: self.device.unwrap_or_default(),
+            threads: self.threads.unwrap_or(0),
+        }
+    }
+
+    /// Where and how a plan's model runs, with these options' overrides.
+    pub fn exec(&self, plan: &JobPlan) -> Exec {
+        Exec {
+            device: self.device.unwrap_or(plan.embed.device),
+            threads: self.threads.unwrap_or(plan.embed.threads),
+        }
+    }
+}
+
+/// Embeds zero-shot topic labels with the documents' model (and its prompt,
+/// or the prompt named `prompt_name`).
+pub fn zero_shot(
+    model: &ModelConfig,
+    labels: &[String],
+    prompt_name: Option<&str>,
+    min_similarity: f32,
+    exec: Exec,
+) -> Result<ZeroShot> {
+    let mut m = model.clone();
+    if let Some(name) = prompt_name {
+        m.prompt = Some(m.prompts.get(name).cloned().ok_or_else(|| {
+            Error::model(
+                &m.name,
+                format!("no prompt '{name}' in config_sentence_transformers.json"),
+            )
+        })?);
+    }
+    let texts: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let (vectors, _) = embed::embed_texts(&m, &texts, exec)?;
+    Ok(ZeroShot {
+        labels: labels.to_vec(),
+        vectors,
+        min_similarity,
+    })
+}
+
+/// Runs a checked job: the embedding pipeline, then, with `[cluster]`,
+/// clusters and topics. With a cluster stage the vectors go to a hidden
+/// intermediate file first, and the output appears only once it has its
+/// clusters: a failure at any stage commits nothing.
+pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<ClusterSummary>)> {
+    let Some(cp) = c.plan.cluster.clone() else {
+        return Ok((run(c, opts).await?, None));
+    };
+    let plan = c.plan.clone();
+    let stores = Arc::clone(&c.stores);
+    let exec = opts.exec(&plan);
+    let text_column = plan
+        .topics
+        .as_ref()
+        .and_then(|_| topics_text_column(&plan, &c.passthrough));
+    let zero_shot = match &plan.topics {
+        Some(t) if !t.labels.is_empty() => {
+            let model = c.model.clone();
+            let (labels, name, min) = (
+                t.labels.clone(),
+                t.label_prompt_name.clone(),
+                t.min_similarity,
+            );
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    zero_shot(&model, &labels, name.as_deref(), min, exec)
+                })
+                .await
+                .map_err(Error::internal)??,
+            )
+        }
+        _ => None,
+    };
+    let staging = hidden_sibling(&plan.output.path, "embedded");
+    let mut c = c;
+    c.plan.output.path = staging.clone();
+    c.plan.output.overwrite = true;
+    let mut summary = run(c, opts).await?;
+    summary.output = plan.output.path.clone();
+    let job = ClusterJob {
+        input: staging.clone(),
+        output: plan.output.path.clone(),
+        vector_column: plan.output.vector_column.clone(),
+        id_column: plan.input.id_column.clone(),
+        text_column,
+        kmeans: cp.kmeans.clone(),
+        train_sample: cp.train_sample,
+        clusters_path: cp.clusters_path.clone(),
+        topics_path: plan.topics.as_ref().and_then(|t| t.topics_path.clone()),
+        topics: plan
+            .topics
+            .as_ref()
+            .map(|t| t.options.clone())
+            .unwrap_or_default(),
+        overwrite: plan.output.overwrite,
+        s3: plan.s3.clone(),
+        zero_shot,
+    };
+    let clustered = cluster::run(&job, opts.progress != ProgressMode::Off).await;
+    if let Ok(loc) = stores.resolve(&staging) {
+        let _ = object_store::ObjectStoreExt::delete(loc.store.as_ref(), &loc.path).await;
+    }
+    // The intermediate file is ours, not the user's: name what they know.
+    let clustered = clustered.map_err(|e| match e {
+        Error::Input { file, message } if file == staging => Error::Job {
+            origin: plan.origin.clone(),
+            problems: vec![format!(
+                "[cluster]: the vectors of this run: {message}; nothing was committed to {}",
+                plan.output.path
+            )],
+        },
+        other => other,
+    })?;
+    Ok((summary, Some(clustered)))
+}
+
+/// Runs a checked job to completion. On any error nothing is committed.
+pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
+    crate::cancel::check()?;
+    let started = Instant::now();
+    let plan = c.plan.clone();
+    let exec = opts.exec(&plan);
+    let mut embedder = match c.embedder.take() {
+        Some((probed, e)) if probed == exec => e,
+        _ => Embedder::new(&c.model, &c.encoder, exec)?,
+    };
+    let dim = match embedder.dim() {
+        Some(d) => d,
+        None => {
+            embed::embed_all(
+                &mut embedder,
+                &[c.encoder.encode("")?],
+                1,
+                1,
+                &mut |_, _| true,
+            )?
+            .1
+        }
+    };
+    let device = embedder.device();
+    let provider = embedder.provider().to_string();
+    let sha = c.model.onnx_sha256()?;
+    let layout = OutputLayout {
+        chunk_columns: plan.chunking.enabled,
+        chunk_text: plan.chunking.keep_text,
+        vector_column: plan.output.vector_column.clone(),
+        dim,
+    };
+    let write = WriteOptions {
+        compression: plan.output.compression,
+        row_group_size: plan.output.row_group_size,
+        overwrite: plan.output.overwrite,
+        metadata: lineage(&c, &sha, dim, &provider, device),
+    };
+    let schema = sink::output_schema(&c.passthrough, &layout)?;
+    let docs_schema = sink::documents_schema(&c.documents_passthrough, &layout)?;
+    let filter = match &plan.input.filter {
+        Some(sql) => {
+            let read_schema = c
+                .input
+                .schema
+                .project(
+                    &c.read_columns
+                        .iter()
+                        .map(|n| c.input.schema.index_of(n))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(Error::internal)?,
+                )
+                .map_err(Error::internal)?;
+            Some(RowFilter::new(sql, &read_schema)?)
+        }
+        None => None,
+    };
+
+    let stores = &c.stores;
+    let mut out =
+        ParquetSink::create(stores, &plan.output.path, Arc::clone(&schema), &write).await?;
+    let mut docs = match &plan.output.documents_path {
+        Some(p) => match ParquetSink::create(stores, p, Arc::clone(&docs_schema), &write).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                out.abort().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let rows = Rows {
+        chunk_columns: c
+            .passthrough
+            .iter()
+            .map(|f| c.documents_passthrough.iter().position(|d| d == f))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::internal("a chunk column is not a document column"))?,
+        schema,
+        docs_schema,
+        dim,
+    };
+
+    tracing::info!(
+        files = c.input.files.len(),
+        rows = ?c.input.total_rows,
+        model = %c.model.name,
+        dim,
+        "starting"
+    );
+    let counters = Arc::new(Counters::default());
+    // Set on Ctrl-C or when the writer fails: the stages stop at their next
+    // batch instead of finishing work nobody will write.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let total_rows = c.input.total_rows.filter(|_| plan.input.filter.is_none());
+    let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
+
+    let (src_tx, mut src_rx) = mpsc::channel::<Result<SourceBatch>>(SOURCE_QUEUE);
+    let (prep_tx, mut prep_rx) = mpsc::channel::<Result<Unit>>(PREPARED_QUEUE);
+    let (emb_tx, mut emb_rx) = mpsc::channel::<Result<Unit>>(EMBEDDED_QUEUE);
+
+    let read_columns = c.read_columns.clone();
+    let input = c.input;
+    let source_task = tokio::spawn(async move {
+        source::read(&input, &read_columns, source::READ_BATCH_ROWS, src_tx).await
+    });
+
+    let prepare = Prepare {
+        passthrough_idx: (0..c.documents_passthrough.len()).collect(),
+        plan: plan.clone(),
+        encoder: Arc::clone(&c.encoder),
+        filter,
+        max_tokens: c.max_tokens,
+        overlap: c.overlap,
+        counters: Arc::clone(&counters),
+    };
+    let prepare_cancel = Arc::clone(&cancel);
+    let prepare_thread = std::thread::Builder::new()
+        .name("embedflow-prepare".into())
+        .spawn(move || {
+            while let Some(item) = src_rx.blocking_recv() {
+                if prepare_cancel.load(Ordering::Relaxed) || crate::cancel::requested() {
+                    return;
+                }
+                let unit = item.and_then(|sb| prepare.unit(sb));
+                let failed = unit.is_err();
+                if prep_tx.blocking_send(unit).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(Error::internal)?;
+
+    let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
+    let embed_counters = Arc::clone(&counters);
+    let embed_cancel = Arc::clone(&cancel);
+    let embed_thread = std::thread::Builder::new()
+        .name("embedflow-embed".into())
+        .spawn(move || {
+            let c = embed_counters;
+            let mut rows_before = 0u64;
+            while let Some(item) = prep_rx.blocking_recv() {
+                let unit = item.and_then(|mut u| {
+                    let t = Instant::now();
+                    // Progress moves with each inference batch: the unit's
+                    // rows advance in proportion to its chunks embedded.
+                    let rows = u.row_chunks.len() as u64;
+                    let chunks = u.encoded.len().max(1) as u64;
+                    let mut done = 0u64;
+                    let mut progress = |n: usize, tokens: usize| {
+                        done += n as u64;
+                        c.rows_embedded
+                            .store(rows_before + rows * done / chunks, Ordering::Relaxed);
+                        Counters::add(&c.tokens_embedded, tokens as u64);
+                        !embed_cancel.load(Ordering::Relaxed) && !crate::cancel::requested()
+                    };
+                    let (v, d) = embed::embed_all(
+                        &mut embedder,
+                        &u.encoded,
+                        batch_tokens,
+                        max_rows,
+                        &mut progress,
+                    )?;
+                    rows_before += rows;
+                    c.rows_embedded.store(rows_before, Ordering::Relaxed);
+                    if !v.is_empty() && d != dim {
+                        return Err(Error::internal(format!(
+                            "vector width changed from {dim} to {d}"
+                        )));
+                    }
+                    tracing::debug!(
+                        chunks = u.encoded.len(),
+                        seconds = t.elapsed().as_secs_f64(),
+                        "embedded a unit"
+                    );
+                    u.vectors = v;
+                    u.encoded = Vec::new();
+                    Ok(u)
+                });
+                let failed = unit.is_err();
+                if emb_tx.blocking_send(unit).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(Error::internal)?;
+
+    let mut written = 0u64;
+    let mut docs_written = 0u64;
+    let mut result: Result<()> = Ok(());
+    loop {
+        // The stop flag first: a signal that came during the last write is
+        // seen here, before another unit is taken.
+        let item = tokio::select! {
+            biased;
+            _ = crate::cancel::wait() => {
+                result = Err(Error::Interrupted);
+                break;
+            }
+            item = emb_rx.recv() => item,
+        };
+        let Some(item) = item else { break };
+        let step = match item {
+            Ok(unit) => write_unit(unit, &rows, &mut out, docs.as_mut()).await,
+            Err(e) => Err(e),
+        };
+        match step {
+            Ok((n, d)) => {
+                written += n;
+                docs_written += d;
+                Counters::add(&counters.vectors_written, n);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        cancel.store(true, Ordering::Relaxed);
+    }
+    drop(emb_rx);
+    // A stage that panicked closes its channel like one that finished:
+    // join them all before anything is committed.
+    let joined = join_stages(source_task, prepare_thread, embed_thread).await;
+    reporter.finish();
+    if let Err(e) = result.and(joined) {
+        out.abort().await;
+        if let Some(d) = docs {
+            d.abort().await;
+        }
+        return Err(e);
+    }
+    // The commit point: `commit` refuses once a stop was asked for; the
+    // documents file follows the main output whatever comes after it, so
+    // the pair is committed together or not at all.
+    let committed = out.commit().await;
+    let docs_committed = match docs {
+        Some(d) if committed.is_ok() => d.commit_unconditionally().await.map(Some),
+        Some(d) => {
+            d.abort().await;
+            Ok(None)
+        }
+        None => Ok(None),
+    };
+    committed?;
+    docs_committed?;
+
+    Ok(Summary {
+        output: plan.output.path.clone(),
+        documents: plan.output.documents_path.clone(),
+        model: c.model.name.clone(),
+        provider: match device {
+            Device::Cpu => provider,
+            Device::Cuda(_) => format!("{provider} ({device})"),
+        },
+        dim,
+        rows_read: counters.rows_read.load(Ordering::Relaxed),
+        rows_skipped: counters.rows_skipped.load(Ordering::Relaxed),
+        chunks: counters.chunks.load(Ordering::Relaxed),
+        tokens: counters.tokens.load(Ordering::Relaxed),
+        vectors_written: written,
+        documents_written: docs_written,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn join_stages(
+    source_task: tokio::task::JoinHandle<Result<()>>,
+    prepare: std::thread::JoinHandle<()>,
+    embed: std::thread::JoinHandle<()>,
+) -> Result<()> {
+    let source = source_task
+        .await
+        .map_err(|e| Error::internal(format!("source stage: {e}")))?;
+    let threads = tokio::task::spawn_blocking(move || {
+        let p = prepare
+            .join()
+            .map_err(|_| Error::internal("the prepare stage panicked"));
+        let e = embed
+            .join()
+            .map_err(|_| Error::internal("the embed stage panicked"));
+        p.and(e)
+    })
+    .await
+    .map_err(Error::internal)?;
+    source.and(threads)
+}

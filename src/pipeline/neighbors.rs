@@ -1,0 +1,256 @@
+//! The neighbours runner: every row's exact nearest rows, streamed in
+//! batches of query rows.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, Float32Array, Int64Array, ListArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::sink::{ParquetSink, WriteOptions};
+use crate::source::{self, CsvOptions};
+use crate::store::{self, S3Options, Stores};
+use crate::{Error, Result};
+
+use super::cluster::{batch_vectors, log, read, vector_dim};
+use crate::cluster::neighbors;
+
+/// What `embedflow neighbors` does.
+#[derive(Clone, Debug)]
+pub struct NeighborsJob {
+    pub input: String,
+    pub output: String,
+    /// Rows to find neighbours for, from another file (same vector column
+    /// and width); default: every row of `input`.
+    pub queries: Option<String>,
+    pub vector_column: String,
+    /// Names rows in the output; default: the row number.
+    pub id_column: Option<String>,
+    pub k: usize,
+    pub similarity: neighbors::Similarity,
+    pub overwrite: bool,
+    pub s3: S3Options,
+}
+
+/// Rows scored and written per output batch.
+const NEIGHBOR_BATCH: usize = 8192;
+
+/// A file's vectors in memory, with the ids naming its rows.
+struct LoadedVectors {
+    x: Vec<f32>,
+    ids: ArrayRef,
+    dim: usize,
+    display: String,
+}
+
+async fn load_vectors(
+    stores: &Stores,
+    path: &str,
+    vector_column: &str,
+    id_column: Option<&str>,
+) -> Result<LoadedVectors> {
+    let input = source::open(stores, path, None, &CsvOptions::default()).await?;
+    let display = input.files[0].location.display.clone();
+    let dim = vector_dim(&input, vector_column).await?;
+    let mut cols = vec![vector_column.to_string()];
+    if let Some(id) = id_column {
+        if input.schema.field_with_name(id).is_err() {
+            return Err(Error::input(
+                &display,
+                format!(
+                    "no column '{id}'; the columns are: {}",
+                    source::column_list(&input.schema)
+                ),
+            ));
+        }
+        cols.push(id.to_string());
+    }
+    let mut x: Vec<f32> = Vec::new();
+    let mut ids: Vec<ArrayRef> = Vec::new();
+    let mut rx = read(&input, &cols);
+    while let Some(sb) = rx.recv().await {
+        let sb = sb?;
+        x.extend(batch_vectors(&sb, 0, dim, vector_column)?);
+        if id_column.is_some() {
+            ids.push(Arc::clone(sb.batch.column(1)));
+        }
+    }
+    let n = x.len() / dim;
+    let ids: ArrayRef = if id_column.is_none() {
+        Arc::new(Int64Array::from_iter_values(0..n as i64))
+    } else if ids.is_empty() {
+        arrow::array::new_empty_array(
+            input
+                .schema
+                .field_with_name(&cols[1])
+                .map_err(Error::internal)?
+                .data_type(),
+        )
+    } else {
+        let refs: Vec<&dyn Array> = ids.iter().map(|a| a.as_ref()).collect();
+        arrow::compute::concat(&refs).map_err(Error::internal)?
+    };
+    Ok(LoadedVectors {
+        x,
+        ids,
+        dim,
+        display,
+    })
+}
+
+/// Exact k nearest neighbours of every row (or of every query row): all
+/// vectors in memory (rows × dim × 4 bytes), results streamed to Parquet
+/// batch by batch.
+pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f64)> {
+    let started = Instant::now();
+    let stores = Stores::new(job.s3.clone());
+    let LoadedVectors {
+        mut x,
+        ids,
+        dim,
+        display: _,
+    } = load_vectors(
+        &stores,
+        &job.input,
+        &job.vector_column,
+        job.id_column.as_deref(),
+    )
+    .await?;
+    let queries = match &job.queries {
+        None => None,
+        Some(q) => {
+            let mut loaded =
+                load_vectors(&stores, q, &job.vector_column, job.id_column.as_deref()).await?;
+            if loaded.dim != dim {
+                return Err(Error::input(
+                    &loaded.display,
+                    format!(
+                        "column '{}' has {} dimensions; the rows searched ({}) have {dim}",
+                        job.vector_column, loaded.dim, job.input
+                    ),
+                ));
+            }
+            neighbors::prepare(&mut loaded.x, dim, job.similarity);
+            Some(loaded)
+        }
+    };
+    ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
+    let clash = [Some(&job.input), job.queries.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|input| store::output_clash(&stores, &job.output, input, &[]));
+    if let Some(why) = clash {
+        let p = format!("OUTPUT: {} {why}", job.output);
+        return Err(Error::Job {
+            origin: "command line".into(),
+            problems: vec![p],
+        });
+    }
+    let n = x.len() / dim;
+    let needed = if queries.is_some() { job.k } else { job.k + 1 };
+    if n < needed {
+        return Err(Error::input(
+            &job.input,
+            format!("{n} rows: k = {} needs more", job.k),
+        ));
+    }
+    neighbors::prepare(&mut x, dim, job.similarity);
+    let (query_ids, nq) = match &queries {
+        Some(q) => (Arc::clone(&q.ids), q.x.len() / dim),
+        None => (Arc::clone(&ids), n),
+    };
+    log(
+        progress,
+        match &queries {
+            Some(_) => {
+                format!("{n} vectors of {dim} dims in memory; scoring {nq} query rows against them")
+            }
+            None => format!("{n} vectors of {dim} dims in memory; scoring all pairs"),
+        },
+    );
+    let id_name = job.id_column.clone().unwrap_or_else(|| "row".into());
+    let id_field = Field::new(&id_name, query_ids.data_type().clone(), true);
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        id_field.clone(),
+        Field::new(
+            "neighbor_ids",
+            DataType::List(Arc::new(Field::new_list_field(
+                ids.data_type().clone(),
+                true,
+            ))),
+            false,
+        ),
+        Field::new(
+            "scores",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true))),
+            false,
+        ),
+    ]));
+    let write = WriteOptions {
+        overwrite: job.overwrite,
+        metadata: vec![
+            ("embedflow.version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("embedflow.neighbors.k".into(), job.k.to_string()),
+            (
+                "embedflow.neighbors.similarity".into(),
+                match job.similarity {
+                    neighbors::Similarity::Cosine => "cosine",
+                    neighbors::Similarity::InnerProduct => "inner_product",
+                }
+                .into(),
+            ),
+        ],
+        ..WriteOptions::default()
+    };
+    let mut sink = ParquetSink::create(&stores, &job.output, Arc::clone(&schema), &write).await?;
+    let k = job.k;
+    for start in (0..nq).step_by(NEIGHBOR_BATCH) {
+        let end = (start + NEIGHBOR_BATCH).min(nq);
+        let found = tokio::task::block_in_place(|| match &queries {
+            Some(q) => neighbors::neighbors(&q.x[start * dim..end * dim], &x, dim, None, k),
+            None => neighbors::neighbors(&x[start * dim..end * dim], &x, dim, Some(start), k),
+        });
+        let mut offsets = vec![0i32];
+        let mut take: Vec<u32> = Vec::new();
+        let mut scores: Vec<f32> = Vec::new();
+        for row in &found {
+            for &(r, s) in row {
+                take.push(r);
+                scores.push(s);
+            }
+            offsets.push(take.len() as i32);
+        }
+        let neighbor_ids = arrow::compute::take(&ids, &arrow::array::UInt32Array::from(take), None)
+            .map_err(Error::internal)?;
+        let offs = arrow::buffer::OffsetBuffer::new(offsets.into());
+        let cols: Vec<ArrayRef> = vec![
+            query_ids.slice(start, end - start),
+            Arc::new(
+                ListArray::try_new(
+                    Arc::new(Field::new_list_field(ids.data_type().clone(), true)),
+                    offs.clone(),
+                    neighbor_ids,
+                    None,
+                )
+                .map_err(Error::internal)?,
+            ),
+            Arc::new(
+                ListArray::try_new(
+                    Arc::new(Field::new_list_field(DataType::Float32, true)),
+                    offs,
+                    Arc::new(Float32Array::from(scores)),
+                    None,
+                )
+                .map_err(Error::internal)?,
+            ),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(&schema), cols).map_err(Error::internal)?;
+        if let Err(e) = sink.write(&batch).await {
+            sink.abort().await;
+            return Err(e);
+        }
+        log(progress, format!("{end} of {nq} rows"));
+    }
+    sink.commit().await?;
+    Ok((nq as u64, started.elapsed().as_secs_f64()))
+}
