@@ -14,10 +14,12 @@ pub mod job;
 pub mod npy;
 pub mod pipeline;
 pub mod progress;
+pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod sql;
 pub mod store;
 pub mod text;
+pub mod vectors;
 
 pub use error::{Error, Result};

@@ -37,12 +37,12 @@ pub struct Assigner {
 impl Assigner {
     pub fn new(model: kmeans::Model, zero_shot: Option<ZeroShot>, dim: usize) -> Assigner {
         let mut unit_centres = model.centroids.clone();
-        kmeans::normalize_rows(&mut unit_centres, dim);
+        crate::vectors::normalize_rows(&mut unit_centres, dim);
         let mut unit_labels = zero_shot
             .as_ref()
             .map(|z| z.vectors.clone())
             .unwrap_or_default();
-        kmeans::normalize_rows(&mut unit_labels, dim);
+        crate::vectors::normalize_rows(&mut unit_labels, dim);
         Assigner {
             model,
             zero_shot,

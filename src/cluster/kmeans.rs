@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use crate::vectors::normalize_rows;
+
 /// Rows per distance block: the block's `rows × k` products stay in cache.
 pub const BLOCK_ROWS: usize = 256;
 
@@ -107,16 +109,6 @@ pub fn squared_norms(x: &[f32], dim: usize) -> Vec<f32> {
     x.par_chunks(dim)
         .map(|r| r.iter().map(|v| v * v).sum())
         .collect()
-}
-
-/// Scales every row to unit length (zero rows stay zero).
-pub fn normalize_rows(x: &mut [f32], dim: usize) {
-    x.par_chunks_mut(dim).for_each(|r| {
-        let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if n > 0.0 {
-            r.iter_mut().for_each(|v| *v /= n);
-        }
-    });
 }
 
 /// `x` as the metric measures it: a normalised copy in cosine mode, the

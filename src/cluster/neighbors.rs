@@ -128,7 +128,7 @@ pub fn neighbors(
 /// Prepares rows for `similarity` (normalises for cosine).
 pub fn prepare(x: &mut [f32], dim: usize, similarity: Similarity) {
     if similarity == Similarity::Cosine {
-        kmeans::normalize_rows(x, dim);
+        crate::vectors::normalize_rows(x, dim);
     }
 }
 

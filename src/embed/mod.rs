@@ -93,3 +93,12 @@ pub fn embed_texts(model: &ModelConfig, texts: &[&str], exec: Exec) -> Result<(V
         &mut |_, _| true,
     )
 }
+
+/// The width of the model's vectors: from the graph's output shape, or by
+/// embedding one empty text when the graph leaves it dynamic.
+pub fn output_dim(embedder: &mut Embedder, encoder: &TextEncoder) -> Result<usize> {
+    if let Some(d) = embedder.dim() {
+        return Ok(d);
+    }
+    Ok(embed_all(embedder, &[encoder.encode("")?], 1, 1, &mut |_, _| true)?.1)
+}

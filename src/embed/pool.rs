@@ -89,19 +89,10 @@ pub fn pool(
     }
 }
 
-/// L2-normalises each `dim`-wide row in place (x / max(‖x‖, 1e-12)).
-pub fn normalize_rows(v: &mut [f32], dim: usize) {
-    for row in v.chunks_exact_mut(dim) {
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        for x in row {
-            *x /= norm;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vectors::normalize_rows;
 
     // Two rows, seq 3, dim 2; row 0 has 3 tokens, row 1 has 2 (one pad).
     const H: [f32; 12] = [

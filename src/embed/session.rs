@@ -555,7 +555,7 @@ impl Embedder {
             );
         }
         if self.normalize {
-            pool::normalize_rows(&mut out, dim);
+            crate::vectors::normalize_rows(&mut out, dim);
         }
         self.dim = Some(dim);
         Ok(out)

@@ -8,6 +8,7 @@ use arrow::datatypes::FieldRef;
 use crate::chunk;
 use crate::embed::{self, Device, Embedder, Exec, ModelConfig, ModelOptions, TextEncoder};
 use crate::job::JobPlan;
+use crate::runtime::spawn_cpu;
 use crate::sink::{self, ParquetSink};
 use crate::source::{self, RowFilter};
 use crate::store::{self, Stores};
@@ -41,14 +42,15 @@ pub struct Checked {
 /// object store.
 pub async fn load_model(stores: &Stores, overrides: &ModelOptions) -> Result<ModelConfig> {
     if !store::is_remote(&overrides.path) {
-        return ModelConfig::load(overrides);
+        let o = overrides.clone();
+        return spawn_cpu(move || ModelConfig::load(&o)).await;
     }
     let dir = embed::remote::fetch(stores, &overrides.path).await?;
     let local = ModelOptions {
         path: dir.to_string_lossy().into_owned(),
         ..overrides.clone()
     };
-    ModelConfig::load(&local)
+    spawn_cpu(move || ModelConfig::load(&local)).await
 }
 
 /// Checks what can be checked without running: the input exists and has the
@@ -70,10 +72,14 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
         .await
         .map_err(|e| errors.push(e))
         .ok();
-    let encoder = model
-        .as_ref()
-        .and_then(|m| TextEncoder::new(m).map_err(|e| errors.push(e)).ok())
-        .map(Arc::new);
+    let mut encoder = None;
+    if let Some(m) = &model {
+        let m = m.clone();
+        match spawn_cpu(move || TextEncoder::new(&m)).await {
+            Ok(e) => encoder = Some(Arc::new(e)),
+            Err(e) => errors.push(e),
+        }
+    }
     let build_ok = match plan.embed.device {
         Device::Cuda(_) => match embed::session::check_build(embed::session::Build::Cuda) {
             Ok(()) => true,
@@ -94,14 +100,12 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
             device: plan.embed.device,
             threads: plan.embed.threads,
         };
-        let probed = tokio::task::spawn_blocking(move || {
+        let probed = spawn_cpu(move || {
             let mut e = Embedder::new(&m, &enc, exec)?;
             e.probe(&m.dir, &enc)?;
             Ok(e)
         })
-        .await
-        .map_err(Error::internal)
-        .and_then(|r| r);
+        .await;
         match probed {
             Ok(e) => embedder = Some((exec, e)),
             Err(e) => errors.push(e),

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array,
-    ListArray, RecordBatch, StringArray,
+    Array, ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tokio::sync::mpsc;
 
+use crate::runtime::spawn_cpu;
 use crate::sink::{self, ParquetSink, WriteOptions};
 use crate::source::{self, CsvOptions, Input, SourceBatch};
 use crate::store::{self, S3Options, Stores};
@@ -112,60 +112,9 @@ pub(super) fn vectors_of(
             ),
         )
     };
-    let mut out = Vec::with_capacity(col.len() * dim);
-    let push_values = |values: &ArrayRef, out: &mut Vec<f32>, start: usize, len: usize| -> bool {
-        if let Some(v) = values.as_any().downcast_ref::<Float32Array>() {
-            out.extend_from_slice(&v.values()[start..start + len]);
-            true
-        } else if let Some(v) = values.as_any().downcast_ref::<Float64Array>() {
-            out.extend(v.values()[start..start + len].iter().map(|&x| x as f32));
-            true
-        } else {
-            false
-        }
-    };
-    if let Some(l) = col.as_any().downcast_ref::<FixedSizeListArray>() {
-        if let Some(i) = (0..l.len()).find(|&i| l.is_null(i)) {
-            return Err(bad(i, "null vector".into()));
-        }
-        let values = l.values();
-        let start = l.offset() * dim;
-        if !push_values(values, &mut out, start, l.len() * dim) {
-            return Err(bad(
-                0,
-                format!("expected Float32 items, found {}", values.data_type()),
-            ));
-        }
-    } else if let Some(l) = col.as_any().downcast_ref::<ListArray>() {
-        let offsets = l.value_offsets();
-        for i in 0..l.len() {
-            if l.is_null(i) {
-                return Err(bad(i, "null vector".into()));
-            }
-            let (s, e) = (offsets[i] as usize, offsets[i + 1] as usize);
-            if e - s != dim {
-                return Err(bad(
-                    i,
-                    format!("a vector of {} values, expected {dim}", e - s),
-                ));
-            }
-            if !push_values(l.values(), &mut out, s, e - s) {
-                return Err(bad(
-                    i,
-                    format!("expected Float32 items, found {}", l.values().data_type()),
-                ));
-            }
-        }
-    } else {
-        return Err(bad(
-            0,
-            format!(
-                "expected a vector column (FixedSizeList<Float32>), found {}",
-                col.data_type()
-            ),
-        ));
-    }
-    Ok(out)
+    crate::vectors::VectorColumn::try_new(col)
+        .and_then(|c| c.into_flat(dim))
+        .map_err(|e| bad(e.row().unwrap_or(0), e.to_string()))
 }
 
 /// The vectors of column `index` of a source batch.
@@ -190,29 +139,32 @@ pub(super) async fn vector_dim(input: &Input, column: &str) -> Result<usize> {
             ),
         )
     })?;
-    match field.data_type() {
-        DataType::FixedSizeList(_, n) => Ok(*n as usize),
-        DataType::List(_) => {
+    match crate::vectors::width(field.data_type()) {
+        Ok(Some(n)) => Ok(n),
+        // A variable-size list: the width of its first vector.
+        Ok(None) => {
             let mut rx = read(input, &[column.to_string()]);
             match rx.recv().await {
                 Some(Ok(sb)) => {
-                    let l = sb.batch.column(0);
-                    let l = l
-                        .as_any()
-                        .downcast_ref::<ListArray>()
-                        .ok_or_else(|| Error::internal("list column changed type"))?;
-                    Ok(l.value_length(0) as usize)
+                    let c = crate::vectors::VectorColumn::try_new(sb.batch.column(0).as_ref())
+                        .map_err(|e| Error::input(file, format!("column '{column}': {e}")))?;
+                    (0..c.len())
+                        .find_map(|i| c.row(i).map(<[f32]>::len))
+                        .ok_or_else(|| {
+                            Error::input(file, format!("column '{column}': null vector"))
+                        })
                 }
                 Some(Err(e)) => Err(e),
                 None => Err(Error::input(file, "no rows")),
             }
         }
-        other => Err(Error::input(
+        Err(crate::vectors::VectorError::NotAList(other)) => Err(Error::input(
             file,
             format!(
                 "column '{column}': expected a vector column (FixedSizeList<Float32> or List<Float32>), found {other}"
             ),
         )),
+        Err(e) => Err(Error::input(file, format!("column '{column}': {e}"))),
     }
 }
 
@@ -412,7 +364,7 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
             model.iterations, model.inertia
         ),
     );
-    let assigner = Assigner::new(model, job.zero_shot.clone(), dim);
+    let assigner = Arc::new(Assigner::new(model, job.zero_shot.clone(), dim));
 
     // 3. Topics: count terms per topic.
     let keywords = match &job.text_column {
@@ -423,7 +375,8 @@ pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
             while let Some(sb) = rx.recv().await {
                 let sb = sb?;
                 let v = batch_vectors(&sb, 0, dim, &job.vector_column)?;
-                let a = tokio::task::block_in_place(|| assigner.assign(&v));
+                let asg = Arc::clone(&assigner);
+                let a = spawn_cpu(move || Ok(asg.assign(&v))).await?;
                 let texts = as_strings(sb.batch.column(1))?;
                 for (i, &t) in a.topics.iter().enumerate() {
                     counts.add(t as usize, texts.value_or_empty(i));
@@ -597,7 +550,7 @@ struct Tally {
 async fn write_rows(
     job: &ClusterJob,
     input: &Input,
-    assigner: &Assigner,
+    assigner: &Arc<Assigner>,
     dim: usize,
     topic_labels: Option<&[String]>,
     schema: &SchemaRef,
@@ -628,7 +581,8 @@ async fn write_rows(
         let sb = sb?;
         let b = &sb.batch;
         let v = batch_vectors(&sb, vidx, dim, &job.vector_column)?;
-        let a = tokio::task::block_in_place(|| assigner.assign(&v));
+        let asg = Arc::clone(assigner);
+        let a = spawn_cpu(move || Ok(asg.assign(&v))).await?;
         let ids = id_idx.map(|i| as_strings(b.column(i))).transpose()?;
         let texts = text_idx.map(|i| as_strings(b.column(i))).transpose()?;
         let id = |i: usize| match &ids {

@@ -27,6 +27,7 @@ use crate::cluster::ZeroShot;
 use crate::embed::{self, Device, Embedder, Exec, ModelConfig};
 use crate::job::JobPlan;
 use crate::progress::{Counters, ProgressMode, Reporter, Summary};
+use crate::runtime::spawn_cpu;
 use crate::sink::{self, OutputLayout, ParquetSink, WriteOptions};
 use crate::source::{self, RowFilter, SourceBatch};
 use crate::{Error, Result};
@@ -204,26 +205,21 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let plan = c.plan.clone();
     let exec = opts.exec(&plan);
-    let mut embedder = match c.embedder.take() {
-        Some((probed, e)) if probed == exec => e,
-        _ => Embedder::new(&c.model, &c.encoder, exec)?,
-    };
-    let dim = match embedder.dim() {
-        Some(d) => d,
-        None => {
-            embed::embed_all(
-                &mut embedder,
-                &[c.encoder.encode("")?],
-                1,
-                1,
-                &mut |_, _| true,
-            )?
-            .1
-        }
-    };
+    // The session build, the width probe and hashing model.onnx are CPU
+    // work: off the I/O runtime.
+    let (model, encoder, probed) = (c.model.clone(), Arc::clone(&c.encoder), c.embedder.take());
+    let (embedder, dim, sha) = spawn_cpu(move || {
+        let mut embedder = match probed {
+            Some((probed, e)) if probed == exec => e,
+            _ => Embedder::new(&model, &encoder, exec)?,
+        };
+        let dim = embed::output_dim(&mut embedder, &encoder)?;
+        Ok((embedder, dim, model.onnx_sha256()?))
+    })
+    .await?;
+    let mut embedder = embedder;
     let device = embedder.device();
     let provider = embedder.provider().to_string();
-    let sha = c.model.onnx_sha256()?;
     let layout = OutputLayout {
         chunk_columns: plan.chunking.enabled,
         chunk_text: plan.chunking.keep_text,

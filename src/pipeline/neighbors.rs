@@ -7,6 +7,7 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, Float32Array, Int64Array, ListArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use crate::runtime::spawn_cpu;
 use crate::sink::{ParquetSink, WriteOptions};
 use crate::source::{self, CsvOptions};
 use crate::store::{self, S3Options, Stores};
@@ -155,6 +156,7 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
         ));
     }
     neighbors::prepare(&mut x, dim, job.similarity);
+
     let (query_ids, nq) = match &queries {
         Some(q) => (Arc::clone(&q.ids), q.x.len() / dim),
         None => (Arc::clone(&ids), n),
@@ -204,12 +206,19 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
     };
     let mut sink = ParquetSink::create(&stores, &job.output, Arc::clone(&schema), &write).await?;
     let k = job.k;
+    // Shared with the scoring tasks, which run off the I/O runtime.
+    let x = Arc::new(x);
+    let query_x = queries.map(|q| Arc::new(q.x));
     for start in (0..nq).step_by(NEIGHBOR_BATCH) {
         let end = (start + NEIGHBOR_BATCH).min(nq);
-        let found = tokio::task::block_in_place(|| match &queries {
-            Some(q) => neighbors::neighbors(&q.x[start * dim..end * dim], &x, dim, None, k),
-            None => neighbors::neighbors(&x[start * dim..end * dim], &x, dim, Some(start), k),
-        });
+        let (x, q) = (Arc::clone(&x), query_x.clone());
+        let found = spawn_cpu(move || {
+            Ok(match &q {
+                Some(q) => neighbors::neighbors(&q[start * dim..end * dim], &x, dim, None, k),
+                None => neighbors::neighbors(&x[start * dim..end * dim], &x, dim, Some(start), k),
+            })
+        })
+        .await?;
         let mut offsets = vec![0i32];
         let mut take: Vec<u32> = Vec::new();
         let mut scores: Vec<f32> = Vec::new();

@@ -206,18 +206,10 @@ fn documents_batch(
     // Chunks are stored row by row, so each document's chunks are contiguous.
     let mut chunk = 0usize;
     for (m, &nc) in means.chunks_exact_mut(dim).zip(&counts) {
-        let nc = nc as usize;
-        for v in u.vectors[chunk * dim..(chunk + nc) * dim].chunks_exact(dim) {
-            for (a, &b) in m.iter_mut().zip(v) {
-                *a += b;
-            }
-        }
-        for a in m.iter_mut() {
-            *a /= nc as f32;
-        }
-        chunk += nc;
+        crate::vectors::mean_rows(&u.vectors, dim, chunk, nc as usize, m);
+        chunk += nc as usize;
     }
-    embed::pool::normalize_rows(&mut means, dim);
+    crate::vectors::normalize_rows(&mut means, dim);
     let rows = take_record_batch(&u.batch, &UInt32Array::from(kept)).map_err(Error::internal)?;
     let mut cols: Vec<ArrayRef> = rows.columns().to_vec();
     cols.push(Arc::new(Int32Array::from(counts)));

@@ -5,7 +5,7 @@ mod parquet;
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array};
+use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
 pub use self::parquet::{Compression, DEFAULT_ROW_GROUP_SIZE, ParquetSink, WriteOptions};
@@ -98,13 +98,6 @@ pub fn documents_schema(passthrough: &[FieldRef], layout: &OutputLayout) -> Resu
 
 /// A `FixedSizeList<Float32, dim>` column from one flat buffer of rows × dim.
 pub fn vector_array(values: Vec<f32>, dim: usize) -> Result<ArrayRef> {
-    let field = Arc::new(Field::new_list_field(DataType::Float32, true));
-    let arr = FixedSizeListArray::try_new(
-        field,
-        dim as i32,
-        Arc::new(Float32Array::from(values)),
-        None,
-    )
-    .map_err(|e| Error::internal(format!("vector column: {e}")))?;
-    Ok(Arc::new(arr))
+    crate::vectors::to_fixed_size_list(values, dim)
+        .map_err(|e| Error::internal(format!("vector column: {e}")))
 }

@@ -56,15 +56,7 @@ impl EmbedFn {
     pub fn udf(model: &ModelConfig, exec: Exec) -> crate::Result<ScalarUDF> {
         let encoder = Arc::new(TextEncoder::new(model)?);
         let mut embedder = Embedder::new(model, &encoder, exec)?;
-        let dim = match embedder.dim() {
-            Some(d) => d,
-            None => {
-                embed::embed_all(&mut embedder, &[encoder.encode("")?], 1, 1, &mut |_, _| {
-                    true
-                })?
-                .1
-            }
-        };
+        let dim = embed::output_dim(&mut embedder, &encoder)?;
         let mut encoders = HashMap::new();
         encoders.insert(None, encoder);
         Ok(ScalarUDF::new_from_impl(EmbedFn {

@@ -13,8 +13,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, GenericListArray, Int32Array,
-    LargeListArray, ListArray, OffsetSizeTrait,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, ListArray,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef};
@@ -22,6 +21,8 @@ use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_er
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+
+use crate::vectors::{VectorColumn, dot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -118,25 +119,7 @@ impl VectorFn {
 /// The width a vector type declares (`None` for variable-size lists), or an
 /// error naming the function when the type is not a vector.
 fn vector_width(name: &str, t: &DataType) -> Result<Option<usize>> {
-    let item = match t {
-        DataType::FixedSizeList(f, _) | DataType::List(f) | DataType::LargeList(f) => f.data_type(),
-        DataType::Null => return Ok(None),
-        other => {
-            return plan_err!(
-                "{name}: expected a vector (FixedSizeList<Float32> or List<Float32>), found {other}"
-            );
-        }
-    };
-    if !matches!(
-        item,
-        DataType::Float32 | DataType::Float64 | DataType::Float16
-    ) {
-        return plan_err!("{name}: expected a vector of floats, found {t}");
-    }
-    Ok(match t {
-        DataType::FixedSizeList(_, n) => Some(*n as usize),
-        _ => None,
-    })
+    crate::vectors::width(t).or_else(|e| plan_err!("{name}: {e}"))
 }
 
 impl ScalarUDFImpl for VectorFn {
@@ -311,87 +294,28 @@ impl ScalarUDFImpl for VectorFn {
 
 /// A vector argument: a column, or one constant row used for every row.
 enum Vectors {
-    Fixed {
-        values: Vec<f32>,
-        dim: usize,
-        nulls: Option<arrow::buffer::NullBuffer>,
-    },
-    Variable {
-        values: Vec<f32>,
-        offsets: Vec<usize>,
-        nulls: Option<arrow::buffer::NullBuffer>,
-    },
+    Column(VectorColumn),
     Constant(Option<Vec<f32>>),
-}
-
-fn floats(name: &str, a: &ArrayRef) -> Result<Vec<f32>> {
-    let a = arrow::compute::cast(a, &DataType::Float32)?;
-    let f = a
-        .as_any()
-        .downcast_ref::<Float32Array>()
-        .ok_or_else(|| DataFusionError::Plan(format!("{name}: expected float items")))?;
-    Ok(f.values().to_vec())
 }
 
 impl Vectors {
     fn new(name: &str, v: &ColumnarValue) -> Result<Vectors> {
+        let column = |a: &dyn Array| VectorColumn::try_new(a).or_else(|e| exec_err!("{name}: {e}"));
         match v {
             ColumnarValue::Scalar(s) => {
                 if s.is_null() {
                     return Ok(Vectors::Constant(None));
                 }
-                let arr = s.to_array_of_size(1)?;
-                let one = Vectors::from_array(name, &arr)?;
+                let one = column(s.to_array_of_size(1)?.as_ref())?;
                 Ok(Vectors::Constant(one.row(0).map(<[f32]>::to_vec)))
             }
-            ColumnarValue::Array(a) => Vectors::from_array(name, a),
+            ColumnarValue::Array(a) => Ok(Vectors::Column(column(a.as_ref())?)),
         }
-    }
-
-    fn from_array(name: &str, a: &ArrayRef) -> Result<Vectors> {
-        if let Some(l) = a.as_any().downcast_ref::<FixedSizeListArray>() {
-            let dim = l.value_length() as usize;
-            let values = l.values().slice(l.offset() * dim, l.len() * dim);
-            Ok(Vectors::Fixed {
-                values: floats(name, &values)?,
-                dim,
-                nulls: l.nulls().cloned(),
-            })
-        } else if let Some(l) = a.as_any().downcast_ref::<ListArray>() {
-            Vectors::variable(name, l)
-        } else if let Some(l) = a.as_any().downcast_ref::<LargeListArray>() {
-            Vectors::variable(name, l)
-        } else if a.data_type() == &DataType::Null {
-            Ok(Vectors::Constant(None))
-        } else {
-            exec_err!("{name}: expected a vector, found {}", a.data_type())
-        }
-    }
-
-    fn variable<O: OffsetSizeTrait>(name: &str, l: &GenericListArray<O>) -> Result<Vectors> {
-        let offs = l.value_offsets();
-        let base = offs[0].as_usize();
-        let end = offs[l.len()].as_usize();
-        let values = l.values().slice(base, end - base);
-        Ok(Vectors::Variable {
-            values: floats(name, &values)?,
-            offsets: offs.iter().map(|o| o.as_usize() - base).collect(),
-            nulls: l.nulls().cloned(),
-        })
     }
 
     fn row(&self, i: usize) -> Option<&[f32]> {
         match self {
-            Vectors::Fixed { values, dim, nulls } => {
-                (!nulls.as_ref().is_some_and(|n| n.is_null(i)))
-                    .then(|| &values[i * dim..(i + 1) * dim])
-            }
-            Vectors::Variable {
-                values,
-                offsets,
-                nulls,
-            } => (!nulls.as_ref().is_some_and(|n| n.is_null(i)))
-                .then(|| &values[offsets[i]..offsets[i + 1]]),
+            Vectors::Column(c) => c.row(i),
             Vectors::Constant(v) => v.as_deref(),
         }
     }
@@ -406,10 +330,6 @@ fn same_dims(name: &str, a: &[f32], b: &[f32]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
 }
 
 fn norm(a: &[f32]) -> f64 {

@@ -1,0 +1,20 @@
+//! CPU work off the async I/O runtime. The runtime's two worker threads
+//! drive reads, writes and object-store requests; a model load, a tokenizer
+//! load, a session build or a k-means pass on one of them would stall every
+//! stream. [`spawn_cpu`] runs such work on tokio's blocking pool, inside
+//! the caller's tracing span.
+
+use crate::{Error, Result};
+
+/// Runs `f` on the blocking pool and waits for it without blocking the
+/// runtime. A panic in `f` becomes an internal error.
+pub async fn spawn_cpu<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|e| Error::internal(format!("a CPU task failed: {e}")))?
+}
