@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# SQL and neighbours, side by side in one run (compare ratios; the machine
+# SQL and neighbors, side by side in one run (compare ratios; the machine
 # is shared and noisy):
 #  1. top-10 semantic search over N vectors (default 1M x 384) with
 #     `embedflow sql` (Parquet on disk, embed() of the query, DataFusion
 #     TopK), against numpy brute force on the same vectors in memory;
-#  2. exact 20 nearest neighbours of every row of M vectors (default 100k)
+#  2. exact 20 nearest neighbors of every row of M vectors (default 100k)
 #     with `embedflow neighbors` against faiss IndexFlatIP, and how often
 #     the two lists agree;
 #  3. the same at 1M vectors for Q query rows (default 10k; every row of
@@ -48,14 +48,14 @@ python3 -c "print(f'embedflow sql: {$rows / $secs:,.0f} rows/s (whole command: s
   | tail -1 | tr -d '"[]' | "$py" -c "import sys, numpy as np; np.save('$work/q.npy', np.array([float(v) for v in sys.stdin.read().split(',')], dtype=np.float32))"
 "$py" benches/sql_bench.py topk "$x" "$work/q.npy" --k 10
 
-echo "== 2. exact 20 nearest neighbours of $nrows rows"
+echo "== 2. exact 20 nearest neighbors of $nrows rows"
 items=$cache/vectors_${nrows}.parquet
 [[ -f $items ]] || "$py" benches/sql_bench.py parquet "$x" "$items" --rows "$nrows"
 python3 benches/peak_rss.py "$bin" --progress off neighbors "$items" "$work/nn.parquet" --k 20
 "$py" benches/sql_bench.py faiss-neighbors "$x" --rows "$nrows" --k 20 --out "$work/faiss.npy"
 "$py" benches/sql_bench.py agree "$work/faiss.npy" "$work/nn.parquet" --k 20
 
-echo "== 3. exact 20 nearest neighbours in $rows vectors of $qrows query rows"
+echo "== 3. exact 20 nearest neighbors in $rows vectors of $qrows query rows"
 queries=$cache/vectors_${qrows}.parquet
 [[ -f $queries ]] || "$py" benches/sql_bench.py parquet "$x" "$queries" --rows "$qrows"
 python3 benches/peak_rss.py "$bin" --progress off neighbors "$table" "$work/qnn.parquet" --queries "$queries" --k 20

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Helpers for benches/sql.sh: vectors to Parquet, and the numpy / faiss
-baselines for top-k search and exact neighbours.
+baselines for top-k search and exact neighbors.
 
   sql_bench.py parquet X.npy OUT.parquet [--rows N]
   sql_bench.py topk X.npy Q.npy --k 10           numpy brute force: seconds, rows/s
   sql_bench.py faiss-neighbors X.npy --rows N --k 20 --out IDS.npy
   sql_bench.py faiss-search X.npy --rows N --queries Q --k 20 --out IDS.npy
                                                   the first Q rows against the first N
-  sql_bench.py agree IDS.npy OURS.parquet --k 20  share of identical neighbour lists
+  sql_bench.py agree IDS.npy OURS.parquet --k 20  share of identical neighbor lists
 """
 import argparse
 import json

@@ -61,7 +61,7 @@ fn main() {
     let mut embedder = Embedder::new(
         &cfg,
         &encoder,
-        embedflow::embed::Exec {
+        embedflow::embed::SessionOptions {
             device: arg("--device")
                 .map(|d| d.parse().expect("--device"))
                 .unwrap_or_default(),

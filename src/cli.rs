@@ -74,7 +74,7 @@ pub enum Command {
     Cluster(Box<ClusterOpts>),
     /// SQL over embedded datasets: vector functions, embed('text'), semantic search.
     Sql(SqlOpts),
-    /// Exact k nearest neighbours of every row (item-item recommendations).
+    /// Exact k nearest neighbors of every row (item-item recommendations).
     Neighbors(NeighborsOpts),
 }
 
@@ -84,10 +84,10 @@ pub struct NeighborsOpts {
     pub input: String,
     /// Output Parquet: id, neighbor_ids (best first), scores.
     pub output: String,
-    /// Neighbours per row.
-    #[arg(long, default_value_t = 10)]
-    pub k: usize,
-    /// Find neighbours for the rows of this file instead (new items against
+    /// Neighbors per row.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub k: u32,
+    /// Find neighbors for the rows of this file instead (new items against
     /// the catalogue in INPUT); same vector column and width.
     #[arg(long, value_name = "PATH")]
     pub queries: Option<String>,
@@ -147,13 +147,13 @@ pub struct ClusterOpts {
     #[arg(long, default_value = "embedding")]
     pub vector_column: String,
     /// l2 (squared Euclidean) or cosine (spherical k-means, for normalised embeddings).
-    #[arg(long, default_value = "l2", value_parser = ["l2", "cosine"])]
+    #[arg(long, default_value = "l2")]
     pub metric: String,
     /// Lloyd iterations at most (mini-batch: passes over the training sample).
     #[arg(long, default_value_t = 100)]
     pub max_iter: usize,
     /// lloyd (exact, as scikit-learn's KMeans) or minibatch (faster on big samples, slightly worse).
-    #[arg(long, default_value = "lloyd", value_parser = ["lloyd", "minibatch"])]
+    #[arg(long, default_value = "lloyd")]
     pub algorithm: String,
     /// Rows per mini-batch step.
     #[arg(long, default_value_t = 1024)]
@@ -184,13 +184,13 @@ pub struct ClusterOpts {
     #[arg(long, help_heading = "Topics")]
     pub topics: Option<String>,
     /// unicode (lowercase, Unicode words) or english (BERTopic's: only A-Z a-z 0-9 kept).
-    #[arg(long, default_value = "unicode", value_parser = ["unicode", "english"], help_heading = "Topics")]
+    #[arg(long, default_value = "unicode", help_heading = "Topics")]
     pub preprocess: String,
     /// Drop scikit-learn's English stop words.
-    #[arg(long, value_parser = ["english"], help_heading = "Topics")]
+    #[arg(long, help_heading = "Topics")]
     pub stop_words: Option<String>,
-    /// N-gram range, e.g. 1,2.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [1, 1], help_heading = "Topics")]
+    /// N-gram range, e.g. 1,2 (or 1 2).
+    #[arg(long, value_delimiter = ',', num_args = 1..=2, default_values_t = [1, 1], help_heading = "Topics")]
     pub ngram: Vec<usize>,
     /// BM25 weighting of the idf (BERTopic's bm25_weighting).
     #[arg(long, help_heading = "Topics")]
@@ -437,6 +437,67 @@ impl EmbedOpts {
         put("s3", "endpoint", s(&self.s3_endpoint));
         put("s3", "region", s(&self.s3_region));
         put("s3", "anonymous", flag(self.s3_anonymous, true));
+        t
+    }
+}
+
+impl ClusterOpts {
+    /// The `[cluster]` and `[topics]` sections these flags stand for, read
+    /// by the same rules as a job file's (`job::cluster_sections`).
+    pub fn to_table(&self) -> Table {
+        let int = |v: usize| Value::Integer(v as i64);
+        let mut c = Table::new();
+        c.insert("k".into(), int(self.k));
+        c.insert("metric".into(), Value::String(self.metric.clone()));
+        c.insert("max_iter".into(), int(self.max_iter));
+        c.insert("tol".into(), Value::Float(self.tol));
+        c.insert("seed".into(), Value::Integer(self.seed as i64));
+        c.insert("algorithm".into(), Value::String(self.algorithm.clone()));
+        if self.algorithm == "minibatch" {
+            c.insert("batch_size".into(), int(self.batch_size));
+        }
+        if let Some(n) = self.train_sample {
+            c.insert("train_sample".into(), int(n));
+        }
+        if let Some(p) = &self.clusters {
+            c.insert("clusters_path".into(), Value::String(p.clone()));
+        }
+        let mut t = Table::new();
+        t.insert("cluster".into(), Value::Table(c));
+        if self.text_column.is_some() || self.topics.is_some() || !self.labels.is_empty() {
+            let mut p = Table::new();
+            p.insert("preprocess".into(), Value::String(self.preprocess.clone()));
+            if let Some(w) = &self.stop_words {
+                p.insert("stop_words".into(), Value::String(w.clone()));
+            }
+            p.insert(
+                "ngram_range".into(),
+                Value::Array(self.ngram.iter().map(|&n| int(n)).collect()),
+            );
+            p.insert("bm25_weighting".into(), Value::Boolean(self.bm25_weighting));
+            p.insert(
+                "reduce_frequent_words".into(),
+                Value::Boolean(self.reduce_frequent_words),
+            );
+            p.insert("top_n".into(), int(self.top_n));
+            if !self.labels.is_empty() {
+                p.insert(
+                    "labels".into(),
+                    Value::Array(self.labels.iter().cloned().map(Value::String).collect()),
+                );
+            }
+            p.insert(
+                "min_similarity".into(),
+                Value::Float(self.min_similarity as f64),
+            );
+            if let Some(n) = &self.label_prompt_name {
+                p.insert("label_prompt_name".into(), Value::String(n.clone()));
+            }
+            if let Some(path) = &self.topics {
+                p.insert("topics_path".into(), Value::String(path.clone()));
+            }
+            t.insert("topics".into(), Value::Table(p));
+        }
         t
     }
 }

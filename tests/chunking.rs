@@ -129,7 +129,8 @@ fn chunk_vectors_equal_vectors_of_chunk_texts() {
 
     let refs: Vec<&str> = chunk_texts.iter().map(String::as_str).collect();
     let (alone, d) =
-        embedflow::embed::embed_texts(&cfg, &refs, embedflow::embed::Exec::cpu(0)).unwrap();
+        embedflow::embed::embed_texts(&cfg, &refs, embedflow::embed::SessionOptions::cpu(0))
+            .unwrap();
     assert_eq!(d, dim);
     let mut exact_first = 0;
     for r in 0..batch.num_rows() {

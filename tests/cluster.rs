@@ -800,7 +800,7 @@ fn neighbors_equal_brute_force() {
 
     // --queries: other rows searched against the same items. Here they are
     // the first 300 items again, so each finds itself first (score 1) and
-    // then its neighbours from above.
+    // then its neighbors from above.
     let q = 300;
     write_vectors(&d.join("new.parquet"), &x[..q * dim], dim);
     let o = embedflow(
@@ -865,4 +865,58 @@ fn neighbors_equal_brute_force() {
         stderr(&o)
     );
     assert!(!d.join("x.parquet").exists());
+}
+
+/// `embedflow cluster`'s flags go through the job file's [cluster] and
+/// [topics] readers: the same mistake gets the same message either way.
+#[test]
+fn cluster_flags_and_job_sections_share_their_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_vectors(&d.join("v.parquet"), &[0.0, 1.0, 1.0, 0.0], 2);
+    write_texts_parquet(&d.join("in.parquet"), &[Some("a b"), Some("c d")]);
+    let job = |section: &str| {
+        std::fs::write(
+            d.join("job.toml"),
+            format!(
+                "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\n[model]\npath = \"{}\"\n[output]\npath = \"o.parquet\"\n{section}",
+                tiny().display()
+            ),
+        )
+        .unwrap();
+        let o = embedflow(d, &["validate", "job.toml"]);
+        assert_code(&o, 1);
+        stderr(&o)
+    };
+    for (flags, section, want) in [
+        (
+            vec!["--k", "0"],
+            "[cluster]\nk = 0\n",
+            "cluster.k: must be at least 1, found 0",
+        ),
+        (
+            vec!["--k", "2", "--metric", "cos"],
+            "[cluster]\nk = 2\nmetric = \"cos\"\n",
+            "cluster.metric: \"cos\" is not one of",
+        ),
+        (
+            vec!["--k", "2", "--text-column", "text", "--ngram", "2,1"],
+            "[cluster]\nk = 2\n[topics]\nngram_range = [2, 1]\n",
+            "topics.ngram_range: expected [min, max] with 1 <= min <= max",
+        ),
+        (
+            vec!["--k", "2", "--text-column", "text", "--preprocess", "latin"],
+            "[cluster]\nk = 2\n[topics]\npreprocess = \"latin\"\n",
+            "topics.preprocess: \"latin\" is not one of",
+        ),
+    ] {
+        let mut args = vec!["cluster", "v.parquet", "o.parquet"];
+        args.extend(&flags);
+        let o = embedflow(d, &args);
+        assert_code(&o, 1);
+        assert!(stderr(&o).contains(want), "{flags:?}: {}", stderr(&o));
+        let from_job = job(section);
+        assert!(from_job.contains(want), "{section}: {from_job}");
+        assert!(!d.join("o.parquet").exists());
+    }
 }

@@ -1,5 +1,5 @@
 //! Clustering and topics, pure compute: k-means ([`kmeans`]), class-based
-//! TF-IDF keywords ([`ctfidf`]), exact neighbours ([`neighbors`]) and the
+//! TF-IDF keywords ([`ctfidf`]), exact neighbors ([`neighbors`]) and the
 //! assignment of rows to clusters and zero-shot labels ([`assign`]). The
 //! runners that read and write files are in `pipeline::{cluster, neighbors}`.
 

@@ -1,4 +1,4 @@
-//! Exact k nearest neighbours of every row among all rows (item-item
+//! Exact k nearest neighbors of every row among all rows (item-item
 //! recommendations), or of other query rows among them: blocks of query
 //! rows against blocks of all rows as sgemm products, a bounded heap per
 //! query row, rows in parallel on rayon.
@@ -99,7 +99,7 @@ pub fn block_neighbors(
         .collect()
 }
 
-/// Neighbours in `db` of every query row, query blocks in parallel.
+/// Neighbors in `db` of every query row, query blocks in parallel.
 /// `self_offset`: as in [`block_neighbors`], for queries drawn from `db`.
 pub fn neighbors(
     queries: &[f32],

@@ -14,18 +14,10 @@ pub fn cluster(
     opts: &RunOptions,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
-    use embedflow::cluster::{Metric, Preprocess, TopicOptions, kmeans};
     use embedflow::pipeline::cluster::{self, ClusterJob};
-    if c.k == 0 {
-        anyhow::bail!("--k: must be at least 1");
-    }
-    if c.ngram[0] == 0 || c.ngram[0] > c.ngram[1] {
-        anyhow::bail!(
-            "--ngram: expected MIN,MAX with 1 <= MIN <= MAX, found {},{}",
-            c.ngram[0],
-            c.ngram[1]
-        );
-    }
+    // k, the metric, the n-gram range, … are checked where a job file's
+    // [cluster] and [topics] are.
+    let (plan, topics) = embedflow::job::cluster_sections("command line", &c.to_table())?;
     if c.topics.is_some() && c.text_column.is_none() {
         anyhow::bail!(
             "--topics: needs --text-column (the texts whose words describe each cluster)"
@@ -37,33 +29,14 @@ pub fn cluster(
         vector_column: c.vector_column.clone(),
         id_column: c.id_column.clone(),
         text_column: c.text_column.clone(),
-        kmeans: kmeans::Config {
-            k: c.k,
-            max_iter: c.max_iter,
-            tol: c.tol,
-            seed: c.seed,
-            mini_batch: (c.algorithm == "minibatch").then_some(c.batch_size),
-            metric: if c.metric == "cosine" {
-                Metric::Cosine
-            } else {
-                Metric::L2
-            },
-        },
-        train_sample: c.train_sample,
-        clusters_path: c.clusters.clone(),
-        topics_path: c.topics.clone(),
-        topics: TopicOptions {
-            preprocess: if c.preprocess == "english" {
-                Preprocess::English
-            } else {
-                Preprocess::Unicode
-            },
-            english_stop_words: c.stop_words.is_some(),
-            ngram: (c.ngram[0], c.ngram[1]),
-            bm25_weighting: c.bm25_weighting,
-            reduce_frequent_words: c.reduce_frequent_words,
-            top_n: c.top_n,
-        },
+        kmeans: plan.kmeans,
+        train_sample: plan.train_sample,
+        clusters_path: plan.clusters_path,
+        topics_path: topics.as_ref().and_then(|t| t.topics_path.clone()),
+        topics: topics
+            .as_ref()
+            .map(|t| t.options.clone())
+            .unwrap_or_default(),
         overwrite: !c.no_overwrite,
         s3: embedflow::store::S3Options {
             endpoint: c.s3_endpoint.clone(),
@@ -88,16 +61,17 @@ pub fn cluster(
         };
         let stores = embedflow::store::Stores::new(job.s3.clone());
         let config = rt.block_on(pipeline::load_model(&stores, &overrides))?;
+        let t = topics.as_ref().expect("labels make a [topics] section");
         job.zero_shot = Some(pipeline::zero_shot(
             &config,
-            &c.labels,
-            c.label_prompt_name.as_deref(),
-            c.min_similarity,
+            &t.labels,
+            t.label_prompt_name.as_deref(),
+            t.min_similarity,
             opts.exec_default(),
         )?);
     }
     let progress = !quiet && opts.progress != ProgressMode::Off;
-    let summary = rt.block_on(cluster::run(&job, progress))?;
+    let summary = rt.block_on(cluster::run_cluster(&job, progress))?;
     if !quiet {
         say(&summary);
     }
@@ -112,16 +86,13 @@ pub fn neighbors(
 ) -> anyhow::Result<ExitCode> {
     use embedflow::cluster::neighbors::Similarity;
     use embedflow::pipeline::neighbors::{self, NeighborsJob};
-    if n.k == 0 {
-        anyhow::bail!("--k: must be at least 1");
-    }
     let job = NeighborsJob {
         input: n.input.clone(),
         output: n.output.clone(),
         queries: n.queries.clone(),
         vector_column: n.vector_column.clone(),
         id_column: n.id_column.clone(),
-        k: n.k,
+        k: n.k as usize,
         similarity: if n.similarity == "inner_product" {
             Similarity::InnerProduct
         } else {
@@ -134,7 +105,7 @@ pub fn neighbors(
     let (rows, secs) = rt.block_on(neighbors::run_neighbors(&job, progress))?;
     if !quiet {
         say(format!(
-            "wrote {} ({rows} rows x {} neighbours)\n  seconds          {secs:.2}\n  throughput       {:.0} rows/s",
+            "wrote {} ({rows} rows x {} neighbors)\n  seconds          {secs:.2}\n  throughput       {:.0} rows/s",
             n.output,
             n.k,
             rows as f64 / secs.max(1e-9)

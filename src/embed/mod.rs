@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 pub use model::{ModelConfig, ModelOptions};
 pub use pool::{Pooling, WEIGHTEDMEAN_REFUSED};
-pub use session::{Device, Embedder, Exec};
+pub use session::{Device, Embedder, SessionOptions};
 pub use tokenize::{Encoded, TextEncoder};
 
 use rayon::prelude::*;
@@ -78,7 +78,11 @@ pub fn run_plan(
 
 /// Embeds plain strings with a model folder, outside any job: used by tests,
 /// benchmarks and zero-shot labels. Returns rows × dim vectors.
-pub fn embed_texts(model: &ModelConfig, texts: &[&str], exec: Exec) -> Result<(Vec<f32>, usize)> {
+pub fn embed_texts(
+    model: &ModelConfig,
+    texts: &[&str],
+    exec: SessionOptions,
+) -> Result<(Vec<f32>, usize)> {
     let encoder = TextEncoder::new(model)?;
     let mut embedder = Embedder::new(model, &encoder, exec)?;
     let encoded: Vec<Encoded> = texts

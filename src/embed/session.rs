@@ -58,14 +58,14 @@ impl std::fmt::Display for Device {
 /// How an [`Embedder`] runs: the device and, on the CPU, ONNX Runtime's
 /// intra-op threads (0 = all cores).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Exec {
+pub struct SessionOptions {
     pub device: Device,
     pub threads: usize,
 }
 
-impl Exec {
-    pub fn cpu(threads: usize) -> Exec {
-        Exec {
+impl SessionOptions {
+    pub fn cpu(threads: usize) -> SessionOptions {
+        SessionOptions {
             device: Device::Cpu,
             threads,
         }
@@ -294,7 +294,7 @@ pub fn effective_threads(requested: usize) -> usize {
 impl Embedder {
     /// Opens the model graph on `exec.device` (with `exec.threads`
     /// intra-op threads on the CPU, 0 = all cores).
-    pub fn new(cfg: &ModelConfig, encoder: &TextEncoder, exec: Exec) -> Result<Embedder> {
+    pub fn new(cfg: &ModelConfig, encoder: &TextEncoder, exec: SessionOptions) -> Result<Embedder> {
         let env = environment(exec.device)?;
         let threads = effective_threads(exec.threads);
         let rt = |e: ort::Error| Error::Runtime(e.to_string());

@@ -6,6 +6,7 @@ mod spec;
 
 pub use plan::{
     ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OutputPlan, TopicsPlan,
+    cluster_sections,
 };
 pub use spec::apply_set;
 

@@ -247,81 +247,8 @@ impl JobPlan {
         let overwrite = s.boolean("overwrite", &mut p).unwrap_or(true);
         s.finish(&mut p);
 
-        // [cluster]
-        let mut s = root.table("cluster", &mut p);
-        let cluster = if s.is_present() {
-            let k = s.count("k", 1, &mut p);
-            if k.is_none() && !s.has("k") {
-                p.push("cluster.k: required (the number of clusters)");
-            }
-            let metric = match s.choice("metric", &["cosine", "l2"], &mut p) {
-                Some("l2") => crate::cluster::Metric::L2,
-                _ => crate::cluster::Metric::Cosine,
-            };
-            let d = crate::cluster::kmeans::Config::default();
-            let kmeans = crate::cluster::kmeans::Config {
-                k: k.unwrap_or(1),
-                max_iter: s.count("max_iter", 1, &mut p).unwrap_or(d.max_iter),
-                tol: s.number("tol", 0.0..=1.0, &mut p).unwrap_or(d.tol),
-                seed: s.count("seed", 0, &mut p).unwrap_or(0) as u64,
-                metric,
-                mini_batch: match s.choice("algorithm", &["lloyd", "minibatch"], &mut p) {
-                    Some("minibatch") => Some(s.count("batch_size", 1, &mut p).unwrap_or(1024)),
-                    _ => {
-                        if s.has("batch_size") {
-                            p.push("cluster.batch_size: only with algorithm = \"minibatch\"");
-                        }
-                        None
-                    }
-                },
-            };
-            let train_sample = s.count("train_sample", 1, &mut p);
-            let clusters_path = s.string("clusters_path", &mut p);
-            Some(ClusterPlan {
-                kmeans,
-                train_sample,
-                clusters_path,
-            })
-        } else {
-            None
-        };
-        s.finish(&mut p);
-
-        // [topics]
-        let mut s = root.table("topics", &mut p);
-        let topics = if s.is_present() {
-            if cluster.is_none() {
-                p.push("[topics]: needs a [cluster] section (topics describe clusters)");
-            }
-            let d = crate::cluster::TopicOptions::default();
-            let options = crate::cluster::TopicOptions {
-                preprocess: match s.choice("preprocess", &["unicode", "english"], &mut p) {
-                    Some("english") => crate::cluster::Preprocess::English,
-                    _ => crate::cluster::Preprocess::Unicode,
-                },
-                english_stop_words: s.choice("stop_words", &["english"], &mut p).is_some(),
-                ngram: s.int_range("ngram_range", &mut p).unwrap_or(d.ngram),
-                bm25_weighting: s.boolean("bm25_weighting", &mut p).unwrap_or(false),
-                reduce_frequent_words: s.boolean("reduce_frequent_words", &mut p).unwrap_or(false),
-                top_n: s.count("top_n", 1, &mut p).unwrap_or(d.top_n),
-            };
-            let labels = s.strings("labels", &mut p).unwrap_or_default();
-            let min_similarity = s
-                .number("min_similarity", -1.0..=1.0, &mut p)
-                .unwrap_or(0.7) as f32;
-            let label_prompt_name = s.string("label_prompt_name", &mut p);
-            let topics_path = s.string("topics_path", &mut p);
-            Some(TopicsPlan {
-                options,
-                labels,
-                min_similarity,
-                label_prompt_name,
-                topics_path,
-            })
-        } else {
-            None
-        };
-        s.finish(&mut p);
+        let cluster = read_cluster(&mut root, &mut p);
+        let topics = read_topics(&mut root, cluster.is_some(), &mut p);
 
         // [s3]
         let mut s = root.table("s3", &mut p);
@@ -440,6 +367,104 @@ impl JobPlan {
             cluster,
             topics,
         })
+    }
+}
+
+/// `[cluster]`, or `None` when the section is absent: the job's and
+/// `embedflow cluster`'s flags (through [`cluster_sections`]) alike.
+fn read_cluster(root: &mut Section, p: &mut Problems) -> Option<ClusterPlan> {
+    let mut s = root.table("cluster", p);
+    let cluster = if s.is_present() {
+        let k = s.count("k", 1, p);
+        if k.is_none() && !s.has("k") {
+            p.push("cluster.k: required (the number of clusters)");
+        }
+        let metric = match s.choice("metric", &["cosine", "l2"], p) {
+            Some("l2") => crate::cluster::Metric::L2,
+            _ => crate::cluster::Metric::Cosine,
+        };
+        let d = crate::cluster::kmeans::Config::default();
+        let kmeans = crate::cluster::kmeans::Config {
+            k: k.unwrap_or(1),
+            max_iter: s.count("max_iter", 1, p).unwrap_or(d.max_iter),
+            tol: s.number("tol", 0.0..=1.0, p).unwrap_or(d.tol),
+            seed: s.count("seed", 0, p).unwrap_or(0) as u64,
+            metric,
+            mini_batch: match s.choice("algorithm", &["lloyd", "minibatch"], p) {
+                Some("minibatch") => Some(s.count("batch_size", 1, p).unwrap_or(1024)),
+                _ => {
+                    if s.has("batch_size") {
+                        p.push("cluster.batch_size: only with algorithm = \"minibatch\"");
+                    }
+                    None
+                }
+            },
+        };
+        let train_sample = s.count("train_sample", 1, p);
+        let clusters_path = s.string("clusters_path", p);
+        Some(ClusterPlan {
+            kmeans,
+            train_sample,
+            clusters_path,
+        })
+    } else {
+        None
+    };
+    s.finish(p);
+    cluster
+}
+
+/// `[topics]`, or `None` when the section is absent.
+fn read_topics(root: &mut Section, has_cluster: bool, p: &mut Problems) -> Option<TopicsPlan> {
+    let mut s = root.table("topics", p);
+    let topics = if s.is_present() {
+        if !has_cluster {
+            p.push("[topics]: needs a [cluster] section (topics describe clusters)");
+        }
+        let d = crate::cluster::TopicOptions::default();
+        let options = crate::cluster::TopicOptions {
+            preprocess: match s.choice("preprocess", &["unicode", "english"], p) {
+                Some("english") => crate::cluster::Preprocess::English,
+                _ => crate::cluster::Preprocess::Unicode,
+            },
+            english_stop_words: s.choice("stop_words", &["english"], p).is_some(),
+            ngram: s.int_range("ngram_range", p).unwrap_or(d.ngram),
+            bm25_weighting: s.boolean("bm25_weighting", p).unwrap_or(false),
+            reduce_frequent_words: s.boolean("reduce_frequent_words", p).unwrap_or(false),
+            top_n: s.count("top_n", 1, p).unwrap_or(d.top_n),
+        };
+        let labels = s.strings("labels", p).unwrap_or_default();
+        let min_similarity = s.number("min_similarity", -1.0..=1.0, p).unwrap_or(0.7) as f32;
+        let label_prompt_name = s.string("label_prompt_name", p);
+        let topics_path = s.string("topics_path", p);
+        Some(TopicsPlan {
+            options,
+            labels,
+            min_similarity,
+            label_prompt_name,
+            topics_path,
+        })
+    } else {
+        None
+    };
+    s.finish(p);
+    topics
+}
+
+/// The `[cluster]` and `[topics]` sections alone (what `embedflow cluster`'s
+/// flags stand for), checked by the same rules as in a job file.
+pub fn cluster_sections(origin: &str, table: &Table) -> Result<(ClusterPlan, Option<TopicsPlan>)> {
+    let mut p = Problems::default();
+    let mut root = Section::root(table);
+    let cluster = read_cluster(&mut root, &mut p);
+    let topics = read_topics(&mut root, cluster.is_some(), &mut p);
+    root.finish(&mut p);
+    match cluster {
+        Some(c) if p.0.is_empty() => Ok((c, topics)),
+        _ => Err(Error::Job {
+            origin: origin.to_string(),
+            problems: p.0,
+        }),
     }
 }
 

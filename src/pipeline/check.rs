@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::datatypes::FieldRef;
 
 use crate::chunk;
-use crate::embed::{self, Device, Embedder, Exec, ModelConfig, ModelOptions, TextEncoder};
+use crate::embed::{
+    self, Device, Embedder, ModelConfig, ModelOptions, SessionOptions, TextEncoder,
+};
 use crate::job::JobPlan;
 use crate::runtime::spawn_cpu;
 use crate::sink::{self, ParquetSink};
@@ -15,7 +17,7 @@ use crate::store::{self, Stores};
 use crate::{Error, Result};
 
 /// A job checked against its input, model and outputs.
-pub struct Checked {
+pub struct CheckedJob {
     pub plan: JobPlan,
     /// The stores every path of the job resolves through.
     pub stores: Arc<Stores>,
@@ -35,7 +37,7 @@ pub struct Checked {
     /// The session the check probed the graph with, opened on the plan's
     /// device and threads; [`run`] takes it rather than loading the model
     /// a second time when its options ask for the same.
-    pub embedder: Option<(Exec, Embedder)>,
+    pub embedder: Option<(SessionOptions, Embedder)>,
 }
 
 /// The model folder, downloaded into the cache first when it lives on an
@@ -56,7 +58,8 @@ pub async fn load_model(stores: &Stores, overrides: &ModelOptions) -> Result<Mod
 /// Checks what can be checked without running: the input exists and has the
 /// columns, the model folder is complete, the chunk window fits the model,
 /// the outputs can be written. Every problem found is reported at once.
-pub async fn check(plan: JobPlan) -> Result<Checked> {
+#[tracing::instrument(name = "check", skip_all, fields(job = %plan.origin))]
+pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
     let mut errors: Vec<Error> = Vec::new();
     let stores = Arc::new(Stores::new(plan.s3.clone()));
     let input = source::open(
@@ -96,7 +99,7 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
     let mut embedder = None;
     if let (true, Some(m), Some(enc)) = (build_ok, &model, &encoder) {
         let (m, enc) = (m.clone(), Arc::clone(enc));
-        let exec = Exec {
+        let exec = SessionOptions {
             device: plan.embed.device,
             threads: plan.embed.threads,
         };
@@ -241,19 +244,21 @@ pub async fn check(plan: JobPlan) -> Result<Checked> {
     }
 
     match (errors.len(), input, model, encoder, window) {
-        (0, Some(input), Some(model), Some(encoder), Some((max_tokens, overlap))) => Ok(Checked {
-            plan,
-            stores,
-            input,
-            model,
-            encoder,
-            read_columns,
-            documents_passthrough,
-            passthrough,
-            max_tokens,
-            overlap,
-            embedder,
-        }),
+        (0, Some(input), Some(model), Some(encoder), Some((max_tokens, overlap))) => {
+            Ok(CheckedJob {
+                plan,
+                stores,
+                input,
+                model,
+                encoder,
+                read_columns,
+                documents_passthrough,
+                passthrough,
+                max_tokens,
+                overlap,
+                embedder,
+            })
+        }
         (1, ..) => Err(errors.remove(0)),
         (0, ..) => Err(Error::internal("check failed without an error")),
         _ => Err(Error::Job {

@@ -232,7 +232,8 @@ pub(super) fn log(progress: bool, msg: impl std::fmt::Display) {
 }
 
 /// Runs a clustering job end to end. On error nothing is committed.
-pub async fn run(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
+#[tracing::instrument(name = "cluster", skip_all, fields(input = %job.input))]
+pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSummary> {
     let started = Instant::now();
     let stores = Stores::new(job.s3.clone());
     let input = source::open(&stores, &job.input, None, &CsvOptions::default()).await?;

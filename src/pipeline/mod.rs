@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use self::cluster::{ClusterJob, ClusterSummary};
 use crate::cluster::ZeroShot;
-use crate::embed::{self, Device, Embedder, Exec, ModelConfig};
+use crate::embed::{self, Device, Embedder, ModelConfig, SessionOptions};
 use crate::job::JobPlan;
 use crate::progress::{Counters, ProgressMode, Reporter, Summary};
 use crate::runtime::spawn_cpu;
@@ -33,9 +33,9 @@ use crate::source::{self, RowFilter, SourceBatch};
 use crate::{Error, Result};
 
 use check::topics_text_column;
-pub use check::{Checked, check, load_model};
+pub use check::{CheckedJob, check, load_model};
 use output::{Rows, hidden_sibling, lineage, write_unit};
-use prepare::{Prepare, Unit};
+use prepare::{PrepareStage, WorkUnit};
 
 /// Batches read ahead of the prepare stage.
 pub const SOURCE_QUEUE: usize = 2;
@@ -80,16 +80,16 @@ impl RunOptions {
 
     /// Where and how a model runs outside a job: these options, or the
     /// defaults (CPU, all cores).
-    pub fn exec_default(&self) -> Exec {
-        Exec {
+    pub fn exec_default(&self) -> SessionOptions {
+        SessionOptions {
             device: self.device.unwrap_or_default(),
             threads: self.threads.unwrap_or(0),
         }
     }
 
     /// Where and how a plan's model runs, with these options' overrides.
-    pub fn exec(&self, plan: &JobPlan) -> Exec {
-        Exec {
+    pub fn exec(&self, plan: &JobPlan) -> SessionOptions {
+        SessionOptions {
             device: self.device.unwrap_or(plan.embed.device),
             threads: self.threads.unwrap_or(plan.embed.threads),
         }
@@ -103,7 +103,7 @@ pub fn zero_shot(
     labels: &[String],
     prompt_name: Option<&str>,
     min_similarity: f32,
-    exec: Exec,
+    exec: SessionOptions,
 ) -> Result<ZeroShot> {
     let mut m = model.clone();
     if let Some(name) = prompt_name {
@@ -127,9 +127,13 @@ pub fn zero_shot(
 /// clusters and topics. With a cluster stage the vectors go to a hidden
 /// intermediate file first, and the output appears only once it has its
 /// clusters: a failure at any stage commits nothing.
-pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<ClusterSummary>)> {
+#[tracing::instrument(name = "run_job", skip_all, fields(job = %c.plan.origin))]
+pub async fn run_job(
+    c: CheckedJob,
+    opts: &RunOptions,
+) -> Result<(Summary, Option<ClusterSummary>)> {
     let Some(cp) = c.plan.cluster.clone() else {
-        return Ok((run(c, opts).await?, None));
+        return Ok((run_embedding(c, opts).await?, None));
     };
     let plan = c.plan.clone();
     let stores = Arc::clone(&c.stores);
@@ -160,7 +164,7 @@ pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<C
     let mut c = c;
     c.plan.output.path = staging.clone();
     c.plan.output.overwrite = true;
-    let mut summary = run(c, opts).await?;
+    let mut summary = run_embedding(c, opts).await?;
     summary.output = plan.output.path.clone();
     let job = ClusterJob {
         input: staging.clone(),
@@ -181,7 +185,7 @@ pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<C
         s3: plan.s3.clone(),
         zero_shot,
     };
-    let clustered = cluster::run(&job, opts.progress != ProgressMode::Off).await;
+    let clustered = cluster::run_cluster(&job, opts.progress != ProgressMode::Off).await;
     if let Ok(loc) = stores.resolve(&staging) {
         let _ = object_store::ObjectStoreExt::delete(loc.store.as_ref(), &loc.path).await;
     }
@@ -200,26 +204,103 @@ pub async fn run_job(c: Checked, opts: &RunOptions) -> Result<(Summary, Option<C
 }
 
 /// Runs a checked job to completion. On any error nothing is committed.
-pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
+#[tracing::instrument(name = "embedding", skip_all)]
+pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summary> {
     crate::cancel::check()?;
     let started = Instant::now();
     let plan = c.plan.clone();
     let exec = opts.exec(&plan);
-    // The session build, the width probe and hashing model.onnx are CPU
-    // work: off the I/O runtime.
+    let counters = Arc::new(Counters::default());
+    // Set on Ctrl-C or when the writer fails: the stages stop at their next
+    // batch instead of finishing work nobody will write.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (src_tx, mut src_rx) = mpsc::channel::<Result<SourceBatch>>(SOURCE_QUEUE);
+    let (prep_tx, mut prep_rx) = mpsc::channel::<Result<WorkUnit>>(PREPARED_QUEUE);
+    let (emb_tx, mut emb_rx) = mpsc::channel::<Result<WorkUnit>>(EMBEDDED_QUEUE);
+
     let (model, encoder, probed) = (c.model.clone(), Arc::clone(&c.encoder), c.embedder.take());
-    let (embedder, dim, sha) = spawn_cpu(move || {
-        let mut embedder = match probed {
-            Some((probed, e)) if probed == exec => e,
-            _ => Embedder::new(&model, &encoder, exec)?,
-        };
-        let dim = embed::output_dim(&mut embedder, &encoder)?;
-        Ok((embedder, dim, model.onnx_sha256()?))
-    })
-    .await?;
-    let mut embedder = embedder;
-    let device = embedder.device();
-    let provider = embedder.provider().to_string();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(usize, Device, String)>>();
+    let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
+    let embed_counters = Arc::clone(&counters);
+    let embed_cancel = Arc::clone(&cancel);
+    let embed_span = tracing::info_span!("embed_stage");
+    let embed_thread = std::thread::Builder::new()
+        .name("embedflow-embed".into())
+        .spawn(move || {
+            let _span = embed_span.entered();
+            // The thread that runs the session also builds it (or takes the
+            // one the check probed with), and says the vectors' width.
+            let built = match probed {
+                Some((probed, e)) if probed == exec => Ok(e),
+                _ => Embedder::new(&model, &encoder, exec),
+            }
+            .and_then(|mut e| {
+                let dim = embed::output_dim(&mut e, &encoder)?;
+                Ok((e, dim))
+            });
+            let (mut embedder, dim) = match built {
+                Ok((e, dim)) => {
+                    let _ = ready_tx.send(Ok((dim, e.device(), e.provider().to_string())));
+                    (e, dim)
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let c = embed_counters;
+            let mut rows_before = 0u64;
+            while let Some(item) = prep_rx.blocking_recv() {
+                let unit = item.and_then(|mut u| {
+                    let t = Instant::now();
+                    // Progress moves with each inference batch: the unit's
+                    // rows advance in proportion to its chunks embedded.
+                    let rows = u.row_chunks.len() as u64;
+                    let chunks = u.encoded.len().max(1) as u64;
+                    let mut done = 0u64;
+                    let mut progress = |n: usize, tokens: usize| {
+                        done += n as u64;
+                        c.rows_embedded
+                            .store(rows_before + rows * done / chunks, Ordering::Relaxed);
+                        Counters::add(&c.tokens_embedded, tokens as u64);
+                        !embed_cancel.load(Ordering::Relaxed) && !crate::cancel::requested()
+                    };
+                    let (v, d) = embed::embed_all(
+                        &mut embedder,
+                        &u.encoded,
+                        batch_tokens,
+                        max_rows,
+                        &mut progress,
+                    )?;
+                    rows_before += rows;
+                    c.rows_embedded.store(rows_before, Ordering::Relaxed);
+                    if !v.is_empty() && d != dim {
+                        return Err(Error::internal(format!(
+                            "vector width changed from {dim} to {d}"
+                        )));
+                    }
+                    tracing::debug!(
+                        chunks = u.encoded.len(),
+                        seconds = t.elapsed().as_secs_f64(),
+                        "embedded a unit"
+                    );
+                    u.vectors = v;
+                    u.encoded = Vec::new();
+                    Ok(u)
+                });
+                let failed = unit.is_err();
+                if emb_tx.blocking_send(unit).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(Error::internal)?;
+    let (dim, device, provider) = ready_rx
+        .await
+        .map_err(|_| Error::internal("the embed stage ended before its session was built"))??;
+    // Hashing model.onnx is CPU work too: off the I/O runtime.
+    let model = c.model.clone();
+    let sha = spawn_cpu(move || model.onnx_sha256()).await?;
     let layout = OutputLayout {
         chunk_columns: plan.chunking.enabled,
         chunk_text: plan.chunking.keep_text,
@@ -284,16 +365,8 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
         dim,
         "starting"
     );
-    let counters = Arc::new(Counters::default());
-    // Set on Ctrl-C or when the writer fails: the stages stop at their next
-    // batch instead of finishing work nobody will write.
-    let cancel = Arc::new(AtomicBool::new(false));
     let total_rows = c.input.total_rows.filter(|_| plan.input.filter.is_none());
     let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
-
-    let (src_tx, mut src_rx) = mpsc::channel::<Result<SourceBatch>>(SOURCE_QUEUE);
-    let (prep_tx, mut prep_rx) = mpsc::channel::<Result<Unit>>(PREPARED_QUEUE);
-    let (emb_tx, mut emb_rx) = mpsc::channel::<Result<Unit>>(EMBEDDED_QUEUE);
 
     let read_columns = c.read_columns.clone();
     let input = c.input;
@@ -301,7 +374,7 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
         source::read(&input, &read_columns, source::READ_BATCH_ROWS, src_tx).await
     });
 
-    let prepare = Prepare {
+    let prepare = PrepareStage {
         passthrough_idx: (0..c.documents_passthrough.len()).collect(),
         plan: plan.clone(),
         encoder: Arc::clone(&c.encoder),
@@ -311,9 +384,11 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
         counters: Arc::clone(&counters),
     };
     let prepare_cancel = Arc::clone(&cancel);
+    let prepare_span = tracing::info_span!("prepare_stage");
     let prepare_thread = std::thread::Builder::new()
         .name("embedflow-prepare".into())
         .spawn(move || {
+            let _span = prepare_span.entered();
             while let Some(item) = src_rx.blocking_recv() {
                 if prepare_cancel.load(Ordering::Relaxed) || crate::cancel::requested() {
                     return;
@@ -321,60 +396,6 @@ pub async fn run(mut c: Checked, opts: &RunOptions) -> Result<Summary> {
                 let unit = item.and_then(|sb| prepare.unit(sb));
                 let failed = unit.is_err();
                 if prep_tx.blocking_send(unit).is_err() || failed {
-                    return;
-                }
-            }
-        })
-        .map_err(Error::internal)?;
-
-    let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
-    let embed_counters = Arc::clone(&counters);
-    let embed_cancel = Arc::clone(&cancel);
-    let embed_thread = std::thread::Builder::new()
-        .name("embedflow-embed".into())
-        .spawn(move || {
-            let c = embed_counters;
-            let mut rows_before = 0u64;
-            while let Some(item) = prep_rx.blocking_recv() {
-                let unit = item.and_then(|mut u| {
-                    let t = Instant::now();
-                    // Progress moves with each inference batch: the unit's
-                    // rows advance in proportion to its chunks embedded.
-                    let rows = u.row_chunks.len() as u64;
-                    let chunks = u.encoded.len().max(1) as u64;
-                    let mut done = 0u64;
-                    let mut progress = |n: usize, tokens: usize| {
-                        done += n as u64;
-                        c.rows_embedded
-                            .store(rows_before + rows * done / chunks, Ordering::Relaxed);
-                        Counters::add(&c.tokens_embedded, tokens as u64);
-                        !embed_cancel.load(Ordering::Relaxed) && !crate::cancel::requested()
-                    };
-                    let (v, d) = embed::embed_all(
-                        &mut embedder,
-                        &u.encoded,
-                        batch_tokens,
-                        max_rows,
-                        &mut progress,
-                    )?;
-                    rows_before += rows;
-                    c.rows_embedded.store(rows_before, Ordering::Relaxed);
-                    if !v.is_empty() && d != dim {
-                        return Err(Error::internal(format!(
-                            "vector width changed from {dim} to {d}"
-                        )));
-                    }
-                    tracing::debug!(
-                        chunks = u.encoded.len(),
-                        seconds = t.elapsed().as_secs_f64(),
-                        "embedded a unit"
-                    );
-                    u.vectors = v;
-                    u.encoded = Vec::new();
-                    Ok(u)
-                });
-                let failed = unit.is_err();
-                if emb_tx.blocking_send(unit).is_err() || failed {
                     return;
                 }
             }

@@ -1,4 +1,4 @@
-//! The neighbours runner: every row's exact nearest rows, streamed in
+//! The neighbors runner: every row's exact nearest rows, streamed in
 //! batches of query rows.
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::cluster::neighbors;
 pub struct NeighborsJob {
     pub input: String,
     pub output: String,
-    /// Rows to find neighbours for, from another file (same vector column
+    /// Rows to find neighbors for, from another file (same vector column
     /// and width); default: every row of `input`.
     pub queries: Option<String>,
     pub vector_column: String,
@@ -99,9 +99,10 @@ async fn load_vectors(
     })
 }
 
-/// Exact k nearest neighbours of every row (or of every query row): all
+/// Exact k nearest neighbors of every row (or of every query row): all
 /// vectors in memory (rows × dim × 4 bytes), results streamed to Parquet
 /// batch by batch.
+#[tracing::instrument(name = "neighbors", skip_all, fields(input = %job.input))]
 pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f64)> {
     let started = Instant::now();
     let stores = Stores::new(job.s3.clone());

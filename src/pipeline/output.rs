@@ -11,12 +11,12 @@ use crate::embed::{self, Device};
 use crate::sink::{self, ParquetSink};
 use crate::{Error, Result};
 
-use super::check::Checked;
-use super::prepare::Unit;
+use super::check::CheckedJob;
+use super::prepare::WorkUnit;
 
 /// Key-value metadata recorded in every output: where the vectors came from.
 pub(super) fn lineage(
-    c: &Checked,
+    c: &CheckedJob,
     sha256: &str,
     dim: usize,
     provider: &str,
@@ -83,7 +83,7 @@ const SLICE_BYTES: usize = 64 << 20;
 /// Builds and writes the output rows of one unit, in slices of at most
 /// [`SLICE_BYTES`]. Returns (chunk rows, document rows).
 pub(super) async fn write_unit(
-    u: Unit,
+    u: WorkUnit,
     rows: &Rows,
     out: &mut ParquetSink,
     docs: Option<&mut ParquetSink>,
@@ -191,7 +191,7 @@ fn row_bytes(batch: &RecordBatch) -> Vec<usize> {
 /// One row per document of the unit that has chunks: its passthrough
 /// columns, its chunk count and the normalised mean of its chunk vectors.
 fn documents_batch(
-    u: &Unit,
+    u: &WorkUnit,
     schema: &arrow::datatypes::SchemaRef,
     dim: usize,
 ) -> Result<RecordBatch> {

@@ -13,7 +13,7 @@ use crate::source::{RowFilter, SourceBatch};
 use crate::{Error, Result};
 
 /// One input batch on its way through the stages.
-pub(super) struct Unit {
+pub(super) struct WorkUnit {
     /// Passthrough columns of the rows that survived the filter.
     pub(super) batch: RecordBatch,
     /// Per row of `batch`: how many chunks it has (0 = skipped).
@@ -29,7 +29,7 @@ pub(super) struct Unit {
 }
 
 /// What the prepare stage needs, shared with its rayon workers.
-pub(super) struct Prepare {
+pub(super) struct PrepareStage {
     pub(super) plan: JobPlan,
     pub(super) encoder: Arc<TextEncoder>,
     pub(super) filter: Option<RowFilter>,
@@ -48,8 +48,8 @@ pub(super) struct ChunkOut {
     pub(super) encoded: Encoded,
 }
 
-impl Prepare {
-    pub(super) fn unit(&self, sb: SourceBatch) -> Result<Unit> {
+impl PrepareStage {
+    pub(super) fn unit(&self, sb: SourceBatch) -> Result<WorkUnit> {
         let n = sb.batch.num_rows();
         let (batch, rows): (RecordBatch, Vec<u64>) = match &self.filter {
             Some(f) => {
@@ -78,7 +78,7 @@ impl Prepare {
             .map(|(i, t)| self.row(t.as_deref(), &sb.file, rows[i], ids.as_ref(), i))
             .collect();
 
-        let mut unit = Unit {
+        let mut unit = WorkUnit {
             batch: batch
                 .project(&self.passthrough_idx)
                 .map_err(Error::internal)?,

@@ -16,7 +16,7 @@ use datafusion::logical_expr::{
 use rayon::prelude::*;
 
 use crate::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
-use crate::embed::{self, Embedder, Encoded, Exec, ModelConfig, TextEncoder};
+use crate::embed::{self, Embedder, Encoded, ModelConfig, SessionOptions, TextEncoder};
 
 /// The model behind `embed()`; one ONNX Runtime session, encoders per prompt.
 struct Loaded {
@@ -53,7 +53,7 @@ impl std::hash::Hash for EmbedFn {
 }
 
 impl EmbedFn {
-    pub fn udf(model: &ModelConfig, exec: Exec) -> crate::Result<ScalarUDF> {
+    pub fn udf(model: &ModelConfig, exec: SessionOptions) -> crate::Result<ScalarUDF> {
         let encoder = Arc::new(TextEncoder::new(model)?);
         let mut embedder = Embedder::new(model, &encoder, exec)?;
         let dim = embed::output_dim(&mut embedder, &encoder)?;

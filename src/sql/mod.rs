@@ -28,7 +28,7 @@ pub struct SqlOptions {
     pub allow_write: bool,
     pub s3: S3Options,
     /// Where `embed()` runs (device, CPU threads).
-    pub exec: crate::embed::Exec,
+    pub exec: crate::embed::SessionOptions,
 }
 
 /// A session with the tables, functions and model registered.
