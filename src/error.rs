@@ -78,6 +78,22 @@ impl Error {
         }
     }
 
+    /// No column `name` in `file`: says which columns there are.
+    pub fn missing_column(
+        file: impl fmt::Display,
+        name: &str,
+        schema: &arrow::datatypes::Schema,
+    ) -> Self {
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        Error::input(
+            file,
+            format!(
+                "no column '{name}'; the columns are: {}",
+                columns.join(", ")
+            ),
+        )
+    }
+
     pub fn model(dir: impl fmt::Display, message: impl fmt::Display) -> Self {
         Error::Model {
             dir: dir.to_string(),

@@ -12,6 +12,7 @@ pub mod embed;
 pub mod error;
 pub mod job;
 pub mod npy;
+pub mod paths;
 pub mod pipeline;
 pub mod progress;
 pub mod runtime;

@@ -107,15 +107,9 @@ impl TextSpec {
     /// must be a string; template columns may be anything arrow can cast to text.
     pub fn check(&self, schema: &Schema, file: &str) -> Result<()> {
         for c in self.columns() {
-            let field = schema.field_with_name(&c).map_err(|_| {
-                Error::input(
-                    file,
-                    format!(
-                        "no column '{c}'; the columns are: {}",
-                        crate::source::column_list(schema)
-                    ),
-                )
-            })?;
+            let field = schema
+                .field_with_name(&c)
+                .map_err(|_| Error::missing_column(file, &c, schema))?;
             let ty = field.data_type();
             let ok = if self.is_single_column() {
                 is_string(ty)

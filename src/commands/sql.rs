@@ -135,7 +135,7 @@ pub fn sql(
                 .history_ignore_dups(true)?
                 .build();
             let mut rl = rustyline::DefaultEditor::with_config(config)?;
-            let history = embedflow::embed::embedflow_home().join("sql_history");
+            let history = embedflow::paths::embedflow_home().join("sql_history");
             let _ = rl.load_history(&history);
             let mut buf = String::new();
             loop {

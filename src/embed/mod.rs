@@ -8,8 +8,6 @@ pub mod remote;
 pub mod session;
 pub mod tokenize;
 
-use std::path::PathBuf;
-
 pub use model::{ModelConfig, ModelOptions};
 pub use pool::{Pooling, WEIGHTEDMEAN_REFUSED};
 pub use session::{Device, Embedder, SessionOptions};
@@ -18,19 +16,6 @@ pub use tokenize::{Encoded, TextEncoder};
 use rayon::prelude::*;
 
 use crate::Result;
-
-/// embedflow's cache root: `$EMBEDFLOW_HOME`, else `$XDG_CACHE_HOME/embedflow`,
-/// else `~/.cache/embedflow` (what `scripts/setup` fills).
-pub fn embedflow_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("EMBEDFLOW_HOME") {
-        return PathBuf::from(h);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("embedflow")
-}
 
 /// Embeds `rows` in token-budget batches, longest first, and returns the
 /// vectors in the rows' own order (rows × dim). `progress` is called after

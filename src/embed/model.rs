@@ -105,7 +105,7 @@ pub fn model_search_path() -> Vec<PathBuf> {
     if let Some(m) = std::env::var_os("EMBEDFLOW_MODELS") {
         out.push(PathBuf::from(m));
     }
-    out.push(super::embedflow_home().join("models"));
+    out.push(crate::paths::embedflow_home().join("models"));
     out
 }
 

@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 /// Where downloaded model folders live.
 pub fn cache_dir() -> PathBuf {
-    super::embedflow_home().join("cache").join("models")
+    crate::paths::embedflow_home().join("cache").join("models")
 }
 
 /// One object of the model folder.

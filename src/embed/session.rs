@@ -116,7 +116,7 @@ pub fn ort_build_path(build: Build) -> PathBuf {
     if let Some(p) = std::env::var_os(build.env_var()) {
         return PathBuf::from(p);
     }
-    super::embedflow_home()
+    crate::paths::embedflow_home()
         .join("onnxruntime")
         .join(ORT_VERSION)
         .join(build.dir_name())

@@ -130,15 +130,7 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
     if let Some(input) = &input {
         let schema = &input.schema;
         let first = input.files[0].location.display.as_str();
-        let missing = |c: &str| {
-            Error::input(
-                first,
-                format!(
-                    "no column '{c}'; the columns are: {}",
-                    source::column_list(schema)
-                ),
-            )
-        };
+        let missing = |c: &str| Error::missing_column(first, c, schema);
         let mut wanted: Vec<String> = match &plan.input.columns {
             Some(cols) => cols.clone(),
             None => schema.fields().iter().map(|f| f.name().clone()).collect(),

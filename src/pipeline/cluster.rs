@@ -130,15 +130,10 @@ pub(super) fn batch_vectors(
 /// The vector width the column's type declares, or the first row's length.
 pub(super) async fn vector_dim(input: &Input, column: &str) -> Result<usize> {
     let file = &input.files[0].location.display;
-    let field = input.schema.field_with_name(column).map_err(|_| {
-        Error::input(
-            file,
-            format!(
-                "no column '{column}'; the columns are: {}",
-                source::column_list(&input.schema)
-            ),
-        )
-    })?;
+    let field = input
+        .schema
+        .field_with_name(column)
+        .map_err(|_| Error::missing_column(file, column, &input.schema))?;
     match crate::vectors::width(field.data_type()) {
         Ok(Some(n)) => Ok(n),
         // A variable-size list: the width of its first vector.
@@ -241,13 +236,7 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
     let dim = vector_dim(&input, &job.vector_column).await?;
     for c in [&job.id_column, &job.text_column].into_iter().flatten() {
         if input.schema.field_with_name(c).is_err() {
-            return Err(Error::input(
-                &first,
-                format!(
-                    "no column '{c}'; the columns are: {}",
-                    source::column_list(&input.schema)
-                ),
-            ));
+            return Err(Error::missing_column(&first, c, &input.schema));
         }
     }
     if job.kmeans.k == 0 {

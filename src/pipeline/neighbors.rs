@@ -56,13 +56,7 @@ async fn load_vectors(
     let mut cols = vec![vector_column.to_string()];
     if let Some(id) = id_column {
         if input.schema.field_with_name(id).is_err() {
-            return Err(Error::input(
-                &display,
-                format!(
-                    "no column '{id}'; the columns are: {}",
-                    source::column_list(&input.schema)
-                ),
-            ));
+            return Err(Error::missing_column(&display, id, &input.schema));
         }
         cols.push(id.to_string());
     }

@@ -355,22 +355,9 @@ fn projection(
     columns
         .iter()
         .map(|c| {
-            schema.index_of(c).map_err(|_| {
-                Error::input(
-                    file,
-                    format!("no column '{c}'; the columns are: {}", column_list(schema)),
-                )
-            })
+            schema
+                .index_of(c)
+                .map_err(|_| Error::missing_column(file, c, schema))
         })
         .collect()
-}
-
-/// `a, b, c` of a schema's field names, for messages.
-pub fn column_list(schema: &arrow::datatypes::Schema) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
