@@ -12,6 +12,7 @@
 
 mod check;
 pub mod cluster;
+mod cluster_tables;
 pub mod neighbors;
 mod output;
 mod prepare;
