@@ -5,12 +5,22 @@ use std::path::PathBuf;
 /// embedflow's cache root: `$EMBEDFLOW_HOME`, else `$XDG_CACHE_HOME/embedflow`,
 /// else `~/.cache/embedflow` (what `scripts/setup` fills).
 pub fn embedflow_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("EMBEDFLOW_HOME") {
-        return PathBuf::from(h);
+    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    embedflow_home_from(var("EMBEDFLOW_HOME"), var("XDG_CACHE_HOME"), var("HOME"))
+}
+
+/// [`embedflow_home`] from the values of `EMBEDFLOW_HOME`, `XDG_CACHE_HOME`
+/// and `HOME`.
+pub fn embedflow_home_from(
+    embedflow_home: Option<PathBuf>,
+    xdg_cache_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> PathBuf {
+    if let Some(h) = embedflow_home {
+        return h;
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("embedflow")
+    xdg_cache_home
+        .or_else(|| home.map(|h| h.join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("embedflow")
 }

@@ -147,10 +147,9 @@ impl VectorColumn {
                 return Err(VectorError::Length { row: i, len, dim });
             }
         }
-        if self.offsets.first() == Some(&0) {
-            return Ok(self.values);
-        }
-        Ok(self.values[self.offsets[0]..].to_vec())
+        // Offsets start at 0 (`try_new` rebases slices), so the values are
+        // exactly the rows.
+        Ok(self.values)
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use embedflow::paths::embedflow_home_from;
+
 use crate::util::find_reference_python;
 
 /// Without EMBEDFLOW_TEST_PYTHON and without the venv scripts/py-env makes,
@@ -11,21 +13,19 @@ use crate::util::find_reference_python;
 #[test]
 fn reference_python_is_never_a_silent_skip() {
     let empty = tempfile::tempdir().unwrap();
-    let e = find_reference_python(None, Some(empty.path().into()), None, None).unwrap_err();
+    let e = find_reference_python(None, empty.path()).unwrap_err();
     assert!(e.contains("run scripts/py-env"), "{e}");
     assert!(e.contains("EMBEDFLOW_TEST_PYTHON"), "{e}");
-    let e = find_reference_python(None, None, None, None).unwrap_err();
+    let e = find_reference_python(None, &embedflow_home_from(None, None, None)).unwrap_err();
     assert!(e.contains("run scripts/py-env"), "{e}");
     // The variable wins; else the venv under EMBEDFLOW_HOME, or the cache.
     let p = PathBuf::from("/x/python");
-    assert_eq!(
-        find_reference_python(Some(p.clone()), None, None, None),
-        Ok(p)
-    );
+    assert_eq!(find_reference_python(Some(p.clone()), empty.path()), Ok(p));
     let venv = empty.path().join("embedflow/test-venv/bin");
     std::fs::create_dir_all(&venv).unwrap();
     std::fs::write(venv.join("python"), "").unwrap();
-    let found = find_reference_python(None, None, Some(empty.path().into()), None).unwrap();
+    let home = embedflow_home_from(None, Some(empty.path().into()), None);
+    let found = find_reference_python(None, &home).unwrap();
     assert_eq!(found, venv.join("python"));
 }
 

@@ -230,15 +230,9 @@ fn document_vectors_are_normalised_chunk_means() {
 }
 
 /// The news corpus as one long document (about 1.6 MB, over ten tokenizer
-/// windows), joined with the whitespace runs a hostile input has.
+/// windows).
 fn long_document() -> String {
-    let (batch, _) = read_parquet(&shared().join("data/news_articles.parquet"));
-    let seps = ["\n\n", " ", "\t \t", "   ", "\r\n"];
-    let mut doc = String::new();
-    for (i, t) in strings(&batch, "text").into_iter().take(600).enumerate() {
-        doc.push_str(&t);
-        doc.push_str(seps[i % seps.len()]);
-    }
+    let doc = news_document(1_600_000);
     assert!(
         doc.len() > 10 * embedflow::embed::tokenize::WINDOW,
         "{}",

@@ -139,11 +139,7 @@ fn write_labelled(path: &Path, texts: &[String], labels: &[i64]) {
         ],
     )
     .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_batch(path, &batch);
 }
 
 /// The reference's keywords per label: words and scores ("" padding dropped).
@@ -667,38 +663,6 @@ fn topics_jobs_are_checked_before_running() {
         assert_code(&o, 1);
         assert!(stderr(&o).contains(want), "{extra}: {}", stderr(&o));
     }
-}
-
-/// Writes `id` and a FixedSizeList<Float32, dim> `embedding` column.
-fn write_vectors(path: &Path, x: &[f32], dim: usize) {
-    let n = x.len() / dim;
-    let item = Arc::new(Field::new_list_field(DataType::Float32, true));
-    let v = arrow::array::FixedSizeListArray::try_new(
-        item,
-        dim as i32,
-        Arc::new(arrow::array::Float32Array::from(x.to_vec())),
-        None,
-    )
-    .unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("embedding", v.data_type().clone(), true),
-    ]));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![
-            Arc::new(Int64Array::from_iter_values(
-                (0..n as i64).map(|i| 1000 + i),
-            )),
-            Arc::new(v),
-        ],
-    )
-    .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
 }
 
 const BRUTE_FORCE: &str = r#"

@@ -465,42 +465,14 @@ fn a_signal_during_a_job_with_clusters_commits_nothing() {
     assert!(stopped >= 4, "only {stopped} of 8 signals stopped the run");
 }
 
-/// `n` deterministic pseudo-random vectors of `dim` in `path` (`id`,
+/// `n` seeded pseudo-random vectors of `dim` in `path` (`id` from 1000,
 /// `embedding`).
 fn random_vectors(path: &Path, n: usize, dim: usize) {
-    use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = embedflow::cluster::kmeans::Rng::new(7);
     let values: Vec<f32> = (0..n * dim)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % 2000) as f32 / 1000.0 - 1.0
-        })
+        .map(|_| rng.next_f64() as f32 * 2.0 - 1.0)
         .collect();
-    let item = std::sync::Arc::new(arrow::datatypes::Field::new_list_field(
-        arrow::datatypes::DataType::Float32,
-        true,
-    ));
-    let v = FixedSizeListArray::try_new(
-        item,
-        dim as i32,
-        std::sync::Arc::new(Float32Array::from(values)),
-        None,
-    )
-    .unwrap();
-    let batch = RecordBatch::try_from_iter([
-        (
-            "id",
-            std::sync::Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
-        ),
-        ("embedding", std::sync::Arc::new(v) as ArrayRef),
-    ])
-    .unwrap();
-    let f = std::fs::File::create(path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_vectors(path, &values, dim);
 }
 
 /// `cluster` (a signal during k-means training too), `neighbors` and
@@ -538,7 +510,7 @@ fn signals_stop_cluster_neighbors_and_sql_writes() {
     let sql = |out: &'static str| {
         vec![
             "sql",
-            "SELECT a.id AS a, b.id AS b, inner_product(a.embedding, b.embedding) AS s FROM v a, v b WHERE a.id < 150",
+            "SELECT a.id AS a, b.id AS b, inner_product(a.embedding, b.embedding) AS s FROM v a, v b WHERE a.id < 1150",
             "--table",
             "v=v.parquet",
             "--format",
@@ -810,21 +782,6 @@ echo \"exit=$?\"";
     );
 }
 
-/// One document of about `bytes` bytes: news articles joined.
-fn long_document(bytes: usize) -> String {
-    let (batch, _) = read_parquet(&shared().join("data/news_articles.parquet"));
-    let texts = strings(&batch, "text");
-    let mut doc = String::new();
-    for t in texts.iter().cycle() {
-        if doc.len() >= bytes {
-            break;
-        }
-        doc.push_str(t);
-        doc.push_str("\n\n");
-    }
-    doc
-}
-
 /// Asserts the chunk rows of `doc` cover it in order: chunk_text is the
 /// document's text between chunk_start and chunk_end (code points).
 fn assert_chunks_cover(batch: &arrow::array::RecordBatch, doc: &str) {
@@ -862,7 +819,7 @@ fn assert_chunks_cover(batch: &arrow::array::RecordBatch, doc: &str) {
 #[test]
 fn a_long_document_is_chunked_with_default_columns() {
     let d = tempfile::tempdir().unwrap();
-    let doc = long_document(5_000_000);
+    let doc = news_document(5_000_000);
     write_texts_parquet(
         &d.path().join("in.parquet"),
         &[Some(doc.as_str()), Some("a short one")],
@@ -905,7 +862,7 @@ fn a_long_document_is_chunked_with_default_columns() {
 #[test]
 fn a_text_column_asked_for_is_repeated_per_chunk_across_slices() {
     let d = tempfile::tempdir().unwrap();
-    let doc = long_document(400_000);
+    let doc = news_document(400_000);
     write_texts_parquet(&d.path().join("in.parquet"), &[Some(doc.as_str())]);
     let model = tiny_s();
     let mut args = embed_args(&model, "in.parquet", "o.parquet");

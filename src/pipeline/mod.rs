@@ -296,12 +296,13 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             }
         })
         .map_err(Error::internal)?;
-    let (dim, device, provider) = ready_rx
-        .await
-        .map_err(|_| Error::internal("the embed stage ended before its session was built"))??;
-    // Hashing model.onnx is CPU work too: off the I/O runtime.
+    // Hashing model.onnx is CPU work too: off the I/O runtime, while the
+    // embed thread builds its session.
     let model = c.model.clone();
-    let sha = spawn_cpu(move || model.onnx_sha256()).await?;
+    let (ready, sha) = tokio::join!(ready_rx, spawn_cpu(move || model.onnx_sha256()));
+    let (dim, device, provider) = ready
+        .map_err(|_| Error::internal("the embed stage ended before its session was built"))??;
+    let sha = sha?;
     let layout = OutputLayout {
         chunk_columns: plan.chunking.enabled,
         chunk_text: plan.chunking.keep_text,

@@ -230,9 +230,14 @@ pub fn write_texts_parquet(path: &Path, texts: &[Option<&str>]) {
         ],
     )
     .unwrap();
-    let f = std::fs::File::create(path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
-    w.write(&batch).unwrap();
+    write_batch(path, &batch);
+}
+
+/// Writes one batch as a Parquet file.
+pub fn write_batch(path: &Path, batch: &RecordBatch) {
+    let f = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
     w.close().unwrap();
 }
 
@@ -254,45 +259,32 @@ pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) {
 }
 
 /// The Python with numpy, scipy, scikit-learn and pyarrow that scripts/py-env
-/// makes: `EMBEDFLOW_TEST_PYTHON`, else the venv under `EMBEDFLOW_HOME`
-/// (default ~/.cache/embedflow). Never a silent skip: without it the
-/// reference comparisons fail, saying how to set it up.
+/// makes: `EMBEDFLOW_TEST_PYTHON`, else the venv under embedflow's home
+/// (`embedflow::paths::embedflow_home`). Never a silent skip: without it
+/// the reference comparisons fail, saying how to set it up.
 pub fn reference_python() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
     find_reference_python(
-        var("EMBEDFLOW_TEST_PYTHON"),
-        var("EMBEDFLOW_HOME"),
-        var("XDG_CACHE_HOME"),
-        var("HOME"),
+        std::env::var_os("EMBEDFLOW_TEST_PYTHON").map(PathBuf::from),
+        &embedflow::paths::embedflow_home(),
     )
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// [`reference_python`] from the variables it reads.
-pub fn find_reference_python(
-    test_python: Option<PathBuf>,
-    embedflow_home: Option<PathBuf>,
-    xdg_cache_home: Option<PathBuf>,
-    home: Option<PathBuf>,
-) -> Result<PathBuf, String> {
+/// [`reference_python`] from `EMBEDFLOW_TEST_PYTHON` and embedflow's home.
+pub fn find_reference_python(test_python: Option<PathBuf>, home: &Path) -> Result<PathBuf, String> {
     if let Some(p) = test_python {
         return Ok(p);
     }
-    let home = embedflow_home.or_else(|| {
-        xdg_cache_home
-            .or_else(|| home.map(|h| h.join(".cache")))
-            .map(|c| c.join("embedflow"))
-    });
-    match home.map(|h| h.join("test-venv/bin/python")) {
-        Some(p) if p.exists() => Ok(p),
-        p => Err(format!(
-            "this test compares with Python references (numpy, scikit-learn, pyarrow) and found no \
-             Python for them{}: run scripts/py-env once (or scripts/test, which does), or set \
-             EMBEDFLOW_TEST_PYTHON to a Python that has them",
-            p.map(|p| format!(" (not at {})", p.display()))
-                .unwrap_or_default()
-        )),
+    let venv = home.join("test-venv/bin/python");
+    if venv.exists() {
+        return Ok(venv);
     }
+    Err(format!(
+        "this test compares with Python references (numpy, scikit-learn, pyarrow) and found no \
+         Python for them (not at {}): run scripts/py-env once (or scripts/test, which does), or set \
+         EMBEDFLOW_TEST_PYTHON to a Python that has them",
+        venv.display()
+    ))
 }
 
 /// Runs `python -c SCRIPT ARGS...` and returns its stdout, failing on error.
@@ -310,4 +302,54 @@ pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Writes `id` (1000, 1001, …) and a FixedSizeList<Float32, dim>
+/// `embedding` column.
+pub fn write_vectors(path: &Path, x: &[f32], dim: usize) {
+    let n = x.len() / dim;
+    let item = Arc::new(arrow::datatypes::Field::new_list_field(
+        arrow::datatypes::DataType::Float32,
+        true,
+    ));
+    let v = arrow::array::FixedSizeListArray::try_new(
+        item,
+        dim as i32,
+        Arc::new(arrow::array::Float32Array::from(x.to_vec())),
+        None,
+    )
+    .unwrap();
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("embedding", v.data_type().clone(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(arrow::array::Int64Array::from_iter_values(
+                (0..n as i64).map(|i| 1000 + i),
+            )),
+            Arc::new(v),
+        ],
+    )
+    .unwrap();
+    write_batch(path, &batch);
+}
+
+/// About `bytes` of the news corpus as one document: articles joined by
+/// the whitespace runs a hostile input has (blank lines, tabs, CRLF, runs
+/// of spaces).
+pub fn news_document(bytes: usize) -> String {
+    let (batch, _) = read_parquet(&shared().join("data/news_articles.parquet"));
+    let seps = ["\n\n", " ", "\t \t", "   ", "\r\n"];
+    let mut doc = String::new();
+    for (i, t) in strings(&batch, "text").iter().cycle().enumerate() {
+        if doc.len() >= bytes {
+            break;
+        }
+        doc.push_str(t);
+        doc.push_str(seps[i % seps.len()]);
+    }
+    doc
 }
