@@ -4,7 +4,9 @@
 use clap::{Args, Parser, Subcommand};
 use toml::{Table, Value};
 
+use crate::cluster::neighbors::Similarity;
 use crate::progress::ProgressMode;
+use crate::sql::OutputFormat;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,8 +99,8 @@ pub struct NeighborsOpts {
     #[arg(long)]
     pub id_column: Option<String>,
     /// cosine, or inner_product (raw dot product).
-    #[arg(long, default_value = "cosine", value_parser = ["cosine", "inner_product"])]
-    pub similarity: String,
+    #[arg(long, value_enum, default_value_t = Similarity::Cosine)]
+    pub similarity: Similarity,
     /// Fail if the output exists instead of replacing it.
     #[arg(long)]
     pub no_overwrite: bool,
@@ -121,8 +123,8 @@ pub struct SqlOpts {
     #[arg(long, short = 'f')]
     pub file: Option<String>,
     /// table (default), csv, json, or parquet (needs --output).
-    #[arg(long, value_parser = ["table", "csv", "json", "parquet"])]
-    pub format: Option<String>,
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
     /// Write the result here instead of stdout (the format follows the extension unless --format).
     #[arg(long, short = 'o')]
     pub output: Option<String>,

@@ -1,5 +1,6 @@
 //! Vector columns, one place for every stage: reading `FixedSizeList`,
-//! `List` and `LargeList` columns of Float16/32/64 (with nulls) as f32 rows,
+//! `List` and `LargeList` columns of Float16/32/64 (with nulls) as f32 rows
+//! (or f64 rows, for sums that must not round),
 //! the `FixedSizeList<Float32, dim>` column embedflow writes, and the row
 //! arithmetic the stages share (normalise, mean). Depends on arrow only;
 //! callers turn [`VectorError`] into their own errors (with file, row and
@@ -9,11 +10,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, GenericListArray, LargeListArray, ListArray,
-    OffsetSizeTrait,
+    Array, ArrayRef, ArrowPrimitiveType, FixedSizeListArray, Float32Array, GenericListArray,
+    LargeListArray, ListArray, OffsetSizeTrait, PrimitiveArray,
 };
 use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, Field};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
 use rayon::prelude::*;
 
 /// Why a column or a row is not a vector.
@@ -75,10 +76,11 @@ pub fn width(t: &DataType) -> Result<Option<usize>, VectorError> {
     })
 }
 
-/// A vector column read as f32 rows: one flat buffer and row bounds.
+/// A vector column read as rows of `T` (f32 unless asked otherwise): one
+/// flat buffer and row bounds.
 #[derive(Clone, Debug)]
-pub struct VectorColumn {
-    values: Vec<f32>,
+pub struct VectorColumn<T: ArrowPrimitiveType = Float32Type> {
+    values: Vec<T::Native>,
     /// Row i is `values[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<usize>,
     nulls: Option<NullBuffer>,
@@ -87,14 +89,29 @@ pub struct VectorColumn {
 }
 
 impl VectorColumn {
-    /// Reads any list-of-floats column; a Null-typed column is all nulls.
+    /// Reads any list-of-floats column as f32 rows; a Null-typed column is
+    /// all nulls.
     pub fn try_new(a: &dyn Array) -> Result<VectorColumn, VectorError> {
+        VectorColumn::read(a)
+    }
+}
+
+impl VectorColumn<Float64Type> {
+    /// Reads any list-of-floats column as f64 rows (sums that must not
+    /// round between batches).
+    pub fn try_new_f64(a: &dyn Array) -> Result<VectorColumn<Float64Type>, VectorError> {
+        VectorColumn::read(a)
+    }
+}
+
+impl<T: ArrowPrimitiveType> VectorColumn<T> {
+    fn read(a: &dyn Array) -> Result<VectorColumn<T>, VectorError> {
         width(a.data_type())?;
         if let Some(l) = a.as_any().downcast_ref::<FixedSizeListArray>() {
             let dim = l.value_length() as usize;
             let values = l.values().slice(l.offset() * dim, l.len() * dim);
             Ok(VectorColumn {
-                values: floats(&values)?,
+                values: floats::<T>(&values)?,
                 offsets: (0..=l.len()).map(|i| i * dim).collect(),
                 nulls: l.nulls().cloned(),
                 fixed: Some(dim),
@@ -128,7 +145,7 @@ impl VectorColumn {
     }
 
     /// Row `i`, `None` when it is null.
-    pub fn row(&self, i: usize) -> Option<&[f32]> {
+    pub fn row(&self, i: usize) -> Option<&[T::Native]> {
         if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
             return None;
         }
@@ -137,7 +154,7 @@ impl VectorColumn {
 
     /// Every row, each exactly `dim` long, as one `rows × dim` buffer: the
     /// first null or wrong-length row is an error.
-    pub fn into_flat(self, dim: usize) -> Result<Vec<f32>, VectorError> {
+    pub fn into_flat(self, dim: usize) -> Result<Vec<T::Native>, VectorError> {
         for i in 0..self.len() {
             if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
                 return Err(VectorError::Null { row: i });
@@ -153,29 +170,31 @@ impl VectorColumn {
     }
 }
 
-fn variable<O: OffsetSizeTrait>(l: &GenericListArray<O>) -> Result<VectorColumn, VectorError> {
+fn variable<T: ArrowPrimitiveType, O: OffsetSizeTrait>(
+    l: &GenericListArray<O>,
+) -> Result<VectorColumn<T>, VectorError> {
     let offs = l.value_offsets();
     let base = offs[0].as_usize();
     let end = offs[l.len()].as_usize();
     let values = l.values().slice(base, end - base);
     Ok(VectorColumn {
-        values: floats(&values)?,
+        values: floats::<T>(&values)?,
         offsets: offs.iter().map(|o| o.as_usize() - base).collect(),
         nulls: l.nulls().cloned(),
         fixed: None,
     })
 }
 
-/// The items of a list as f32 (Float16 and Float64 converted).
-fn floats(values: &ArrayRef) -> Result<Vec<f32>, VectorError> {
-    if let Some(f) = values.as_any().downcast_ref::<Float32Array>() {
+/// The items of a list as `T` (other float widths converted).
+fn floats<T: ArrowPrimitiveType>(values: &ArrayRef) -> Result<Vec<T::Native>, VectorError> {
+    if let Some(f) = values.as_any().downcast_ref::<PrimitiveArray<T>>() {
         return Ok(f.values().to_vec());
     }
-    let cast = arrow::compute::cast(values, &DataType::Float32)
+    let cast = arrow::compute::cast(values, &T::DATA_TYPE)
         .map_err(|_| VectorError::NotFloats(values.data_type().clone()))?;
     let f = cast
         .as_any()
-        .downcast_ref::<Float32Array>()
+        .downcast_ref::<PrimitiveArray<T>>()
         .ok_or_else(|| VectorError::NotFloats(values.data_type().clone()))?;
     Ok(f.values().to_vec())
 }

@@ -17,12 +17,24 @@ pub const QUERY_BLOCK: usize = 512;
 /// Database rows per product.
 pub const DB_BLOCK: usize = 4096;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The score neighbours are ranked by; its names (`cosine`,
+/// `inner_product`) are the flag's values and the lineage's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Similarity {
     /// Cosine: rows are normalised first; score = cos.
     Cosine,
     /// Raw inner product (for vectors whose norm means something).
     InnerProduct,
+}
+
+impl Similarity {
+    /// The name users write.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// A candidate in a row's heap: the smallest score on top.

@@ -84,7 +84,6 @@ pub fn neighbors(
     opts: &RunOptions,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
-    use embedflow::cluster::neighbors::Similarity;
     use embedflow::pipeline::neighbors::{self, NeighborsJob};
     let job = NeighborsJob {
         input: n.input.clone(),
@@ -93,11 +92,7 @@ pub fn neighbors(
         vector_column: n.vector_column.clone(),
         id_column: n.id_column.clone(),
         k: n.k as usize,
-        similarity: if n.similarity == "inner_product" {
-            Similarity::InnerProduct
-        } else {
-            Similarity::Cosine
-        },
+        similarity: n.similarity,
         overwrite: !n.no_overwrite,
         s3: Default::default(),
     };

@@ -63,15 +63,9 @@ pub fn sql(
         s3,
         exec,
     }))?;
-    let by_ext = s.output.as_deref().and_then(|o| {
-        let o = o.to_ascii_lowercase();
-        [("csv", ".csv"), ("json", ".json"), ("parquet", ".parquet")]
-            .into_iter()
-            .find(|(_, e)| o.ends_with(e))
-            .map(|(f, _)| f)
-    });
-    let format = s.format.as_deref().or(by_ext).unwrap_or("table");
-    if format == "parquet" && s.output.is_none() {
+    let by_ext = s.output.as_deref().and_then(OutputFormat::from_extension);
+    let format = s.format.or(by_ext).unwrap_or(OutputFormat::Table);
+    if format == OutputFormat::Parquet && s.output.is_none() {
         anyhow::bail!("--format parquet: needs --output FILE.parquet");
     }
     let script = match (&s.query, &s.file) {
@@ -85,7 +79,7 @@ pub fn sql(
     let emit = |schema: &arrow::datatypes::SchemaRef,
                 batches: &[arrow::array::RecordBatch]|
      -> anyhow::Result<()> {
-        if format == "parquet" {
+        if format == OutputFormat::Parquet {
             let out = s.output.as_deref().unwrap_or_default();
             rt.block_on(async {
                 let w = embedflow::sink::WriteOptions::default();
@@ -101,12 +95,7 @@ pub fn sql(
             })?;
             return Ok(());
         }
-        let f = match format {
-            "csv" => OutputFormat::Csv,
-            "json" => OutputFormat::Json,
-            _ => OutputFormat::Table,
-        };
-        let text = sql::render(schema, batches, f)?;
+        let text = sql::render(schema, batches, format)?;
         match &s.output {
             Some(o) => std::fs::write(o, text).with_context(|| format!("cannot write {o}"))?,
             None => {

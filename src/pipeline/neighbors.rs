@@ -190,11 +190,7 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             ("embedflow.neighbors.k".into(), job.k.to_string()),
             (
                 "embedflow.neighbors.similarity".into(),
-                match job.similarity {
-                    neighbors::Similarity::Cosine => "cosine",
-                    neighbors::Similarity::InnerProduct => "inner_product",
-                }
-                .into(),
+                job.similarity.name(),
             ),
         ],
         ..WriteOptions::default()

@@ -14,7 +14,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 
-use crate::store::{self, FileEntry, Stores};
+use crate::store::{self, FileEntry, Missing, Stores};
 use crate::{Error, Result};
 
 pub use self::csv::CsvOptions;
@@ -150,22 +150,18 @@ pub async fn open(
         };
         (f, stores.list_files(path, f.extensions()).await?)
     } else {
-        let all = stores.list_files(path, &[]).await.map_err(|e| match e {
-            Error::Input { file, message } if message == "the directory holds no file" => {
-                Error::input(file, NO_DATA_FILES)
-            }
-            // A missing S3 key: say what kind of object was looked for.
-            Error::Input { file, message } if message.contains("no object under it") => {
-                let kinds = match named {
+        // Every file is listed, so a missing one is described by the
+        // kinds this function reads.
+        let all = stores.find_files(path, &[]).await?.map_err(|m| {
+            let message = match m {
+                Missing::EmptyDirectory => NO_DATA_FILES.to_string(),
+                Missing::NoSuchKey => m.message(&match named {
                     Some(f) => f.extensions().join(" or "),
                     None => "Parquet or CSV".into(),
-                };
-                Error::input(
-                    file,
-                    message.replace("no object", &format!("no {kinds} object")),
-                )
-            }
-            other => other,
+                }),
+                m => m.message(""),
+            };
+            Error::input(path, message)
         })?;
         let single = all.len() == 1
             && stores

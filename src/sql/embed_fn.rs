@@ -3,9 +3,15 @@
 //! into a constant when it plans the query: `embed('central bank')` runs
 //! the model once per query, not once per row. A column is embedded in
 //! token-budget batches, longest first, through the pipeline's own code.
+//!
+//! The model lives on its own thread, which builds the ONNX Runtime session
+//! and owns it (TEI's backend thread); the function sends it texts through a
+//! bounded channel and waits for the vectors without holding a runtime
+//! worker (`block_in_place`), so the scans and writes of the query go on.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, StringArray};
 use arrow::datatypes::{DataType, Field};
@@ -18,16 +24,23 @@ use rayon::prelude::*;
 use crate::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
 use crate::embed::{self, Embedder, Encoded, ModelConfig, SessionOptions, TextEncoder};
 
-/// The model behind `embed()`; one ONNX Runtime session, encoders per prompt.
-struct Loaded {
-    embedder: Embedder,
-    encoders: HashMap<Option<String>, Arc<TextEncoder>>,
+/// Vectors of one call, row-major, and which rows are valid (not null).
+type Embedded = (Vec<f32>, Vec<bool>);
+
+/// One call's texts for the model thread, and where to send the vectors.
+struct Request {
+    texts: Vec<Option<String>>,
+    prompt: Option<String>,
+    reply: SyncSender<Result<Embedded>>,
 }
+
+/// Calls in flight to the model thread; more wait in `send`.
+const REQUEST_QUEUE: usize = 4;
 
 pub struct EmbedFn {
     model: ModelConfig,
     dim: usize,
-    loaded: Mutex<Loaded>,
+    requests: SyncSender<Request>,
     signature: Signature,
 }
 
@@ -53,47 +66,127 @@ impl std::hash::Hash for EmbedFn {
 }
 
 impl EmbedFn {
-    pub fn udf(model: &ModelConfig, exec: SessionOptions) -> crate::Result<ScalarUDF> {
-        let encoder = Arc::new(TextEncoder::new(model)?);
-        let mut embedder = Embedder::new(model, &encoder, exec)?;
-        let dim = embed::output_dim(&mut embedder, &encoder)?;
-        let mut encoders = HashMap::new();
-        encoders.insert(None, encoder);
+    /// Starts the model thread and waits (off the runtime) until its session
+    /// is built and the vectors' width is known. The thread ends when the
+    /// function is dropped.
+    pub async fn udf(model: &ModelConfig, exec: SessionOptions) -> crate::Result<ScalarUDF> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<crate::Result<usize>>();
+        let (requests, inbox) = sync_channel::<Request>(REQUEST_QUEUE);
+        let thread_model = model.clone();
+        let span = tracing::info_span!("sql_embed_model");
+        std::thread::Builder::new()
+            .name("embedflow-sql-embed".into())
+            .spawn(move || {
+                let _span = span.entered();
+                let built = ModelThread::new(thread_model, exec);
+                match built {
+                    Ok(thread) => {
+                        let _ = ready_tx.send(Ok(thread.dim));
+                        thread.serve(inbox);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(crate::Error::internal)?;
+        let dim = ready_rx.await.map_err(|_| {
+            crate::Error::internal("the embed() model thread ended while loading")
+        })??;
         Ok(ScalarUDF::new_from_impl(EmbedFn {
             model: model.clone(),
             dim,
-            loaded: Mutex::new(Loaded { embedder, encoders }),
+            requests,
             signature: Signature::user_defined(Volatility::Immutable),
         }))
     }
 
-    fn embed(&self, texts: &[Option<&str>], prompt: Option<&str>) -> Result<(Vec<f32>, Vec<bool>)> {
-        let mut loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| DataFusionError::Internal("embed(): model lock poisoned".into()))?;
-        let key = prompt.map(str::to_string);
-        if !loaded.encoders.contains_key(&key) {
-            let name = prompt.unwrap_or_default();
-            let Some(p) = self.model.prompts.get(name) else {
-                return exec_err!(
-                    "embed(): the model {} has no prompt '{name}' (it has: {})",
-                    self.model.name,
-                    self.model
-                        .prompts
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            };
-            let mut m = self.model.clone();
-            m.prompt = Some(p.clone());
-            let enc = TextEncoder::new(&m).map_err(|e| DataFusionError::External(Box::new(e)))?;
-            loaded.encoders.insert(key.clone(), Arc::new(enc));
+    /// Sends the texts to the model thread and waits for the vectors.
+    fn embed(&self, texts: Vec<Option<String>>, prompt: Option<String>) -> Result<Embedded> {
+        let gone = || DataFusionError::Internal("embed(): the model thread has stopped".into());
+        let (reply, answer) = sync_channel(1);
+        let wait = move || -> Result<Embedded> {
+            self.requests
+                .send(Request {
+                    texts,
+                    prompt,
+                    reply,
+                })
+                .map_err(|_| gone())?;
+            answer.recv().map_err(|_| gone())?
+        };
+        // Waiting on a multi-threaded runtime's worker: hand its other tasks
+        // to another worker first. Elsewhere (tests, a current-thread
+        // runtime) plain blocking is all there is.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
         }
-        let encoder = Arc::clone(&loaded.encoders[&key]);
-        let present: Vec<&str> = texts.iter().flatten().copied().collect();
+    }
+}
+
+/// The thread that owns the session: one request at a time, in order.
+struct ModelThread {
+    model: ModelConfig,
+    dim: usize,
+    embedder: Embedder,
+    /// One encoder per prompt name asked for (`None`: the model's default).
+    encoders: HashMap<Option<String>, Arc<TextEncoder>>,
+}
+
+impl ModelThread {
+    fn new(model: ModelConfig, exec: SessionOptions) -> crate::Result<ModelThread> {
+        let encoder = Arc::new(TextEncoder::new(&model)?);
+        let mut embedder = Embedder::new(&model, &encoder, exec)?;
+        let dim = embed::output_dim(&mut embedder, &encoder)?;
+        let mut encoders = HashMap::new();
+        encoders.insert(None, encoder);
+        Ok(ModelThread {
+            model,
+            dim,
+            embedder,
+            encoders,
+        })
+    }
+
+    fn serve(mut self, inbox: Receiver<Request>) {
+        while let Ok(r) = inbox.recv() {
+            let answer = self.embed(&r.texts, r.prompt);
+            // The caller may be gone (its query failed): nothing to do.
+            let _ = r.reply.send(answer);
+        }
+    }
+
+    fn encoder(&mut self, prompt: Option<String>) -> Result<Arc<TextEncoder>> {
+        if let Some(e) = self.encoders.get(&prompt) {
+            return Ok(Arc::clone(e));
+        }
+        let name = prompt.as_deref().unwrap_or_default();
+        let Some(p) = self.model.prompts.get(name) else {
+            return exec_err!(
+                "embed(): the model {} has no prompt '{name}' (it has: {})",
+                self.model.name,
+                self.model
+                    .prompts
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        let mut m = self.model.clone();
+        m.prompt = Some(p.clone());
+        let enc =
+            Arc::new(TextEncoder::new(&m).map_err(|e| DataFusionError::External(Box::new(e)))?);
+        self.encoders.insert(prompt, Arc::clone(&enc));
+        Ok(enc)
+    }
+
+    fn embed(&mut self, texts: &[Option<String>], prompt: Option<String>) -> Result<Embedded> {
+        let encoder = self.encoder(prompt)?;
+        let present: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
         let encoded: Vec<Encoded> = present
             .par_iter()
             .map(|t| encoder.encode(t))
@@ -101,17 +194,18 @@ impl EmbedFn {
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         tracing::info!(texts = encoded.len(), "embed()");
         let (vectors, _) = embed::embed_all(
-            &mut loaded.embedder,
+            &mut self.embedder,
             &encoded,
             DEFAULT_BATCH_TOKENS,
             DEFAULT_MAX_BATCH_ROWS,
-            &mut |_, _| true,
+            &mut |_, _| !crate::cancel::requested(),
         )
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Nulls in, nulls out (zeros under the null bits).
-        let mut out = Vec::with_capacity(texts.len() * self.dim);
+        let dim = self.dim;
+        let mut out = Vec::with_capacity(texts.len() * dim);
         let mut valid = Vec::with_capacity(texts.len());
-        let mut next = vectors.chunks_exact(self.dim);
+        let mut next = vectors.chunks_exact(dim);
         for t in texts {
             match t {
                 Some(_) => {
@@ -119,7 +213,7 @@ impl EmbedFn {
                     valid.push(true);
                 }
                 None => {
-                    out.extend(std::iter::repeat_n(0.0, self.dim));
+                    out.extend(std::iter::repeat_n(0.0, dim));
                     valid.push(false);
                 }
             }
@@ -178,10 +272,10 @@ impl ScalarUDFImpl for EmbedFn {
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or_else(|| DataFusionError::Internal("embed: text not Utf8".into()))?;
-        let rows: Vec<Option<&str>> = (0..s.len())
-            .map(|i| (!s.is_null(i)).then(|| s.value(i)))
+        let rows: Vec<Option<String>> = (0..s.len())
+            .map(|i| (!s.is_null(i)).then(|| s.value(i).to_string()))
             .collect();
-        let (values, valid) = self.embed(&rows, prompt.as_deref())?;
+        let (values, valid) = self.embed(rows, prompt)?;
         let list = FixedSizeListArray::try_new(
             Arc::new(Field::new_list_field(DataType::Float32, true)),
             self.dim as i32,

@@ -48,7 +48,7 @@ impl Session {
         }
         ctx.register_udaf(vec_avg::udaf());
         match &opts.model {
-            Some(m) => ctx.register_udf(embed_fn::EmbedFn::udf(m, opts.exec)?),
+            Some(m) => ctx.register_udf(embed_fn::EmbedFn::udf(m, opts.exec).await?),
             None => ctx.register_udf(embed_fn::NoModel::udf()),
         }
         let stores = Stores::new(opts.s3.clone());
@@ -178,12 +178,28 @@ fn line_column(msg: &str) -> Option<(usize, usize)> {
     Some((line, col))
 }
 
-/// How results are printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How results are printed, or written (Parquet needs a file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Table,
     Csv,
     Json,
+    Parquet,
+}
+
+impl OutputFormat {
+    /// The format an output file's extension names, if any.
+    pub fn from_extension(path: &str) -> Option<OutputFormat> {
+        let p = path.to_ascii_lowercase();
+        [
+            (OutputFormat::Csv, ".csv"),
+            (OutputFormat::Json, ".json"),
+            (OutputFormat::Parquet, ".parquet"),
+        ]
+        .into_iter()
+        .find(|(_, e)| p.ends_with(e))
+        .map(|(f, _)| f)
+    }
 }
 
 /// Vectors and other nested values as text, for CSV.
@@ -291,6 +307,9 @@ pub fn statements(script: &str) -> Vec<String> {
                 _ => cur.push(c),
             },
         }
+        OutputFormat::Parquet => Err(Error::internal(
+            "a Parquet result is written to a file, not rendered as text",
+        )),
     }
     if !cur.trim().is_empty() {
         out.push(cur.trim().to_string());

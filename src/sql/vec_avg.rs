@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, ListArray, UInt64Array,
-};
+use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, ListArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
-use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{
+    DataFusionError, Result, ScalarValue, exec_datafusion_err, exec_err, plan_err,
+};
+
+use crate::vectors::VectorColumn;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
@@ -121,48 +123,16 @@ impl Acc {
     }
 }
 
-/// Rows of a list-like array as f64 slices (None for nulls).
-fn rows(a: &ArrayRef) -> Result<Vec<Option<Vec<f64>>>> {
-    let (values, bounds, nulls): (ArrayRef, Vec<(usize, usize)>, _) =
-        if let Some(l) = a.as_any().downcast_ref::<FixedSizeListArray>() {
-            let d = l.value_length() as usize;
-            (
-                Arc::clone(l.values()),
-                (0..l.len())
-                    .map(|i| ((l.offset() + i) * d, (l.offset() + i + 1) * d))
-                    .collect(),
-                l.nulls().cloned(),
-            )
-        } else if let Some(l) = a.as_any().downcast_ref::<ListArray>() {
-            let o = l.value_offsets();
-            (
-                Arc::clone(l.values()),
-                (0..l.len())
-                    .map(|i| (o[i] as usize, o[i + 1] as usize))
-                    .collect(),
-                l.nulls().cloned(),
-            )
-        } else {
-            return exec_err!("vec_avg: expected a vector, found {}", a.data_type());
-        };
-    let values = arrow::compute::cast(&values, &DataType::Float64)?;
-    let values = values
-        .as_any()
-        .downcast_ref::<Float64Array>()
-        .ok_or_else(|| DataFusionError::Internal("vec_avg: cast".into()))?;
-    Ok(bounds
-        .iter()
-        .enumerate()
-        .map(|(i, &(s, e))| {
-            (!nulls.as_ref().is_some_and(|n| n.is_null(i))).then(|| values.values()[s..e].to_vec())
-        })
-        .collect())
+/// Rows of a vector column as f64 (None for nulls).
+fn rows(a: &ArrayRef) -> Result<VectorColumn<Float64Type>> {
+    VectorColumn::try_new_f64(a.as_ref()).map_err(|e| exec_datafusion_err!("vec_avg: {e}"))
 }
 
 impl Accumulator for Acc {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        for r in rows(&values[0])?.into_iter().flatten() {
-            self.add(&r)?;
+        let rows = rows(&values[0])?;
+        for r in (0..rows.len()).filter_map(|i| rows.row(i)) {
+            self.add(r)?;
             self.count += 1;
         }
         Ok(())
@@ -173,11 +143,12 @@ impl Accumulator for Acc {
             .as_any()
             .downcast_ref::<UInt64Array>()
             .ok_or_else(|| DataFusionError::Internal("vec_avg: count state".into()))?;
-        for (i, r) in rows(&states[0])?.into_iter().enumerate() {
-            if let Some(r) = r
+        let sums = rows(&states[0])?;
+        for i in 0..sums.len() {
+            if let Some(r) = sums.row(i)
                 && counts.value(i) > 0
             {
-                self.add(&r)?;
+                self.add(r)?;
                 self.count += counts.value(i);
             }
         }

@@ -13,18 +13,21 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::{HttpError, HttpErrorKind};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::{Error, Result};
 
 mod clash;
+mod list;
 
 pub use clash::{Identity, output_clash, output_clashes, same_file_outputs};
+use list::split_glob;
+pub use list::{FileEntry, Missing};
 
 /// object_store's default retry budget, restated so messages can name it.
 pub const DEFAULT_MAX_RETRIES: usize = 10;
@@ -378,153 +381,6 @@ fn normalize(p: &FsPath) -> PathBuf {
         }
     }
     out
-}
-
-/// One file found under an input location.
-#[derive(Clone, Debug)]
-pub struct FileEntry {
-    pub location: Location,
-    pub size: u64,
-}
-
-impl Stores {
-    /// Lists what `input` names: one file, every file under a directory or
-    /// prefix whose name ends in one of `extensions` (any name when it is
-    /// empty), or the files matching a glob. Hidden files are left out
-    /// unless the glob names them. Sorted by key so runs are reproducible.
-    pub async fn list_files(&self, input: &str, extensions: &[&str]) -> Result<Vec<FileEntry>> {
-        let (base, pattern) = split_glob(input);
-        let root = self.resolve(base)?;
-        let hidden_wanted =
-            pattern.is_some_and(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with('.')));
-        let matcher = match pattern {
-            Some(_) => Some(
-                globset::GlobBuilder::new(self.resolve(input)?.path.as_ref())
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| Error::input(input, format!("bad glob pattern: {e}")))?
-                    .compile_matcher(),
-            ),
-            None => None,
-        };
-        // A single object? On S3 the prefix is listed first: a key that is
-        // also a "directory" is better asked about by listing (some servers
-        // fail a HEAD on it), and a LIST error carries the server's reason.
-        let single = matcher.is_none() && !root.path.as_ref().is_empty();
-        if single
-            && root.s3.is_none()
-            && let Some(file) = single_object(&root, input).await?
-        {
-            return Ok(vec![file]);
-        }
-        let prefix = (!root.path.as_ref().is_empty()).then_some(&root.path);
-        let listed: std::result::Result<Vec<FileEntry>, object_store::Error> = root
-            .store
-            .list(prefix)
-            .try_filter_map(|meta| {
-                let key = meta.location.to_string();
-                // Hidden files (an output's temporary files among them) are
-                // never inputs, unless a pattern asks for them by name.
-                let name = meta.location.filename().unwrap_or("");
-                let keep = match &matcher {
-                    Some(m) => m.is_match(&key) && (!name.starts_with('.') || hidden_wanted),
-                    None => {
-                        !name.starts_with('.')
-                            && (extensions.is_empty()
-                                || extensions
-                                    .iter()
-                                    .any(|ext| name.to_ascii_lowercase().ends_with(ext)))
-                    }
-                };
-                let entry = keep.then(|| FileEntry {
-                    location: root
-                        .with_path(meta.location.clone(), display_child(&root, &meta.location)),
-                    size: meta.size,
-                });
-                futures::future::ready(Ok(entry))
-            })
-            .try_collect()
-            .await;
-        let mut files = match listed {
-            Ok(f) => f,
-            Err(e) => return Err(Error::input(input, root.explain(&e))),
-        };
-        if files.is_empty()
-            && single
-            && root.s3.is_some()
-            && let Some(file) = single_object(&root, input).await?
-        {
-            return Ok(vec![file]);
-        }
-        files.sort_by(|a, b| a.location.path.cmp(&b.location.path));
-        if files.is_empty() {
-            let kinds = if extensions.is_empty() {
-                String::new()
-            } else {
-                format!("{} ", extensions.join(" or "))
-            };
-            let what = if pattern.is_some() {
-                "no file matches this pattern".to_string()
-            } else if root.local.as_ref().is_some_and(|p| p.is_dir()) {
-                format!("the directory holds no {kinds}file")
-            } else if root.s3.is_some() {
-                match root.explain_missing().await {
-                    m if m.starts_with("no such key") => {
-                        format!("no such key, and no {kinds}object under it as a prefix")
-                    }
-                    m => m,
-                }
-            } else {
-                "no such file or directory".to_string()
-            };
-            return Err(Error::input(input, what));
-        }
-        Ok(files)
-    }
-}
-
-/// `root` as one object, if it is one.
-async fn single_object(root: &Location, input: &str) -> Result<Option<FileEntry>> {
-    match root.store.head(&root.path).await {
-        Ok(meta) => Ok(Some(FileEntry {
-            location: root.clone(),
-            size: meta.size,
-        })),
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::input(input, root.explain(&e))),
-    }
-}
-
-/// How to show a file found under `root` to the user: the path as they wrote
-/// it for the root, followed by the rest of the key.
-fn display_child(root: &Location, child: &Path) -> String {
-    let root_key = root.path.as_ref();
-    let rest = child
-        .as_ref()
-        .strip_prefix(root_key)
-        .unwrap_or(child.as_ref())
-        .trim_start_matches('/');
-    let base = root.display.trim_end_matches('/');
-    if rest.is_empty() {
-        base.to_string()
-    } else if base == "." {
-        rest.to_string()
-    } else {
-        format!("{base}/{rest}")
-    }
-}
-
-/// Splits `dir/sub/*.parquet` into (`dir/sub`, Some(`*.parquet`)).
-fn split_glob(input: &str) -> (&str, Option<&str>) {
-    if !is_glob(input) {
-        return (input, None);
-    }
-    let first_glob = input.find(['*', '?', '[', '{']).unwrap_or(input.len());
-    match input[..first_glob].rfind('/') {
-        Some(0) => ("/", Some(&input[1..])),
-        Some(i) => (&input[..i], Some(&input[i + 1..])),
-        None => (".", Some(input)),
-    }
 }
 
 #[cfg(test)]
