@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use toml::{Table, Value};
 
 use crate::cluster::neighbors::Similarity;
-use crate::progress::ProgressMode;
+use crate::progress::{ProgressMode, SummaryFormat};
 use crate::sql::OutputFormat;
 
 #[derive(Parser, Debug)]
@@ -43,6 +43,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DEVICE")]
     pub device: Option<crate::embed::Device>,
 
+    /// How `run` and `embed` print their summary: text, or one JSON line on stdout.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub summary: SummaryFormat,
+
     /// Log level filter (error, warn, info, debug, trace), or set RUST_LOG.
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log: String,
@@ -78,6 +82,15 @@ pub enum Command {
     Sql(SqlOpts),
     /// Exact k nearest neighbors of every row (item-item recommendations).
     Neighbors(NeighborsOpts),
+    /// Break the lease of a Delta table whose writer is gone (another host
+    /// that crashed); a dead process on this host is noticed by itself.
+    Unlock(UnlockOpts),
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockOpts {
+    /// The Delta table (a folder or s3://bucket/prefix), or a job file whose output it is.
+    pub table: String,
 }
 
 #[derive(Args, Debug)]
@@ -284,9 +297,12 @@ pub struct EmbedOpts {
     /// SQL condition selecting input rows, e.g. "outlet = 'bbc'".
     #[arg(long, help_heading = "Input")]
     pub filter: Option<String>,
-    /// Input format, when the file name does not tell: parquet or csv.
+    /// Input format, when the file name does not tell: parquet, csv, or delta.
     #[arg(long, help_heading = "Input")]
     pub format: Option<String>,
+    /// Delta input: the table version to read (default: the newest).
+    #[arg(long, allow_negative_numbers = true, help_heading = "Input")]
+    pub input_version: Option<i64>,
     /// CSV: the first line is not a header.
     #[arg(long, help_heading = "Input")]
     pub csv_no_header: bool,
@@ -338,6 +354,12 @@ pub struct EmbedOpts {
     /// Rows per Parquet row group.
     #[arg(long, allow_negative_numbers = true, help_heading = "Output")]
     pub row_group_size: Option<i64>,
+    /// parquet (one file, the default) or delta (a Delta Lake table: a folder).
+    #[arg(long, help_heading = "Output")]
+    pub output_format: Option<String>,
+    /// Delta only: input rows per resumable unit.
+    #[arg(long, allow_negative_numbers = true, help_heading = "Output")]
+    pub unit_rows: Option<i64>,
     /// Name of the vector column.
     #[arg(long, help_heading = "Output")]
     pub vector_column: Option<String>,
@@ -397,6 +419,7 @@ impl EmbedOpts {
         );
         put("input", "filter", s(&self.filter));
         put("input", "format", s(&self.format));
+        put("input", "version", i(&self.input_version));
         let mut csv = Table::new();
         if self.csv_no_header {
             csv.insert("header".into(), Value::Boolean(false));
@@ -434,6 +457,8 @@ impl EmbedOpts {
         put("output", "documents_path", s(&self.documents));
         put("output", "compression", s(&self.compression));
         put("output", "row_group_size", i(&self.row_group_size));
+        put("output", "format", s(&self.output_format));
+        put("output", "unit_rows", i(&self.unit_rows));
         put("output", "vector_column", s(&self.vector_column));
         put("output", "overwrite", flag(self.no_overwrite, false));
         put("s3", "endpoint", s(&self.s3_endpoint));

@@ -8,6 +8,7 @@ pub mod cancel;
 pub mod chunk;
 pub mod cli;
 pub mod cluster;
+pub mod delta;
 pub mod embed;
 pub mod error;
 pub mod job;

@@ -93,16 +93,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(r) => {
             let plan = opts.apply(job::load(&r.job, &r.sets)?);
-            commands::run::run(&rt, plan, &opts, cli.quiet)
+            commands::run::run(&rt, plan, &opts, cli.quiet, cli.summary)
         }
         Command::Embed(e) => {
             let mut table = e.to_table();
             let plan = opts.apply(job::from_table("command line", &mut table, &e.sets)?);
-            commands::run::run(&rt, plan, &opts, cli.quiet)
+            commands::run::run(&rt, plan, &opts, cli.quiet, cli.summary)
         }
         Command::Cluster(c) => commands::cluster::cluster(&rt, &c, &opts, cli.quiet),
         Command::Neighbors(n) => commands::cluster::neighbors(&rt, &n, &opts, cli.quiet),
         Command::Sql(s) => commands::sql::sql(&rt, &s, &opts),
         Command::Validate(v) => commands::run::validate(&rt, &v, &opts, cli.quiet),
+        Command::Unlock(u) => commands::run::unlock(&rt, &u),
     }
 }

@@ -156,21 +156,110 @@ pub struct Summary {
     pub vectors_written: u64,
     pub documents_written: u64,
     pub seconds: f64,
+    /// Set for a Delta table output.
+    pub table: Option<TableSummary>,
+}
+
+/// How a run's summary is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SummaryFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object on one line, for schedulers and dashboards.
+    Json,
+}
+
+/// What an incremental run found changed since the table's version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Source rows with a key (rows whose text is skipped are not counted).
+    pub rows: u64,
+    pub unchanged: u64,
+    pub changed: u64,
+    pub new: u64,
+    pub deleted: u64,
+}
+
+/// What a run into a Delta table committed.
+#[derive(Clone, Debug, Default)]
+pub struct TableSummary {
+    pub version: i64,
+    pub units: usize,
+    /// Units an interrupted run had finished, not done again.
+    pub units_resumed: usize,
+    /// An incremental run's comparison with the table.
+    pub changes: Option<Changes>,
+    /// Why an incremental job embedded every row.
+    pub full_because: Option<String>,
+}
+
+impl Summary {
+    /// Rows read from the source: an incremental run reads them all and
+    /// embeds some (`rows_read` counts those).
+    fn rows_in_source(&self) -> u64 {
+        match self.table.as_ref().and_then(|t| t.changes.as_ref()) {
+            Some(c) => c.rows,
+            None => self.rows_read,
+        }
+    }
+
+    /// The summary as one JSON object (`--summary json`).
+    pub fn to_json(&self) -> String {
+        let table = self.table.as_ref().map(|t| {
+            serde_json::json!({
+                "version": t.version,
+                "units": t.units,
+                "units_resumed": t.units_resumed,
+                "full_because": t.full_because,
+                "changes": t.changes.as_ref().map(|c| serde_json::json!({
+                    "rows": c.rows,
+                    "unchanged": c.unchanged,
+                    "changed": c.changed,
+                    "new": c.new,
+                    "deleted": c.deleted,
+                })),
+            })
+        });
+        serde_json::json!({
+            "output": self.output,
+            "documents": self.documents,
+            "model": self.model,
+            "provider": self.provider,
+            "dim": self.dim,
+            "rows_read": self.rows_in_source(),
+            "rows_embedded": self.rows_read,
+            "rows_skipped": self.rows_skipped,
+            "chunks": self.chunks,
+            "tokens": self.tokens,
+            "vectors_written": self.vectors_written,
+            "documents_written": self.documents_written,
+            "seconds": self.seconds,
+            "table": table,
+        })
+        .to_string()
+    }
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.seconds.max(1e-9);
-        writeln!(
-            f,
-            "wrote {} ({} vectors, {} dims)",
-            self.output, self.vectors_written, self.dim
-        )?;
+        match &self.table {
+            Some(t) => writeln!(
+                f,
+                "wrote {} as Delta table version {} ({} vectors, {} dims)",
+                self.output, t.version, self.vectors_written, self.dim
+            )?,
+            None => writeln!(
+                f,
+                "wrote {} ({} vectors, {} dims)",
+                self.output, self.vectors_written, self.dim
+            )?,
+        }
         if let Some(d) = &self.documents {
             writeln!(f, "wrote {d} ({} document vectors)", self.documents_written)?;
         }
         writeln!(f, "  model            {} on {}", self.model, self.provider)?;
-        writeln!(f, "  rows read        {}", self.rows_read)?;
+        writeln!(f, "  rows read        {}", self.rows_in_source())?;
         writeln!(
             f,
             "  rows skipped     {}{}",
@@ -181,6 +270,23 @@ impl fmt::Display for Summary {
                 ""
             }
         )?;
+        if let Some(t) = &self.table {
+            writeln!(
+                f,
+                "  units            {} (resumed: {} of {} units already done)",
+                t.units, t.units_resumed, t.units
+            )?;
+            if let Some(c) = &t.changes {
+                writeln!(
+                    f,
+                    "  incremental      {} rows: {} unchanged (copied), {} changed, {} new, {} deleted; {} embedded",
+                    c.rows, c.unchanged, c.changed, c.new, c.deleted, self.rows_read
+                )?;
+            }
+            if let Some(why) = &t.full_because {
+                writeln!(f, "  full run         every row embedded: {why}")?;
+            }
+        }
         writeln!(f, "  chunks           {}", self.chunks)?;
         writeln!(f, "  tokens           {}", self.tokens)?;
         writeln!(f, "  seconds          {:.2}", self.seconds)?;

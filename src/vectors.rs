@@ -211,6 +211,16 @@ pub fn to_fixed_size_list(
     Ok(Arc::new(a))
 }
 
+/// A `List<Float32>` column of `dim`-long rows from one flat buffer (the
+/// type Delta Lake's `array<float>` reads back as), without copying it.
+pub fn to_list(values: Vec<f32>, dim: usize) -> Result<ArrayRef, arrow::error::ArrowError> {
+    let rows = values.len().checked_div(dim).unwrap_or(0);
+    let item = Arc::new(Field::new_list_field(DataType::Float32, true));
+    let offsets = arrow::buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(dim, rows));
+    let a = ListArray::try_new(item, offsets, Arc::new(Float32Array::from(values)), None)?;
+    Ok(Arc::new(a))
+}
+
 /// Scales each row of `x` (`rows × dim`) to unit length, as torch's
 /// `F.normalize` (sentence-transformers' Normalize): `x / max(‖x‖, 1e-12)`,
 /// so a zero row stays zero.

@@ -16,3 +16,4 @@ mod model;
 mod s3;
 mod safety;
 mod sql;
+mod tables;

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use embedflow::pipeline::{self, RunOptions};
+use embedflow::progress::SummaryFormat;
 use embedflow::{Error, job};
 
 use super::EXIT_NOTHING_EMBEDDED;
@@ -14,6 +15,7 @@ pub fn run(
     plan: job::JobPlan,
     opts: &RunOptions,
     quiet: bool,
+    format: SummaryFormat,
 ) -> anyhow::Result<ExitCode> {
     let filtered = plan.input.filter.is_some();
     let done = rt.block_on(async {
@@ -21,11 +23,15 @@ pub fn run(
         pipeline::run_job(checked, opts).await
     });
     let (summary, clusters) = done.map_err(|e: Error| anyhow::anyhow!(e))?;
-    if !quiet {
-        say(&summary);
-        if let Some(c) = clusters {
-            say(&c);
+    match format {
+        SummaryFormat::Json => say(summary.to_json()),
+        SummaryFormat::Text if !quiet => {
+            say(&summary);
+            if let Some(c) = clusters {
+                say(&c);
+            }
         }
+        SummaryFormat::Text => {}
     }
     if summary.vectors_written == 0 {
         let why = if summary.rows_read > 0 {
@@ -91,4 +97,24 @@ pub fn validate(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `embedflow unlock TABLE|JOB`: removes a table's lease, saying whose it was.
+pub fn unlock(
+    rt: &tokio::runtime::Runtime,
+    u: &embedflow::cli::UnlockOpts,
+) -> anyhow::Result<ExitCode> {
+    let (table, s3) = if u.table.ends_with(".toml") {
+        let plan = job::load(&u.table, &[])?;
+        (plan.output.path.clone(), plan.s3.clone())
+    } else {
+        (u.table.clone(), Default::default())
+    };
+    let stores = embedflow::store::Stores::new(s3);
+    let target = embedflow::delta::DeltaTarget::resolve(&stores, &table)?;
+    match rt.block_on(target.break_lease())? {
+        Some(holder) => say(format!("unlocked {table}: the lease of {holder} is broken")),
+        None => say(format!("{table} has no lease: nothing to do")),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use toml::Table;
 use super::spec::{Problems, Section};
 use crate::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
 use crate::embed::{Device, ModelOptions, Pooling, WEIGHTEDMEAN_REFUSED};
-use crate::sink::{Compression, DEFAULT_ROW_GROUP_SIZE};
+use crate::sink::{Compression, DEFAULT_ROW_GROUP_SIZE, DEFAULT_UNIT_ROWS, OutputKind, UpdateMode};
 use crate::source::{CsvOptions, Format};
 use crate::store::S3Options;
 use crate::text::TextSpec;
@@ -52,6 +52,9 @@ pub struct TopicsPlan {
 pub struct InputPlan {
     pub path: String,
     pub format: Option<Format>,
+    /// A Delta Lake table, at `version` (newest when `None`).
+    pub delta: bool,
+    pub version: Option<i64>,
     pub csv: CsvOptions,
     pub text: TextSpec,
     /// Written as text in the metadata; `text_column` or `text_template` as given.
@@ -94,6 +97,12 @@ pub struct EmbedPlan {
 #[derive(Clone, Debug)]
 pub struct OutputPlan {
     pub path: String,
+    /// One Parquet file, or a Delta Lake table (a folder).
+    pub format: OutputKind,
+    /// Rows of input per resumable unit of a Delta output.
+    pub unit_rows: u64,
+    /// How a Delta output is updated (always `Full` for Parquet).
+    pub mode: UpdateMode,
     /// One row per document: the normalised mean of its chunk vectors.
     pub documents_path: Option<String>,
     pub compression: Compression,
@@ -114,9 +123,13 @@ impl JobPlan {
             p.push("[input]: required (at least input.path and input.text_column)");
         }
         let in_path = s.required_string("path", &mut p);
-        let format = s
-            .choice("format", &["parquet", "csv"], &mut p)
-            .and_then(Format::parse);
+        let format_name = s.choice("format", &["parquet", "csv", "delta"], &mut p);
+        let delta = format_name == Some("delta");
+        let format = format_name.and_then(Format::parse);
+        let version = s.count("version", 0, &mut p).map(|v| v as i64);
+        if version.is_some() && !delta {
+            p.push("input.version: a Delta table version; set input.format = \"delta\"");
+        }
         let text_column = s.string("text_column", &mut p);
         let template = s.string("text_template", &mut p);
         let id_column = s.string("id_column", &mut p);
@@ -226,6 +239,28 @@ impl JobPlan {
         // [output]
         let mut s = root.table("output", &mut p);
         let out_path = s.required_string("path", &mut p);
+        let out_format = match s.choice("format", &["parquet", "delta"], &mut p) {
+            Some("delta") => OutputKind::Delta,
+            _ => OutputKind::Parquet,
+        };
+        let unit_rows = s.count("unit_rows", 1, &mut p).map(|n| n as u64);
+        if out_format == OutputKind::Parquet && unit_rows.is_some() {
+            p.push("output.unit_rows: only for output.format = \"delta\" (a single Parquet file is written in one go)");
+        }
+        let unit_rows = unit_rows.unwrap_or(DEFAULT_UNIT_ROWS);
+        let mode_name = s.choice("mode", &["incremental", "full"], &mut p);
+        if out_format == OutputKind::Parquet && mode_name.is_some() {
+            p.push("output.mode: only for output.format = \"delta\" (a Parquet output is always written whole)");
+        }
+        if mode_name == Some("incremental") && id_column.is_none() {
+            p.push("output.mode = \"incremental\": needs input.id_column, to know a row again");
+        }
+        // Incremental wherever it can be: a Delta output with an id column.
+        let update_mode = match mode_name {
+            Some("full") => UpdateMode::Full,
+            _ if out_format == OutputKind::Delta && id_column.is_some() => UpdateMode::Incremental,
+            _ => UpdateMode::Full,
+        };
         let documents_path = s.string("documents_path", &mut p);
         let compression = match s.choice(
             "compression",
@@ -286,6 +321,14 @@ impl JobPlan {
         }
         root.finish(&mut p);
 
+        if out_format == OutputKind::Delta {
+            if documents_path.is_some() {
+                p.push("output.documents_path: not written with output.format = \"delta\" yet; run a second job with chunking.mode = \"none\" for document vectors, or write Parquet");
+            }
+            if cluster.is_some() {
+                p.push("[cluster]: not run inside a job with output.format = \"delta\" yet; run `embedflow cluster` on the table after the job");
+            }
+        }
         if documents_path.is_some() && mode == "none" {
             p.push("output.documents_path: needs chunking (chunking.mode = \"tokens\"); without chunks the row vectors are the document vectors");
         }
@@ -327,6 +370,8 @@ impl JobPlan {
             input: InputPlan {
                 path: in_path,
                 format,
+                delta,
+                version,
                 csv,
                 text,
                 text_source,
@@ -357,6 +402,9 @@ impl JobPlan {
             },
             output: OutputPlan {
                 path: out_path,
+                format: out_format,
+                unit_rows,
+                mode: update_mode,
                 documents_path,
                 compression,
                 row_group_size,

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use arrow::datatypes::FieldRef;
 
 use crate::chunk;
+use crate::delta::DeltaTarget;
 use crate::embed::{
     self, Device, Embedder, ModelConfig, ModelOptions, SessionOptions, TextEncoder,
 };
 use crate::job::JobPlan;
 use crate::runtime::spawn_cpu;
-use crate::sink::{self, ParquetSink};
+use crate::sink::{self, OutputKind, ParquetSink};
 use crate::source::{self, RowFilter};
 use crate::store::{self, Stores};
 use crate::{Error, Result};
@@ -62,15 +63,18 @@ pub async fn load_model(stores: &Stores, overrides: &ModelOptions) -> Result<Mod
 pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
     let mut errors: Vec<Error> = Vec::new();
     let stores = Arc::new(Stores::new(plan.s3.clone()));
-    let input = source::open(
-        &stores,
-        &plan.input.path,
-        plan.input.format,
-        &plan.input.csv,
-    )
-    .await
-    .map_err(|e| errors.push(e))
-    .ok();
+    let input = if plan.input.delta {
+        source::open_table(&stores, &plan.input.path, plan.input.version).await
+    } else {
+        source::open(
+            &stores,
+            &plan.input.path,
+            plan.input.format,
+            &plan.input.csv,
+        )
+        .await
+    };
+    let input = input.map_err(|e| errors.push(e)).ok();
     let model = load_model(&stores, &plan.model)
         .await
         .map_err(|e| errors.push(e))
@@ -115,13 +119,23 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
         }
     }
 
-    for out in [Some(&plan.output.path), plan.output.documents_path.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        if let Err(e) = ParquetSink::check_target(&stores, out, plan.output.overwrite).await {
-            errors.push(e);
+    let checked = match plan.output.format {
+        OutputKind::Parquet => {
+            ParquetSink::check_target(&stores, &plan.output.path, plan.output.overwrite)
+                .await
+                .map(|_| ())
         }
+        OutputKind::Delta => {
+            DeltaTarget::check(&stores, &plan.output.path, plan.output.overwrite).await
+        }
+    };
+    if let Err(e) = checked {
+        errors.push(e);
+    }
+    if let Some(out) = &plan.output.documents_path
+        && let Err(e) = ParquetSink::check_target(&stores, out, plan.output.overwrite).await
+    {
+        errors.push(e);
     }
     errors.extend(output_clashes(&plan, &stores, input.as_ref()));
 

@@ -13,9 +13,11 @@
 mod check;
 pub mod cluster;
 mod cluster_tables;
+mod incremental;
 pub mod neighbors;
 mod output;
 mod prepare;
+mod table;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,11 +27,12 @@ use tokio::sync::mpsc;
 
 use self::cluster::{ClusterJob, ClusterSummary};
 use crate::cluster::ZeroShot;
+use crate::delta::DeltaTarget;
 use crate::embed::{self, Device, Embedder, ModelConfig, SessionOptions};
 use crate::job::JobPlan;
-use crate::progress::{Counters, ProgressMode, Reporter, Summary};
+use crate::progress::{Counters, ProgressMode, Reporter, Summary, TableSummary};
 use crate::runtime::spawn_cpu;
-use crate::sink::{self, OutputLayout, ParquetSink, WriteOptions};
+use crate::sink::{self, OutputKind, OutputLayout, ParquetSink, UpdateMode, WriteOptions};
 use crate::source::{self, RowFilter, SourceBatch};
 use crate::{Error, Result};
 
@@ -37,6 +40,7 @@ use check::topics_text_column;
 pub use check::{CheckedJob, check, load_model};
 use output::{Rows, hidden_sibling, lineage, write_unit};
 use prepare::{PrepareStage, WorkUnit};
+use table::{DoneUnits, TableRun};
 
 /// Batches read ahead of the prepare stage.
 pub const SOURCE_QUEUE: usize = 2;
@@ -308,6 +312,8 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         chunk_text: plan.chunking.keep_text,
         vector_column: plan.output.vector_column.clone(),
         dim,
+        content_hash: plan.output.format == OutputKind::Delta,
+        vector_list: plan.output.format == OutputKind::Delta,
     };
     let write = WriteOptions {
         compression: plan.output.compression,
@@ -335,18 +341,75 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         None => None,
     };
 
+    let prepare = Arc::new(PrepareStage {
+        passthrough_idx: (0..c.documents_passthrough.len()).collect(),
+        plan: plan.clone(),
+        encoder: Arc::clone(&c.encoder),
+        filter,
+        max_tokens: c.max_tokens,
+        overlap: c.overlap,
+        counters: Arc::clone(&counters),
+        hash_rows: plan.output.format == OutputKind::Delta,
+    });
     let stores = &c.stores;
-    let mut out =
-        ParquetSink::create(stores, &plan.output.path, Arc::clone(&schema), &write).await?;
-    let mut docs = match &plan.output.documents_path {
-        Some(p) => match ParquetSink::create(stores, p, Arc::clone(&docs_schema), &write).await {
-            Ok(s) => Some(s),
+    let mut output = match plan.output.format {
+        OutputKind::Parquet => {
+            let out =
+                ParquetSink::create(stores, &plan.output.path, Arc::clone(&schema), &write).await?;
+            let docs = match &plan.output.documents_path {
+                Some(p) => {
+                    match ParquetSink::create(stores, p, Arc::clone(&docs_schema), &write).await {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            out.abort().await;
+                            return Err(e);
+                        }
+                    }
+                }
+                None => None,
+            };
+            Output::File { out, docs }
+        }
+        OutputKind::Delta => {
+            let target = Arc::new(DeltaTarget::resolve(stores, &plan.output.path)?);
+            let run = TableRun::start(
+                target,
+                &c.input,
+                &table::job_fingerprint(&plan, c.max_tokens, c.overlap),
+                &sha,
+                plan.output.unit_rows,
+                Arc::clone(&schema),
+                write.clone(),
+            )
+            .await?;
+            if run.resumed() > 0 {
+                eprintln!(
+                    "embedflow: resuming the interrupted run into {}: {} units already done",
+                    run.display(),
+                    run.resumed()
+                );
+            }
+            Output::Table(Box::new(run))
+        }
+    };
+    let fingerprint = table::output_fingerprint(&write.metadata, &schema);
+    let mut update = None;
+    if let Output::Table(run) = &mut output {
+        match start_update(run, &c, &plan, &prepare, &fingerprint, &write.metadata).await {
+            Ok(u) => update = Some(u),
             Err(e) => {
-                out.abort().await;
+                run.abandon().await;
                 return Err(e);
             }
-        },
+        }
+    }
+    let todo = match update.as_ref().and_then(|u| u.diff.as_ref()) {
+        Some(d) => Some(incremental::TodoCursor::open(&d.todo_path())?),
         None => None,
+    };
+    let done_units = match &output {
+        Output::Table(t) => t.done_units(),
+        Output::File { .. } => DoneUnits::default(),
     };
     let rows = Rows {
         chunk_columns: c
@@ -358,6 +421,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         schema,
         docs_schema,
         dim,
+        vector_column: plan.output.vector_column.clone(),
     };
 
     tracing::info!(
@@ -376,16 +440,9 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         source::read(&input, &read_columns, source::READ_BATCH_ROWS, src_tx).await
     });
 
-    let prepare = PrepareStage {
-        passthrough_idx: (0..c.documents_passthrough.len()).collect(),
-        plan: plan.clone(),
-        encoder: Arc::clone(&c.encoder),
-        filter,
-        max_tokens: c.max_tokens,
-        overlap: c.overlap,
-        counters: Arc::clone(&counters),
-    };
     let prepare_cancel = Arc::clone(&cancel);
+    let mut todo = todo;
+    let prepare_stage = Arc::clone(&prepare);
     let prepare_span = tracing::info_span!("prepare_stage");
     let prepare_thread = std::thread::Builder::new()
         .name("embedflow-prepare".into())
@@ -395,7 +452,25 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
                 if prepare_cancel.load(Ordering::Relaxed) || crate::cancel::requested() {
                     return;
                 }
-                let unit = item.and_then(|sb| prepare.unit(sb));
+                // Units an interrupted run finished are in its parts already.
+                if let Ok(sb) = &item
+                    && done_units.contains(&sb.file, sb.first_row)
+                {
+                    continue;
+                }
+                let unit = item.and_then(|sb| {
+                    // An incremental run embeds its new and changed rows only.
+                    let mask = match todo.as_mut() {
+                        Some(t) => {
+                            let f = done_units.file_index(&sb.file).ok_or_else(|| {
+                                Error::internal(format!("a batch of an unlisted file {}", sb.file))
+                            })?;
+                            Some(t.mask(f as u32, sb.first_row, sb.batch.num_rows())?)
+                        }
+                        None => None,
+                    };
+                    prepare_stage.unit(sb, mask.as_deref())
+                });
                 let failed = unit.is_err();
                 if prep_tx.blocking_send(unit).is_err() || failed {
                     return;
@@ -420,7 +495,10 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         };
         let Some(item) = item else { break };
         let step = match item {
-            Ok(unit) => write_unit(unit, &rows, &mut out, docs.as_mut()).await,
+            Ok(unit) => match &mut output {
+                Output::File { out, docs } => write_unit(unit, &rows, out, docs.as_mut()).await,
+                Output::Table(t) => t.write(stores, unit, &rows).await,
+            },
             Err(e) => Err(e),
         };
         match step {
@@ -444,26 +522,58 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     let joined = join_stages(source_task, prepare_thread, embed_thread).await;
     reporter.finish();
     if let Err(e) = result.and(joined) {
-        out.abort().await;
-        if let Some(d) = docs {
-            d.abort().await;
+        match output {
+            Output::File { out, docs } => {
+                out.abort().await;
+                if let Some(d) = docs {
+                    d.abort().await;
+                }
+            }
+            Output::Table(mut t) => t.abandon().await,
         }
         return Err(e);
     }
-    // The commit point: `commit` refuses once a stop was asked for; the
-    // documents file follows the main output whatever comes after it, so
-    // the pair is committed together or not at all.
-    let committed = out.commit().await;
-    let docs_committed = match docs {
-        Some(d) if committed.is_ok() => d.commit_unconditionally().await.map(Some),
-        Some(d) => {
-            d.abort().await;
-            Ok(None)
+    let mut table = None;
+    match output {
+        // The commit point: `commit` refuses once a stop was asked for; the
+        // documents file follows the main output whatever comes after it,
+        // so the pair is committed together or not at all.
+        Output::File { out, docs } => {
+            let committed = out.commit().await;
+            let docs_committed = match docs {
+                Some(d) if committed.is_ok() => d.commit_unconditionally().await.map(Some),
+                Some(d) => {
+                    d.abort().await;
+                    Ok(None)
+                }
+                None => Ok(None),
+            };
+            committed?;
+            docs_committed?;
         }
-        None => Ok(None),
-    };
-    committed?;
-    docs_committed?;
+        Output::Table(t) => {
+            let app = write
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                .collect();
+            let mut properties = write.metadata.clone();
+            properties.push((table::FINGERPRINT.into(), fingerprint.clone()));
+            let outcome = t.commit(&properties, app).await?;
+            written = outcome.vectors;
+            let update = update.take();
+            table = Some(TableSummary {
+                version: outcome.version,
+                units: outcome.units,
+                units_resumed: outcome.units_resumed,
+                changes: update
+                    .as_ref()
+                    .and_then(|u| u.diff.as_ref())
+                    .map(|d| d.changes.clone()),
+                full_because: update.and_then(|u| u.full_because),
+            });
+        }
+    }
 
     Ok(Summary {
         output: plan.output.path.clone(),
@@ -481,7 +591,82 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         vectors_written: written,
         documents_written: docs_written,
         seconds: started.elapsed().as_secs_f64(),
+        table,
     })
+}
+
+/// How a table run updates its table.
+struct Update {
+    /// What changed, for an incremental run over an existing table.
+    diff: Option<incremental::Diff>,
+    /// Why every row is embedded although the job is incremental.
+    full_because: Option<String>,
+}
+
+/// Decides how a table run updates the table; an incremental one compares
+/// the input with the table and copies the unchanged rows before any
+/// embedding.
+async fn start_update(
+    run: &mut TableRun,
+    c: &CheckedJob,
+    plan: &JobPlan,
+    prepare: &Arc<PrepareStage>,
+    fingerprint: &str,
+    lineage: &[(String, String)],
+) -> Result<Update> {
+    if plan.output.mode == UpdateMode::Full {
+        return Ok(Update {
+            diff: None,
+            full_because: None,
+        });
+    }
+    let diff = {
+        let Some(base) = run.base() else {
+            return Ok(Update {
+                diff: None,
+                full_because: Some("the table is new".into()),
+            });
+        };
+        let props = base.properties();
+        if props.get(table::FINGERPRINT).map(String::as_str) != Some(fingerprint) {
+            return Ok(Update {
+                diff: None,
+                full_because: Some(table::fingerprint_change(&props, lineage)),
+            });
+        }
+        let id = plan
+            .input
+            .id_column
+            .as_deref()
+            .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
+        let target = run.target();
+        incremental::compare(
+            &c.input,
+            &c.read_columns,
+            Arc::clone(prepare),
+            id,
+            &target,
+            base,
+        )
+        .await?
+    };
+    let rows = diff.unchanged_rows().await?;
+    run.copy(&c.stores, rows, diff.changes.unchanged).await?;
+    Ok(Update {
+        diff: Some(diff),
+        full_because: None,
+    })
+}
+
+/// Where the rows go: one file (and its documents file), or a table. One
+/// lives per run, so the file variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Output {
+    File {
+        out: ParquetSink,
+        docs: Option<ParquetSink>,
+    },
+    Table(Box<TableRun>),
 }
 
 async fn join_stages(

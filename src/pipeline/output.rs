@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    Array, ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow::compute::take_record_batch;
 
@@ -70,6 +70,7 @@ pub(super) struct Rows {
     pub(super) schema: arrow::datatypes::SchemaRef,
     pub(super) docs_schema: arrow::datatypes::SchemaRef,
     pub(super) dim: usize,
+    pub(super) vector_column: String,
     /// Indices, among a unit's batch columns (the documents' passthrough),
     /// of the columns each chunk row carries.
     pub(super) chunk_columns: Vec<usize>,
@@ -106,6 +107,7 @@ pub(super) async fn write_unit(
     let pass_bytes = row_bytes(&pass);
     let chunked = rows.schema.column_with_name(sink::CHUNK_INDEX).is_some();
     let with_text = rows.schema.column_with_name(sink::CHUNK_TEXT).is_some();
+    let hashed = rows.schema.column_with_name(sink::CONTENT_HASH).is_some();
     let mut start = 0;
     while start < n {
         let mut end = start;
@@ -139,10 +141,19 @@ pub(super) async fn write_unit(
                 )));
             }
         }
-        cols.push(sink::vector_array(
+        cols.push(sink::vector_column(
+            &rows.schema,
+            &rows.vector_column,
             u.vectors[start * dim..end * dim].to_vec(),
             dim,
         )?);
+        if hashed {
+            cols.push(Arc::new(BinaryArray::from_iter_values(
+                u.chunk_row[start..end]
+                    .iter()
+                    .map(|&r| u.row_hash[r as usize].as_slice()),
+            )));
+        }
         let batch =
             RecordBatch::try_new(Arc::clone(&rows.schema), cols).map_err(Error::internal)?;
         out.write(&batch).await?;

@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
 use crate::chunk;
@@ -14,6 +18,10 @@ use crate::{Error, Result};
 
 /// One input batch on its way through the stages.
 pub(super) struct WorkUnit {
+    /// The input file the rows come from, and the first row's index in it
+    /// (0-based): where the batch sits in the input.
+    pub(super) file: Arc<str>,
+    pub(super) first_row: u64,
     /// Passthrough columns of the rows that survived the filter.
     pub(super) batch: RecordBatch,
     /// Per row of `batch`: how many chunks it has (0 = skipped).
@@ -26,6 +34,9 @@ pub(super) struct WorkUnit {
     pub(super) chunk_text: Vec<String>,
     pub(super) encoded: Vec<Encoded>,
     pub(super) vectors: Vec<f32>,
+    /// Per row of `batch`, when the output records it: SHA-256 of the
+    /// text embedded and the passthrough values.
+    pub(super) row_hash: Vec<[u8; 32]>,
 }
 
 /// What the prepare stage needs, shared with its rayon workers.
@@ -38,6 +49,8 @@ pub(super) struct PrepareStage {
     pub(super) max_tokens: usize,
     pub(super) overlap: usize,
     pub(super) counters: Arc<Counters>,
+    /// Hash each row's content (Delta outputs).
+    pub(super) hash_rows: bool,
 }
 
 /// One chunk of one row, before embedding.
@@ -49,21 +62,75 @@ pub(super) struct ChunkOut {
 }
 
 impl PrepareStage {
-    pub(super) fn unit(&self, sb: SourceBatch) -> Result<WorkUnit> {
+    /// The rows of a read batch this job embeds: those `todo` marks (an
+    /// incremental run's new and changed rows; all when `None`) that pass
+    /// the filter, with their 0-based positions in the file.
+    fn selected(&self, sb: &SourceBatch, todo: Option<&[bool]>) -> Result<(RecordBatch, Vec<u64>)> {
         let n = sb.batch.num_rows();
-        let (batch, rows): (RecordBatch, Vec<u64>) = match &self.filter {
-            Some(f) => {
-                let (b, kept) = f.apply(&sb.batch)?;
-                (
-                    b,
-                    kept.iter().map(|&k| sb.first_row + k as u64 + 1).collect(),
-                )
-            }
-            None => (
-                sb.batch,
-                (0..n as u64).map(|i| sb.first_row + i + 1).collect(),
+        let (batch, mut at): (RecordBatch, Vec<u64>) = match todo {
+            Some(mask) => (
+                filter_record_batch(&sb.batch, &BooleanArray::from(mask.to_vec()))
+                    .map_err(Error::internal)?,
+                (0..n as u64).filter(|&i| mask[i as usize]).collect(),
             ),
+            None => (sb.batch.clone(), (0..n as u64).collect()),
         };
+        let batch = match &self.filter {
+            Some(f) => {
+                let (b, kept) = f.apply(&batch)?;
+                at = kept.iter().map(|&k| at[k as usize]).collect();
+                b
+            }
+            None => batch,
+        };
+        Ok((batch, at.into_iter().map(|i| sb.first_row + i).collect()))
+    }
+
+    /// An incremental run's keys of a read batch: for each row it would
+    /// embed, its file, position, id (as text) and content hash.
+    pub(super) fn keys(&self, sb: &SourceBatch, file: u32) -> Result<RecordBatch> {
+        let (batch, at) = self.selected(sb, None)?;
+        let texts = self.plan.input.text.render(&batch)?;
+        let passthrough = batch
+            .project(&self.passthrough_idx)
+            .map_err(Error::internal)?;
+        let hashes = content_hashes(&texts, &passthrough)?;
+        let ids = match &self.plan.input.id_column {
+            Some(c) => batch
+                .column_by_name(c)
+                .map(|a| arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8))
+                .transpose()
+                .map_err(Error::internal)?,
+            None => None,
+        }
+        .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
+        let ids = ids
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::internal("ids as text"))?;
+        // Rows whose text is skipped are never in the table: not keys.
+        let skip = self.plan.embed.on_empty == OnEmpty::Skip;
+        let keep: Vec<usize> = (0..texts.len())
+            .filter(|&i| !(skip && texts[i].as_deref().is_none_or(|t| t.trim().is_empty())))
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(vec![file; keep.len()])),
+            Arc::new(UInt64Array::from_iter_values(keep.iter().map(|&i| at[i]))),
+            Arc::new(StringArray::from_iter(
+                keep.iter().map(|&i| ids.is_valid(i).then(|| ids.value(i))),
+            )),
+            Arc::new(BinaryArray::from_iter_values(
+                keep.iter().map(|&i| hashes[i].as_slice()),
+            )),
+        ];
+        RecordBatch::try_new(keys_schema(), columns).map_err(Error::internal)
+    }
+
+    pub(super) fn unit(&self, sb: SourceBatch, todo: Option<&[bool]>) -> Result<WorkUnit> {
+        let (file, first_row) = (Arc::clone(&sb.file), sb.first_row);
+        let (batch, at) = self.selected(&sb, todo)?;
+        // 1-based, for messages.
+        let rows: Vec<u64> = at.iter().map(|r| r + 1).collect();
         Counters::add(&self.counters.rows_read, batch.num_rows() as u64);
         let texts = self.plan.input.text.render(&batch)?;
         let ids = match &self.plan.input.id_column {
@@ -79,6 +146,8 @@ impl PrepareStage {
             .collect();
 
         let mut unit = WorkUnit {
+            file,
+            first_row,
             batch: batch
                 .project(&self.passthrough_idx)
                 .map_err(Error::internal)?,
@@ -90,7 +159,11 @@ impl PrepareStage {
             chunk_text: Vec::new(),
             encoded: Vec::new(),
             vectors: Vec::new(),
+            row_hash: Vec::new(),
         };
+        if self.hash_rows {
+            unit.row_hash = content_hashes(&texts, &unit.batch)?;
+        }
         let mut skipped = 0;
         let mut tokens = 0;
         for (r, chunks) in per_row.into_iter().enumerate() {
@@ -181,4 +254,52 @@ impl PrepareStage {
             })
             .collect()
     }
+}
+
+/// Per row: SHA-256 over the text embedded (`None`: a null text) and the
+/// row's passthrough values in arrow's row format, which encodes every type
+/// unambiguously. Equal hashes: the same vectors and the same output row.
+pub(super) fn content_hashes(
+    texts: &[Option<String>],
+    batch: &RecordBatch,
+) -> Result<Vec<[u8; 32]>> {
+    use arrow::row::{RowConverter, SortField};
+    use sha2::{Digest, Sha256};
+    let fields: Vec<SortField> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields).map_err(Error::internal)?;
+    let rows = converter
+        .convert_columns(batch.columns())
+        .map_err(Error::internal)?;
+    Ok(texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut h = Sha256::new();
+            match t {
+                Some(t) => {
+                    h.update([1u8]);
+                    h.update((t.len() as u64).to_le_bytes());
+                    h.update(t.as_bytes());
+                }
+                None => h.update([0u8]),
+            }
+            h.update(rows.row(i).as_ref());
+            h.finalize().into()
+        })
+        .collect())
+}
+
+/// Columns of an incremental run's keys file.
+pub(super) fn keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::UInt32, false),
+        Field::new("row", DataType::UInt64, false),
+        Field::new("id", DataType::Utf8, true),
+        Field::new("hash", DataType::Binary, false),
+    ]))
 }

@@ -14,6 +14,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::mpsc;
 
+use crate::delta::DeltaTarget;
 use crate::store::{self, FileEntry, Missing, Stores};
 use crate::{Error, Result};
 
@@ -140,6 +141,14 @@ pub async fn open(
     format: Option<Format>,
     csv: &CsvOptions,
 ) -> Result<Input> {
+    // A folder that is a Delta table is read as one: the files of its
+    // newest version, not every file in the folder.
+    if format.is_none() && !store::is_glob(path) {
+        let t = DeltaTarget::resolve(stores, path)?;
+        if t.is_table().await? {
+            return open_table(stores, path, None).await;
+        }
+    }
     let named = format.or_else(|| Format::from_name(path.trim_end_matches('/')));
     let (format, files) = if store::is_glob(path) {
         let Some(f) = named else {
@@ -189,6 +198,40 @@ pub async fn open(
         schema,
         total_rows,
         csv: csv.clone(),
+    })
+}
+
+/// Opens a Delta Lake table (local or S3) at `version`, newest when `None`:
+/// its data files, read as Parquet.
+pub async fn open_table(stores: &Stores, path: &str, version: Option<i64>) -> Result<Input> {
+    let t = DeltaTarget::resolve(stores, path)?;
+    let data = t.data_files(version).await?;
+    if data.is_empty() {
+        return Err(Error::input(
+            path,
+            match version {
+                Some(v) => format!("version {v} of the Delta table holds no file"),
+                None => "the Delta table holds no file".into(),
+            },
+        ));
+    }
+    let base = path.trim_end_matches('/');
+    let mut files = Vec::with_capacity(data.len());
+    for (rel, size) in data {
+        let shown = format!("{base}/{rel}");
+        files.push(FileEntry {
+            location: stores.resolve(&shown)?,
+            size,
+        });
+    }
+    let (schema, total_rows) = parquet::schema_and_rows(&files).await?;
+    unique_names(&files[0].location.display, &schema, Format::Parquet)?;
+    Ok(Input {
+        files,
+        format: Format::Parquet,
+        schema,
+        total_rows,
+        csv: CsvOptions::default(),
     })
 }
 

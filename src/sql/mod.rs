@@ -15,6 +15,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::execution::context::SessionContext;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SQLOptions, SessionConfig};
 
+use crate::delta::DeltaTarget;
 use crate::store::{S3Options, Stores};
 use crate::{Error, Result};
 
@@ -103,6 +104,10 @@ async fn register_table(
         }
         s
     };
+    let table = DeltaTarget::resolve(stores, path)?;
+    if table.is_table().await? {
+        return register_delta(ctx, name, path, &table).await;
+    }
     let lower = path.to_ascii_lowercase();
     let csv = [".csv", ".tsv", ".txt"].iter().any(|e| lower.ends_with(e));
     if csv {
@@ -127,6 +132,25 @@ async fn register_table(
         .await
         .map_err(bad)
     }
+}
+
+/// A Delta table: the files of its newest version, as one Parquet table.
+async fn register_delta(
+    ctx: &SessionContext,
+    name: &str,
+    path: &str,
+    table: &DeltaTarget,
+) -> Result<()> {
+    let files: Vec<String> = table
+        .data_files(None)
+        .await?
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    if files.is_empty() {
+        return Err(Error::input(path, "the Delta table holds no file"));
+    }
+    table.register(ctx, name, &files).await
 }
 
 /// A DataFusion error with the query line and a caret under the position
@@ -268,6 +292,9 @@ pub fn render(schema: &SchemaRef, batches: &[RecordBatch], format: OutputFormat)
             }
             String::from_utf8(out).map_err(Error::internal)
         }
+        OutputFormat::Parquet => Err(Error::internal(
+            "a Parquet result is written to a file, not rendered as text",
+        )),
     }
 }
 
@@ -307,9 +334,6 @@ pub fn statements(script: &str) -> Vec<String> {
                 _ => cur.push(c),
             },
         }
-        OutputFormat::Parquet => Err(Error::internal(
-            "a Parquet result is written to a file, not rendered as text",
-        )),
     }
     if !cur.trim().is_empty() {
         out.push(cur.trim().to_string());

@@ -151,6 +151,15 @@ impl S3 {
     /// its own `EMBEDFLOW_HOME` under `cwd` (so model caches are per test),
     /// and `extra_env` on top.
     pub fn embedflow(&self, cwd: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(cwd, args);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run embedflow")
+    }
+
+    /// [`embedflow`](S3::embedflow)'s command, not started (to spawn it).
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
         super::require_runtime();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_embedflow"));
         for (k, _) in std::env::vars() {
@@ -170,10 +179,7 @@ impl S3 {
             .env("AWS_SECRET_ACCESS_KEY", &self.secret)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ENDPOINT_URL", &self.endpoint);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("run embedflow")
+        cmd
     }
 }
 

@@ -1,0 +1,713 @@
+//! Delta Lake tables (through `deltalake-core`, on our own arrow and
+//! object_store). As inputs: the data files of a version, read as Parquet.
+//! As outputs: a run writes ordinary Parquet part files into the
+//! table's folder, where no reader looks until the log names them, and makes
+//! them visible with **one** commit. Beside the log, `_embedflow/` holds what
+//! a run needs to resume and to keep a second writer out:
+//!
+//! ```text
+//! TABLE/_delta_log/…                       the table (Delta's)
+//! TABLE/embedflow-RUN-fF-uU.parquet        parts, referenced once committed
+//! TABLE/_embedflow/lease.json              who is writing now, until when
+//! TABLE/_embedflow/runs/RUN/run.json       what the run is (to resume it)
+//! TABLE/_embedflow/runs/RUN/units/fF-uU.json   one record per finished unit
+//! ```
+//!
+//! Commits go through Delta's log store, which writes `_delta_log/N.json`
+//! with put-if-absent: of two commits for one version, one lands.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake_core::kernel::transaction::CommitBuilder;
+use deltalake_core::kernel::{Action, Add, EagerSnapshot, Metadata, Protocol, Remove, StructType};
+use deltalake_core::logstore::{LogStoreRef, StorageConfig, logstore_with};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Location, Stores};
+use crate::{Error, Result};
+
+/// Folder of embedflow's own files inside a table (Delta ignores `_` names).
+pub const STATE_DIR: &str = "_embedflow";
+/// Prefix of the part files a run writes.
+pub const PART_PREFIX: &str = "embedflow-";
+/// How long a lease holds without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(120);
+
+/// A table location: the store, the table's URL and its Delta log store.
+pub struct DeltaTarget {
+    pub location: Location,
+    log_store: LogStoreRef,
+}
+
+/// The table as a run found it.
+pub struct TableState {
+    pub snapshot: EagerSnapshot,
+    /// Paths (relative to the table) of its live files.
+    pub files: Vec<String>,
+}
+
+impl TableState {
+    pub fn version(&self) -> i64 {
+        self.snapshot.version() as i64
+    }
+
+    /// The table's own properties (Delta `configuration`).
+    pub fn properties(&self) -> HashMap<String, String> {
+        self.snapshot.metadata().configuration().clone()
+    }
+}
+
+/// A finished part file, as the commit names it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartFile {
+    /// Relative to the table.
+    pub path: String,
+    pub size: u64,
+    pub rows: u64,
+}
+
+impl DeltaTarget {
+    /// Resolves a table path (local folder or `s3://bucket/prefix`).
+    pub fn resolve(stores: &Stores, path: &str) -> Result<DeltaTarget> {
+        let location = stores.resolve(path.trim_end_matches('/'))?;
+        let url = match (&location.local, &location.s3) {
+            (Some(local), _) => url::Url::from_directory_path(local)
+                .map_err(|_| Error::output(path, "not a usable table folder"))?,
+            (None, Some(b)) => url::Url::parse(&format!("s3://{}/{}/", b.bucket, location.path))
+                .map_err(|e| Error::output(path, format!("not a usable table URL: {e}")))?,
+            (None, None) => return Err(Error::internal("a location that is neither local nor S3")),
+        };
+        register_s3_log_stores();
+        let log_store = logstore_with(Arc::clone(&location.store), &url, StorageConfig::default())
+            .map_err(|e| Error::output(path, format!("cannot open the Delta log: {e}")))?;
+        Ok(DeltaTarget {
+            location,
+            log_store,
+        })
+    }
+
+    /// Checks a job's table target before any work: a folder (or prefix)
+    /// that is a Delta table, or holds nothing yet.
+    pub async fn check(stores: &Stores, path: &str, overwrite: bool) -> Result<()> {
+        let t = DeltaTarget::resolve(stores, path)?;
+        if let Some(local) = &t.location.local
+            && local.is_file()
+        {
+            return Err(Error::output(
+                path,
+                "is a file; a Delta table is a folder (or set output.format = \"parquet\")",
+            ));
+        }
+        if t.is_table().await? {
+            if !overwrite {
+                return Err(Error::output(
+                    path,
+                    "is a Delta table already and output.overwrite = false",
+                ));
+            }
+            return Ok(());
+        }
+        let foreign: Vec<String> = t
+            .list("")
+            .await?
+            .into_iter()
+            // Parts and records of an interrupted first run are ours.
+            .filter(|n| {
+                !n.starts_with(STATE_DIR)
+                    && !n.starts_with("_delta_log")
+                    && !n.starts_with(PART_PREFIX)
+            })
+            .take(3)
+            .collect();
+        if !foreign.is_empty() {
+            return Err(Error::output(
+                path,
+                format!(
+                    "holds files but is not a Delta table (no _delta_log), e.g. {}; give an empty or new folder",
+                    foreign.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn display(&self) -> &str {
+        &self.location.display
+    }
+
+    /// The path users see of a file inside the table.
+    pub fn child_display(&self, name: &str) -> String {
+        format!("{}/{name}", self.display().trim_end_matches('/'))
+    }
+
+    fn key(&self, name: &str) -> Path {
+        let rel = Path::from(name);
+        let mut parts: Vec<_> = self.location.path.parts().collect();
+        parts.extend(rel.parts());
+        Path::from_iter(parts)
+    }
+
+    /// The table's current version, or `None` where there is no table yet.
+    pub async fn current(&self) -> Result<Option<TableState>> {
+        self.state(None).await
+    }
+
+    /// The data files of the table at `version` (newest when `None`), with
+    /// their sizes, for reading as Parquet. Tables whose files alone do not
+    /// hold their rows (partition values, deletion vectors, column mapping)
+    /// are refused, naming the feature.
+    pub async fn data_files(&self, version: Option<i64>) -> Result<Vec<(String, u64)>> {
+        let Some(state) = self.state(version).await? else {
+            return Err(Error::input(
+                self.display(),
+                "is not a Delta table (no _delta_log)",
+            ));
+        };
+        let snap = &state.snapshot;
+        let md = serde_json::to_value(snap.metadata()).map_err(Error::internal)?;
+        let partitioned = md["partitionColumns"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        if partitioned {
+            return Err(Error::input(
+                self.display(),
+                format!(
+                    "is a partitioned Delta table ({}): its partition values are not in the files; read a table without partitions",
+                    md["partitionColumns"]
+                ),
+            ));
+        }
+        let mapping = snap
+            .metadata()
+            .configuration()
+            .get("delta.columnMapping.mode");
+        if mapping.is_some_and(|m| m != "none") {
+            return Err(Error::input(
+                self.display(),
+                "uses Delta column mapping: its files' column names are not the table's",
+            ));
+        }
+        let files: Vec<(String, u64, bool)> = snap
+            .file_views(self.log_store.as_ref(), None)
+            .map_ok(|f| {
+                (
+                    f.path().to_string(),
+                    f.size() as u64,
+                    f.deletion_vector_descriptor().is_some(),
+                )
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.error(e))?;
+        if files.iter().any(|f| f.2) {
+            return Err(Error::input(
+                self.display(),
+                "has deletion vectors: rows deleted from its files would be read; run OPTIMIZE (purge) on it first",
+            ));
+        }
+        let mut files: Vec<(String, u64)> = files.into_iter().map(|(p, s, _)| (p, s)).collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Registers `files` (of this table) in a DataFusion session as one
+    /// Parquet table named `name`, with the S3 store when the table is on S3.
+    pub async fn register(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        name: &str,
+        files: &[String],
+    ) -> Result<()> {
+        use datafusion::datasource::file_format::parquet::ParquetFormat;
+        use datafusion::datasource::listing::{
+            ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+        };
+        let bad = |e: datafusion::error::DataFusionError| {
+            Error::input(
+                self.display(),
+                format!("cannot read the table as '{name}': {e}"),
+            )
+        };
+        if let Some(b) = &self.location.s3 {
+            let base = url::Url::parse(&format!("s3://{}", b.bucket)).map_err(Error::internal)?;
+            ctx.register_object_store(&base, Arc::clone(&b.store));
+        }
+        let mut urls = Vec::with_capacity(files.len());
+        for rel in files {
+            let key = self.key(rel);
+            let url = match (&self.location.s3, &self.location.local) {
+                (Some(b), _) => format!("s3://{}/{key}", b.bucket),
+                (None, Some(_)) => format!("/{key}"),
+                (None, None) => return Err(Error::internal("a location neither local nor S3")),
+            };
+            urls.push(ListingTableUrl::parse(&url).map_err(bad)?);
+        }
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(bad)?;
+        let provider = ListingTable::try_new(config).map_err(bad)?;
+        ctx.register_table(name, Arc::new(provider))
+            .map(|_| ())
+            .map_err(bad)
+    }
+
+    /// Whether the location holds a Delta table (a `_delta_log` with a
+    /// commit). A location that cannot be listed is no table: reading it
+    /// as files says why.
+    pub async fn is_table(&self) -> Result<bool> {
+        if let Some(local) = &self.location.local
+            && !local.join("_delta_log").is_dir()
+        {
+            return Ok(false);
+        }
+        Ok(self
+            .log_store
+            .is_delta_table_location()
+            .await
+            .unwrap_or(false))
+    }
+
+    /// The table at `version` (the newest when `None`).
+    pub async fn state(&self, version: Option<i64>) -> Result<Option<TableState>> {
+        if !self.is_table().await? {
+            return Ok(None);
+        }
+        let snapshot = EagerSnapshot::try_new(self.log_store.as_ref(), version.map(|v| v as u64))
+            .await
+            .map_err(|e| self.error(e))?;
+        let files: Vec<String> = snapshot
+            .file_views(self.log_store.as_ref(), None)
+            .map_ok(|f| f.path().to_string())
+            .try_collect()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(Some(TableState { snapshot, files }))
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> Error {
+        Error::output(self.display(), format!("Delta table: {e}"))
+    }
+
+    /// Replaces the table's content with `parts` in one commit (a new table
+    /// where there is none). `base` is the state the run started from: a
+    /// commit that landed since makes this one fail rather than merge.
+    pub async fn commit_overwrite(
+        &self,
+        base: Option<&TableState>,
+        schema: &SchemaRef,
+        parts: &[PartFile],
+        properties: &[(String, String)],
+        app: &[(String, serde_json::Value)],
+    ) -> Result<i64> {
+        let kernel_schema: StructType = schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| self.error(format!("the output schema has no Delta type: {e}")))?;
+        let mut metadata = serde_json::json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "format": { "provider": "parquet", "options": {} },
+            "schemaString": serde_json::to_string(&kernel_schema).map_err(Error::internal)?,
+            "partitionColumns": [],
+            "configuration": properties.iter().cloned().collect::<HashMap<_, _>>(),
+            "createdTime": now_ms(),
+        });
+        let mut actions = Vec::new();
+        if let Some(b) = base {
+            // The same table, new content: keep its identity.
+            let old = serde_json::to_value(b.snapshot.metadata()).map_err(Error::internal)?;
+            metadata["id"] = old["id"].clone();
+            if let Some(t) = old.get("createdTime") {
+                metadata["createdTime"] = t.clone();
+            }
+            for f in &b.files {
+                actions.push(Action::Remove(Remove {
+                    path: f.clone(),
+                    deletion_timestamp: Some(now_ms()),
+                    data_change: true,
+                    ..Default::default()
+                }));
+            }
+        } else {
+            let protocol: Protocol = serde_json::from_value(serde_json::json!({
+                "minReaderVersion": 1,
+                "minWriterVersion": 2,
+            }))
+            .map_err(Error::internal)?;
+            actions.push(Action::Protocol(protocol));
+        }
+        let metadata: Metadata = serde_json::from_value(metadata).map_err(Error::internal)?;
+        actions.push(Action::Metadata(metadata));
+        let modified = now_ms();
+        for p in parts {
+            actions.push(Action::Add(Add {
+                path: p.path.clone(),
+                size: p.size as i64,
+                partition_values: HashMap::new(),
+                modification_time: modified,
+                data_change: true,
+                stats: Some(serde_json::json!({ "numRecords": p.rows }).to_string()),
+                ..Default::default()
+            }));
+        }
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
+        };
+        let committed = CommitBuilder::default()
+            .with_actions(actions)
+            .with_app_metadata(app.iter().cloned().collect())
+            // Never rebased onto a commit that landed since: that one would
+            // be overwritten without being read.
+            .with_max_retries(0)
+            .build(
+                base.map(|b| {
+                    &b.snapshot as &dyn deltalake_core::kernel::transaction::TableReference
+                }),
+                Arc::clone(&self.log_store),
+                operation,
+            )
+            .await
+            .map_err(|e| self.error(format!("the commit failed, nothing was committed: {e}")))?;
+        Ok(committed.version() as i64)
+    }
+
+    /// The size of a file of the table.
+    pub async fn size_of(&self, name: &str) -> Result<u64> {
+        self.location
+            .store
+            .head(&self.key(name))
+            .await
+            .map(|m| m.size)
+            .map_err(|e| self.store_error(name, e))
+    }
+
+    /// Reads a file of `_embedflow/` (None when absent).
+    pub async fn read_state(&self, name: &str) -> Result<Option<Bytes>> {
+        match self.location.store.get(&self.key(name)).await {
+            Ok(r) => Ok(Some(
+                r.bytes().await.map_err(|e| self.store_error(name, e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_error(name, e)),
+        }
+    }
+
+    /// Writes a file of the table (a whole object, so readers never see half).
+    pub async fn write_state(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.location
+            .store
+            .put(&self.key(name), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.store_error(name, e))
+    }
+
+    /// Writes a file only if there is none of that name; false when there is.
+    async fn create_state(&self, name: &str, bytes: Vec<u8>) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .location
+            .store
+            .put_opts(&self.key(name), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.store_error(name, e)),
+        }
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        match self.location.store.delete(&self.key(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_error(name, e)),
+        }
+    }
+
+    /// Names (relative to the table) of the objects under `dir` ("" for
+    /// the whole table).
+    pub async fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let prefix = if dir.is_empty() {
+            self.location.path.clone()
+        } else {
+            self.key(dir)
+        };
+        let base: Vec<_> = self.location.path.parts().collect();
+        let listed: Vec<object_store::ObjectMeta> = self
+            .location
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .or_else(|e| match e {
+                object_store::Error::NotFound { .. } => Ok(Vec::new()),
+                e => Err(self.store_error(dir, e)),
+            })?;
+        Ok(listed
+            .into_iter()
+            .map(|m| {
+                let parts: Vec<_> = m.location.parts().skip(base.len()).collect();
+                Path::from_iter(parts).to_string()
+            })
+            .collect())
+    }
+
+    /// On a local disk, removes the folders left empty under `dir` (object
+    /// stores have no folders to leave).
+    pub fn remove_empty_dirs(&self, dir: &str) {
+        fn prune(p: &std::path::Path) -> bool {
+            let Ok(entries) = std::fs::read_dir(p) else {
+                return false;
+            };
+            let mut empty = true;
+            for e in entries.flatten() {
+                let path = e.path();
+                if !(path.is_dir() && prune(&path)) {
+                    empty = false;
+                }
+            }
+            empty && std::fs::remove_dir(p).is_ok()
+        }
+        if let Some(local) = &self.location.local {
+            prune(&local.join(dir));
+        }
+    }
+
+    fn store_error(&self, name: &str, e: object_store::Error) -> Error {
+        Error::output(self.child_display(name), self.location.explain(&e))
+    }
+
+    /// Takes the table's lease or says who holds it. A lease whose holder
+    /// is gone (a dead process on this host, or not renewed for
+    /// [`LEASE_TTL`]) is taken over.
+    pub async fn acquire_lease(self: &Arc<Self>) -> Result<Lease> {
+        let me = LeaseHolder::me();
+        for _ in 0..2 {
+            if self.create_state(LEASE_FILE, me.to_json()).await? {
+                return Ok(Lease::start(Arc::clone(self), me));
+            }
+            let held = self.read_state(LEASE_FILE).await?;
+            let holder = held
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<LeaseHolder>(b).ok());
+            match holder {
+                Some(h) if !h.is_stale() => {
+                    return Err(Error::output(
+                        self.display(),
+                        format!(
+                            "another run is writing this table: {} (pid {}, started {}, lease renewed until {}). Wait for it to finish; if it is gone, `embedflow unlock {}` breaks the lease",
+                            h.host,
+                            h.pid,
+                            iso(h.started_ms),
+                            iso(h.expires_ms),
+                            self.display()
+                        ),
+                    ));
+                }
+                Some(h) => tracing::warn!(
+                    host = %h.host,
+                    pid = h.pid,
+                    "taking over a stale lease on {}",
+                    self.display()
+                ),
+                None => {}
+            }
+            self.delete(LEASE_FILE).await?;
+        }
+        Err(Error::output(
+            self.display(),
+            "another run took the table's lease at the same moment; try again",
+        ))
+    }
+
+    /// Breaks the lease (`embedflow unlock`): returns who held it.
+    pub async fn break_lease(&self) -> Result<Option<String>> {
+        let held = self.read_state(LEASE_FILE).await?;
+        let Some(bytes) = held else { return Ok(None) };
+        self.delete(LEASE_FILE).await?;
+        Ok(Some(match serde_json::from_slice::<LeaseHolder>(&bytes) {
+            Ok(h) => format!("{} (pid {}, started {})", h.host, h.pid, iso(h.started_ms)),
+            Err(_) => "an unreadable lease".into(),
+        }))
+    }
+}
+
+const LEASE_FILE: &str = "_embedflow/lease.json";
+
+/// Who writes a table, until when.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LeaseHolder {
+    host: String,
+    pid: u32,
+    started_ms: i64,
+    expires_ms: i64,
+}
+
+impl LeaseHolder {
+    fn me() -> LeaseHolder {
+        let now = now_ms();
+        LeaseHolder {
+            host: hostname(),
+            pid: std::process::id(),
+            started_ms: now,
+            expires_ms: now + LEASE_TTL.as_millis() as i64,
+        }
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn is_stale(&self) -> bool {
+        if self.expires_ms < now_ms() {
+            return true;
+        }
+        // A process of this host that is gone holds nothing.
+        self.host == hostname() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+/// A held lease: renewed in the background until released or dropped.
+pub struct Lease {
+    target: Arc<DeltaTarget>,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    fn start(target: Arc<DeltaTarget>, me: LeaseHolder) -> Lease {
+        let t = Arc::clone(&target);
+        let renew = tokio::spawn(async move {
+            let mut me = me;
+            loop {
+                tokio::time::sleep(LEASE_TTL / 4).await;
+                me.expires_ms = now_ms() + LEASE_TTL.as_millis() as i64;
+                if let Err(e) = t.write_state(LEASE_FILE, me.to_json()).await {
+                    tracing::warn!("cannot renew the table's lease: {e}");
+                }
+            }
+        });
+        Lease { target, renew }
+    }
+
+    /// Stops renewing and removes the lease file.
+    pub async fn release(self) {
+        self.renew.abort();
+        if let Err(e) = self.target.delete(LEASE_FILE).await {
+            tracing::warn!("cannot remove the table's lease: {e}");
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
+}
+
+/// Registers Delta's default log store (commits by put-if-absent) for
+/// `s3://`, which deltalake-core leaves to its AWS crate; our S3 client
+/// comes configured from the job.
+fn register_s3_log_stores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let factories = deltalake_core::logstore::logstore_factories();
+        for scheme in ["s3://", "s3a://"] {
+            if let Ok(u) = url::Url::parse(scheme) {
+                factories.insert(u, Arc::new(PutIfAbsentLogStores));
+            }
+        }
+    });
+}
+
+/// Delta's default log store, for schemes deltalake-core has none for.
+struct PutIfAbsentLogStores;
+
+impl deltalake_core::logstore::LogStoreFactory for PutIfAbsentLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake_core::logstore::ObjectStoreRef,
+        root_store: deltalake_core::logstore::ObjectStoreRef,
+        location: &url::Url,
+        options: &StorageConfig,
+    ) -> deltalake_core::DeltaResult<LogStoreRef> {
+        Ok(deltalake_core::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A time for messages: seconds since the epoch, as UTC.
+fn iso(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(iso(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(iso(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(
+            iso(1_796_083_200_000 + 3_723_000),
+            "2026-12-01 01:02:03 UTC"
+        );
+    }
+}
