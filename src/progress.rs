@@ -178,6 +178,8 @@ pub struct Changes {
     pub changed: u64,
     pub new: u64,
     pub deleted: u64,
+    /// Files of a Delta input whose keys were reused, not read.
+    pub files_reused: usize,
 }
 
 /// What a run into a Delta table committed.
@@ -217,6 +219,7 @@ impl Summary {
                     "changed": c.changed,
                     "new": c.new,
                     "deleted": c.deleted,
+                    "input_files_reused": c.files_reused,
                 })),
             })
         });
@@ -282,6 +285,13 @@ impl fmt::Display for Summary {
                     "  incremental      {} rows: {} unchanged (copied), {} changed, {} new, {} deleted; {} embedded",
                     c.rows, c.unchanged, c.changed, c.new, c.deleted, self.rows_read
                 )?;
+                if c.files_reused > 0 {
+                    writeln!(
+                        f,
+                        "  input files      {} unchanged since the last run: their keys reused, not read",
+                        c.files_reused
+                    )?;
+                }
             }
             if let Some(why) = &t.full_because {
                 writeln!(f, "  full run         every row embedded: {why}")?;

@@ -71,6 +71,15 @@ fn any_vectors(batch: &RecordBatch, column: &str) -> Vec<Vec<f32>> {
     (0..c.len()).map(|i| c.row(i).unwrap().to_vec()).collect()
 }
 
+/// Runs embedflow in `d`, expecting exit 0 and `text` in its stdout.
+fn run_saying(d: &Path, args: &[&str], text: &str) -> String {
+    let o = embedflow(d, args);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains(text), "{out}");
+    out
+}
+
 /// Versions in a local table's log.
 fn versions(table: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(table.join("_delta_log"))
@@ -338,7 +347,7 @@ fn a_resumed_run_says_so_and_a_changed_job_starts_afresh() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     documents(&d.join("in.parquet"), 20_000, "resume");
-    let job = table_job(d, "job.toml", "in.parquet", "table", "");
+    let job = table_job(d, "job.toml", "in.parquet", "table", FULL);
     // Kill once some units are recorded.
     let mut child = spawn(d, &["run", &job]);
     let units = d.join("table/_embedflow/runs");
@@ -578,14 +587,10 @@ fn an_incremental_run_embeds_only_what_changed() {
     );
 
     // Nothing changed: nothing embedded.
-    let o = embedflow(d, &["run", &job]);
-    assert_code(&o, 0);
-    assert!(
-        stdout(&o).contains(
-            "5000 rows: 5000 unchanged (copied), 0 changed, 0 new, 0 deleted; 0 embedded"
-        ),
-        "{}",
-        stdout(&o)
+    run_saying(
+        d,
+        &["run", &job],
+        "5000 rows: 5000 unchanged (copied), 0 changed, 0 new, 0 deleted; 0 embedded",
     );
     assert_eq!(table_rows(d, "table").num_rows(), want.num_rows());
 
@@ -667,4 +672,78 @@ fn a_repeated_id_is_refused_by_an_incremental_run() {
     assert_eq!(versions(&d.join("table")).len(), 1);
     assert_eq!(table_rows(d, "table").num_rows(), 100);
     assert!(!d.join("table/_embedflow/lease.json").exists());
+}
+
+#[test]
+fn a_delta_input_reuses_the_keys_of_files_that_did_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let python = reference_python();
+    let make = r#"
+import sys, pyarrow as pa
+from deltalake import write_deltalake, DeltaTable
+path, step = sys.argv[1], sys.argv[2]
+def rows(lo, hi, salt):
+    return pa.table({"id": pa.array(range(lo, hi), pa.int64()),
+                     "text": [f"document {i} {salt} about topic {i % 97}" for i in range(lo, hi)]})
+if step == "create":
+    for k in range(4):
+        write_deltalake(path, rows(k * 500, (k + 1) * 500, "a"), mode="append")
+else:
+    write_deltalake(path, rows(2000, 2100, "b"), mode="append")
+    DeltaTable(path).delete("id < 50")
+print(DeltaTable(path).version())
+"#;
+    let source = d.join("source");
+    assert_eq!(
+        run_python(&python, make, &[source.to_str().unwrap(), "create"]).trim(),
+        "3"
+    );
+    let job = table_job(d, "job.toml", "source", "table", "").to_string();
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "text_column = \"text\"",
+        "format = \"delta\"\ntext_column = \"text\"",
+    );
+    std::fs::write(&job, text).unwrap();
+    // New table: every row. Then nothing changed: every file read, keys saved.
+    assert_code(&embedflow(d, &["run", &job]), 0);
+    let out = run_saying(
+        d,
+        &["run", &job],
+        "2000 rows: 2000 unchanged (copied), 0 changed, 0 new, 0 deleted; 0 embedded",
+    );
+    assert!(!out.contains("keys reused"), "{out}");
+
+    // 100 rows appended (a new file), 50 deleted (their file rewritten).
+    assert_eq!(
+        run_python(&python, make, &[source.to_str().unwrap(), "change"]).trim(),
+        "5"
+    );
+    let o = embedflow(d, &["run", &job]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "2050 rows: 1950 unchanged (copied), 0 changed, 100 new, 50 deleted; 100 embedded"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "input files      3 unchanged since the last run: their keys reused, not read"
+        ),
+        "{out}"
+    );
+
+    // The same table as a full run over the source.
+    let full = table_job(d, "full.toml", "source", "full", FULL);
+    let text = std::fs::read_to_string(&full).unwrap().replace(
+        "text_column = \"text\"",
+        "format = \"delta\"\ntext_column = \"text\"",
+    );
+    std::fs::write(&full, text).unwrap();
+    assert_code(&embedflow(d, &["run", &full]), 0);
+    let (got, want) = (table_rows(d, "table"), table_rows(d, "full"));
+    assert_eq!(ints(&got, "id"), ints(&want, "id"));
+    assert!(vector_bits(&got) == vector_bits(&want));
 }

@@ -10,7 +10,7 @@
 //! - the unchanged rows' chunk rows and vectors, copied from the table into
 //!   the new version's parts (never embedded again).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,10 +30,27 @@ use crate::sink::CONTENT_HASH;
 use crate::source::{self, Input, SourceBatch};
 use crate::{Error, Result};
 
+use super::check::CheckedJob;
+use super::fingerprint;
 use super::prepare::{PrepareStage, keys_schema};
+use super::table::TableRun;
+use crate::job::JobPlan;
+use crate::sink::UpdateMode;
 
 /// Memory DataFusion may hold for the comparison before it spills.
 const DIFF_MEMORY: usize = 512 << 20;
+/// Rows per row group of the comparison's own files: what their writers
+/// buffer.
+const KEYS_ROW_GROUP: usize = 65_536;
+
+/// A writer of the comparison's files, with small row groups.
+fn small_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<std::fs::File>> {
+    let file = std::fs::File::create(path).map_err(Error::internal)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(KEYS_ROW_GROUP))
+        .build();
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(Error::internal)
+}
 
 /// The comparison's files, in a folder removed when this is dropped.
 pub(super) struct Diff {
@@ -41,9 +58,19 @@ pub(super) struct Diff {
     dir: tempfile::TempDir,
     ctx: SessionContext,
     copy_sql: String,
+    /// Input files (by index) holding a row to embed: the only ones the
+    /// embedding pass reads.
+    pub todo_files: BTreeSet<u32>,
 }
 
 impl Diff {
+    /// This run's keys, saved with the table version it commits so that the
+    /// next run over a Delta input need not read the files that did not
+    /// change.
+    pub(super) fn keys_path(&self) -> PathBuf {
+        self.dir.path().join("keys.parquet")
+    }
+
     pub(super) fn todo_path(&self) -> PathBuf {
         self.dir.path().join("todo.parquet")
     }
@@ -69,6 +96,7 @@ fn diff_error(e: datafusion::error::DataFusionError) -> Error {
 /// Reads the input once for its keys and compares them with the table.
 pub(super) async fn compare(
     input: &Input,
+    stores: &crate::store::Stores,
     read_columns: &[String],
     prepare: Arc<PrepareStage>,
     id_column: &str,
@@ -80,7 +108,9 @@ pub(super) async fn compare(
         .tempdir()
         .map_err(|e| Error::internal(format!("cannot make a temporary folder: {e}")))?;
     let keys_path = dir.path().join("keys.parquet");
-    write_keys(input, read_columns, prepare, &keys_path).await?;
+    let saved = saved_keys(input, stores, target, base, dir.path()).await;
+    let files_reused = saved.as_ref().map_or(0, |s| s.unchanged.len());
+    write_keys(input, read_columns, prepare, saved.as_ref(), &keys_path).await?;
 
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(DIFF_MEMORY)))
@@ -148,6 +178,7 @@ pub(super) async fn compare(
         changed: rows - unchanged - new,
         new,
         deleted,
+        files_reused,
     };
 
     let todo = ctx
@@ -159,7 +190,7 @@ pub(super) async fn compare(
         .execute_stream()
         .await
         .map_err(diff_error)?;
-    write_stream(todo, &dir.path().join("todo.parquet")).await?;
+    let todo_files = write_stream(todo, &dir.path().join("todo.parquet")).await?;
     let copy_sql = format!(
         "SELECT old.* FROM old LEFT SEMI JOIN keys k ON CAST(old.{id} AS VARCHAR) = k.id AND old.{hash} = k.hash"
     );
@@ -168,7 +199,205 @@ pub(super) async fn compare(
         dir,
         ctx,
         copy_sql,
+        todo_files,
     })
+}
+
+/// How a table run updates its table.
+pub(super) struct Update {
+    /// What changed, for an incremental run over an existing table.
+    pub(super) diff: Option<Diff>,
+    /// Why every row is embedded although the job is incremental.
+    pub(super) full_because: Option<String>,
+}
+
+/// Decides how a table run updates the table; an incremental one compares
+/// the input with the table and copies the unchanged rows before any
+/// embedding.
+pub(super) async fn start_update(
+    run: &mut TableRun,
+    c: &CheckedJob,
+    plan: &JobPlan,
+    prepare: &Arc<PrepareStage>,
+    fingerprint: &str,
+    lineage: &[(String, String)],
+) -> Result<Update> {
+    if plan.output.mode == UpdateMode::Full {
+        return Ok(Update {
+            diff: None,
+            full_because: None,
+        });
+    }
+    let diff = {
+        let Some(base) = run.base() else {
+            return Ok(Update {
+                diff: None,
+                full_because: Some("the table is new".into()),
+            });
+        };
+        let props = base.properties();
+        if props.get(fingerprint::FINGERPRINT).map(String::as_str) != Some(fingerprint) {
+            return Ok(Update {
+                diff: None,
+                full_because: Some(fingerprint::fingerprint_change(&props, lineage)),
+            });
+        }
+        let id = plan
+            .input
+            .id_column
+            .as_deref()
+            .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
+        let target = run.target();
+        until_stopped(compare(
+            &c.input,
+            &c.stores,
+            &c.read_columns,
+            Arc::clone(prepare),
+            id,
+            &target,
+            base,
+        ))
+        .await?
+    };
+    let rows = until_stopped(diff.unchanged_rows()).await?;
+    until_stopped(run.copy(&c.stores, rows, diff.changes.unchanged)).await?;
+    Ok(Update {
+        diff: Some(diff),
+        full_because: None,
+    })
+}
+
+/// Where a table keeps the keys of the run that wrote a version.
+pub(super) fn saved_keys_name(table_version: i64) -> String {
+    format!("{}/keys/v{table_version}.parquet", crate::delta::STATE_DIR)
+}
+
+/// Saves a committed run's keys beside the table, and drops older ones. A
+/// failure costs the next run a full read of its input, nothing else.
+pub(super) async fn save_keys(target: &DeltaTarget, diff: &Diff, version: i64) {
+    let saved = async {
+        let bytes = std::fs::read(diff.keys_path()).map_err(Error::internal)?;
+        let name = saved_keys_name(version);
+        target.write_state(&name, bytes).await?;
+        for old in target
+            .list(&format!("{}/keys", crate::delta::STATE_DIR))
+            .await?
+        {
+            if old != name {
+                target.delete(&old).await?;
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    if let Err(e) = saved.await {
+        tracing::warn!("cannot save the run's keys ({e}); the next run reads every input file");
+    }
+}
+
+/// The table property naming the version of a Delta input a run read.
+pub(super) const INPUT_VERSION: &str = "embedflow.input_version";
+
+/// Keys an earlier run saved, and the input files they still hold for.
+struct SavedKeys {
+    file: tempfile::NamedTempFile,
+    /// Relative names of the input files present in both the input version
+    /// the keys were made from and the one read now (a Delta table's file
+    /// never changes under its name).
+    unchanged: HashSet<String>,
+}
+
+/// The saved keys of the table's version, when the input is a Delta table
+/// and both the keys and the input's old version can be read; otherwise
+/// every file is read (and the log says why).
+async fn saved_keys(
+    input: &Input,
+    stores: &crate::store::Stores,
+    target: &DeltaTarget,
+    base: &TableState,
+    dir: &Path,
+) -> Option<SavedKeys> {
+    let table = input.table.as_ref()?;
+    let old: i64 = base.properties().get(INPUT_VERSION)?.parse().ok()?;
+    let bytes = match target.read_state(&saved_keys_name(base.version())).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            tracing::info!(
+                "no saved keys for table version {}: reading every input file",
+                base.version()
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the saved keys ({e}): reading every input file");
+            return None;
+        }
+    };
+    let source = DeltaTarget::resolve(stores, &table.path).ok()?;
+    let before: HashSet<String> = match source.data_files(Some(old)).await {
+        Ok((_, files)) => files.into_iter().map(|(p, _)| p).collect(),
+        Err(e) => {
+            tracing::warn!(
+                "cannot read version {old} of the input table ({e}): reading every input file"
+            );
+            return None;
+        }
+    };
+    let unchanged: HashSet<String> = input
+        .files
+        .iter()
+        .map(|f| input.relative_name(f).to_string())
+        .filter(|n| before.contains(n))
+        .collect();
+    let mut file = tempfile::NamedTempFile::new_in(dir).ok()?;
+    std::io::Write::write_all(&mut file, &bytes).ok()?;
+    Some(SavedKeys { file, unchanged })
+}
+
+/// Appends the saved keys of the unchanged files, renumbered to this run's
+/// listing.
+fn copy_saved_keys(
+    saved: &Path,
+    unchanged: &HashSet<String>,
+    index: &HashMap<String, u32>,
+    w: &mut ArrowWriter<std::fs::File>,
+) -> Result<()> {
+    use arrow::array::{BooleanArray, UInt32Array};
+    let file = std::fs::File::open(saved).map_err(Error::internal)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(Error::internal)?;
+    for b in reader {
+        let b = b.map_err(Error::internal)?;
+        if b.schema().fields() != keys_schema().fields() {
+            return Err(Error::internal(
+                "the saved keys are not in this release's layout",
+            ));
+        }
+        let paths = b.column(1).as_string::<i32>();
+        let keep: BooleanArray = (0..b.num_rows())
+            .map(|i| Some(unchanged.contains(paths.value(i))))
+            .collect();
+        let b = arrow::compute::filter_record_batch(&b, &keep).map_err(Error::internal)?;
+        let paths = b.column(1).as_string::<i32>();
+        let files: UInt32Array = (0..b.num_rows())
+            .map(|i| index.get(paths.value(i)).copied())
+            .collect();
+        let mut columns = b.columns().to_vec();
+        columns[0] = Arc::new(files);
+        w.write(&RecordBatch::try_new(keys_schema(), columns).map_err(Error::internal)?)
+            .map_err(Error::internal)?;
+    }
+    Ok(())
+}
+
+/// `work`, or [`Error::Interrupted`] as soon as a stop is asked for: a
+/// DataFusion query has no batch boundary of ours to look at the flag.
+async fn until_stopped<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        biased;
+        _ = crate::cancel::wait() => Err(Error::Interrupted),
+        r = work => r,
+    }
 }
 
 /// A column name as an SQL identifier.
@@ -195,38 +424,61 @@ async fn one_value(ctx: &SessionContext, sql: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// Every source row's key, in a Parquet file.
+/// Every source row's key, in a Parquet file: read and hashed, or, for the
+/// files of a Delta input that did not change since the keys were saved,
+/// taken from the saved keys.
 async fn write_keys(
     input: &Input,
     read_columns: &[String],
     prepare: Arc<PrepareStage>,
+    saved: Option<&SavedKeys>,
     path: &Path,
 ) -> Result<()> {
-    let files: std::collections::HashMap<Arc<str>, u32> = input
+    let names: Vec<String> = input
+        .files
+        .iter()
+        .map(|f| input.relative_name(f).to_string())
+        .collect();
+    let index: HashMap<String, u32> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i as u32))
+        .collect();
+    let files: HashMap<Arc<str>, u32> = input
         .files
         .iter()
         .enumerate()
         .map(|(i, f)| (Arc::from(f.location.display.as_str()), i as u32))
         .collect();
+    let reused = |f: &crate::store::FileEntry| {
+        saved.is_some_and(|s| s.unchanged.contains(input.relative_name(f)))
+    };
+    let to_read = Input {
+        files: input.files.iter().filter(|f| !reused(f)).cloned().collect(),
+        ..input.clone()
+    };
+    let saved_file = saved.map(|s| (s.file.path().to_path_buf(), s.unchanged.clone()));
     let (tx, mut rx) = mpsc::channel::<Result<SourceBatch>>(2);
     let reading = {
-        let input = input.clone();
         let columns = read_columns.to_vec();
         tokio::spawn(
-            async move { source::read(&input, &columns, source::READ_BATCH_ROWS, tx).await },
+            async move { source::read(&to_read, &columns, source::READ_BATCH_ROWS, tx).await },
         )
     };
     let path = path.to_path_buf();
     let hashing = tokio::task::spawn_blocking(move || -> Result<()> {
-        let file = std::fs::File::create(&path).map_err(Error::internal)?;
-        let mut w = ArrowWriter::try_new(file, keys_schema(), None).map_err(Error::internal)?;
+        let mut w = small_writer(&path, keys_schema())?;
         while let Some(item) = rx.blocking_recv() {
             crate::cancel::check()?;
             let sb = item?;
             let f = *files
                 .get(&sb.file)
                 .ok_or_else(|| Error::internal("a batch of an unlisted file"))?;
-            w.write(&prepare.keys(&sb, f)?).map_err(Error::internal)?;
+            w.write(&prepare.keys(&sb, f, &names[f as usize])?)
+                .map_err(Error::internal)?;
+        }
+        if let Some((saved, unchanged)) = saved_file {
+            copy_saved_keys(&saved, &unchanged, &index, &mut w)?;
         }
         w.close().map_err(Error::internal)?;
         Ok(())
@@ -236,17 +488,20 @@ async fn write_keys(
     read.and(hashed)
 }
 
+/// Writes the (file, row) positions; returns the files they are in.
 async fn write_stream(
     mut stream: datafusion::physical_plan::SendableRecordBatchStream,
     path: &Path,
-) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(Error::internal)?;
-    let mut w = ArrowWriter::try_new(file, stream.schema(), None).map_err(Error::internal)?;
+) -> Result<BTreeSet<u32>> {
+    let mut w = small_writer(path, stream.schema())?;
+    let mut files = BTreeSet::new();
     while let Some(b) = stream.next().await {
-        w.write(&b.map_err(diff_error)?).map_err(Error::internal)?;
+        let b = b.map_err(diff_error)?;
+        files.extend(b.column(0).as_primitive::<UInt32Type>().values().iter());
+        w.write(&b).map_err(Error::internal)?;
     }
     w.close().map_err(Error::internal)?;
-    Ok(())
+    Ok(files)
 }
 
 /// The sorted (file, row) positions to embed, read alongside the input.

@@ -13,6 +13,7 @@
 mod check;
 pub mod cluster;
 mod cluster_tables;
+mod fingerprint;
 mod incremental;
 pub mod neighbors;
 mod output;
@@ -32,7 +33,7 @@ use crate::embed::{self, Device, Embedder, ModelConfig, SessionOptions};
 use crate::job::JobPlan;
 use crate::progress::{Counters, ProgressMode, Reporter, Summary, TableSummary};
 use crate::runtime::spawn_cpu;
-use crate::sink::{self, OutputKind, OutputLayout, ParquetSink, UpdateMode, WriteOptions};
+use crate::sink::{self, OutputKind, OutputLayout, ParquetSink, WriteOptions};
 use crate::source::{self, RowFilter, SourceBatch};
 use crate::{Error, Result};
 
@@ -375,7 +376,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             let run = TableRun::start(
                 target,
                 &c.input,
-                &table::job_fingerprint(&plan, c.max_tokens, c.overlap),
+                &fingerprint::job_fingerprint(&plan, c.max_tokens, c.overlap),
                 &sha,
                 plan.output.unit_rows,
                 Arc::clone(&schema),
@@ -392,10 +393,12 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             Output::Table(Box::new(run))
         }
     };
-    let fingerprint = table::output_fingerprint(&write.metadata, &schema);
+    let fingerprint = fingerprint::output_fingerprint(&write.metadata, &schema);
     let mut update = None;
     if let Output::Table(run) = &mut output {
-        match start_update(run, &c, &plan, &prepare, &fingerprint, &write.metadata).await {
+        match incremental::start_update(run, &c, &plan, &prepare, &fingerprint, &write.metadata)
+            .await
+        {
             Ok(u) => update = Some(u),
             Err(e) => {
                 run.abandon().await;
@@ -435,7 +438,17 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
 
     let read_columns = c.read_columns.clone();
-    let input = c.input;
+    let input_version = c.input.table.as_ref().map(|t| t.version);
+    let mut input = c.input;
+    // An incremental run reads only the files holding rows to embed.
+    if let Some(d) = update.as_ref().and_then(|u| u.diff.as_ref()) {
+        input.files = std::mem::take(&mut input.files)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| d.todo_files.contains(&(*i as u32)))
+            .map(|(_, f)| f)
+            .collect();
+    }
     let source_task = tokio::spawn(async move {
         source::read(&input, &read_columns, source::READ_BATCH_ROWS, src_tx).await
     });
@@ -558,8 +571,17 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
                 .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
                 .collect();
             let mut properties = write.metadata.clone();
-            properties.push((table::FINGERPRINT.into(), fingerprint.clone()));
+            properties.push((fingerprint::FINGERPRINT.into(), fingerprint.clone()));
+            if let Some(v) = input_version {
+                properties.push((incremental::INPUT_VERSION.into(), v.to_string()));
+            }
+            let target = t.target();
             let outcome = t.commit(&properties, app).await?;
+            if let Some(d) = update.as_ref().and_then(|u| u.diff.as_ref())
+                && input_version.is_some()
+            {
+                incremental::save_keys(&target, d, outcome.version).await;
+            }
             written = outcome.vectors;
             let update = update.take();
             table = Some(TableSummary {
@@ -592,69 +614,6 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         documents_written: docs_written,
         seconds: started.elapsed().as_secs_f64(),
         table,
-    })
-}
-
-/// How a table run updates its table.
-struct Update {
-    /// What changed, for an incremental run over an existing table.
-    diff: Option<incremental::Diff>,
-    /// Why every row is embedded although the job is incremental.
-    full_because: Option<String>,
-}
-
-/// Decides how a table run updates the table; an incremental one compares
-/// the input with the table and copies the unchanged rows before any
-/// embedding.
-async fn start_update(
-    run: &mut TableRun,
-    c: &CheckedJob,
-    plan: &JobPlan,
-    prepare: &Arc<PrepareStage>,
-    fingerprint: &str,
-    lineage: &[(String, String)],
-) -> Result<Update> {
-    if plan.output.mode == UpdateMode::Full {
-        return Ok(Update {
-            diff: None,
-            full_because: None,
-        });
-    }
-    let diff = {
-        let Some(base) = run.base() else {
-            return Ok(Update {
-                diff: None,
-                full_because: Some("the table is new".into()),
-            });
-        };
-        let props = base.properties();
-        if props.get(table::FINGERPRINT).map(String::as_str) != Some(fingerprint) {
-            return Ok(Update {
-                diff: None,
-                full_because: Some(table::fingerprint_change(&props, lineage)),
-            });
-        }
-        let id = plan
-            .input
-            .id_column
-            .as_deref()
-            .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
-        let target = run.target();
-        incremental::compare(
-            &c.input,
-            &c.read_columns,
-            Arc::clone(prepare),
-            id,
-            &target,
-            base,
-        )
-        .await?
-    };
-    let rows = diff.unchanged_rows().await?;
-    run.copy(&c.stores, rows, diff.changes.unchanged).await?;
-    Ok(Update {
-        diff: Some(diff),
-        full_because: None,
     })
 }
 

@@ -88,7 +88,7 @@ impl PrepareStage {
 
     /// An incremental run's keys of a read batch: for each row it would
     /// embed, its file, position, id (as text) and content hash.
-    pub(super) fn keys(&self, sb: &SourceBatch, file: u32) -> Result<RecordBatch> {
+    pub(super) fn keys(&self, sb: &SourceBatch, file: u32, name: &str) -> Result<RecordBatch> {
         let (batch, at) = self.selected(sb, None)?;
         let texts = self.plan.input.text.render(&batch)?;
         let passthrough = batch
@@ -115,6 +115,7 @@ impl PrepareStage {
             .collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(vec![file; keep.len()])),
+            Arc::new(StringArray::from(vec![name; keep.len()])),
             Arc::new(UInt64Array::from_iter_values(keep.iter().map(|&i| at[i]))),
             Arc::new(StringArray::from_iter(
                 keep.iter().map(|&i| ids.is_valid(i).then(|| ids.value(i))),
@@ -298,6 +299,9 @@ pub(super) fn content_hashes(
 pub(super) fn keys_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("file", DataType::UInt32, false),
+        // The file's name (relative to a Delta input), for a later run
+        // that reuses the keys of files that did not change.
+        Field::new("path", DataType::Utf8, false),
         Field::new("row", DataType::UInt64, false),
         Field::new("id", DataType::Utf8, true),
         Field::new("hash", DataType::Binary, false),

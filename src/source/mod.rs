@@ -127,6 +127,31 @@ pub struct Input {
     pub schema: SchemaRef,
     pub total_rows: Option<u64>,
     pub csv: CsvOptions,
+    /// Set when the input is a Delta table: which, at which version.
+    pub table: Option<TableInput>,
+}
+
+/// A Delta table read as an input.
+#[derive(Clone, Debug)]
+pub struct TableInput {
+    /// The table as the job names it (files are `PATH/RELATIVE`).
+    pub path: String,
+    pub version: i64,
+}
+
+impl Input {
+    /// A file's path relative to the input table (Delta files never
+    /// change, so the same name is the same rows), or its name as shown.
+    pub fn relative_name<'a>(&self, file: &'a FileEntry) -> &'a str {
+        let shown = file.location.display.as_str();
+        match &self.table {
+            Some(t) => shown
+                .strip_prefix(t.path.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(shown),
+            None => shown,
+        }
+    }
 }
 
 /// Lists the files behind `path` and reads the schema of the first one.
@@ -198,6 +223,7 @@ pub async fn open(
         schema,
         total_rows,
         csv: csv.clone(),
+        table: None,
     })
 }
 
@@ -205,7 +231,7 @@ pub async fn open(
 /// its data files, read as Parquet.
 pub async fn open_table(stores: &Stores, path: &str, version: Option<i64>) -> Result<Input> {
     let t = DeltaTarget::resolve(stores, path)?;
-    let data = t.data_files(version).await?;
+    let (read_version, data) = t.data_files(version).await?;
     if data.is_empty() {
         return Err(Error::input(
             path,
@@ -232,6 +258,10 @@ pub async fn open_table(stores: &Stores, path: &str, version: Option<i64>) -> Re
         schema,
         total_rows,
         csv: CsvOptions::default(),
+        table: Some(TableInput {
+            path: base.to_string(),
+            version: read_version,
+        }),
     })
 }
 

@@ -4,7 +4,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -176,7 +177,11 @@ pub(super) async fn read(
     let b = builder(file).await?;
     let schema = Arc::clone(b.schema());
     let indices = projection(&name, &schema, columns)?;
-    for (&i, c) in indices.iter().zip(columns) {
+    // Columns to convert to the first file's type: the same text (or bytes)
+    // in another Arrow layout, as writers of one table differ on
+    // (Utf8View from some, Utf8 from others).
+    let mut convert: Vec<Option<DataType>> = vec![None; columns.len()];
+    for (k, (&i, c)) in indices.iter().zip(columns).enumerate() {
         let want = expected
             .field_with_name(c)
             .map(|f| f.data_type().clone())
@@ -185,6 +190,10 @@ pub(super) async fn read(
         if let Some(want) = want
             && &want != got
         {
+            if same_kind(got, &want) {
+                convert[k] = Some(want);
+                continue;
+            }
             return Err(Error::input(
                 &name,
                 format!("column '{c}' has type {got} here but {want} in the first input file"),
@@ -215,10 +224,48 @@ pub(super) async fn read(
             .map(|c| batch.schema().index_of(c))
             .collect::<Result<_, _>>()
             .map_err(|e| Error::internal(format!("projected column vanished: {e}")))?;
-        let batch = batch.project(&order).map_err(Error::internal)?;
+        let mut batch = batch.project(&order).map_err(Error::internal)?;
+        if convert.iter().any(Option::is_some) {
+            batch = conform(batch, &convert, expected).map_err(|e| Error::input(&name, e))?;
+        }
         if !out.send(batch).await {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// Text in any Arrow string layout, or bytes in any binary layout.
+fn same_kind(a: &DataType, b: &DataType) -> bool {
+    use DataType::*;
+    let text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    let bytes = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
+    (text(a) && text(b)) || (bytes(a) && bytes(b))
+}
+
+/// Casts the columns marked in `convert` to their type in `expected`.
+fn conform(
+    batch: RecordBatch,
+    convert: &[Option<DataType>],
+    expected: &Schema,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(convert.len());
+    let mut cols = Vec::with_capacity(convert.len());
+    for ((f, c), to) in schema.fields().iter().zip(batch.columns()).zip(convert) {
+        match to {
+            Some(t) => {
+                cols.push(arrow::compute::cast(c, t)?);
+                let nullable = expected
+                    .field_with_name(f.name())
+                    .map_or(f.is_nullable(), |e| e.is_nullable());
+                fields.push(Field::new(f.name(), t.clone(), nullable || f.is_nullable()));
+            }
+            None => {
+                cols.push(Arc::clone(c));
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
 }

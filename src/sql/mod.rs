@@ -144,6 +144,7 @@ async fn register_delta(
     let files: Vec<String> = table
         .data_files(None)
         .await?
+        .1
         .into_iter()
         .map(|(f, _)| f)
         .collect();
