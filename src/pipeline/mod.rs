@@ -395,21 +395,28 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     };
     let fingerprint = fingerprint::output_fingerprint(&write.metadata, &schema);
     let mut update = None;
+    let mut todo = None;
     if let Output::Table(run) = &mut output {
-        match incremental::start_update(run, &c, &plan, &prepare, &fingerprint, &write.metadata)
-            .await
-        {
-            Ok(u) => update = Some(u),
+        // From here to the write loop, a failure gives the lease back.
+        let started = async {
+            let u =
+                incremental::start_update(run, &c, &plan, &prepare, &fingerprint, &write.metadata)
+                    .await?;
+            let t = match &u.diff {
+                Some(d) => Some(incremental::TodoCursor::open(&d.todo_path())?),
+                None => None,
+            };
+            Ok::<_, Error>((u, t))
+        }
+        .await;
+        match started {
+            Ok((u, t)) => (update, todo) = (Some(u), t),
             Err(e) => {
                 run.abandon().await;
                 return Err(e);
             }
         }
     }
-    let todo = match update.as_ref().and_then(|u| u.diff.as_ref()) {
-        Some(d) => Some(incremental::TodoCursor::open(&d.todo_path())?),
-        None => None,
-    };
     let done_units = match &output {
         Output::Table(t) => t.done_units(),
         Output::File { .. } => DoneUnits::default(),
