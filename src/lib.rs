@@ -15,6 +15,7 @@ pub mod job;
 pub mod npy;
 pub mod paths;
 pub mod pipeline;
+pub mod process;
 pub mod progress;
 pub mod runtime;
 pub mod sink;

@@ -30,13 +30,15 @@ fn reference_python_is_never_a_silent_skip() {
 }
 
 /// The stages never reach back into the job layer or the wiring: nothing
-/// under src/{source,chunk,embed,sink,cluster,sql} names `crate::job` or
+/// under src/{source,chunk,embed,sink,cluster,sql,delta} names `crate::job` or
 /// `crate::pipeline` (the job↔stage cycle of the 2026-11 design review).
 #[test]
 fn stages_do_not_import_the_job_or_the_pipeline() {
     let src = crate::util::root().join("src");
     let mut found = Vec::new();
-    for stage in ["source", "chunk", "embed", "sink", "cluster", "sql"] {
+    for stage in [
+        "source", "chunk", "embed", "sink", "cluster", "sql", "delta",
+    ] {
         let mut stack = vec![src.join(stage)];
         while let Some(p) = stack.pop() {
             if p.is_dir() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{DeltaTarget, now_ms};
+use crate::process::{embedflow_alive, hostname};
 use crate::{Error, Result};
 
 /// How long a lease holds without renewal.
@@ -99,8 +100,8 @@ impl LeaseHolder {
         if self.expires_ms < now_ms() {
             return true;
         }
-        // A process of this host that is gone holds nothing.
-        self.host == hostname() && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        // A run of this host that is gone holds nothing.
+        self.host == hostname() && !embedflow_alive(self.pid)
     }
 }
 
@@ -166,13 +167,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown-host".into())
 }
 
 #[cfg(test)]

@@ -450,7 +450,7 @@ fn remove_stale_temporaries(target: &std::path::Path) {
         let Some(pid) = stale_pid(file, name) else {
             continue;
         };
-        if pid == std::process::id() || embedflow_alive(pid) {
+        if pid == std::process::id() || crate::process::embedflow_alive(pid) {
             continue;
         }
         match std::fs::remove_file(entry.path()) {
@@ -478,15 +478,6 @@ fn stale_pid(file: &str, name: &str) -> Option<u32> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(digits.len());
     digits[..end].parse().ok()
-}
-
-/// Whether `pid` is a running embedflow process (Linux: /proc).
-fn embedflow_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) => comm.trim_end().starts_with("embedflow"),
-        // No /proc (not Linux): assume alive, never remove another run's files.
-        Err(_) => !std::path::Path::new("/proc/self").exists(),
-    }
 }
 
 #[cfg(test)]
