@@ -53,8 +53,17 @@ pub struct DeltaTarget {
 /// The table as a run found it.
 pub struct TableState {
     pub snapshot: EagerSnapshot,
-    /// Paths (relative to the table) of its live files.
-    pub files: Vec<String>,
+    /// Its live files, sorted by path.
+    pub files: Vec<TableFile>,
+}
+
+/// A live file of a table.
+pub struct TableFile {
+    /// Relative to the table.
+    pub path: String,
+    pub size: u64,
+    /// Rows of the file are deleted by a deletion vector.
+    pub deletion_vector: bool,
 }
 
 impl TableState {
@@ -63,8 +72,13 @@ impl TableState {
     }
 
     /// The table's own properties (Delta `configuration`).
-    pub fn properties(&self) -> HashMap<String, String> {
-        self.snapshot.metadata().configuration().clone()
+    pub fn properties(&self) -> &HashMap<String, String> {
+        self.snapshot.metadata().configuration()
+    }
+
+    /// The paths of its live files.
+    pub fn paths(&self) -> Vec<String> {
+        self.files.iter().map(|f| f.path.clone()).collect()
     }
 }
 
@@ -174,6 +188,11 @@ impl DeltaTarget {
                 "is not a Delta table (no _delta_log)",
             ));
         };
+        Ok((state.version(), self.readable_files(&state)?))
+    }
+
+    /// [`data_files`](Self::data_files) of a state already read.
+    pub fn readable_files(&self, state: &TableState) -> Result<Vec<(String, u64)>> {
         let snap = &state.snapshot;
         let md = serde_json::to_value(snap.metadata()).map_err(Error::internal)?;
         let partitioned = md["partitionColumns"]
@@ -198,27 +217,17 @@ impl DeltaTarget {
                 "uses Delta column mapping: its files' column names are not the table's",
             ));
         }
-        let files: Vec<(String, u64, bool)> = snap
-            .file_views(self.log_store.as_ref(), None)
-            .map_ok(|f| {
-                (
-                    f.path().to_string(),
-                    f.size() as u64,
-                    f.deletion_vector_descriptor().is_some(),
-                )
-            })
-            .try_collect()
-            .await
-            .map_err(|e| self.error(e))?;
-        if files.iter().any(|f| f.2) {
+        if state.files.iter().any(|f| f.deletion_vector) {
             return Err(Error::input(
                 self.display(),
                 "has deletion vectors: rows deleted from its files would be read; run OPTIMIZE (purge) on it first",
             ));
         }
-        let mut files: Vec<(String, u64)> = files.into_iter().map(|(p, s, _)| (p, s)).collect();
-        files.sort();
-        Ok((state.version(), files))
+        Ok(state
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.size))
+            .collect())
     }
 
     /// Registers `files` (of this table) in a DataFusion session as one
@@ -290,12 +299,17 @@ impl DeltaTarget {
         let snapshot = EagerSnapshot::try_new(self.log_store.as_ref(), version.map(|v| v as u64))
             .await
             .map_err(|e| self.error(e))?;
-        let files: Vec<String> = snapshot
+        let mut files: Vec<TableFile> = snapshot
             .file_views(self.log_store.as_ref(), None)
-            .map_ok(|f| f.path().to_string())
+            .map_ok(|f| TableFile {
+                path: f.path().to_string(),
+                size: f.size() as u64,
+                deletion_vector: f.deletion_vector_descriptor().is_some(),
+            })
             .try_collect()
             .await
             .map_err(|e| self.error(e))?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Some(TableState { snapshot, files }))
     }
 
@@ -336,7 +350,7 @@ impl DeltaTarget {
             }
             for f in &b.files {
                 actions.push(Action::Remove(Remove {
-                    path: f.clone(),
+                    path: f.path.clone(),
                     deletion_timestamp: Some(now_ms()),
                     data_change: true,
                     ..Default::default()

@@ -134,12 +134,27 @@ pub(super) async fn compare(
     )
     .await
     .map_err(diff_error)?;
-    target.register(&ctx, "old", &base.files).await?;
+    target.register(&ctx, "old", &base.paths()).await?;
     let id = quote(id_column);
     let hash = quote(CONTENT_HASH);
-    ctx.sql(&format!(
-        "CREATE VIEW od AS SELECT DISTINCT CAST(old.{id} AS VARCHAR) AS id, old.{hash} AS hash FROM old"
-    ))
+    // The table's keys, computed once (a DISTINCT over the whole table)
+    // for the counts and the positions below.
+    let old_keys = dir.path().join("old_keys.parquet");
+    let stream = ctx
+        .sql(&format!(
+            "SELECT DISTINCT CAST(old.{id} AS VARCHAR) AS id, old.{hash} AS hash FROM old"
+        ))
+        .await
+        .map_err(diff_error)?
+        .execute_stream()
+        .await
+        .map_err(diff_error)?;
+    write_stream(stream, &old_keys, |_| {}).await?;
+    ctx.register_parquet(
+        "od",
+        old_keys.to_str().unwrap_or_default(),
+        ParquetReadOptions::default(),
+    )
     .await
     .map_err(diff_error)?;
 
@@ -190,7 +205,11 @@ pub(super) async fn compare(
         .execute_stream()
         .await
         .map_err(diff_error)?;
-    let todo_files = write_stream(todo, &dir.path().join("todo.parquet")).await?;
+    let mut todo_files = BTreeSet::new();
+    write_stream(todo, &dir.path().join("todo.parquet"), |b| {
+        todo_files.extend(b.column(0).as_primitive::<UInt32Type>().values().iter())
+    })
+    .await?;
     let copy_sql = format!(
         "SELECT old.* FROM old LEFT SEMI JOIN keys k ON CAST(old.{id} AS VARCHAR) = k.id AND old.{hash} = k.hash"
     );
@@ -239,7 +258,7 @@ pub(super) async fn start_update(
         if props.get(fingerprint::FINGERPRINT).map(String::as_str) != Some(fingerprint) {
             return Ok(Update {
                 diff: None,
-                full_because: Some(fingerprint::fingerprint_change(&props, lineage)),
+                full_because: Some(fingerprint::fingerprint_change(props, lineage)),
             });
         }
         let id = plan
@@ -444,12 +463,7 @@ async fn write_keys(
         .enumerate()
         .map(|(i, n)| (n.clone(), i as u32))
         .collect();
-    let files: HashMap<Arc<str>, u32> = input
-        .files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (Arc::from(f.location.display.as_str()), i as u32))
-        .collect();
+    let files = input.file_indices();
     let reused = |f: &crate::store::FileEntry| {
         saved.is_some_and(|s| s.unchanged.contains(input.relative_name(f)))
     };
@@ -474,7 +488,7 @@ async fn write_keys(
             let f = *files
                 .get(&sb.file)
                 .ok_or_else(|| Error::internal("a batch of an unlisted file"))?;
-            w.write(&prepare.keys(&sb, f, &names[f as usize])?)
+            w.write(&prepare.keys(&sb, f as u32, &names[f])?)
                 .map_err(Error::internal)?;
         }
         if let Some((saved, unchanged)) = saved_file {
@@ -488,20 +502,21 @@ async fn write_keys(
     read.and(hashed)
 }
 
-/// Writes the (file, row) positions; returns the files they are in.
+/// Writes a query's result to a file of the comparison, showing each
+/// batch to `seen` on the way.
 async fn write_stream(
     mut stream: datafusion::physical_plan::SendableRecordBatchStream,
     path: &Path,
-) -> Result<BTreeSet<u32>> {
+    mut seen: impl FnMut(&RecordBatch),
+) -> Result<()> {
     let mut w = small_writer(path, stream.schema())?;
-    let mut files = BTreeSet::new();
     while let Some(b) = stream.next().await {
         let b = b.map_err(diff_error)?;
-        files.extend(b.column(0).as_primitive::<UInt32Type>().values().iter());
+        seen(&b);
         w.write(&b).map_err(Error::internal)?;
     }
     w.close().map_err(Error::internal)?;
-    Ok(files)
+    Ok(())
 }
 
 /// The sorted (file, row) positions to embed, read alongside the input.

@@ -39,6 +39,12 @@ fn unit_name((file, index): UnitId) -> String {
     format!("f{file}-u{index}")
 }
 
+/// The unit a [`unit_name`] names (`None` for the copy unit).
+fn parse_unit(name: &str) -> Option<UnitId> {
+    let (f, u) = name.strip_prefix('f')?.split_once("-u")?;
+    Some((f.parse().ok()?, u.parse().ok()?))
+}
+
 /// What a run is: compared with an interrupted run's to tell why it cannot
 /// be resumed.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -103,10 +109,9 @@ pub(super) struct TableRun {
     lease: Option<Lease>,
     base: Option<TableState>,
     record: RunRecord,
-    unit_rows: u64,
     files: HashMap<Arc<str>, usize>,
+    /// Units an interrupted run of this job finished (read at the start).
     done: HashMap<String, UnitRecord>,
-    resumed: usize,
     finished: Vec<UnitRecord>,
     open: Option<OpenUnit>,
     write: WriteOptions,
@@ -170,12 +175,7 @@ impl TableRun {
         write.overwrite = true;
         let lease = target.acquire_lease().await?;
         let base = target.current().await?;
-        let files: HashMap<Arc<str>, usize> = input
-            .files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Arc::from(f.location.display.as_str()), i))
-            .collect();
+        let files = input.file_indices();
         let mut listing = Sha256::new();
         for f in &input.files {
             listing.update(f.location.url().as_bytes());
@@ -199,10 +199,8 @@ impl TableRun {
             lease: Some(lease),
             base,
             record,
-            unit_rows,
             files,
             done: HashMap::new(),
-            resumed: 0,
             finished: Vec::new(),
             open: None,
             write,
@@ -220,13 +218,9 @@ impl TableRun {
         format!("{}/runs/{run}", delta::STATE_DIR)
     }
 
-    fn part_name(&self, id: UnitId) -> String {
-        format!(
-            "{}{}-{}.parquet",
-            delta::PART_PREFIX,
-            self.record.run,
-            unit_name(id)
-        )
+    /// A part of this run: `what` is a unit's name or `copy-N`.
+    fn part_name(&self, what: &str) -> String {
+        format!("{}{}-{what}.parquet", delta::PART_PREFIX, self.record.run)
     }
 
     /// Resumes this run's records; clears other runs' (their parts too,
@@ -243,7 +237,7 @@ impl TableRun {
         let live: HashSet<&str> = self
             .base
             .as_ref()
-            .map(|b| b.files.iter().map(String::as_str).collect())
+            .map(|b| b.files.iter().map(|f| f.path.as_str()).collect())
             .unwrap_or_default();
         for run in runs.iter().filter(|r| **r != self.record.run) {
             let dir = self.run_dir(run);
@@ -256,18 +250,12 @@ impl TableRun {
                 .any(|f| f.starts_with(&format!("{}{run}-", delta::PART_PREFIX)));
             if !committed {
                 match &old {
-                    Some(o) => tracing::warn!(
-                        "not resuming the interrupted run {run}: {}; starting afresh",
-                        o.differs(&self.record)
-                    ),
-                    None => tracing::warn!("removing the records of an unreadable run {run}"),
-                }
-                if let Some(o) = &old {
-                    eprintln!(
+                    Some(o) => eprintln!(
                         "embedflow: not resuming the interrupted run into {}: {}; starting afresh",
                         t.display(),
                         o.differs(&self.record)
-                    );
+                    ),
+                    None => tracing::warn!("removing the records of an unreadable run {run}"),
                 }
                 self.remove_parts_of(run).await?;
             }
@@ -284,7 +272,6 @@ impl TableRun {
                     self.done.insert(r.unit.clone(), r);
                 }
             }
-            self.resumed = self.done.len();
         } else {
             t.write_state(
                 &format!("{dir}/run.json"),
@@ -315,23 +302,15 @@ impl TableRun {
 
     /// Units already done, for the prepare stage to skip.
     pub(super) fn done_units(&self) -> DoneUnits {
-        let done = self
-            .done
-            .keys()
-            .filter_map(|k| {
-                let (f, u) = k.strip_prefix('f')?.split_once("-u")?;
-                Some((f.parse().ok()?, u.parse().ok()?))
-            })
-            .collect();
         DoneUnits {
             files: self.files.clone(),
-            unit_rows: self.unit_rows,
-            done,
+            unit_rows: self.record.unit_rows,
+            done: self.done.keys().filter_map(|k| parse_unit(k)).collect(),
         }
     }
 
     pub(super) fn resumed(&self) -> usize {
-        self.resumed
+        self.done.len()
     }
 
     pub(super) fn display(&self) -> &str {
@@ -350,7 +329,7 @@ impl TableRun {
             .files
             .get(&u.file)
             .ok_or_else(|| Error::internal(format!("a batch of an unlisted file {}", u.file)))?;
-        let id = (file, u.first_row / self.unit_rows);
+        let id = (file, u.first_row / self.record.unit_rows);
         if self.open.as_ref().is_some_and(|o| o.id != id) {
             self.finish_unit().await?;
         }
@@ -358,20 +337,25 @@ impl TableRun {
             self.open = Some(OpenUnit {
                 id,
                 sink: None,
-                part: self.part_name(id),
+                part: self.part_name(&unit_name(id)),
                 documents: 0,
                 vectors: 0,
             });
         }
-        let target = Arc::clone(&self.target);
-        let (schema, write) = (Arc::clone(&self.schema), self.write.clone());
-        let open = self.open.as_mut().expect("a unit is open");
+        let TableRun {
+            open,
+            target,
+            schema,
+            write,
+            ..
+        } = self;
+        let open = open.as_mut().expect("a unit is open");
         if u.chunk_row.is_empty() {
             return Ok((0, 0));
         }
         if open.sink.is_none() {
             let path = target.child_display(&open.part);
-            open.sink = Some(ParquetSink::create(stores, &path, schema, &write).await?);
+            open.sink = Some(ParquetSink::create(stores, &path, Arc::clone(schema), write).await?);
         }
         let sink = open.sink.as_mut().expect("the part is open");
         let (n, d) = write_unit(u, rows, sink, None).await?;
@@ -443,12 +427,7 @@ impl TableRun {
                 batch.map_err(|e| Error::internal(format!("copying unchanged rows: {e}")))?;
             let batch = super::incremental::conform(batch, &self.schema)?;
             if open.is_none() {
-                let name = format!(
-                    "{}{}-copy-{}.parquet",
-                    delta::PART_PREFIX,
-                    self.record.run,
-                    parts.len()
-                );
+                let name = self.part_name(&format!("copy-{}", parts.len()));
                 let path = self.target.child_display(&name);
                 let sink =
                     ParquetSink::create(stores, &path, Arc::clone(&self.schema), &self.write)
@@ -509,7 +488,7 @@ impl TableRun {
         let outcome = TableOutcome {
             version: 0,
             units: records.len(),
-            units_resumed: self.resumed,
+            units_resumed: self.resumed(),
             vectors: records.iter().map(|r| r.vectors).sum(),
         };
         let mut app = app;
@@ -557,12 +536,9 @@ impl TableRun {
     }
 }
 
-/// Units in input order: file, then unit index.
+/// Units in input order: file, then unit index (the copy unit last).
 fn unit_key(name: &str) -> (usize, u64) {
-    name.strip_prefix('f')
-        .and_then(|r| r.split_once("-u"))
-        .and_then(|(f, u)| Some((f.parse().ok()?, u.parse().ok()?)))
-        .unwrap_or((usize::MAX, u64::MAX))
+    parse_unit(name).unwrap_or((usize::MAX, u64::MAX))
 }
 
 #[cfg(test)]

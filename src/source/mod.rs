@@ -140,6 +140,16 @@ pub struct TableInput {
 }
 
 impl Input {
+    /// Each file's index in the listing, by the name its batches carry
+    /// ([`SourceBatch::file`]).
+    pub fn file_indices(&self) -> std::collections::HashMap<Arc<str>, usize> {
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Arc::from(f.location.display.as_str()), i))
+            .collect()
+    }
+
     /// A file's path relative to the input table (Delta files never
     /// change, so the same name is the same rows), or its name as shown.
     pub fn relative_name<'a>(&self, file: &'a FileEntry) -> &'a str {
@@ -170,8 +180,9 @@ pub async fn open(
     // newest version, not every file in the folder.
     if format.is_none() && !store::is_glob(path) {
         let t = DeltaTarget::resolve(stores, path)?;
-        if t.is_table().await? {
-            return open_table(stores, path, None).await;
+        if let Some(state) = t.state(None).await? {
+            let data = t.readable_files(&state)?;
+            return table_input(stores, path, None, state.version(), data).await;
         }
     }
     let named = format.or_else(|| Format::from_name(path.trim_end_matches('/')));
@@ -230,8 +241,21 @@ pub async fn open(
 /// Opens a Delta Lake table (local or S3) at `version`, newest when `None`:
 /// its data files, read as Parquet.
 pub async fn open_table(stores: &Stores, path: &str, version: Option<i64>) -> Result<Input> {
-    let t = DeltaTarget::resolve(stores, path)?;
-    let (read_version, data) = t.data_files(version).await?;
+    let (read_version, data) = DeltaTarget::resolve(stores, path)?
+        .data_files(version)
+        .await?;
+    table_input(stores, path, version, read_version, data).await
+}
+
+/// The input a table's data files (at `read_version`, the one `version`
+/// asked for) make.
+async fn table_input(
+    stores: &Stores,
+    path: &str,
+    version: Option<i64>,
+    read_version: i64,
+    data: Vec<(String, u64)>,
+) -> Result<Input> {
     if data.is_empty() {
         return Err(Error::input(
             path,

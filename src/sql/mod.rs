@@ -104,9 +104,18 @@ async fn register_table(
         }
         s
     };
+    // A Delta table: the files of its newest version, as one Parquet table.
     let table = DeltaTarget::resolve(stores, path)?;
-    if table.is_table().await? {
-        return register_delta(ctx, name, path, &table).await;
+    if let Some(state) = table.state(None).await? {
+        let files: Vec<String> = table
+            .readable_files(&state)?
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        if files.is_empty() {
+            return Err(Error::input(path, "the Delta table holds no file"));
+        }
+        return table.register(ctx, name, &files).await;
     }
     let lower = path.to_ascii_lowercase();
     let csv = [".csv", ".tsv", ".txt"].iter().any(|e| lower.ends_with(e));
@@ -132,26 +141,6 @@ async fn register_table(
         .await
         .map_err(bad)
     }
-}
-
-/// A Delta table: the files of its newest version, as one Parquet table.
-async fn register_delta(
-    ctx: &SessionContext,
-    name: &str,
-    path: &str,
-    table: &DeltaTarget,
-) -> Result<()> {
-    let files: Vec<String> = table
-        .data_files(None)
-        .await?
-        .1
-        .into_iter()
-        .map(|(f, _)| f)
-        .collect();
-    if files.is_empty() {
-        return Err(Error::input(path, "the Delta table holds no file"));
-    }
-    table.register(ctx, name, &files).await
 }
 
 /// A DataFusion error with the query line and a caret under the position
