@@ -19,6 +19,9 @@ fn documents(path: &Path, rows: usize, salt: &str) {
     documents_of(path, &rows);
 }
 
+/// `output.unit_rows` of every table job here.
+const UNIT_ROWS: usize = 2048;
+
 fn table_job(dir: &Path, name: &str, input: &str, table: &str, extra: &str) -> String {
     let job = format!(
         r#"
@@ -33,7 +36,7 @@ path = "{model}"
 [output]
 path = "{table}"
 format = "delta"
-unit_rows = 2048
+unit_rows = {UNIT_ROWS}
 {extra}
 "#,
         model = tiny_s()
@@ -229,38 +232,59 @@ fn kill9(child: &mut Child) {
 struct Moments(u64);
 
 impl Moments {
-    fn next(&mut self, span: Duration) -> Duration {
+    fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        span.mul_f64((self.0 % 10_000) as f64 / 10_000.0)
+        self.0
+    }
+
+    /// A moment within `span`.
+    fn next(&mut self, span: Duration) -> Duration {
+        span.mul_f64((self.next_u64() % 10_000) as f64 / 10_000.0)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
-/// Kills runs with SIGKILL at `kills` seeded moments, resuming each time,
-/// then lets the last run finish; returns its stdout and how many runs
-/// (the last one included) resumed an interrupted one.
+/// Kills runs with SIGKILL at seeded moments of their progress, resuming
+/// each time, then lets the last run finish; returns its stdout and how many
+/// runs (the last one included) resumed an interrupted one.
+///
+/// A moment is "once `k` unit records exist, plus up to half a unit's
+/// time", with `k` drawn between the records found at the start and
+/// `units`: counted in work done, not in wall time, so a faster or slower
+/// machine kills at the same places (startup, mid-unit, the last unit, the
+/// commit and its clean-up).
 fn kill_and_resume(
     mut start: impl FnMut() -> Child,
+    records: impl Fn() -> usize,
+    units: usize,
     full: Duration,
     kills: usize,
 ) -> (String, usize) {
     use std::io::Read;
     let mut at = Moments(0x2545_f491_4f6c_dd1d);
+    let unit = full.div_f64(units as f64);
     let mut finished_early = 0;
     let mut resumed = 0;
     for _ in 0..kills {
-        // Within the first 60 % of a whole run: a resumed run is shorter.
-        let moment = Duration::from_millis(50) + at.next(full.mul_f64(0.6));
+        let before = records().min(units);
+        let k = before + at.below(units - before);
+        let extra = at.next(unit / 2);
         let mut child = start();
-        let t = Instant::now();
-        while t.elapsed() < moment {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
+        let alive = |c: &mut Child| c.try_wait().unwrap().is_none();
+        while alive(&mut child) && records() < k {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if child.try_wait().unwrap().is_some() {
+        let t = Instant::now();
+        while alive(&mut child) && t.elapsed() < extra {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !alive(&mut child) {
             // It finished first: the table is whole; the next run starts
             // again from it.
             finished_early += 1;
@@ -274,13 +298,24 @@ fn kill_and_resume(
         resumed += usize::from(err.contains("resuming the interrupted run"));
     }
     assert!(
-        finished_early < kills / 2,
+        2 * finished_early <= kills,
         "{finished_early} of {kills} runs finished before their kill"
     );
     let o = start().wait_with_output().unwrap();
     assert_code(&o, 0);
     resumed += usize::from(stderr(&o).contains("resuming the interrupted run"));
     (stdout(&o), resumed)
+}
+
+/// How many unit records the runs under `table/_embedflow/runs` hold.
+fn unit_records(table: &Path) -> usize {
+    let Ok(runs) = std::fs::read_dir(table.join("_embedflow/runs")) else {
+        return 0;
+    };
+    runs.flatten()
+        .filter_map(|run| std::fs::read_dir(run.path().join("units")).ok())
+        .map(|units| units.count())
+        .sum()
 }
 
 /// Crash tests run full: once a run commits, the next one starts again from
@@ -313,7 +348,14 @@ fn a_run_killed_at_any_moment_resumes_to_the_same_table() {
     let full = reference_run(d, 50_000);
     let job = table_job(d, "job.toml", "in.parquet", "table", FULL);
 
-    let (out, resumed) = kill_and_resume(|| spawn(d, &["run", &job]), full, 20);
+    let records = || unit_records(&d.join("table"));
+    let (out, resumed) = kill_and_resume(
+        || spawn(d, &["run", &job]),
+        records,
+        50_000usize.div_ceil(UNIT_ROWS),
+        full,
+        20,
+    );
     assert!(out.contains("as Delta table version"), "{out}");
     assert!(
         resumed >= 5,
@@ -478,7 +520,11 @@ fn a_table_on_s3_resumes_after_kills() {
             .spawn()
             .unwrap()
     };
-    let (out, resumed) = kill_and_resume(start, full, 5);
+    let records = || {
+        let keys = server.keys(&bucket);
+        keys.iter().filter(|k| k.contains("/units/")).count()
+    };
+    let (out, resumed) = kill_and_resume(start, records, 20_000usize.div_ceil(UNIT_ROWS), full, 5);
     assert!(out.contains("as Delta table version"), "{out}");
     assert!(resumed >= 1, "no run resumed an interrupted one");
     let rows = d.join("rows.parquet");
