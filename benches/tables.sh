@@ -11,6 +11,7 @@
 #     rows against 100k rows (health tweets repeated), peak RSS.
 # Usage: benches/tables.sh [ARTICLES] [ROUNDS]
 #   EMBEDFLOW_BIN  the binary to measure (default: a release build)
+#   SECTIONS       which of the three to run (default "1 2 3"; 2 needs 1)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -30,6 +31,8 @@ if [[ -z ${EMBEDFLOW_BIN:-} ]]; then
   EMBEDFLOW_BIN=$CARGO_TARGET_DIR/release/embedflow
 fi
 bin=$EMBEDFLOW_BIN
+sections=${SECTIONS:-1 2 3}
+section() { [[ " $sections " == *" $1 "* ]]; }
 
 "$python" - "$shared" "$work" "$articles" <<'PY'
 import sys
@@ -84,6 +87,7 @@ timed() { # timed LABEL ARGS... : prints "LABEL seconds peak_MiB"
   echo "$secs" >"$work/last"
 }
 
+if section 1; then
 echo "== 1. resume bookkeeping: Parquet file vs Delta table ($articles articles, MiniLM)"
 job parquet "$work/news.parquet" "$work/news_out.parquet" parquet "$minilm" article_id text
 best_p=999999 best_d=999999
@@ -97,11 +101,15 @@ for r in $(seq "$rounds"); do
 done
 python3 -c "print(f'Delta / Parquet, best of $rounds: {$best_d / $best_p:.3f}x')"
 
+fi
+if section 2; then
 echo "== 2. incremental rerun, 1 % of the texts changed"
 job delta "$work/news_changed.parquet" "$work/news_table" delta "$minilm" article_id text
 timed "incremental rerun (1 % changed)" run "$work/delta.toml"
 python3 -c "print(f'incremental / full: {$(cat "$work/last") / $best_d * 100:.1f} %')"
 
+fi
+if section 3; then
 echo "== 3. incremental memory, tiny model: 100k rows vs 1M rows (1 % changed)"
 for rows in 100000 1000000; do
   job "t$rows" "$work/tweets_$rows.parquet" "$work/tweets_table_$rows" delta "$tiny" tweet_id text
@@ -109,3 +117,4 @@ for rows in 100000 1000000; do
   job "t$rows" "$work/tweets_${rows}_changed.parquet" "$work/tweets_table_$rows" delta "$tiny" tweet_id text
   timed "incremental run, $rows rows" run "$work/t$rows.toml"
 done
+fi

@@ -696,7 +696,7 @@ fn the_summary_is_one_json_line_on_request() {
 }
 
 #[test]
-fn a_repeated_id_is_refused_by_an_incremental_run() {
+fn a_repeated_or_missing_id_is_refused_by_an_incremental_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let rows: Vec<(i64, String)> = (0..100).map(|i| (i, text_of(i, "a"))).collect();
@@ -710,7 +710,33 @@ fn a_repeated_id_is_refused_by_an_incremental_run() {
     assert_code(&o, 1);
     assert!(
         stderr(&o).contains(
-            "the id column id holds 42 more than once; an incremental run needs one row per id"
+            "input in.parquet: the id column id holds 42 more than once (rows 43 and 101); an incremental run needs one row per id"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // A row without an id is named too.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    let ids: Vec<Option<i64>> = (0..100).map(|i| (i != 7).then_some(i)).collect();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.1.as_str()),
+            )),
+        ],
+    )
+    .unwrap();
+    write_batch(&d.join("in.parquet"), &batch);
+    let o = embedflow(d, &["run", &job]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains(
+            "input in.parquet: row 8: the id column id is null; an incremental run needs an id on every row"
         ),
         "{}",
         stderr(&o)

@@ -1,27 +1,23 @@
 //! An incremental run: which source rows the table already holds, as they
 //! are now. Every source row gets a key (id, SHA-256 of the text embedded
-//! and the columns copied); the keys are compared with the table's by
-//! DataFusion, whose joins and sorts spill to disk under a memory limit, so
-//! tables larger than memory are compared in bounded memory. The result:
+//! and the columns copied); the keys are compared with the table's by a
+//! partitioned join ([`super::buckets`]) in bounded memory, whatever the
+//! table's size. The result:
 //!
 //! - counts (unchanged, changed, new, deleted);
-//! - `todo.parquet`: the (file, row) positions to embed, sorted, which the
-//!   prepare stage merges with the rows it reads;
+//! - the source rows to embed (new and changed), which the prepare stage
+//!   picks from the rows it reads;
 //! - the unchanged rows' chunk rows and vectors, copied from the table into
 //!   the new version's parts (never embedded again).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{SchemaRef, UInt32Type, UInt64Type};
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use futures::StreamExt;
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::sync::mpsc;
 
 use crate::delta::{DeltaTarget, TableState};
@@ -30,6 +26,7 @@ use crate::sink::CONTENT_HASH;
 use crate::source::{self, Input, SourceBatch};
 use crate::{Error, Result};
 
+use super::buckets::{self, Pos, RowSet, Spill};
 use super::check::CheckedJob;
 use super::fingerprint;
 use super::prepare::{PrepareStage, keys_schema};
@@ -37,30 +34,20 @@ use super::table::TableRun;
 use crate::job::JobPlan;
 use crate::sink::UpdateMode;
 
-/// Memory DataFusion may hold for the comparison before it spills.
-const DIFF_MEMORY: usize = 512 << 20;
-/// Rows per row group of the comparison's own files: what their writers
-/// buffer.
+/// Rows per row group of the saved keys: what their writer buffers.
 const KEYS_ROW_GROUP: usize = 65_536;
 
-/// A writer of the comparison's files, with small row groups.
-fn small_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<std::fs::File>> {
-    let file = std::fs::File::create(path).map_err(Error::internal)?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(KEYS_ROW_GROUP))
-        .build();
-    ArrowWriter::try_new(file, schema, Some(props)).map_err(Error::internal)
-}
-
-/// The comparison's files, in a folder removed when this is dropped.
+/// The comparison's result, with its files in a folder removed when this
+/// is dropped.
 pub(super) struct Diff {
     pub changes: Changes,
     dir: tempfile::TempDir,
-    ctx: SessionContext,
-    copy_sql: String,
-    /// Input files (by index) holding a row to embed: the only ones the
-    /// embedding pass reads.
-    pub todo_files: BTreeSet<u32>,
+    /// Source rows to embed (new and changed), by input file index.
+    pub todo: Arc<RowSet>,
+    /// The table's rows to copy, by file index in `old`.
+    keep: Arc<RowSet>,
+    /// The table's files, read as an input.
+    old: Option<Input>,
 }
 
 impl Diff {
@@ -71,26 +58,68 @@ impl Diff {
         self.dir.path().join("keys.parquet")
     }
 
-    pub(super) fn todo_path(&self) -> PathBuf {
-        self.dir.path().join("todo.parquet")
-    }
-
-    /// The unchanged rows of the table, streamed.
-    pub(super) async fn unchanged_rows(
-        &self,
-    ) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
-        self.ctx
-            .sql(&self.copy_sql)
-            .await
-            .map_err(diff_error)?
-            .execute_stream()
-            .await
-            .map_err(diff_error)
+    /// The unchanged rows of the table, streamed: the table's files that
+    /// hold one, read in order, each batch filtered to its kept rows.
+    pub(super) fn unchanged_rows(&self) -> mpsc::Receiver<Result<RecordBatch>> {
+        let (tx, rx) = mpsc::channel(2);
+        let Some(old) = &self.old else {
+            return rx;
+        };
+        let indices = old.file_indices();
+        let keep = Arc::clone(&self.keep);
+        let input = Input {
+            files: old
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keep.touches(*i as u32))
+                .map(|(_, f)| f.clone())
+                .collect(),
+            ..old.clone()
+        };
+        let columns: Vec<String> = old
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        tokio::spawn(async move {
+            let (src_tx, mut src_rx) = mpsc::channel::<Result<SourceBatch>>(2);
+            let reading = tokio::spawn(async move {
+                source::read(&input, &columns, source::READ_BATCH_ROWS, src_tx).await
+            });
+            while let Some(item) = src_rx.recv().await {
+                let kept = item.and_then(|sb| {
+                    let f = *indices
+                        .get(&sb.file)
+                        .ok_or_else(|| Error::internal("a batch of an unlisted table file"))?;
+                    let mask =
+                        BooleanArray::from(keep.mask(f as u32, sb.first_row, sb.batch.num_rows()));
+                    arrow::compute::filter_record_batch(&sb.batch, &mask).map_err(Error::internal)
+                });
+                let failed = kept.is_err();
+                if kept.as_ref().is_ok_and(|b| b.num_rows() == 0) {
+                    continue;
+                }
+                if tx.send(kept).await.is_err() || failed {
+                    return;
+                }
+            }
+            if let Err(e) = reading.await.map_err(Error::internal).and_then(|r| r) {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
     }
 }
 
-fn diff_error(e: datafusion::error::DataFusionError) -> Error {
-    Error::internal(format!("comparing the input with the table: {e}"))
+/// A writer of the saved keys, with small row groups.
+fn small_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<std::fs::File>> {
+    let file = std::fs::File::create(path).map_err(Error::internal)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(KEYS_ROW_GROUP))
+        .build();
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(Error::internal)
 }
 
 /// Reads the input once for its keys and compares them with the table.
@@ -110,116 +139,141 @@ pub(super) async fn compare(
     let keys_path = dir.path().join("keys.parquet");
     let saved = saved_keys(input, stores, target, base, dir.path()).await;
     let files_reused = saved.as_ref().map_or(0, |s| s.unchanged.len());
-    write_keys(input, read_columns, prepare, saved.as_ref(), &keys_path).await?;
+    let new_rows = write_keys(input, read_columns, prepare, saved.as_ref(), &keys_path).await?;
 
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(DIFF_MEMORY)))
-        .with_temp_file_path(dir.path())
-        .build_arc()
-        .map_err(diff_error)?;
-    // Sort-merge joins spill where hash joins would hold a side in memory.
-    let config = SessionConfig::new()
-        .with_target_partitions(2)
-        .set_bool("datafusion.optimizer.prefer_hash_join", false)
-        // The table's own types (Utf8, not views), for the copied rows.
-        .set_bool(
-            "datafusion.execution.parquet.schema_force_view_types",
-            false,
-        );
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
-    ctx.register_parquet(
-        "keys",
-        keys_path.to_str().unwrap_or_default(),
-        ParquetReadOptions::default(),
-    )
+    let old = if base.files.is_empty() {
+        None
+    } else {
+        Some(source::table_state_input(stores, target, base).await?)
+    };
+    let old_rows = old.as_ref().and_then(|o| o.total_rows).unwrap_or(0);
+    let buckets = buckets::buckets_for(new_rows.max(old_rows));
+    tracing::info!(
+        new_rows,
+        old_rows,
+        buckets,
+        "comparing the input with the table"
+    );
+    let new = {
+        let (keys, dir) = (keys_path.clone(), dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || spill_new(&keys, &dir, buckets))
+            .await
+            .map_err(Error::internal)??
+    };
+    let old_buckets = spill_old(old.as_ref(), id_column, dir.path(), buckets).await?;
+    let joined = tokio::task::spawn_blocking(move || {
+        buckets::join(&new, &old_buckets, crate::cancel::check)
+    })
     .await
-    .map_err(diff_error)?;
-    target.register(&ctx, "old", &base.paths()).await?;
-    let id = quote(id_column);
-    let hash = quote(CONTENT_HASH);
-    // The table's keys, computed once (a DISTINCT over the whole table)
-    // for the counts and the positions below.
-    let old_keys = dir.path().join("old_keys.parquet");
-    let stream = ctx
-        .sql(&format!(
-            "SELECT DISTINCT CAST(old.{id} AS VARCHAR) AS id, old.{hash} AS hash FROM old"
-        ))
-        .await
-        .map_err(diff_error)?
-        .execute_stream()
-        .await
-        .map_err(diff_error)?;
-    write_stream(stream, &old_keys, |_| {}).await?;
-    ctx.register_parquet(
-        "od",
-        old_keys.to_str().unwrap_or_default(),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .map_err(diff_error)?;
-
-    // One row per id: a repeated id would make "the same row" a guess.
-    let dup = one_value(
-        &ctx,
-        "SELECT id FROM keys GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 1",
-    )
-    .await?;
-    if let Some(d) = dup {
-        return Err(Error::Data(format!(
-            "input {}: the id column {id_column} holds {d} more than once; an incremental run needs one row per id (or set output.mode = \"full\")",
+    .map_err(Error::internal)??;
+    let outcome = joined.map_err(|r| {
+        let name = |p: Pos| {
             input
                 .files
-                .first()
-                .map_or("", |f| f.location.display.as_str())
-        )));
-    }
-    let count = |sql: &'static str| {
-        let ctx = ctx.clone();
-        async move {
-            one_value(&ctx, sql)
-                .await?
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| Error::internal(format!("no count from {sql}")))
-        }
-    };
-    let rows = count("SELECT count(*) FROM keys").await?;
-    let unchanged =
-        count("SELECT count(*) FROM keys k JOIN od ON k.id = od.id AND k.hash = od.hash").await?;
-    let new = count("SELECT count(*) FROM keys k LEFT ANTI JOIN od ON k.id = od.id").await?;
-    let deleted = count("SELECT count(*) FROM od LEFT ANTI JOIN keys k ON k.id = od.id").await?;
-    let changes = Changes {
-        rows,
-        unchanged,
-        changed: rows - unchanged - new,
-        new,
-        deleted,
-        files_reused,
-    };
-
-    let todo = ctx
-        .sql(
-            "SELECT k.file, k.row FROM keys k LEFT ANTI JOIN od ON k.id = od.id AND k.hash = od.hash ORDER BY k.file, k.row",
-        )
-        .await
-        .map_err(diff_error)?
-        .execute_stream()
-        .await
-        .map_err(diff_error)?;
-    let mut todo_files = BTreeSet::new();
-    write_stream(todo, &dir.path().join("todo.parquet"), |b| {
-        todo_files.extend(b.column(0).as_primitive::<UInt32Type>().values().iter())
-    })
-    .await?;
-    let copy_sql = format!(
-        "SELECT old.* FROM old LEFT SEMI JOIN keys k ON CAST(old.{id} AS VARCHAR) = k.id AND old.{hash} = k.hash"
-    );
+                .get(p.file as usize)
+                .map_or("?", |f| f.location.display.as_str())
+        };
+        Error::Data(format!(
+            "input {}: the id column {id_column} holds {} more than once (rows {} and {}{}); an incremental run needs one row per id (or set output.mode = \"full\")",
+            name(r.first),
+            r.id,
+            r.first.row + 1,
+            r.again.row + 1,
+            if r.first.file == r.again.file {
+                String::new()
+            } else {
+                format!(" of {}", name(r.again))
+            }
+        ))
+    })?;
     Ok(Diff {
-        changes,
+        changes: Changes {
+            rows: outcome.rows,
+            unchanged: outcome.unchanged,
+            changed: outcome.changed,
+            new: outcome.new,
+            deleted: outcome.deleted,
+            files_reused,
+        },
         dir,
-        ctx,
-        copy_sql,
-        todo_files,
+        todo: Arc::new(outcome.todo),
+        keep: Arc::new(outcome.keep),
+        old,
     })
+}
+
+/// Spills the source's keys (the saved keys file) to buckets.
+fn spill_new(keys: &Path, dir: &Path, buckets: usize) -> Result<Vec<PathBuf>> {
+    let mut spill = Spill::create(dir, "new", buckets)?;
+    let file = std::fs::File::open(keys).map_err(Error::internal)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(Error::internal)?;
+    for b in reader {
+        crate::cancel::check()?;
+        let b = b.map_err(Error::internal)?;
+        let files = b.column(0).as_primitive::<arrow::datatypes::UInt32Type>();
+        let rows = b.column(2).as_primitive::<arrow::datatypes::UInt64Type>();
+        let ids = b.column(3).as_string::<i32>();
+        let hashes = b.column(4).as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            let id = ids.is_valid(i).then(|| ids.value(i).as_bytes());
+            let at = Pos {
+                file: files.value(i),
+                row: rows.value(i),
+            };
+            spill.push(id, hashes.value(i), at)?;
+        }
+    }
+    spill.finish()
+}
+
+/// Spills the table's keys (its id and content hash columns, one key per
+/// chunk row) to buckets.
+async fn spill_old(
+    old: Option<&Input>,
+    id_column: &str,
+    dir: &Path,
+    buckets: usize,
+) -> Result<Vec<PathBuf>> {
+    let mut spill = Spill::create(dir, "old", buckets)?;
+    let Some(old) = old else {
+        return spill.finish();
+    };
+    let indices = old.file_indices();
+    let columns = vec![id_column.to_string(), CONTENT_HASH.to_string()];
+    let (tx, mut rx) = mpsc::channel::<Result<SourceBatch>>(2);
+    let input = old.clone();
+    let reading =
+        tokio::spawn(async move { source::read(&input, &columns, KEYS_ROW_GROUP, tx).await });
+    let spilling = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>> {
+        while let Some(item) = rx.blocking_recv() {
+            crate::cancel::check()?;
+            let sb = item?;
+            let file = *indices
+                .get(&sb.file)
+                .ok_or_else(|| Error::internal("a batch of an unlisted table file"))?
+                as u32;
+            let ids = arrow::compute::cast(sb.batch.column(0), &DataType::Utf8)
+                .map_err(Error::internal)?;
+            let ids = ids.as_string::<i32>();
+            let hashes = arrow::compute::cast(sb.batch.column(1), &DataType::Binary)
+                .map_err(Error::internal)?;
+            let hashes = hashes.as_binary::<i32>();
+            for i in 0..sb.batch.num_rows() {
+                let id = ids.is_valid(i).then(|| ids.value(i).as_bytes());
+                let at = Pos {
+                    file,
+                    row: sb.first_row + i as u64,
+                };
+                spill.push(id, hashes.value(i), at)?;
+            }
+        }
+        spill.finish()
+    });
+    let spilled = spilling.await.map_err(Error::internal)?;
+    let read = reading.await.map_err(Error::internal)?;
+    read.and(spilled)
 }
 
 /// How a table run updates its table.
@@ -278,7 +332,7 @@ pub(super) async fn start_update(
         ))
         .await?
     };
-    let rows = until_stopped(diff.unchanged_rows()).await?;
+    let rows = diff.unchanged_rows();
     until_stopped(run.copy(&c.stores, rows, diff.changes.unchanged)).await?;
     Ok(Update {
         diff: Some(diff),
@@ -379,12 +433,13 @@ fn copy_saved_keys(
     unchanged: &HashSet<String>,
     index: &HashMap<String, u32>,
     w: &mut ArrowWriter<std::fs::File>,
-) -> Result<()> {
+) -> Result<u64> {
     use arrow::array::{BooleanArray, UInt32Array};
     let file = std::fs::File::open(saved).map_err(Error::internal)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(8192).build())
         .map_err(Error::internal)?;
+    let mut rows = 0;
     for b in reader {
         let b = b.map_err(Error::internal)?;
         if b.schema().fields() != keys_schema().fields() {
@@ -403,10 +458,11 @@ fn copy_saved_keys(
             .collect();
         let mut columns = b.columns().to_vec();
         columns[0] = Arc::new(files);
+        rows += b.num_rows() as u64;
         w.write(&RecordBatch::try_new(keys_schema(), columns).map_err(Error::internal)?)
             .map_err(Error::internal)?;
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// `work`, or [`Error::Interrupted`] as soon as a stop is asked for: a
@@ -419,30 +475,6 @@ async fn until_stopped<T>(work: impl std::future::Future<Output = Result<T>>) ->
     }
 }
 
-/// A column name as an SQL identifier.
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-async fn one_value(ctx: &SessionContext, sql: &str) -> Result<Option<String>> {
-    let batches = ctx
-        .sql(sql)
-        .await
-        .map_err(diff_error)?
-        .collect()
-        .await
-        .map_err(diff_error)?;
-    for b in batches {
-        if b.num_rows() > 0 {
-            let s = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
-                .map_err(Error::internal)?;
-            let s = s.as_string::<i32>();
-            return Ok(s.is_valid(0).then(|| s.value(0).to_string()));
-        }
-    }
-    Ok(None)
-}
-
 /// Every source row's key, in a Parquet file: read and hashed, or, for the
 /// files of a Delta input that did not change since the keys were saved,
 /// taken from the saved keys.
@@ -452,7 +484,7 @@ async fn write_keys(
     prepare: Arc<PrepareStage>,
     saved: Option<&SavedKeys>,
     path: &Path,
-) -> Result<()> {
+) -> Result<u64> {
     let names: Vec<String> = input
         .files
         .iter()
@@ -480,102 +512,28 @@ async fn write_keys(
         )
     };
     let path = path.to_path_buf();
-    let hashing = tokio::task::spawn_blocking(move || -> Result<()> {
+    let hashing = tokio::task::spawn_blocking(move || -> Result<u64> {
         let mut w = small_writer(&path, keys_schema())?;
+        let mut rows = 0;
         while let Some(item) = rx.blocking_recv() {
             crate::cancel::check()?;
             let sb = item?;
             let f = *files
                 .get(&sb.file)
                 .ok_or_else(|| Error::internal("a batch of an unlisted file"))?;
-            w.write(&prepare.keys(&sb, f as u32, &names[f])?)
-                .map_err(Error::internal)?;
+            let keys = prepare.keys(&sb, f as u32, &names[f])?;
+            rows += keys.num_rows() as u64;
+            w.write(&keys).map_err(Error::internal)?;
         }
         if let Some((saved, unchanged)) = saved_file {
-            copy_saved_keys(&saved, &unchanged, &index, &mut w)?;
+            rows += copy_saved_keys(&saved, &unchanged, &index, &mut w)?;
         }
         w.close().map_err(Error::internal)?;
-        Ok(())
+        Ok(rows)
     });
     let hashed = hashing.await.map_err(Error::internal)?;
     let read = reading.await.map_err(Error::internal)?;
     read.and(hashed)
-}
-
-/// Writes a query's result to a file of the comparison, showing each
-/// batch to `seen` on the way.
-async fn write_stream(
-    mut stream: datafusion::physical_plan::SendableRecordBatchStream,
-    path: &Path,
-    mut seen: impl FnMut(&RecordBatch),
-) -> Result<()> {
-    let mut w = small_writer(path, stream.schema())?;
-    while let Some(b) = stream.next().await {
-        let b = b.map_err(diff_error)?;
-        seen(&b);
-        w.write(&b).map_err(Error::internal)?;
-    }
-    w.close().map_err(Error::internal)?;
-    Ok(())
-}
-
-/// The sorted (file, row) positions to embed, read alongside the input.
-pub(super) struct TodoCursor {
-    reader: ParquetRecordBatchReader,
-    ahead: VecDeque<(u32, u64)>,
-    done: bool,
-}
-
-impl TodoCursor {
-    pub(super) fn open(path: &Path) -> Result<TodoCursor> {
-        let file = std::fs::File::open(path).map_err(Error::internal)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(8192).build())
-            .map_err(Error::internal)?;
-        Ok(TodoCursor {
-            reader,
-            ahead: VecDeque::new(),
-            done: false,
-        })
-    }
-
-    fn peek(&mut self) -> Result<Option<(u32, u64)>> {
-        while self.ahead.is_empty() && !self.done {
-            match self.reader.next() {
-                Some(b) => self.fill(&b.map_err(Error::internal)?),
-                None => self.done = true,
-            }
-        }
-        Ok(self.ahead.front().copied())
-    }
-
-    fn fill(&mut self, b: &RecordBatch) {
-        let files = b.column(0).as_primitive::<UInt32Type>();
-        let rows = b.column(1).as_primitive::<UInt64Type>();
-        self.ahead.extend(
-            files
-                .values()
-                .iter()
-                .copied()
-                .zip(rows.values().iter().copied()),
-        );
-    }
-
-    /// Which of rows `first..first + n` of file `file` are to be embedded.
-    /// Batches come in file and row order, as the positions do.
-    pub(super) fn mask(&mut self, file: u32, first: u64, n: usize) -> Result<Vec<bool>> {
-        let mut mask = vec![false; n];
-        while let Some((f, r)) = self.peek()? {
-            if (f, r) >= (file, first + n as u64) {
-                break;
-            }
-            if f == file && r >= first {
-                mask[(r - first) as usize] = true;
-            }
-            self.ahead.pop_front();
-        }
-        Ok(mask)
-    }
 }
 
 /// The table's schema is the new output's: the copied rows are written as
@@ -599,41 +557,4 @@ pub(super) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBa
             "the table's rows do not fit the output's columns ({e}); run with output.mode = \"full\""
         ))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::{UInt32Array, UInt64Array};
-    use arrow::datatypes::{DataType, Field, Schema};
-
-    #[test]
-    fn the_cursor_marks_the_positions_of_each_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("todo.parquet");
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("file", DataType::UInt32, false),
-            Field::new("row", DataType::UInt64, false),
-        ]));
-        let b = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(UInt32Array::from(vec![0, 0, 0, 1, 2])),
-                Arc::new(UInt64Array::from(vec![1, 4, 9, 0, 3])),
-            ],
-        )
-        .unwrap();
-        let mut w =
-            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
-        w.write(&b).unwrap();
-        w.close().unwrap();
-        let mut c = TodoCursor::open(&path).unwrap();
-        assert_eq!(c.mask(0, 0, 5).unwrap(), [false, true, false, false, true]);
-        assert_eq!(c.mask(0, 5, 5).unwrap(), [false, false, false, false, true]);
-        // File 1 has one batch; file 2's first batch starts past row 3.
-        assert_eq!(c.mask(1, 0, 2).unwrap(), [true, false]);
-        assert_eq!(c.mask(2, 0, 3).unwrap(), [false, false, false]);
-        assert_eq!(c.mask(2, 3, 2).unwrap(), [true, false]);
-        assert_eq!(c.mask(3, 0, 2).unwrap(), [false, false]);
-    }
 }

@@ -10,6 +10,7 @@
 //! unit of work (one input batch of [`source::READ_BATCH_ROWS`] rows and its
 //! chunks), whatever the size of the input.
 
+mod buckets;
 mod check;
 pub mod cluster;
 mod cluster_tables;
@@ -402,10 +403,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             let u =
                 incremental::start_update(run, &c, &plan, &prepare, &fingerprint, &write.metadata)
                     .await?;
-            let t = match &u.diff {
-                Some(d) => Some(incremental::TodoCursor::open(&d.todo_path())?),
-                None => None,
-            };
+            let t = u.diff.as_ref().map(|d| Arc::clone(&d.todo));
             Ok::<_, Error>((u, t))
         }
         .await;
@@ -452,7 +450,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         input.files = std::mem::take(&mut input.files)
             .into_iter()
             .enumerate()
-            .filter(|(i, _)| d.todo_files.contains(&(*i as u32)))
+            .filter(|(i, _)| d.todo.touches(*i as u32))
             .map(|(_, f)| f)
             .collect();
     }
@@ -461,7 +459,6 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     });
 
     let prepare_cancel = Arc::clone(&cancel);
-    let mut todo = todo;
     let prepare_stage = Arc::clone(&prepare);
     let prepare_span = tracing::info_span!("prepare_stage");
     let prepare_thread = std::thread::Builder::new()
@@ -480,12 +477,12 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
                 }
                 let unit = item.and_then(|sb| {
                     // An incremental run embeds its new and changed rows only.
-                    let mask = match todo.as_mut() {
+                    let mask = match todo.as_ref() {
                         Some(t) => {
                             let f = done_units.file_index(&sb.file).ok_or_else(|| {
                                 Error::internal(format!("a batch of an unlisted file {}", sb.file))
                             })?;
-                            Some(t.mask(f as u32, sb.first_row, sb.batch.num_rows())?)
+                            Some(t.mask(f as u32, sb.first_row, sb.batch.num_rows()))
                         }
                         None => None,
                     };

@@ -13,6 +13,7 @@ use crate::chunk;
 use crate::embed::{Encoded, TextEncoder};
 use crate::job::{JobPlan, OnEmpty};
 use crate::progress::Counters;
+use crate::sink::UpdateMode;
 use crate::source::{RowFilter, SourceBatch};
 use crate::{Error, Result};
 
@@ -109,22 +110,52 @@ impl PrepareStage {
             .downcast_ref::<StringArray>()
             .ok_or_else(|| Error::internal("ids as text"))?;
         // Rows whose text is skipped are never in the table: not keys.
-        let skip = self.plan.embed.on_empty == OnEmpty::Skip;
-        let keep: Vec<usize> = (0..texts.len())
-            .filter(|&i| !(skip && texts[i].as_deref().is_none_or(|t| t.trim().is_empty())))
-            .collect();
+        let keep: Vec<usize> = self.kept_rows(&texts).collect();
+        self.require_ids(&sb.file, ids, keep.iter().map(|&i| (i, at[i])))?;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(vec![file; keep.len()])),
             Arc::new(StringArray::from(vec![name; keep.len()])),
             Arc::new(UInt64Array::from_iter_values(keep.iter().map(|&i| at[i]))),
-            Arc::new(StringArray::from_iter(
-                keep.iter().map(|&i| ids.is_valid(i).then(|| ids.value(i))),
+            Arc::new(StringArray::from_iter_values(
+                keep.iter().map(|&i| ids.value(i)),
             )),
             Arc::new(BinaryArray::from_iter_values(
                 keep.iter().map(|&i| hashes[i].as_slice()),
             )),
         ];
         RecordBatch::try_new(keys_schema(), columns).map_err(Error::internal)
+    }
+
+    /// The rows a table holds: all but those whose text is empty, when
+    /// `embed.on_empty = "skip"`.
+    fn kept_rows<'a>(&self, texts: &'a [Option<String>]) -> impl Iterator<Item = usize> + 'a {
+        let skip = self.plan.embed.on_empty == OnEmpty::Skip;
+        (0..texts.len())
+            .filter(move |&i| !(skip && texts[i].as_deref().is_none_or(|t| t.trim().is_empty())))
+    }
+
+    /// An incremental table knows its rows by id, so a row it would hold
+    /// (`(index, 0-based row)`) without one is refused, also in a run that
+    /// embeds every row: the next run could not compare it.
+    fn require_ids(
+        &self,
+        file: &str,
+        ids: &dyn Array,
+        rows: impl Iterator<Item = (usize, u64)>,
+    ) -> Result<()> {
+        if !self.hash_rows || self.plan.output.mode != UpdateMode::Incremental {
+            return Ok(());
+        }
+        for (i, row) in rows {
+            if ids.is_null(i) {
+                return Err(Error::Data(format!(
+                    "input {file}: row {}: the id column {} is null; an incremental run needs an id on every row (or set output.mode = \"full\")",
+                    row + 1,
+                    self.plan.input.id_column.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn unit(&self, sb: SourceBatch, todo: Option<&[bool]>) -> Result<WorkUnit> {
@@ -140,6 +171,10 @@ impl PrepareStage {
                 .and_then(|a| arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).ok()),
             None => None,
         };
+        if let Some(ids) = &ids {
+            let kept = self.kept_rows(&texts).map(|i| (i, at[i]));
+            self.require_ids(&sb.file, ids, kept)?;
+        }
         let per_row: Vec<Result<Vec<ChunkOut>>> = texts
             .par_iter()
             .enumerate()

@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -410,10 +411,9 @@ impl TableRun {
     pub(super) async fn copy(
         &mut self,
         stores: &Stores,
-        mut rows: datafusion::physical_plan::SendableRecordBatchStream,
+        mut rows: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
         documents: u64,
     ) -> Result<()> {
-        use futures::StreamExt;
         if self.done.contains_key(COPY_UNIT) {
             return Ok(());
         }
@@ -421,10 +421,9 @@ impl TableRun {
         let mut open: Option<(ParquetSink, String)> = None;
         let mut in_part = 0u64;
         let mut vectors = 0u64;
-        while let Some(batch) = rows.next().await {
+        while let Some(batch) = rows.recv().await {
             crate::cancel::check()?;
-            let batch =
-                batch.map_err(|e| Error::internal(format!("copying unchanged rows: {e}")))?;
+            let batch = batch?;
             let batch = super::incremental::conform(batch, &self.schema)?;
             if open.is_none() {
                 let name = self.part_name(&format!("copy-{}", parts.len()));

@@ -247,6 +247,23 @@ pub async fn open_table(stores: &Stores, path: &str, version: Option<i64>) -> Re
     table_input(stores, path, version, read_version, data).await
 }
 
+/// The data files of a table state already read, as an input.
+pub async fn table_state_input(
+    stores: &Stores,
+    table: &DeltaTarget,
+    state: &crate::delta::TableState,
+) -> Result<Input> {
+    let data = table.readable_files(state)?;
+    table_input(
+        stores,
+        table.display(),
+        Some(state.version()),
+        state.version(),
+        data,
+    )
+    .await
+}
+
 /// The input a table's data files (at `read_version`, the one `version`
 /// asked for) make.
 async fn table_input(
