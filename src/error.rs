@@ -32,6 +32,11 @@ pub enum Error {
     #[error("{0}")]
     Data(String),
 
+    /// Flags or the environment ask for something impossible (a shard
+    /// index without a count, two counts that disagree).
+    #[error("{0}")]
+    Usage(String),
+
     /// The output could not be written; nothing was committed.
     #[error("output {file}: {message}")]
     Output { file: String, message: String },

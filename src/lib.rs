@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod process;
 pub mod progress;
 pub mod runtime;
+pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod sql;
