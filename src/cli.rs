@@ -85,12 +85,41 @@ pub enum Command {
     /// Break the lease of a Delta table whose writer is gone (another host
     /// that crashed); a dead process on this host is noticed by itself.
     Unlock(UnlockOpts),
+    /// Commit the shards of a sharded run as one Delta table version.
+    Commit(CommitOpts),
+    /// Where each shard of a sharded run stands: done, running, missing units.
+    Status(StatusOpts),
 }
 
 #[derive(Args, Debug)]
 pub struct UnlockOpts {
     /// The Delta table (a folder or s3://bucket/prefix), or a job file whose output it is.
     pub table: String,
+    /// Also discard the records and parts of runs that were never committed
+    /// (a sharded run whose job or input changed).
+    #[arg(long)]
+    pub discard: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitOpts {
+    /// The job file the shards ran.
+    pub job: String,
+    /// Override a job field, as the shards did (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// The shard count expected (default: the run's own).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusOpts {
+    /// The job file the shards run.
+    pub job: String,
+    /// Override a job field, as the shards did (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -244,6 +273,13 @@ pub struct RunOpts {
     /// Override a job field, e.g. --set chunking.max_tokens=128 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Run shard I of N (0-based), e.g. --shard 2/8; default: from the
+    /// scheduler (Slurm array, AWS Batch array, Kubernetes Indexed Job).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The shard count, where the scheduler gives an index only (Kubernetes).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
 }
 
 #[derive(Args, Debug)]

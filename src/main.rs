@@ -89,10 +89,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         threads: cli.threads,
         device: cli.device,
+        shard: None,
     };
     match cli.command {
         Command::Run(r) => {
             let plan = opts.apply(job::load(&r.job, &r.sets)?);
+            let opts = commands::run::with_shard(opts, &r, &plan, cli.quiet)?;
             commands::run::run(&rt, plan, &opts, cli.quiet, cli.summary)
         }
         Command::Embed(e) => {
@@ -105,5 +107,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sql(s) => commands::sql::sql(&rt, &s, &opts),
         Command::Validate(v) => commands::run::validate(&rt, &v, &opts, cli.quiet),
         Command::Unlock(u) => commands::run::unlock(&rt, &u),
+        Command::Commit(c) => commands::run::commit(&rt, &c, &opts, cli.quiet),
+        Command::Status(s) => commands::run::status(&rt, &s, &opts),
     }
 }

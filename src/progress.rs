@@ -170,7 +170,7 @@ pub enum SummaryFormat {
 }
 
 /// What an incremental run found changed since the table's version.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Changes {
     /// Source rows with a key (rows whose text is skipped are not counted).
     pub rows: u64,
@@ -185,7 +185,10 @@ pub struct Changes {
 /// What a run into a Delta table committed.
 #[derive(Clone, Debug, Default)]
 pub struct TableSummary {
-    pub version: i64,
+    /// `None` for a shard: the commit step makes the version.
+    pub version: Option<i64>,
+    /// (index, count) of a shard's run.
+    pub shard: Option<(u32, u32)>,
     pub units: usize,
     /// Units an interrupted run had finished, not done again.
     pub units_resumed: usize,
@@ -210,6 +213,7 @@ impl Summary {
         let table = self.table.as_ref().map(|t| {
             serde_json::json!({
                 "version": t.version,
+                "shard": t.shard.map(|(i, n)| serde_json::json!({"index": i, "count": n})),
                 "units": t.units,
                 "units_resumed": t.units_resumed,
                 "full_because": t.full_because,
@@ -247,11 +251,21 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.seconds.max(1e-9);
         match &self.table {
-            Some(t) => writeln!(
+            Some(TableSummary {
+                version: Some(v), ..
+            }) => writeln!(
                 f,
-                "wrote {} as Delta table version {} ({} vectors, {} dims)",
-                self.output, t.version, self.vectors_written, self.dim
+                "wrote {} as Delta table version {v} ({} vectors, {} dims)",
+                self.output, self.vectors_written, self.dim
             )?,
+            Some(t) => {
+                let (i, n) = t.shard.unwrap_or((0, 1));
+                writeln!(
+                    f,
+                    "wrote shard {i} of {n} into {} ({} vectors, {} dims): not visible until `embedflow commit` commits every shard",
+                    self.output, self.vectors_written, self.dim
+                )?
+            }
             None => writeln!(
                 f,
                 "wrote {} ({} vectors, {} dims)",

@@ -20,9 +20,9 @@ fn documents(path: &Path, rows: usize, salt: &str) {
 }
 
 /// `output.unit_rows` of every table job here.
-const UNIT_ROWS: usize = 2048;
+pub(crate) const UNIT_ROWS: usize = 2048;
 
-fn table_job(dir: &Path, name: &str, input: &str, table: &str, extra: &str) -> String {
+pub(crate) fn table_job(dir: &Path, name: &str, input: &str, table: &str, extra: &str) -> String {
     let job = format!(
         r#"
 [input]
@@ -47,7 +47,7 @@ unit_rows = {UNIT_ROWS}
 }
 
 /// The table's rows in (id, chunk_index) order, read through `embedflow sql`.
-fn table_rows(dir: &Path, table: &str) -> RecordBatch {
+pub(crate) fn table_rows(dir: &Path, table: &str) -> RecordBatch {
     let out = dir.join("rows.parquet");
     let _ = std::fs::remove_file(&out);
     let o = embedflow(
@@ -67,7 +67,7 @@ fn table_rows(dir: &Path, table: &str) -> RecordBatch {
 
 /// The vectors of a List or FixedSizeList column (Delta tables store
 /// `List<Float32>`), one Vec per row.
-fn any_vectors(batch: &RecordBatch, column: &str) -> Vec<Vec<f32>> {
+pub(crate) fn any_vectors(batch: &RecordBatch, column: &str) -> Vec<Vec<f32>> {
     let c =
         embedflow::vectors::VectorColumn::try_new(batch.column_by_name(column).unwrap().as_ref())
             .unwrap();
@@ -75,7 +75,7 @@ fn any_vectors(batch: &RecordBatch, column: &str) -> Vec<Vec<f32>> {
 }
 
 /// Runs embedflow in `d`, expecting exit 0 and `text` in its stdout.
-fn run_saying(d: &Path, args: &[&str], text: &str) -> String {
+pub(crate) fn run_saying(d: &Path, args: &[&str], text: &str) -> String {
     let o = embedflow(d, args);
     assert_code(&o, 0);
     let out = stdout(&o);
@@ -84,7 +84,7 @@ fn run_saying(d: &Path, args: &[&str], text: &str) -> String {
 }
 
 /// Versions in a local table's log.
-fn versions(table: &Path) -> Vec<String> {
+pub(crate) fn versions(table: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(table.join("_delta_log"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -211,7 +211,7 @@ print(t.version(), a.num_rows, p.height, int((va == vp).all()), *va[[0, -1], 0].
     }
 }
 
-fn spawn(dir: &Path, args: &[&str]) -> Child {
+pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Child {
     require_runtime();
     Command::new(env!("CARGO_BIN_EXE_embedflow"))
         .current_dir(dir)
@@ -223,7 +223,7 @@ fn spawn(dir: &Path, args: &[&str]) -> Child {
         .expect("run embedflow")
 }
 
-fn kill9(child: &mut Child) {
+pub(crate) fn kill9(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -308,7 +308,7 @@ fn kill_and_resume(
 }
 
 /// How many unit records the runs under `table/_embedflow/runs` hold.
-fn unit_records(table: &Path) -> usize {
+pub(crate) fn unit_records(table: &Path) -> usize {
     let Ok(runs) = std::fs::read_dir(table.join("_embedflow/runs")) else {
         return 0;
     };
@@ -334,7 +334,7 @@ fn reference_run(d: &Path, rows: usize) -> Duration {
 }
 
 /// Vectors as bits, to compare them exactly.
-fn vector_bits(b: &RecordBatch) -> Vec<Vec<u32>> {
+pub(crate) fn vector_bits(b: &RecordBatch) -> Vec<Vec<u32>> {
     any_vectors(b, "embedding")
         .into_iter()
         .map(|v| v.into_iter().map(f32::to_bits).collect())
@@ -553,7 +553,7 @@ fn a_table_on_s3_resumes_after_kills() {
 }
 
 /// Documents with the given ids and texts.
-fn documents_of(path: &Path, rows: &[(i64, String)]) {
+pub(crate) fn documents_of(path: &Path, rows: &[(i64, String)]) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("text", DataType::Utf8, false),
@@ -571,7 +571,7 @@ fn documents_of(path: &Path, rows: &[(i64, String)]) {
     write_batch(path, &batch);
 }
 
-fn text_of(i: i64, salt: &str) -> String {
+pub(crate) fn text_of(i: i64, salt: &str) -> String {
     format!(
         "document {i} {salt} about topic {} {}",
         i % 97,

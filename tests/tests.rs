@@ -15,5 +15,6 @@ mod jobs;
 mod model;
 mod s3;
 mod safety;
+mod shards;
 mod sql;
 mod tables;

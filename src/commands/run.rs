@@ -99,6 +99,63 @@ pub fn validate(
     })
 }
 
+/// The run options with this process's shard: from `--shard`/`--shards`,
+/// the job's `[shard]`, or the scheduler's environment (said on stderr).
+pub fn with_shard(
+    mut opts: RunOptions,
+    r: &embedflow::cli::RunOpts,
+    plan: &job::JobPlan,
+    quiet: bool,
+) -> anyhow::Result<RunOptions> {
+    let req = embedflow::shard::ShardRequest {
+        flag: r.shard.clone(),
+        count: r.shards,
+        job_index: plan.shard.index,
+        job_count: plan.shard.count,
+    };
+    let shard = embedflow::shard::resolve(&req, |k| std::env::var(k).ok())?;
+    if let Some(s) = &shard
+        && !quiet
+    {
+        eprintln!("embedflow: {s} (from {})", s.from);
+    }
+    opts.shard = shard;
+    Ok(opts)
+}
+
+/// `embedflow commit JOB`: one table version of every shard's parts.
+pub fn commit(
+    rt: &tokio::runtime::Runtime,
+    c: &embedflow::cli::CommitOpts,
+    opts: &RunOptions,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let plan = opts.apply(job::load(&c.job, &c.sets)?);
+    let report = rt.block_on(async {
+        let checked = pipeline::check(plan).await?;
+        pipeline::commit(checked, c.shards).await
+    })?;
+    if !quiet {
+        say(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `embedflow status JOB`: each shard, done or not.
+pub fn status(
+    rt: &tokio::runtime::Runtime,
+    s: &embedflow::cli::StatusOpts,
+    opts: &RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let plan = opts.apply(job::load(&s.job, &s.sets)?);
+    let text = rt.block_on(async {
+        let checked = pipeline::check(plan).await?;
+        pipeline::status(checked).await
+    })?;
+    say(text);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `embedflow unlock TABLE|JOB`: removes a table's lease, saying whose it was.
 pub fn unlock(
     rt: &tokio::runtime::Runtime,
@@ -114,7 +171,16 @@ pub fn unlock(
     let target = embedflow::delta::DeltaTarget::resolve(&stores, &table)?;
     match rt.block_on(target.break_lease())? {
         Some(holder) => say(format!("unlocked {table}: the lease of {holder} is broken")),
-        None => say(format!("{table} has no lease: nothing to do")),
+        None => say(format!("{table} has no lease")),
+    }
+    if u.discard {
+        let gone = rt.block_on(pipeline::discard_runs(&target))?;
+        if gone.is_empty() {
+            say("no uncommitted run to discard");
+        }
+        for g in gone {
+            say(format!("discarded {g}"));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

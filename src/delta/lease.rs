@@ -19,12 +19,32 @@ impl DeltaTarget {
     /// is gone (a dead process on this host, or not renewed for
     /// [`LEASE_TTL`]) is taken over.
     pub async fn acquire_lease(self: &Arc<Self>) -> Result<Lease> {
+        let unlock = format!(
+            "Wait for it to finish; if it is gone, `embedflow unlock {}` breaks the lease",
+            self.display()
+        );
+        self.acquire(LEASE_FILE, "another run is writing this table", &unlock)
+            .await
+    }
+
+    /// Takes the lease of one shard of a sharded run: two processes of one
+    /// shard (a retry while the first still runs) would write the same parts.
+    pub async fn acquire_shard_lease(self: &Arc<Self>, run: &str, shard: u32) -> Result<Lease> {
+        self.acquire(
+            &shard_lease_file(run, shard),
+            &format!("shard {shard} of this run is running already"),
+            "Two processes of one shard would write the same parts; wait for it, or stop it first",
+        )
+        .await
+    }
+
+    async fn acquire(self: &Arc<Self>, file: &str, what: &str, advice: &str) -> Result<Lease> {
         let me = LeaseHolder::me();
         for _ in 0..2 {
-            if self.create_state(LEASE_FILE, me.to_json()).await? {
-                return Ok(Lease::start(Arc::clone(self), me));
+            if self.create_state(file, me.to_json()).await? {
+                return Ok(Lease::start(Arc::clone(self), file.to_string(), me));
             }
-            let held = self.read_state(LEASE_FILE).await?;
+            let held = self.read_state(file).await?;
             let holder = held
                 .as_deref()
                 .and_then(|b| serde_json::from_slice::<LeaseHolder>(b).ok());
@@ -32,30 +52,50 @@ impl DeltaTarget {
                 Some(h) if !h.is_stale() => {
                     return Err(Error::output(
                         self.display(),
-                        format!(
-                            "another run is writing this table: {} (pid {}, started {}, lease renewed until {}). Wait for it to finish; if it is gone, `embedflow unlock {}` breaks the lease",
-                            h.host,
-                            h.pid,
-                            iso(h.started_ms),
-                            iso(h.expires_ms),
-                            self.display()
-                        ),
+                        format!("{what}: {}. {advice}", h.describe()),
                     ));
                 }
                 Some(h) => tracing::warn!(
                     host = %h.host,
                     pid = h.pid,
-                    "taking over a stale lease on {}",
+                    "taking over a stale lease {file} on {}",
                     self.display()
                 ),
                 None => {}
             }
-            self.delete(LEASE_FILE).await?;
+            self.delete(file).await?;
         }
         Err(Error::output(
             self.display(),
             "another run took the table's lease at the same moment; try again",
         ))
+    }
+
+    /// Who holds the table's lease now, if anyone live does.
+    pub async fn live_lease(&self) -> Result<Option<String>> {
+        Ok(self.live_holder(LEASE_FILE).await?.map(|h| h.describe()))
+    }
+
+    /// The live shard leases: (run, shard, holder).
+    pub async fn live_shard_leases(&self) -> Result<Vec<(String, u32, String)>> {
+        let mut out = Vec::new();
+        for name in self.list(SHARD_LEASES).await? {
+            let Some((run, shard)) = parse_shard_lease_file(&name) else {
+                continue;
+            };
+            if let Some(h) = self.live_holder(&name).await? {
+                out.push((run, shard, h.describe()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn live_holder(&self, file: &str) -> Result<Option<LeaseHolder>> {
+        let held = self.read_state(file).await?;
+        Ok(held
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<LeaseHolder>(b).ok())
+            .filter(|h| !h.is_stale()))
     }
 
     /// Breaks the lease (`embedflow unlock`): returns who held it.
@@ -68,6 +108,20 @@ impl DeltaTarget {
             Err(_) => "an unreadable lease".into(),
         }))
     }
+}
+
+/// Where shard leases live.
+const SHARD_LEASES: &str = "_embedflow/shards";
+
+fn shard_lease_file(run: &str, shard: u32) -> String {
+    format!("{SHARD_LEASES}/{run}-s{shard}.json")
+}
+
+/// (run, shard) of a shard lease file's name.
+fn parse_shard_lease_file(name: &str) -> Option<(String, u32)> {
+    let file = name.rsplit('/').next()?.strip_suffix(".json")?;
+    let (run, shard) = file.rsplit_once("-s")?;
+    Some((run.to_string(), shard.parse().ok()?))
 }
 
 const LEASE_FILE: &str = "_embedflow/lease.json";
@@ -92,6 +146,16 @@ impl LeaseHolder {
         }
     }
 
+    fn describe(&self) -> String {
+        format!(
+            "{} (pid {}, started {}, lease renewed until {})",
+            self.host,
+            self.pid,
+            iso(self.started_ms),
+            iso(self.expires_ms)
+        )
+    }
+
     fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -108,30 +172,35 @@ impl LeaseHolder {
 /// A held lease: renewed in the background until released or dropped.
 pub struct Lease {
     target: Arc<DeltaTarget>,
+    file: String,
     renew: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
-    fn start(target: Arc<DeltaTarget>, me: LeaseHolder) -> Lease {
-        let t = Arc::clone(&target);
+    fn start(target: Arc<DeltaTarget>, file: String, me: LeaseHolder) -> Lease {
+        let (t, f) = (Arc::clone(&target), file.clone());
         let renew = tokio::spawn(async move {
             let mut me = me;
             loop {
                 tokio::time::sleep(LEASE_TTL / 4).await;
                 me.expires_ms = now_ms() + LEASE_TTL.as_millis() as i64;
-                if let Err(e) = t.write_state(LEASE_FILE, me.to_json()).await {
-                    tracing::warn!("cannot renew the table's lease: {e}");
+                if let Err(e) = t.write_state(&f, me.to_json()).await {
+                    tracing::warn!("cannot renew the lease {f}: {e}");
                 }
             }
         });
-        Lease { target, renew }
+        Lease {
+            target,
+            file,
+            renew,
+        }
     }
 
     /// Stops renewing and removes the lease file.
     pub async fn release(self) {
         self.renew.abort();
-        if let Err(e) = self.target.delete(LEASE_FILE).await {
-            tracing::warn!("cannot remove the table's lease: {e}");
+        if let Err(e) = self.target.delete(&self.file).await {
+            tracing::warn!("cannot remove the lease {}: {e}", self.file);
         }
     }
 }
@@ -172,6 +241,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_lease_names_read_back() {
+        let f = shard_lease_file("ab12-cd", 7);
+        assert_eq!(parse_shard_lease_file(&f), Some(("ab12-cd".into(), 7)));
+        assert_eq!(parse_shard_lease_file("_embedflow/shards/x.txt"), None);
+    }
 
     #[test]
     fn dates_are_civil() {

@@ -28,6 +28,16 @@ pub struct JobPlan {
     pub cluster: Option<ClusterPlan>,
     /// Topics of the clusters (needs `cluster`).
     pub topics: Option<TopicsPlan>,
+    /// `[shard]`: this job split across machines.
+    pub shard: ShardSection,
+}
+
+/// `[shard]`: the shard count (and, rarely, the index) of a sharded job;
+/// the scheduler usually gives the index.
+#[derive(Clone, Debug, Default)]
+pub struct ShardSection {
+    pub index: Option<u32>,
+    pub count: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -285,6 +295,26 @@ impl JobPlan {
         let cluster = read_cluster(&mut root, &mut p);
         let topics = read_topics(&mut root, cluster.is_some(), &mut p);
 
+        // [shard]
+        let mut s = root.table("shard", &mut p);
+        let shard = ShardSection {
+            count: s
+                .count("count", 1, &mut p)
+                .map(|n| n.min(u32::MAX as usize) as u32),
+            index: s
+                .count("index", 0, &mut p)
+                .map(|n| n.min(u32::MAX as usize) as u32),
+        };
+        if s.is_present() && out_format != OutputKind::Delta {
+            p.push("[shard]: a sharded job writes a Delta table (output.format = \"delta\")");
+        }
+        if let (Some(i), Some(n)) = (shard.index, shard.count)
+            && i >= n
+        {
+            p.push(format!("shard.index: {i} is not below shard.count {n}"));
+        }
+        s.finish(&mut p);
+
         // [s3]
         let mut s = root.table("s3", &mut p);
         for secret in [
@@ -414,6 +444,7 @@ impl JobPlan {
             s3,
             cluster,
             topics,
+            shard,
         })
     }
 }

@@ -30,7 +30,7 @@ use super::buckets::{self, Pos, RowSet, Spill};
 use super::check::CheckedJob;
 use super::fingerprint;
 use super::prepare::{PrepareStage, keys_schema};
-use super::table::TableRun;
+use super::table::{DoneUnits, TableRun};
 use crate::job::JobPlan;
 use crate::sink::UpdateMode;
 
@@ -124,22 +124,34 @@ fn small_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<std::fs::F
 
 /// Reads the input once for its keys and compares them with the table.
 pub(super) async fn compare(
-    input: &Input,
-    stores: &crate::store::Stores,
-    read_columns: &[String],
+    c: &CheckedJob,
     prepare: Arc<PrepareStage>,
     id_column: &str,
     target: &DeltaTarget,
     base: &TableState,
+    units: DoneUnits,
 ) -> Result<Diff> {
+    let (input, stores, read_columns) = (&c.input, &c.stores, &c.read_columns);
     let dir = tempfile::Builder::new()
         .prefix("embedflow-diff-")
         .tempdir()
         .map_err(|e| Error::internal(format!("cannot make a temporary folder: {e}")))?;
     let keys_path = dir.path().join("keys.parquet");
-    let saved = saved_keys(input, stores, target, base, dir.path()).await;
+    // A shard keys its own rows: saved keys are the whole input's.
+    let saved = match units.sharded() {
+        true => None,
+        false => saved_keys(input, stores, target, base, dir.path()).await,
+    };
     let files_reused = saved.as_ref().map_or(0, |s| s.unchanged.len());
-    let new_rows = write_keys(input, read_columns, prepare, saved.as_ref(), &keys_path).await?;
+    let new_rows = write_keys(
+        input,
+        read_columns,
+        prepare,
+        saved.as_ref(),
+        &keys_path,
+        units,
+    )
+    .await?;
 
     let old = if base.files.is_empty() {
         None
@@ -167,12 +179,7 @@ pub(super) async fn compare(
     .await
     .map_err(Error::internal)??;
     let outcome = joined.map_err(|r| {
-        let name = |p: Pos| {
-            input
-                .files
-                .get(p.file as usize)
-                .map_or("?", |f| f.location.display.as_str())
-        };
+        let name = |p: Pos| input.display_of(p.file as usize);
         Error::Data(format!(
             "input {}: the id column {id_column} holds {} more than once (rows {} and {}{}); an incremental run needs one row per id (or set output.mode = \"full\")",
             name(r.first),
@@ -205,6 +212,12 @@ pub(super) async fn compare(
 /// Spills the source's keys (the saved keys file) to buckets.
 fn spill_new(keys: &Path, dir: &Path, buckets: usize) -> Result<Vec<PathBuf>> {
     let mut spill = Spill::create(dir, "new", buckets)?;
+    spill_keys_file(keys, &mut spill)?;
+    spill.finish()
+}
+
+/// Adds a keys file's rows to a spill.
+pub(super) fn spill_keys_file(keys: &Path, spill: &mut Spill) -> Result<()> {
     let file = std::fs::File::open(keys).map_err(Error::internal)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(8192).build())
@@ -225,12 +238,12 @@ fn spill_new(keys: &Path, dir: &Path, buckets: usize) -> Result<Vec<PathBuf>> {
             spill.push(id, hashes.value(i), at)?;
         }
     }
-    spill.finish()
+    Ok(())
 }
 
 /// Spills the table's keys (its id and content hash columns, one key per
 /// chunk row) to buckets.
-async fn spill_old(
+pub(super) async fn spill_old(
     old: Option<&Input>,
     id_column: &str,
     dir: &Path,
@@ -322,13 +335,12 @@ pub(super) async fn start_update(
             .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
         let target = run.target();
         until_stopped(compare(
-            &c.input,
-            &c.stores,
-            &c.read_columns,
+            c,
             Arc::clone(prepare),
             id,
             &target,
             base,
+            run.done_units(),
         ))
         .await?
     };
@@ -484,6 +496,7 @@ async fn write_keys(
     prepare: Arc<PrepareStage>,
     saved: Option<&SavedKeys>,
     path: &Path,
+    units: DoneUnits,
 ) -> Result<u64> {
     let names: Vec<String> = input
         .files
@@ -518,6 +531,9 @@ async fn write_keys(
         while let Some(item) = rx.blocking_recv() {
             crate::cancel::check()?;
             let sb = item?;
+            if units.foreign(&sb.file, sb.first_row) {
+                continue;
+            }
             let f = *files
                 .get(&sb.file)
                 .ok_or_else(|| Error::internal("a batch of an unlisted file"))?;

@@ -14,11 +14,13 @@ mod buckets;
 mod check;
 pub mod cluster;
 mod cluster_tables;
+mod commit;
 mod fingerprint;
 mod incremental;
 pub mod neighbors;
 mod output;
 mod prepare;
+mod shards;
 mod table;
 
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use crate::{Error, Result};
 
 use check::topics_text_column;
 pub use check::{CheckedJob, check, load_model};
+pub use commit::{CommitReport, commit, discard_runs, status};
 use output::{Rows, hidden_sibling, lineage, write_unit};
 use prepare::{PrepareStage, WorkUnit};
 use table::{DoneUnits, TableRun};
@@ -60,6 +63,8 @@ pub struct RunOptions {
     pub threads: Option<usize>,
     /// Overrides the job's `embed.device`.
     pub device: Option<Device>,
+    /// This process's shard of a sharded run (`--shard`, the scheduler).
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Default for RunOptions {
@@ -68,6 +73,7 @@ impl Default for RunOptions {
             progress: ProgressMode::Off,
             threads: None,
             device: None,
+            shard: None,
         }
     }
 }
@@ -214,6 +220,11 @@ pub async fn run_job(
 #[tracing::instrument(name = "embedding", skip_all)]
 pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summary> {
     crate::cancel::check()?;
+    if opts.shard.is_some() && c.plan.output.format != OutputKind::Delta {
+        return Err(Error::Usage(
+            "a sharded run writes a Delta table: set output.format = \"delta\" (shards of one Parquet file could not be committed as one)".into(),
+        ));
+    }
     let started = Instant::now();
     let plan = c.plan.clone();
     let exec = opts.exec(&plan);
@@ -374,6 +385,13 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         }
         OutputKind::Delta => {
             let target = Arc::new(DeltaTarget::resolve(stores, &plan.output.path)?);
+            let shard = match opts.shard.clone() {
+                Some(s) => Some(shards::assign(&c.input, plan.output.unit_rows, s).await?),
+                None => None,
+            };
+            if let Some(s) = &shard {
+                c.input = shards::restrict(&c.input, s);
+            }
             let run = TableRun::start(
                 target,
                 &c.input,
@@ -382,6 +400,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
                 plan.output.unit_rows,
                 Arc::clone(&schema),
                 write.clone(),
+                shard,
             )
             .await?;
             if run.resumed() > 0 {
@@ -426,7 +445,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             .map(|f| c.documents_passthrough.iter().position(|d| d == f))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::internal("a chunk column is not a document column"))?,
-        schema,
+        schema: Arc::clone(&schema),
         docs_schema,
         dim,
         vector_column: plan.output.vector_column.clone(),
@@ -580,16 +599,38 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
                 properties.push((incremental::INPUT_VERSION.into(), v.to_string()));
             }
             let target = t.target();
-            let outcome = t.commit(&properties, app).await?;
-            if let Some(d) = update.as_ref().and_then(|u| u.diff.as_ref())
-                && input_version.is_some()
-            {
-                incremental::save_keys(&target, d, outcome.version).await;
-            }
+            let diff = update.as_ref().and_then(|u| u.diff.as_ref());
+            let outcome = match &opts.shard {
+                // A shard leaves its parts, keys and marker; `embedflow
+                // commit` makes the version.
+                Some(s) => {
+                    let marker = table::ShardMarker {
+                        shard: s.index,
+                        count: s.count,
+                        changes: diff.map(|d| d.changes.clone()),
+                        schema: shards::schema_to_hex(&schema)?,
+                        properties,
+                        app,
+                        ..Default::default()
+                    };
+                    let keys = diff.map(incremental::Diff::keys_path);
+                    t.finish_shard(marker, keys.as_deref()).await?
+                }
+                None => {
+                    let outcome = t.commit(&properties, app).await?;
+                    if let (Some(d), Some(v)) = (diff, outcome.version)
+                        && input_version.is_some()
+                    {
+                        incremental::save_keys(&target, d, v).await;
+                    }
+                    outcome
+                }
+            };
             written = outcome.vectors;
             let update = update.take();
             table = Some(TableSummary {
                 version: outcome.version,
+                shard: opts.shard.as_ref().map(|s| (s.index, s.count)),
                 units: outcome.units,
                 units_resumed: outcome.units_resumed,
                 changes: update

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::delta::{self, DeltaTarget, Lease, PartFile, TableState};
+use crate::shard::{Assignment, Shard};
 use crate::sink::{ParquetSink, WriteOptions};
 use crate::source::Input;
 use crate::store::Stores;
@@ -36,7 +37,7 @@ const COPY_PART_ROWS: u64 = 262_144;
 /// Where a unit sits: (input file index, unit index within the file).
 pub(super) type UnitId = (usize, u64);
 
-fn unit_name((file, index): UnitId) -> String {
+pub(super) fn unit_name((file, index): UnitId) -> String {
     format!("f{file}-u{index}")
 }
 
@@ -49,7 +50,7 @@ fn parse_unit(name: &str) -> Option<UnitId> {
 /// What a run is: compared with an interrupted run's to tell why it cannot
 /// be resumed.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct RunRecord {
+pub(super) struct RunRecord {
     run: String,
     model_sha256: String,
     /// A hash of the job as checked (model options, chunking, columns, …).
@@ -58,11 +59,62 @@ struct RunRecord {
     input: String,
     base_version: Option<i64>,
     unit_rows: u64,
+    /// How many shards run it (1: a whole run).
+    #[serde(default = "one")]
+    shards: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl RunRecord {
+    /// The record of a run of this job over this input from this table
+    /// version, named by a hash of it: the same in every shard and in the
+    /// commit step.
+    pub(super) fn new(
+        input: &Input,
+        job_fingerprint: &str,
+        model_sha256: &str,
+        unit_rows: u64,
+        base_version: Option<i64>,
+        shards: u32,
+    ) -> Result<RunRecord> {
+        let mut listing = Sha256::new();
+        for f in &input.files {
+            listing.update(f.location.url().as_bytes());
+            listing.update(b"\0");
+            listing.update(f.size.to_le_bytes());
+        }
+        let mut record = RunRecord {
+            run: String::new(),
+            model_sha256: model_sha256.to_string(),
+            job: job_fingerprint.to_string(),
+            input: hex::encode(listing.finalize()),
+            base_version,
+            unit_rows,
+            shards,
+        };
+        let mut id = Sha256::new();
+        id.update(serde_json::to_vec(&record).map_err(Error::internal)?);
+        record.run = hex::encode(&id.finalize()[..8]);
+        Ok(record)
+    }
+
+    pub(super) fn run(&self) -> &str {
+        &self.run
+    }
+
+    pub(super) fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    pub(super) fn unit_rows(&self) -> u64 {
+        self.unit_rows
+    }
+
     /// Why `self` (an earlier run) is not the run `now`.
-    fn differs(&self, now: &RunRecord) -> String {
+    pub(super) fn differs(&self, now: &RunRecord) -> String {
         let mut why = Vec::new();
         if self.model_sha256 != now.model_sha256 {
             why.push("the model file changed".to_string());
@@ -83,6 +135,12 @@ impl RunRecord {
         if self.unit_rows != now.unit_rows {
             why.push("output.unit_rows changed".into());
         }
+        if self.shards != now.shards {
+            why.push(format!(
+                "the shard count changed ({} then, {} now)",
+                self.shards, now.shards
+            ));
+        }
         if why.is_empty() {
             why.push("it is another run".into());
         }
@@ -96,12 +154,12 @@ fn show_version(v: Option<i64>) -> String {
 
 /// One finished unit, as recorded.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct UnitRecord {
-    unit: String,
+pub(super) struct UnitRecord {
+    pub(super) unit: String,
     /// Empty when no row of the unit gave a vector.
-    parts: Vec<PartFile>,
-    documents: u64,
-    vectors: u64,
+    pub(super) parts: Vec<PartFile>,
+    pub(super) documents: u64,
+    pub(super) vectors: u64,
 }
 
 /// A run into a table, from the lease to the commit.
@@ -117,6 +175,33 @@ pub(super) struct TableRun {
     open: Option<OpenUnit>,
     write: WriteOptions,
     schema: SchemaRef,
+    /// Set in a shard of a sharded run.
+    shard: Option<ShardOf>,
+}
+
+/// This process's shard and the run's assignment of units to shards.
+#[derive(Clone, Debug)]
+pub(super) struct ShardOf {
+    pub(super) shard: Shard,
+    pub(super) assignment: Arc<Assignment>,
+}
+
+impl ShardOf {
+    /// Whether unit `name` (a unit or copy unit's name) is this shard's.
+    pub(super) fn owns(&self, name: &str) -> bool {
+        match parse_unit(name) {
+            Some((f, u)) => self.assignment.shard_of(f, u) == Some(self.shard.index),
+            None => name == copy_unit_name(Some(self.shard.index)),
+        }
+    }
+}
+
+/// The copy unit of a whole run (`copy`) or of a shard (`copy-sI`).
+fn copy_unit_name(shard: Option<u32>) -> String {
+    match shard {
+        Some(i) => format!("{COPY_UNIT}-s{i}"),
+        None => COPY_UNIT.to_string(),
+    }
 }
 
 struct OpenUnit {
@@ -133,6 +218,8 @@ pub(super) struct DoneUnits {
     files: HashMap<Arc<str>, usize>,
     unit_rows: u64,
     done: HashSet<UnitId>,
+    /// In a shard: the units of other shards are skipped too.
+    shard: Option<ShardOf>,
 }
 
 impl DoneUnits {
@@ -141,19 +228,38 @@ impl DoneUnits {
         self.files.get(file).copied()
     }
 
+    /// Whether the batch of `file` starting at `first_row` is another
+    /// shard's.
+    pub(super) fn foreign(&self, file: &Arc<str>, first_row: u64) -> bool {
+        let (Some(s), Some(&f)) = (&self.shard, self.files.get(file)) else {
+            return false;
+        };
+        s.assignment.shard_of(f, first_row / self.unit_rows) != Some(s.shard.index)
+    }
+
+    /// Whether this is a shard's run.
+    pub(super) fn sharded(&self) -> bool {
+        self.shard.is_some()
+    }
+
+    /// Whether the batch of `file` starting at `first_row` is to be
+    /// skipped: its unit is done, or another shard's.
     pub(super) fn contains(&self, file: &Arc<str>, first_row: u64) -> bool {
-        !self.done.is_empty()
-            && self
-                .files
-                .get(file)
-                .is_some_and(|&f| self.done.contains(&(f, first_row / self.unit_rows)))
+        if self.done.is_empty() && self.shard.is_none() {
+            return false;
+        }
+        let Some(&f) = self.files.get(file) else {
+            return false;
+        };
+        self.done.contains(&(f, first_row / self.unit_rows)) || self.foreign(file, first_row)
     }
 }
 
 /// Summary figures of a table run.
 #[derive(Clone, Debug, Default)]
 pub struct TableOutcome {
-    pub version: i64,
+    /// `None` for a shard: the commit step makes the version.
+    pub version: Option<i64>,
     pub units: usize,
     pub units_resumed: usize,
     pub vectors: u64,
@@ -171,30 +277,71 @@ impl TableRun {
         unit_rows: u64,
         schema: SchemaRef,
         mut write: WriteOptions,
+        shard: Option<ShardOf>,
     ) -> Result<TableRun> {
         // A part of a killed attempt of this run is written again whole.
         write.overwrite = true;
-        let lease = target.acquire_lease().await?;
-        let base = target.current().await?;
+        let first = target.current().await?;
         let files = input.file_indices();
-        let mut listing = Sha256::new();
-        for f in &input.files {
-            listing.update(f.location.url().as_bytes());
-            listing.update(b"\0");
-            listing.update(f.size.to_le_bytes());
-        }
-        let mut record = RunRecord {
-            run: String::new(),
-            model_sha256: model_sha256.to_string(),
-            job: job_fingerprint.to_string(),
-            input: hex::encode(listing.finalize()),
-            base_version: base.as_ref().map(TableState::version),
+        let record = RunRecord::new(
+            input,
+            job_fingerprint,
+            model_sha256,
             unit_rows,
+            first.as_ref().map(TableState::version),
+            shard.as_ref().map_or(1, |s| s.shard.count),
+        )?;
+        drop(first);
+        let lease = match &shard {
+            // Shards run side by side, each under its own lease; the
+            // table's lease (a whole run, a commit) keeps them out.
+            Some(s) => {
+                let lease = target
+                    .acquire_shard_lease(&record.run, s.shard.index)
+                    .await?;
+                if let Some(holder) = target.live_lease().await? {
+                    lease.release().await;
+                    return Err(Error::output(
+                        target.display(),
+                        format!(
+                            "a whole run or a commit is writing this table: {holder}. Start the shards when it is done"
+                        ),
+                    ));
+                }
+                lease
+            }
+            None => {
+                let lease = target.acquire_lease().await?;
+                let shards = target.live_shard_leases().await?;
+                if let Some((run, i, holder)) = shards.first() {
+                    lease.release().await;
+                    return Err(Error::output(
+                        target.display(),
+                        format!(
+                            "shard {i} of the sharded run {run} is writing this table: {holder}. Wait for the shards and commit them (`embedflow commit JOB`)"
+                        ),
+                    ));
+                }
+                lease
+            }
         };
-        let mut id = Sha256::new();
-        id.update(serde_json::to_vec(&record).map_err(Error::internal)?);
-        record.run = hex::encode(&id.finalize()[..8]);
-
+        // The table as it is under the lease: a commit between the first
+        // read and the lease would make this another run.
+        let now = target.current().await;
+        let base = match now {
+            Ok(now) if now.as_ref().map(TableState::version) == record.base_version => now,
+            Ok(_) => {
+                lease.release().await;
+                return Err(Error::output(
+                    target.display(),
+                    "the table got a new version while this run started; run it again",
+                ));
+            }
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        };
         let mut run = TableRun {
             target,
             lease: Some(lease),
@@ -206,6 +353,7 @@ impl TableRun {
             open: None,
             write,
             schema,
+            shard,
         };
         let started = run.pick_up().await;
         if let Err(e) = started {
@@ -216,7 +364,7 @@ impl TableRun {
     }
 
     fn run_dir(&self, run: &str) -> String {
-        format!("{}/runs/{run}", delta::STATE_DIR)
+        run_dir(run)
     }
 
     /// A part of this run: `what` is a unit's name or `copy-N`.
@@ -249,6 +397,21 @@ impl TableRun {
             let committed = live
                 .iter()
                 .any(|f| f.starts_with(&format!("{}{run}-", delta::PART_PREFIX)));
+            // A shard never clears another sharded run: its shards may be
+            // running or waiting for their commit.
+            if !committed
+                && self.shard.is_some()
+                && let Some(o) = old.as_ref().filter(|o| o.shards > 1)
+            {
+                return Err(Error::output(
+                    t.display(),
+                    format!(
+                        "the table holds the unfinished sharded run {run} ({} shards), which this shard is not part of: {}. Commit it with the job it ran (`embedflow commit JOB`), or discard it with `embedflow unlock JOB --discard`",
+                        o.shards,
+                        o.differs(&self.record)
+                    ),
+                ));
+            }
             if !committed {
                 match &old {
                     Some(o) => eprintln!(
@@ -269,7 +432,10 @@ impl TableRun {
                     continue;
                 };
                 // A record cut short by a crash is ignored: its unit is redone.
-                if let Ok(r) = serde_json::from_slice::<UnitRecord>(&bytes) {
+                // A shard resumes its own units only.
+                if let Ok(r) = serde_json::from_slice::<UnitRecord>(&bytes)
+                    && self.shard.as_ref().is_none_or(|s| s.owns(&r.unit))
+                {
                     self.done.insert(r.unit.clone(), r);
                 }
             }
@@ -307,6 +473,7 @@ impl TableRun {
             files: self.files.clone(),
             unit_rows: self.record.unit_rows,
             done: self.done.keys().filter_map(|k| parse_unit(k)).collect(),
+            shard: self.shard.clone(),
         }
     }
 
@@ -414,7 +581,8 @@ impl TableRun {
         mut rows: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
         documents: u64,
     ) -> Result<()> {
-        if self.done.contains_key(COPY_UNIT) {
+        let unit = copy_unit_name(self.shard.as_ref().map(|s| s.shard.index));
+        if self.done.contains_key(&unit) {
             return Ok(());
         }
         let mut parts = Vec::new();
@@ -426,7 +594,7 @@ impl TableRun {
             let batch = batch?;
             let batch = super::incremental::conform(batch, &self.schema)?;
             if open.is_none() {
-                let name = self.part_name(&format!("copy-{}", parts.len()));
+                let name = self.part_name(&format!("{unit}-{}", parts.len()));
                 let path = self.target.child_display(&name);
                 let sink =
                     ParquetSink::create(stores, &path, Arc::clone(&self.schema), &self.write)
@@ -448,7 +616,7 @@ impl TableRun {
             parts.push(self.finish_part(sink, name).await?);
         }
         self.record_unit(UnitRecord {
-            unit: COPY_UNIT.into(),
+            unit,
             parts,
             documents,
             vectors,
@@ -485,7 +653,7 @@ impl TableRun {
         records.sort_by_key(|r| unit_key(&r.unit));
         let parts: Vec<PartFile> = records.iter().flat_map(|r| r.parts.clone()).collect();
         let outcome = TableOutcome {
-            version: 0,
+            version: None,
             units: records.len(),
             units_resumed: self.resumed(),
             vectors: records.iter().map(|r| r.vectors).sum(),
@@ -517,7 +685,66 @@ impl TableRun {
         if let Some(l) = self.lease.take() {
             l.release().await;
         }
-        Ok(TableOutcome { version, ..outcome })
+        Ok(TableOutcome {
+            version: Some(version),
+            ..outcome
+        })
+    }
+
+    /// Ends a shard: the open unit finished, its keys (an incremental run's)
+    /// and its marker written for the commit step, its lease released.
+    /// Nothing is committed.
+    pub(super) async fn finish_shard(
+        mut self,
+        mut marker: ShardMarker,
+        keys: Option<&std::path::Path>,
+    ) -> Result<TableOutcome> {
+        let shard = match &self.shard {
+            Some(s) => s.shard.index,
+            None => return Err(Error::internal("finish_shard in a whole run")),
+        };
+        let dir = self.run_dir(&self.record.run);
+        let done = async {
+            self.finish_unit().await?;
+            crate::cancel::check()?;
+            if let Some(k) = keys {
+                let name = format!("{dir}/keys/s{shard}.parquet");
+                let bytes = std::fs::read(k).map_err(Error::internal)?;
+                self.target.write_state(&name, bytes).await?;
+                marker.keys = Some(name);
+            }
+            let mut units: Vec<&UnitRecord> = self.done.values().chain(&self.finished).collect();
+            units.sort_by_key(|r| unit_key(&r.unit));
+            marker.units = units.iter().map(|r| r.unit.clone()).collect();
+            marker.units_resumed = self.done.len();
+            let outcome = TableOutcome {
+                version: None,
+                units: units.len(),
+                units_resumed: self.done.len(),
+                vectors: units.iter().map(|r| r.vectors).sum(),
+            };
+            marker.vectors = outcome.vectors;
+            self.target
+                .write_state(
+                    &shard_marker_name(&dir, shard),
+                    serde_json::to_vec_pretty(&marker).map_err(Error::internal)?,
+                )
+                .await?;
+            Ok::<_, Error>(outcome)
+        }
+        .await;
+        match done {
+            Ok(outcome) => {
+                if let Some(l) = self.lease.take() {
+                    l.release().await;
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.abandon().await;
+                Err(e)
+            }
+        }
     }
 
     /// Stops: the open part is dropped, the records stay for a resume, the
@@ -535,8 +762,38 @@ impl TableRun {
     }
 }
 
+/// A run's folder in the table's state.
+pub(super) fn run_dir(run: &str) -> String {
+    format!("{}/runs/{run}", delta::STATE_DIR)
+}
+
+/// Where a shard's marker lives in its run's folder.
+pub(super) fn shard_marker_name(run_dir: &str, shard: u32) -> String {
+    format!("{run_dir}/shards/s{shard}.json")
+}
+
+/// What a finished shard leaves for the commit step.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct ShardMarker {
+    pub(super) shard: u32,
+    pub(super) count: u32,
+    /// Its finished units (resumed ones included), in input order.
+    pub(super) units: Vec<String>,
+    pub(super) units_resumed: usize,
+    pub(super) vectors: u64,
+    /// An incremental run's comparison of this shard's rows.
+    pub(super) changes: Option<crate::progress::Changes>,
+    /// The state file of its keys (an incremental run's).
+    pub(super) keys: Option<String>,
+    /// The output schema, as an Arrow IPC stream (hex).
+    pub(super) schema: String,
+    /// The table properties and commit info the version will carry.
+    pub(super) properties: Vec<(String, String)>,
+    pub(super) app: Vec<(String, serde_json::Value)>,
+}
+
 /// Units in input order: file, then unit index (the copy unit last).
-fn unit_key(name: &str) -> (usize, u64) {
+pub(super) fn unit_key(name: &str) -> (usize, u64) {
     parse_unit(name).unwrap_or((usize::MAX, u64::MAX))
 }
 
@@ -561,6 +818,7 @@ mod tests {
             input: "i".into(),
             base_version: Some(3),
             unit_rows: 16384,
+            shards: 1,
         };
         let b = RunRecord {
             model_sha256: "m2".into(),

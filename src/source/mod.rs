@@ -112,9 +112,14 @@ impl<'a> Emitter<'a> {
         self.tx.send(Ok(item)).await.is_ok()
     }
 
-    /// Rows sent so far.
+    /// The next row's position in the file (after the last batch sent).
     pub(crate) fn rows(&self) -> u64 {
         self.next_row
+    }
+
+    /// Skips to row `row` of the file (the start of the next row group read).
+    pub(crate) fn skip_to(&mut self, row: u64) {
+        self.next_row = row;
     }
 }
 
@@ -129,6 +134,9 @@ pub struct Input {
     pub csv: CsvOptions,
     /// Set when the input is a Delta table: which, at which version.
     pub table: Option<TableInput>,
+    /// Row groups to read, by file (its display name); a file not named is
+    /// read whole. A shard reads the row groups of its units only.
+    pub row_groups: Arc<std::collections::HashMap<Arc<str>, Vec<usize>>>,
 }
 
 /// A Delta table read as an input.
@@ -140,6 +148,13 @@ pub struct TableInput {
 }
 
 impl Input {
+    /// The file at `index` of the listing, as messages name it.
+    pub fn display_of(&self, index: usize) -> &str {
+        self.files
+            .get(index)
+            .map_or("?", |f| f.location.display.as_str())
+    }
+
     /// Each file's index in the listing, by the name its batches carry
     /// ([`SourceBatch::file`]).
     pub fn file_indices(&self) -> std::collections::HashMap<Arc<str>, usize> {
@@ -235,6 +250,7 @@ pub async fn open(
         total_rows,
         csv: csv.clone(),
         table: None,
+        row_groups: Default::default(),
     })
 }
 
@@ -303,6 +319,7 @@ async fn table_input(
             path: base.to_string(),
             version: read_version,
         }),
+        row_groups: Default::default(),
     })
 }
 
@@ -437,8 +454,17 @@ pub async fn read(
     tx: mpsc::Sender<Result<SourceBatch>>,
 ) -> Result<()> {
     for file in &input.files {
+        let groups = input
+            .row_groups
+            .get(file.location.display.as_str())
+            .map(Vec::as_slice);
+        if groups.is_some_and(<[usize]>::is_empty) {
+            continue;
+        }
         let done = match input.format {
-            Format::Parquet => parquet::read(file, &input.schema, columns, batch_rows, &tx).await,
+            Format::Parquet => {
+                parquet::read(file, &input.schema, columns, batch_rows, groups, &tx).await
+            }
             Format::Csv => {
                 csv::read(file, &input.schema, columns, &input.csv, batch_rows, &tx).await
             }

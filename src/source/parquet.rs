@@ -149,6 +149,16 @@ pub async fn key_value_metadata(file: &FileEntry) -> Result<Vec<(String, String)
         .unwrap_or_default())
 }
 
+/// The row counts of a file's row groups, in order (its footer).
+pub async fn row_group_sizes(file: &FileEntry) -> Result<Vec<u64>> {
+    let b = builder(file).await?;
+    Ok(b.metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows().max(0) as u64)
+        .collect())
+}
+
 /// The first file's schema, and the sum of every file's row count from the
 /// footers (cheap: footers only).
 pub(super) async fn schema_and_rows(files: &[FileEntry]) -> Result<(SchemaRef, Option<u64>)> {
@@ -171,10 +181,42 @@ pub(super) async fn read(
     expected: &Schema,
     columns: &[String],
     batch_rows: usize,
+    groups: Option<&[usize]>,
     tx: &mpsc::Sender<Result<SourceBatch>>,
 ) -> Result<bool> {
     let name: Arc<str> = file.location.display.as_str().into();
-    let b = builder(file).await?;
+    let mut b = builder(file).await?;
+    // With row groups chosen, each batch is numbered from its group's first
+    // row (the reader cuts batches within a group, never across one).
+    let mut chosen: Option<std::collections::VecDeque<(u64, u64)>> = None;
+    if let Some(groups) = groups {
+        let sizes: Vec<u64> = b
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows().max(0) as u64)
+            .collect();
+        let starts: Vec<u64> = sizes
+            .iter()
+            .scan(0u64, |at, n| {
+                let s = *at;
+                *at += n;
+                Some(s)
+            })
+            .collect();
+        if let Some(&g) = groups.iter().find(|&&g| g >= sizes.len()) {
+            return Err(Error::input(
+                &name,
+                format!(
+                    "has {} row groups, not {}: the file changed since the run was planned",
+                    sizes.len(),
+                    g + 1
+                ),
+            ));
+        }
+        chosen = Some(groups.iter().map(|&g| (starts[g], sizes[g])).collect());
+        b = b.with_row_groups(groups.to_vec());
+    }
     let schema = Arc::clone(b.schema());
     let indices = projection(&name, &schema, columns)?;
     // Columns to convert to the first file's type: the same text (or bytes)
@@ -207,6 +249,8 @@ pub(super) async fn read(
         .build()
         .map_err(|e| Error::input(&name, e))?;
     let mut out = Emitter::new(Arc::clone(&name), tx);
+    // Rows left in the current chosen group.
+    let mut left = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| match store_failure(&e) {
             Some(m) => Error::input(
@@ -227,6 +271,19 @@ pub(super) async fn read(
         let mut batch = batch.project(&order).map_err(Error::internal)?;
         if convert.iter().any(Option::is_some) {
             batch = conform(batch, &convert, expected).map_err(|e| Error::input(&name, e))?;
+        }
+        if let Some(chosen) = chosen.as_mut() {
+            // An empty group gives no batch: skip past it.
+            while left == 0 {
+                let (start, n) = chosen
+                    .pop_front()
+                    .ok_or_else(|| Error::internal("more rows than the chosen row groups hold"))?;
+                out.skip_to(start);
+                left = n;
+            }
+            left = left
+                .checked_sub(batch.num_rows() as u64)
+                .ok_or_else(|| Error::internal("a batch crossed a row group boundary"))?;
         }
         if !out.send(batch).await {
             return Ok(false);
