@@ -4,10 +4,21 @@ use crate::util::*;
 
 #[test]
 fn every_job_under_jobs_validates() {
-    let mut jobs: Vec<String> = std::fs::read_dir(root().join("jobs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    // Every .toml under jobs/, the scale-out examples' included.
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "toml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(&root().join("jobs"), &mut paths);
+    let mut jobs: Vec<String> = paths
+        .iter()
         .map(|p| {
             p.strip_prefix(root())
                 .unwrap()
@@ -24,6 +35,74 @@ fn every_job_under_jobs_validates() {
     assert_code(&o, 0);
     for j in &jobs {
         assert!(stdout(&o).contains(&format!("ok: {j} (")), "{}", stdout(&o));
+    }
+}
+
+/// The scale-out examples agree with themselves: the shard count given to
+/// Kubernetes (which passes the index only) equals its completions, the
+/// AWS Batch definition passes a count, every example names a job that
+/// exists, and the shell scripts parse.
+#[test]
+fn scale_out_examples_agree_on_their_shards() {
+    let dir = root().join("jobs/scale-out");
+    let k8s = std::fs::read_to_string(dir.join("kubernetes/shards-job.yaml")).unwrap();
+    let field = |text: &str, key: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key}"));
+        line.split_once(':')
+            .unwrap()
+            .1
+            .split('#')
+            .next()
+            .unwrap()
+            .trim()
+            .trim_matches('"')
+            .to_string()
+    };
+    let completions = field(&k8s, "completions:");
+    assert_eq!(field(&k8s, "parallelism:"), completions);
+    let shards_at = k8s
+        .find("name: EMBEDFLOW_SHARDS")
+        .expect("EMBEDFLOW_SHARDS in the manifest");
+    assert_eq!(field(&k8s[shards_at..], "value:"), completions);
+    assert!(k8s.contains("completionMode: Indexed") && k8s.contains("backoffLimitPerIndex"));
+    let batch: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("aws-batch/job-definition.json")).unwrap(),
+    )
+    .unwrap();
+    let env = batch["containerProperties"]["environment"]
+        .as_array()
+        .unwrap();
+    assert!(
+        env.iter().any(|e| e["name"] == "EMBEDFLOW_SHARDS"),
+        "{env:?}"
+    );
+    for (file, named) in [
+        ("kubernetes/shards-job.yaml", "news_sharded.toml"),
+        ("kubernetes/commit-job.yaml", "news_sharded.toml"),
+        ("aws-batch/job-definition.json", "news_sharded.toml"),
+        ("aws-batch/submit.sh", "news_sharded.toml"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(named), "{file} does not name {named}");
+        assert!(dir.join(named).is_file());
+    }
+    for script in [
+        "slurm/submit.sh",
+        "slurm/retry.sh",
+        "slurm/shard.sbatch",
+        "slurm/commit.sbatch",
+        "kubernetes/run.sh",
+        "aws-batch/submit.sh",
+    ] {
+        let o = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(dir.join(script))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
     }
 }
 

@@ -26,18 +26,24 @@ const SCHEDULER_VARS: [&str; 8] = [
     "EMBEDFLOW_SHARDS",
 ];
 
-pub(crate) fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    require_runtime();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_embedflow"));
+/// `program` in `dir` with `env` and none of the schedulers' variables
+/// this process may have.
+pub(crate) fn clean_command(program: &str, dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(program);
     c.current_dir(dir)
-        .args(args)
-        .args(["--progress", "off", "--threads", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for v in SCHEDULER_VARS {
         c.env_remove(v);
     }
     c.envs(env.iter().copied());
+    c
+}
+
+pub(crate) fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    require_runtime();
+    let mut c = clean_command(env!("CARGO_BIN_EXE_embedflow"), dir, env);
+    c.args(args).args(["--progress", "off", "--threads", "1"]);
     c
 }
 
@@ -326,4 +332,78 @@ fn an_incremental_run_in_shards_equals_one_machine() {
         stderr(&o)
     );
     assert_eq!(versions(&d.join("table")).len(), 2);
+}
+
+#[test]
+fn four_shards_with_the_input_and_the_table_on_s3() {
+    let server = crate::util::s3::server();
+    let bucket = server.bucket("shards");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    three_files(d, "s3");
+    let reference = table_job(d, "reference.toml", "in", "reference", "");
+    assert_code(&run_env(d, &["run", &reference], &[]), 0);
+    server.put_dir(&bucket, "warehouse/in", &d.join("in"));
+    let job = table_job(
+        d,
+        "job.toml",
+        &format!("s3://{bucket}/warehouse/in/"),
+        &format!("s3://{bucket}/tables/t"),
+        "",
+    );
+    let shards: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = server.command(d, &["run", &job, "--threads", "1"]);
+            for v in SCHEDULER_VARS {
+                c.env_remove(v);
+            }
+            c.env("JOB_COMPLETION_INDEX", i.to_string())
+                .env("EMBEDFLOW_SHARDS", "4")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in shards.into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "shard {i}: {}", stderr(&o));
+    }
+    let keys = server.keys(&bucket);
+    assert!(
+        !keys.iter().any(|k| k.contains("_delta_log")),
+        "a shard made a version: {keys:?}"
+    );
+    let o = server.embedflow(d, &["commit", &job], &[]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("committed 4 shards"), "{}", stdout(&o));
+    let rows = d.join("rows.parquet");
+    let o = server.embedflow(
+        d,
+        &[
+            "sql",
+            "--table",
+            &format!("t=s3://{bucket}/tables/t"),
+            "SELECT * FROM t ORDER BY id, chunk_index",
+            "-o",
+            rows.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_code(&o, 0);
+    let got = read_parquet(&rows).0;
+    let want = table_rows(d, "reference");
+    assert_eq!(ints(&got, "id"), ints(&want, "id"));
+    assert_eq!(ints(&got, "chunk_index"), ints(&want, "chunk_index"));
+    assert!(
+        vector_bits(&got) == vector_bits(&want),
+        "vectors on S3 differ from the local run's"
+    );
+    let keys = server.keys(&bucket);
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains("_embedflow/runs") || k.contains("_embedflow/shards")),
+        "{keys:?}"
+    );
 }

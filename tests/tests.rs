@@ -16,5 +16,6 @@ mod model;
 mod s3;
 mod safety;
 mod shards;
+mod slurm;
 mod sql;
 mod tables;
