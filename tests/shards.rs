@@ -11,7 +11,9 @@ use std::time::Duration;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::tables::{kill9, table_job, table_rows, text_of, unit_records, vector_bits, versions};
+use crate::tables::{
+    kill9, s3_table_rows, table_job, table_rows, text_of, unit_records, vector_bits, versions,
+};
 use crate::util::*;
 
 /// Scheduler variables a test run must not inherit.
@@ -377,21 +379,7 @@ fn four_shards_with_the_input_and_the_table_on_s3() {
     let o = server.embedflow(d, &["commit", &job], &[]);
     assert_code(&o, 0);
     assert!(stdout(&o).contains("committed 4 shards"), "{}", stdout(&o));
-    let rows = d.join("rows.parquet");
-    let o = server.embedflow(
-        d,
-        &[
-            "sql",
-            "--table",
-            &format!("t=s3://{bucket}/tables/t"),
-            "SELECT * FROM t ORDER BY id, chunk_index",
-            "-o",
-            rows.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_code(&o, 0);
-    let got = read_parquet(&rows).0;
+    let got = s3_table_rows(&server, d, &format!("s3://{bucket}/tables/t"));
     let want = table_rows(d, "reference");
     assert_eq!(ints(&got, "id"), ints(&want, "id"));
     assert_eq!(ints(&got, "chunk_index"), ints(&want, "chunk_index"));

@@ -527,21 +527,7 @@ fn a_table_on_s3_resumes_after_kills() {
     let (out, resumed) = kill_and_resume(start, records, 20_000usize.div_ceil(UNIT_ROWS), full, 5);
     assert!(out.contains("as Delta table version"), "{out}");
     assert!(resumed >= 1, "no run resumed an interrupted one");
-    let rows = d.join("rows.parquet");
-    let o = server.embedflow(
-        d,
-        &[
-            "sql",
-            "--table",
-            &format!("t=s3://{bucket}/tables/t"),
-            "SELECT * FROM t ORDER BY id, chunk_index",
-            "-o",
-            rows.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_code(&o, 0);
-    let got = read_parquet(&rows).0;
+    let got = s3_table_rows(&server, d, &format!("s3://{bucket}/tables/t"));
     let want = table_rows(d, "reference");
     assert_eq!(ints(&got, "id"), ints(&want, "id"));
     assert!(
@@ -550,6 +536,26 @@ fn a_table_on_s3_resumes_after_kills() {
     );
     let keys = server.keys(&bucket);
     assert!(!keys.iter().any(|k| k.contains("lease.json")), "{keys:?}");
+}
+
+/// A table on S3's rows in (id, chunk_index) order, read through
+/// `embedflow sql`.
+pub(crate) fn s3_table_rows(server: &s3::S3, d: &Path, url: &str) -> RecordBatch {
+    let rows = d.join("rows.parquet");
+    let o = server.embedflow(
+        d,
+        &[
+            "sql",
+            "--table",
+            &format!("t={url}"),
+            "SELECT * FROM t ORDER BY id, chunk_index",
+            "-o",
+            rows.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_code(&o, 0);
+    read_parquet(&rows).0
 }
 
 /// Documents with the given ids and texts.
