@@ -334,6 +334,20 @@ fn an_incremental_run_in_shards_equals_one_machine() {
         stderr(&o)
     );
     assert_eq!(versions(&d.join("table")).len(), 2);
+    // The refused run is discarded by name: its records and parts go, the
+    // table's own parts stay.
+    let o = run_env(d, &["unlock", &job, "--discard"], &[]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("discarded run "), "{}", stdout(&o));
+    tidy(&d.join("table"));
+    let o = run_env(d, &["commit", &job], &[]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("no sharded run of this job to commit"),
+        "{}",
+        stderr(&o)
+    );
+    same_table(d, "table", "reference");
 }
 
 #[test]
