@@ -11,6 +11,8 @@
 # From them, benches/README.md predicts 50 M documents on 8, 64 and 512
 # shards. Usage: benches/shards.sh [ARTICLES]
 #   EMBEDFLOW_BIN  the binary to measure (default: a release build)
+#   BIG_ROWS       rows of the commit input (default 10485760: 10,240 units);
+#                  smaller for a dry run of the script
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -30,14 +32,15 @@ if [[ -z ${EMBEDFLOW_BIN:-} ]]; then
 fi
 bin=$EMBEDFLOW_BIN
 
-"$python" - "$shared" "$work" "$articles" <<'PY'
+big_rows=${BIG_ROWS:-10485760}
+"$python" - "$shared" "$work" "$articles" "$big_rows" <<'PY'
 import sys
 import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 shared, work, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 news = pq.read_table(f"{shared}/data/news_articles.parquet").slice(0, n)
 news = news.filter(pc.invert(pc.is_null(news.column("text"))))
 pq.write_table(news, f"{work}/news.parquet")
-rows = 10 * 1024 * 1024
+rows = int(sys.argv[4])
 ids = pa.array(range(rows), pa.int64())
 text = pc.binary_join_element_wise("document ", pc.cast(ids, pa.string()), "")
 pq.write_table(pa.table({"id": ids, "text": text}), f"{work}/big.parquet", row_group_size=65536)
@@ -85,24 +88,25 @@ rows=$("$python" -c "import pyarrow.parquet as pq; print(pq.read_metadata('$work
 per_row=$(python3 -c "print(($whole - $fixed) / $rows)")
 echo "per input row (whole - fixed) / rows: $per_row s"
 
-echo "== 3. commit of 10,240 units (tiny model, one row kept per unit)"
+units=$((big_rows / 1024))
+echo "== 3. commit of $units units (tiny model, one row kept per unit)"
 job big "$work/big.parquet" "$work/big_table" "$tiny" 1024 'filter = "id % 1024 = 0"'
 for i in 0 1 2 3; do
   timed "shard $i of 4" run "$work/big.toml" --shard "$i/4"
 done
-timed "commit (10,240 units, 10,240 parts)" commit "$work/big.toml"
+timed "commit ($units units, $units parts)" commit "$work/big.toml"
 commit=$(cat "$work/last")
 
-python3 - "$fixed" "$per_row" "$commit" <<'PY'
+python3 - "$fixed" "$per_row" "$commit" "$units" <<'PY'
 import sys, math
-fixed, per_row, commit10k = map(float, sys.argv[1:])
+fixed, per_row, commit_m, measured = map(float, sys.argv[1:])
 docs, unit_rows = 50_000_000, 16384
 units = math.ceil(docs / unit_rows)
 t_unit = per_row * unit_rows
-commit = commit10k * units / 10240
+commit = commit_m * units / measured
 one = fixed + units * t_unit + commit
 print(f"== prediction: 50 M documents, unit_rows {unit_rows} ({units} units), one shard per machine like this one")
-print(f"   per unit {t_unit:.1f} s, fixed {fixed:.2f} s, commit {commit:.1f} s (10,240 units: {commit10k:.2f} s)")
+print(f"   per unit {t_unit:.1f} s, fixed {fixed:.2f} s, commit {commit:.1f} s ({measured:.0f} units: {commit_m:.2f} s)")
 print(f"   1 shard: {one / 3600:.1f} h")
 for n in (8, 64, 512):
     wall = fixed + math.ceil(units / n) * t_unit + commit

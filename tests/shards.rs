@@ -409,3 +409,25 @@ fn four_shards_with_the_input_and_the_table_on_s3() {
         "{keys:?}"
     );
 }
+
+#[test]
+fn more_shards_than_units_leaves_some_idle_and_still_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("in")).unwrap();
+    let rows: Vec<(i64, String)> = (0..5000).map(|i| (i, text_of(i, "few"))).collect();
+    write_groups(&d.join("in/a.parquet"), &rows, 5000);
+    let reference = table_job(d, "reference.toml", "in", "reference", "");
+    assert_code(&run_env(d, &["run", &reference], &[]), 0);
+    // 5,000 rows in units of 2,048: 3 units for 5 shards.
+    let job = table_job(d, "job.toml", "in", "table", "");
+    let mut idle = 0;
+    for i in 0..5 {
+        let o = run_env(d, &["run", &job, "--shard", &format!("{i}/5")], &[]);
+        assert_code(&o, 0);
+        idle += usize::from(stderr(&o).contains(&format!("shard {i} of 5 embedded nothing")));
+    }
+    assert_eq!(idle, 2);
+    assert_code(&run_env(d, &["commit", &job], &[]), 0);
+    same_table(d, "table", "reference");
+}

@@ -33,6 +33,17 @@ pub fn run(
         }
         SummaryFormat::Text => {}
     }
+    let shard = summary.table.as_ref().and_then(|t| t.shard);
+    if let Some((i, n)) = shard
+        && summary.vectors_written == 0
+    {
+        // A shard with nothing to embed is no failure of the array: its
+        // marker tells the commit it is done.
+        eprintln!(
+            "warning: shard {i} of {n} embedded nothing (no unit of the input is its own, or its rows were empty or unchanged)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if summary.vectors_written == 0 {
         let why = if summary.rows_read > 0 {
             "every row's text was empty or null"
