@@ -20,6 +20,14 @@ fn min_cosine(ours: &[Vec<f32>], reference: &std::path::Path) -> (f64, usize) {
 /// Embeds reference.parquet (200 texts, including empty ones and 18 longer
 /// than 256 tokens) through the whole pipeline with chunking off.
 fn embed_reference(model: &std::path::Path) -> (arrow::array::RecordBatch, Vec<(String, String)>) {
+    embed_reference_with(model, &["--max-seq-length", "256"])
+}
+
+/// [`embed_reference`] with other model flags.
+fn embed_reference_with(
+    model: &std::path::Path,
+    flags: &[&str],
+) -> (arrow::array::RecordBatch, Vec<(String, String)>) {
     let dir = tempfile::tempdir().unwrap();
     let input = shared().join("reference/reference.parquet");
     let out = dir.path().join("ref.parquet");
@@ -37,14 +45,15 @@ fn embed_reference(model: &std::path::Path) -> (arrow::array::RecordBatch, Vec<(
             "id,n_tokens_untruncated",
             "--chunking",
             "none",
-            "--max-seq-length",
-            "256",
             "--on-empty",
             "embed",
             // Small batches so that padding and sorting are exercised.
             "--batch-tokens",
             "2048",
-        ],
+        ]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect::<Vec<_>>(),
     );
     assert_code(&o, 0);
     read_parquet(&out)
@@ -68,6 +77,30 @@ fn minilm_matches_sentence_transformers_on_every_row() {
         "9540aa0261574420a50b2dd2c0645a5aaca70b44b33d2d8fba4442276c801bfc"
     );
     assert_eq!(meta(&kv, "embedflow.max_seq_length"), "256");
+}
+
+/// multilingual-e5 (XLM-R SentencePiece tokenizer, no token_type_ids, max
+/// 512 tokens): the prompt named in config_sentence_transformers.json is
+/// prepended and its tokens are pooled, as sentence-transformers does.
+#[test]
+fn e5_matches_sentence_transformers_with_either_prompt() {
+    let e5 = shared().join("models/multilingual-e5-small-q4");
+    for (prompt, reference) in [
+        ("passage", "e5_passage_embeddings.npy"),
+        ("query", "e5_query_embeddings.npy"),
+    ] {
+        let (batch, kv) = embed_reference_with(&e5, &["--prompt-name", prompt]);
+        let (worst, row) = min_cosine(
+            &vectors(&batch, "embedding"),
+            &shared().join("reference").join(reference),
+        );
+        assert!(
+            worst >= 0.99999,
+            "{prompt}: min cosine {worst} at row {row}"
+        );
+        assert_eq!(meta(&kv, "embedflow.max_seq_length"), "512");
+        assert_eq!(meta(&kv, "embedflow.prompt"), format!("{prompt}: "));
+    }
 }
 
 #[test]
