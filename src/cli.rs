@@ -89,6 +89,18 @@ pub enum Command {
     Commit(CommitOpts),
     /// Where each shard of a sharded run stands: done, running, missing units.
     Status(StatusOpts),
+    /// What embedflow reads from a model folder: graph inputs and outputs,
+    /// dim, pooling, normalisation, max length, prompts, tokenizer, sha256.
+    Model(ModelOpts),
+}
+
+#[derive(Args, Debug)]
+pub struct ModelOpts {
+    /// A model folder (local or s3://), or the name of one under $EMBEDFLOW_MODELS / $EMBEDFLOW_HOME/models.
+    pub model: String,
+    /// Show the model with this named prompt in use.
+    #[arg(long)]
+    pub prompt_name: Option<String>,
 }
 
 #[derive(Args, Debug)]

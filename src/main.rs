@@ -109,5 +109,6 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unlock(u) => commands::run::unlock(&rt, &u),
         Command::Commit(c) => commands::run::commit(&rt, &c, &opts, cli.quiet),
         Command::Status(s) => commands::run::status(&rt, &s, &opts),
+        Command::Model(m) => commands::model::model(&rt, &m, &opts),
     }
 }

@@ -141,3 +141,44 @@ fn pooling_and_normalize_overrides_are_applied_and_recorded() {
         assert!(a >= b);
     }
 }
+
+/// `embedflow model` says what was read from a folder.
+#[test]
+fn model_info_shows_what_embedflow_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = embedflow(dir.path(), &["model", minilm().to_str().unwrap()]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    for line in [
+        "sha256           9540aa0261574420a50b2dd2c0645a5aaca70b44b33d2d8fba4442276c801bfc",
+        "inputs           input_ids: int64 [?, ?]; attention_mask: int64 [?, ?]; token_type_ids: int64 [?, ?]",
+        "outputs          last_hidden_state: float32 [?, ?, 384]",
+        "dim              384",
+        "pooling          mean",
+        "normalize        true",
+        "max_seq_length   256",
+        "tokenizer        WordPiece, 30522 tokens, 2 special tokens around each text",
+        "prompts          none",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    let e5 = shared().join("models/multilingual-e5-small-q4");
+    let o = embedflow(
+        dir.path(),
+        &["model", e5.to_str().unwrap(), "--prompt-name", "query"],
+    );
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    for line in [
+        "inputs           input_ids: int64 [?, ?]; attention_mask: int64 [?, ?]\n",
+        "max_seq_length   512",
+        "tokenizer        Unigram, 250002 tokens, 2 special tokens around each text",
+        "prompts          passage = \"passage: \", query = \"query: \"",
+        "prompt in use    \"query: \"",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    let o = embedflow(dir.path(), &["model", dir.path().to_str().unwrap()]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("model.onnx"), "{}", stderr(&o));
+}

@@ -2,6 +2,7 @@
 //! the job, run it, print the summary, choose the exit code.
 
 pub mod cluster;
+pub mod model;
 pub mod run;
 pub mod sql;
 

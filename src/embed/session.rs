@@ -421,6 +421,50 @@ impl Embedder {
         })
     }
 
+    /// The graph's inputs and outputs as `name: type [dims]` (`?` for a
+    /// dimension the graph leaves open), and the output pooled (or taken).
+    pub fn graph(&self) -> (Vec<String>, Vec<String>, String) {
+        let show = |name: &str, t: &ort::value::ValueType| {
+            let dims = t
+                .tensor_shape()
+                .map(|s| {
+                    s.iter()
+                        .map(|&d| {
+                            if d < 0 {
+                                "?".to_string()
+                            } else {
+                                d.to_string()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let ty = t
+                .tensor_type()
+                .map(|t| format!("{t:?}").to_lowercase())
+                .unwrap_or_else(|| "?".into());
+            format!("{name}: {ty} [{dims}]")
+        };
+        let inputs = self
+            .session
+            .inputs()
+            .iter()
+            .map(|i| show(i.name(), i.dtype()))
+            .collect();
+        let outputs = self
+            .session
+            .outputs()
+            .iter()
+            .map(|o| show(o.name(), o.dtype()))
+            .collect();
+        let used = match &self.output {
+            Output::Tokens(n) => format!("{n} (token vectors, pooled here)"),
+            Output::Pooled(n) => format!("{n} (one vector per text, used as is)"),
+        };
+        (inputs, outputs, used)
+    }
+
     /// The vector width, when the graph or the folder tells it before a run.
     pub fn dim(&self) -> Option<usize> {
         self.dim

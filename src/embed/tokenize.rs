@@ -214,6 +214,16 @@ impl TextEncoder {
         self.pool_skip
     }
 
+    /// The tokenizer's algorithm (WordPiece, Unigram, BPE, …), its
+    /// vocabulary size and the special tokens added around each text.
+    pub fn describe(&self) -> (String, usize, usize) {
+        let kind = serde_json::to_value(self.model.get_model())
+            .ok()
+            .and_then(|v| v["type"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        (kind, self.model.get_vocab_size(true), self.special_tokens)
+    }
+
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }

@@ -1,0 +1,73 @@
+//! `embedflow model DIR|NAME`: what embedflow reads from a model folder,
+//! the first thing to run on a new export.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use embedflow::embed::{self, Embedder, ModelOptions, TextEncoder};
+use embedflow::pipeline::{self, RunOptions};
+
+use super::say;
+
+pub fn model(
+    rt: &tokio::runtime::Runtime,
+    m: &embedflow::cli::ModelOpts,
+    opts: &RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let stores = embedflow::store::Stores::new(Default::default());
+    let overrides = ModelOptions {
+        path: m.model.clone(),
+        prompt_name: m.prompt_name.clone(),
+        ..Default::default()
+    };
+    let cfg = rt.block_on(pipeline::load_model(&stores, &overrides))?;
+    let encoder = TextEncoder::new(&cfg)?;
+    let mut embedder = Embedder::new(&cfg, &encoder, opts.exec_default())?;
+    let dim = embed::output_dim(&mut embedder, &encoder)?;
+    let (inputs, outputs, used) = embedder.graph();
+    let (kind, vocab, specials) = encoder.describe();
+    let mut out = String::new();
+    let _ = writeln!(out, "model {} ({})", cfg.name, cfg.dir.display());
+    let _ = writeln!(out, "  graph            {}", cfg.onnx_path.display());
+    let _ = writeln!(out, "  sha256           {}", cfg.onnx_sha256()?);
+    let _ = writeln!(out, "  inputs           {}", inputs.join("; "));
+    let _ = writeln!(out, "  outputs          {}", outputs.join("; "));
+    let _ = writeln!(out, "  output used      {used}");
+    let _ = writeln!(out, "  dim              {dim}");
+    let _ = writeln!(
+        out,
+        "  pooling          {}{}",
+        cfg.pooling.name(),
+        if cfg.include_prompt {
+            ""
+        } else {
+            " (prompt tokens left out)"
+        }
+    );
+    let _ = writeln!(out, "  normalize        {}", cfg.normalize);
+    let _ = writeln!(out, "  max_seq_length   {}", cfg.max_seq_length);
+    let _ = writeln!(out, "  lowercase        {}", cfg.do_lower_case);
+    let _ = writeln!(
+        out,
+        "  tokenizer        {kind}, {vocab} tokens, {specials} special tokens around each text"
+    );
+    let prompts = if cfg.prompts.is_empty() {
+        "none".to_string()
+    } else {
+        cfg.prompts
+            .iter()
+            .map(|(k, v)| format!("{k} = {v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "  prompts          {prompts}");
+    let _ = write!(
+        out,
+        "  prompt in use    {}",
+        cfg.prompt
+            .as_deref()
+            .map_or_else(|| "none".to_string(), |p| format!("{p:?}"))
+    );
+    say(out);
+    Ok(ExitCode::SUCCESS)
+}
