@@ -222,7 +222,8 @@ impl Summary {
                     "unchanged": c.unchanged,
                     "changed": c.changed,
                     "new": c.new,
-                    "deleted": c.deleted,
+                    // A shard's deleted rows are the commit's to count.
+                    "deleted": t.shard.is_none().then_some(c.deleted),
                     "input_files_reused": c.files_reused,
                 })),
             })
@@ -293,7 +294,17 @@ impl fmt::Display for Summary {
                 "  units            {} (resumed: {} of {} units already done)",
                 t.units, t.units_resumed, t.units
             )?;
-            if let Some(c) = &t.changes {
+            if let Some(c) = &t.changes
+                && t.shard.is_some()
+            {
+                // A shard sees its own rows; what left the source is counted
+                // by the commit, which sees them all.
+                writeln!(
+                    f,
+                    "  incremental      this shard's {} rows: {} unchanged (copied), {} changed, {} new; {} embedded (deleted rows: counted by the commit)",
+                    c.rows, c.unchanged, c.changed, c.new, self.rows_read
+                )?;
+            } else if let Some(c) = &t.changes {
                 writeln!(
                     f,
                     "  incremental      {} rows: {} unchanged (copied), {} changed, {} new, {} deleted; {} embedded",

@@ -301,6 +301,11 @@ fn an_incremental_run_in_shards_equals_one_machine() {
     for (i, child) in shards.into_iter().enumerate() {
         let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(0), "shard {i}: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains("deleted rows: counted by the commit"),
+            "{}",
+            stdout(&o)
+        );
     }
     let o = run_env(d, &["commit", &job], &[]);
     assert_code(&o, 0);
