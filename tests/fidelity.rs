@@ -103,6 +103,31 @@ fn e5_matches_sentence_transformers_with_either_prompt() {
     }
 }
 
+/// A static (model2vec) model: no special tokens, no truncation (texts of
+/// 600 tokens whole), mean over tokens, normalised; texts without tokens
+/// give the zero vector, as sentence-transformers' StaticEmbedding.
+#[test]
+fn potion_static_model_matches_sentence_transformers() {
+    let potion = shared().join("models/potion-base-8M");
+    let (batch, kv) = embed_reference_with(&potion, &[]);
+    let ours = vectors(&batch, "embedding");
+    let (rows, dim, want) = read_npy(&shared().join("reference/potion_embeddings.npy"));
+    assert_eq!((ours.len(), ours[0].len()), (rows, dim));
+    let mut zero = 0;
+    for (i, v) in ours.iter().enumerate() {
+        let r = &want[i * dim..(i + 1) * dim];
+        if r.iter().all(|&x| x == 0.0) {
+            zero += 1;
+            assert!(v.iter().all(|&x| x == 0.0), "row {i}: not the zero vector");
+        } else {
+            let c = cosine(v, r);
+            assert!(c >= 0.99999, "row {i}: cosine {c}");
+        }
+    }
+    assert_eq!(zero, 4);
+    assert_eq!(meta(&kv, "embedflow.max_seq_length"), "none");
+}
+
 #[test]
 fn tiny_model_matches_sentence_transformers_on_every_row() {
     let (batch, _) = embed_reference(&tiny());

@@ -178,6 +178,18 @@ fn model_info_shows_what_embedflow_read() {
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
+    let potion = shared().join("models/potion-base-8M");
+    let o = embedflow(dir.path(), &["model", potion.to_str().unwrap()]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    for line in [
+        "family           static",
+        "max_seq_length   none",
+        "outputs          token_embeddings: float32 [?, ?, 256]",
+        "tokenizer        WordPiece, 29528 tokens, 0 special tokens around each text",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
     let o = embedflow(dir.path(), &["model", dir.path().to_str().unwrap()]);
     assert_code(&o, 1);
     assert!(stderr(&o).contains("model.onnx"), "{}", stderr(&o));

@@ -45,7 +45,20 @@ pub fn model(
         }
     );
     let _ = writeln!(out, "  normalize        {}", cfg.normalize);
-    let _ = writeln!(out, "  max_seq_length   {}", cfg.max_seq_length);
+    let _ = writeln!(
+        out,
+        "  family           {}",
+        if cfg.static_embedding {
+            "static (a token table: no special tokens, no truncation, mean, as sentence-transformers' StaticEmbedding)"
+        } else {
+            "transformer"
+        }
+    );
+    if cfg.static_embedding {
+        let _ = writeln!(out, "  max_seq_length   none");
+    } else {
+        let _ = writeln!(out, "  max_seq_length   {}", cfg.max_seq_length);
+    }
     let _ = writeln!(out, "  lowercase        {}", cfg.do_lower_case);
     let _ = writeln!(
         out,

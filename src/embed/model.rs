@@ -44,7 +44,14 @@ pub struct ModelConfig {
     pub prompts: BTreeMap<String, String>,
     /// Width of the vectors if the folder says (1_Pooling's word_embedding_dimension).
     pub dim_hint: Option<usize>,
+    /// A static model (sentence-transformers' `StaticEmbedding`, model2vec):
+    /// a token table, no special tokens, no truncation.
+    pub static_embedding: bool,
 }
+
+/// The "max_seq_length" of a static model, which truncates nothing: a
+/// bound no text reaches that keeps window arithmetic in range.
+pub const STATIC_MAX_TOKENS: usize = 1 << 30;
 
 #[derive(Deserialize)]
 struct Module {
@@ -194,11 +201,12 @@ impl ModelConfig {
                     !m.kind.ends_with(".Transformer")
                         && !m.kind.ends_with(".Pooling")
                         && !m.kind.ends_with(".Normalize")
+                        && !m.kind.ends_with(".StaticEmbedding")
                 }) {
                     return Err(Error::model(
                         &shown,
                         format!(
-                            "modules.json lists {}, which embedflow cannot run (it supports Transformer, Pooling and Normalize)",
+                            "modules.json lists {}, which embedflow cannot run (it supports Transformer, StaticEmbedding, Pooling and Normalize)",
                             other.kind
                         ),
                     ));
@@ -207,6 +215,12 @@ impl ModelConfig {
             }
             None => (Some("1_Pooling".to_string()), false),
         };
+        let static_embedding = modules
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|m| m.kind.ends_with(".StaticEmbedding")));
+        // A static model means its token vectors (sentence-transformers'
+        // StaticEmbedding pools them itself, whatever a Pooling file says).
+        let pooling_dir = if static_embedding { None } else { pooling_dir };
         let pool_rel = pooling_dir.map(|d| format!("{d}/config.json"));
         let pool_cfg: Option<PoolingConfig> = match &pool_rel {
             Some(rel) => {
@@ -226,6 +240,7 @@ impl ModelConfig {
         let pool_cfg = pool_cfg.unwrap_or_default();
         let pooling = match overrides.pooling {
             Some(p) => p,
+            None if static_embedding => Pooling::Mean,
             None => pooling_from_config(&pool_cfg).map_err(|m| {
                 Error::model(
                     &shown,
@@ -242,6 +257,7 @@ impl ModelConfig {
         let max_positions = hf.max_position_embeddings;
         let max_seq_length = match overrides.max_seq_length.or(sbert.max_seq_length) {
             Some(m) => m,
+            None if static_embedding => STATIC_MAX_TOKENS,
             None => max_positions.unwrap_or(512).min(512),
         };
         if let Some(limit) = max_positions
@@ -288,6 +304,7 @@ impl ModelConfig {
             prompt,
             prompts: st.prompts,
             dim_hint: pool_cfg.word_embedding_dimension,
+            static_embedding,
         })
     }
 

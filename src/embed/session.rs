@@ -502,6 +502,10 @@ impl Embedder {
                 ),
             ));
         }
+        // A static model has no position table: any length runs.
+        if !encoder.truncates() {
+            return Ok(());
+        }
         let max = encoder.max_seq_length();
         let filler = encoder.pad_id();
         let fits = |s: &mut Self, len: usize| s.embed(&[&one(vec![filler; len])]).is_ok();

@@ -38,6 +38,8 @@ pub struct TextEncoder {
     prompt: Option<String>,
     do_lower_case: bool,
     max_seq_length: usize,
+    /// Special tokens around each text ([CLS] … [SEP]); none for a static model.
+    add_special: bool,
     special_tokens: usize,
     prompt_tokens: usize,
     pool_skip: usize,
@@ -58,13 +60,16 @@ impl TextEncoder {
         // padding (all-MiniLM-L6-v2: 128 and 128); sentence-transformers
         // overrides both, and so do we.
         let mut model = load()?;
+        // A static model truncates nothing (sentence-transformers'
+        // StaticEmbedding tokenizes whole texts, without special tokens).
+        let truncation = (!cfg.static_embedding).then_some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: cfg.max_seq_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        });
         model
-            .with_truncation(Some(TruncationParams {
-                direction: TruncationDirection::Right,
-                max_length: cfg.max_seq_length,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-            }))
+            .with_truncation(truncation)
             .map_err(|e| Error::model(cfg.dir.display(), format!("tokenizer truncation: {e}")))?;
         let pad_id = model
             .get_padding()
@@ -76,16 +81,21 @@ impl TextEncoder {
             .map_err(|e| Error::model(cfg.dir.display(), format!("tokenizer truncation: {e}")))?;
         full.with_padding(None);
 
-        let special_tokens = model
-            .get_post_processor()
-            .map(|p| p.added_tokens(false))
-            .unwrap_or(0);
+        let add_special = !cfg.static_embedding;
+        let special_tokens = match add_special {
+            true => model
+                .get_post_processor()
+                .map(|p| p.added_tokens(false))
+                .unwrap_or(0),
+            false => 0,
+        };
         let mut enc = TextEncoder {
             model,
             full,
             prompt: cfg.prompt.clone(),
             do_lower_case: cfg.do_lower_case,
             max_seq_length: cfg.max_seq_length,
+            add_special,
             special_tokens,
             prompt_tokens: 0,
             pool_skip: 0,
@@ -98,10 +108,10 @@ impl TextEncoder {
                 // leading special token, i.e. its length with specials minus one.
                 enc.pool_skip = enc
                     .full
-                    .encode(p.as_str(), true)
+                    .encode(p.as_str(), add_special)
                     .map_err(tok_err)?
                     .len()
-                    .saturating_sub(1);
+                    .saturating_sub(usize::from(add_special));
             }
         }
         if special_tokens + enc.prompt_tokens >= cfg.max_seq_length {
@@ -137,8 +147,8 @@ impl TextEncoder {
         loop {
             let part = &text[..end];
             let enc = match &self.prompt {
-                Some(p) => self.model.encode(format!("{p}{part}"), true),
-                None => self.model.encode(part, true),
+                Some(p) => self.model.encode(format!("{p}{part}"), self.add_special),
+                None => self.model.encode(part, self.add_special),
             }
             .map_err(tok_err)?;
             if end == text.len() || enc.len() >= self.max_seq_length {
@@ -201,6 +211,11 @@ impl TextEncoder {
 
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
+    }
+
+    /// Whether texts are cut at max_seq_length (not for a static model).
+    pub fn truncates(&self) -> bool {
+        self.add_special
     }
 
     /// Token ids the tokenizer can give, added tokens included: the model's

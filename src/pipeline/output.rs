@@ -31,7 +31,14 @@ pub(super) fn lineage(
         ("embedflow.dim", dim.to_string()),
         ("embedflow.pooling", m.pooling.name().to_string()),
         ("embedflow.normalize", m.normalize.to_string()),
-        ("embedflow.max_seq_length", m.max_seq_length.to_string()),
+        (
+            "embedflow.max_seq_length",
+            match m.static_embedding {
+                // A static model truncates nothing.
+                true => "none".to_string(),
+                false => m.max_seq_length.to_string(),
+            },
+        ),
         ("embedflow.prompt", m.prompt.clone().unwrap_or_default()),
         ("embedflow.text", p.input.text_source.clone()),
         (
