@@ -333,6 +333,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         row_group_size: plan.output.row_group_size,
         overwrite: plan.output.overwrite,
         metadata: lineage(&c, &sha, dim, &provider, device),
+        ..WriteOptions::default()
     };
     let schema = sink::output_schema(&c.passthrough, &layout)?;
     let docs_schema = sink::documents_schema(&c.documents_passthrough, &layout)?;

@@ -281,6 +281,12 @@ impl TableRun {
     ) -> Result<TableRun> {
         // A part of a killed attempt of this run is written again whole.
         write.overwrite = true;
+        // Parts are many in one folder: it is swept once, here, not before
+        // each part (which made a run quadratic in its parts).
+        write.sweep = false;
+        if let Some(local) = &target.location.local {
+            crate::sink::remove_stale_part_temporaries(local, delta::PART_PREFIX);
+        }
         let first = target.current().await?;
         let files = input.file_indices();
         let record = RunRecord::new(
@@ -428,6 +434,17 @@ impl TableRun {
         let dir = self.run_dir(&self.record.run);
         if runs.contains(&self.record.run) {
             for name in t.list(&format!("{dir}/units")).await? {
+                // A shard reads its own units' records only: the others'
+                // are many (every shard's), and not its to resume.
+                let unit = name
+                    .rsplit('/')
+                    .next()
+                    .and_then(|f| f.strip_suffix(".json"));
+                if let (Some(s), Some(unit)) = (&self.shard, unit)
+                    && !s.owns(unit)
+                {
+                    continue;
+                }
                 let Some(bytes) = t.read_state(&name).await? else {
                     continue;
                 };

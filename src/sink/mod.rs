@@ -8,7 +8,9 @@ use std::sync::Arc;
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
-pub use self::parquet::{Compression, DEFAULT_ROW_GROUP_SIZE, ParquetSink, WriteOptions};
+pub use self::parquet::{
+    Compression, DEFAULT_ROW_GROUP_SIZE, ParquetSink, WriteOptions, remove_stale_part_temporaries,
+};
 use crate::{Error, Result};
 
 /// Chunk columns, in the order they are written.

@@ -55,6 +55,10 @@ pub struct WriteOptions {
     pub overwrite: bool,
     /// Key-value metadata (lineage) stored in the footer.
     pub metadata: Vec<(String, String)>,
+    /// Remove what killed runs left beside the output before writing it
+    /// (reads the output's folder). A Delta run writes many parts into one
+    /// folder and sweeps it once itself ([`remove_stale_part_temporaries`]).
+    pub sweep: bool,
 }
 
 impl Default for WriteOptions {
@@ -65,6 +69,7 @@ impl Default for WriteOptions {
             row_group_size: DEFAULT_ROW_GROUP_SIZE,
             overwrite: true,
             metadata: Vec::new(),
+            sweep: true,
         }
     }
 }
@@ -165,7 +170,9 @@ impl ParquetSink {
         let staging = if target.s3.is_some() {
             target.clone()
         } else {
-            if let Some(local) = &target.local {
+            if let Some(local) = &target.local
+                && opts.sweep
+            {
                 remove_stale_temporaries(local);
             }
             let name = target.path.filename().unwrap_or("output");
@@ -441,13 +448,32 @@ fn remove_stale_temporaries(target: &std::path::Path) {
     else {
         return;
     };
+    remove_stale(dir, |file| stale_pid(file, name));
+}
+
+/// Removes the temporary files that killed runs left in a Delta table's
+/// folder (`.PREFIX….parquet.tmp-PID-N` of its part files), once per run.
+pub fn remove_stale_part_temporaries(dir: &std::path::Path, prefix: &str) {
+    remove_stale(dir, |file| {
+        let part = file.strip_prefix('.')?;
+        if !part.starts_with(prefix) {
+            return None;
+        }
+        let (name, _) = part.split_once(".parquet.")?;
+        stale_pid(file, &format!("{name}.parquet"))
+    });
+}
+
+/// Removes the files of `dir` that `stale` names with the PID of a process
+/// that is no longer an embedflow run.
+fn remove_stale(dir: &std::path::Path, stale: impl Fn(&str) -> Option<u32>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let file = entry.file_name();
         let Some(file) = file.to_str() else { continue };
-        let Some(pid) = stale_pid(file, name) else {
+        let Some(pid) = stale(file) else {
             continue;
         };
         if pid == std::process::id() || crate::process::embedflow_alive(pid) {
@@ -483,6 +509,26 @@ fn stale_pid(file: &str, name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_folder_is_swept_of_dead_runs_part_temporaries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid that is no process: well above any pid_max.
+        let dead = 4_000_000_000u32;
+        let me = std::process::id();
+        let names = [
+            format!(".embedflow-ab12-f0-u3.parquet.tmp-{dead}-0"),
+            format!(".embedflow-ab12-f0-u4.parquet.tmp-{me}-1"),
+            "embedflow-ab12-f0-u3.parquet".to_string(),
+            format!(".other.parquet.tmp-{dead}-0"),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        remove_stale_part_temporaries(dir.path(), "embedflow-");
+        let left: Vec<bool> = names.iter().map(|n| dir.path().join(n).exists()).collect();
+        assert_eq!(left, [false, true, true, true]);
+    }
 
     #[test]
     fn reads_pids_of_temporary_names() {
