@@ -164,12 +164,25 @@ fn a_slurm_array_and_its_dependent_commit_make_the_table_of_one_run() {
 
     wait_until("the array and the commit", Duration::from_secs(600), || {
         let reason = job_field(&commit, "Reason");
-        assert!(
-            reason
-                .first()
-                .is_none_or(|r| r != "DependencyNeverSatisfied"),
-            "the commit will never run: {reason:?}"
-        );
+        if reason
+            .first()
+            .is_some_and(|r| r == "DependencyNeverSatisfied")
+        {
+            let log: String = (0..4)
+                .map(|i| {
+                    let f = d.join(format!("embedflow-shard-{array}_{i}.out"));
+                    format!(
+                        "task {i}: {}",
+                        std::fs::read_to_string(f).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!(
+                "the commit will never run: tasks {:?} exit {:?}; logs:\n{log}",
+                job_field(&array, "JobState"),
+                job_field(&array, "ExitCode")
+            );
+        }
         let o = Command::new("squeue")
             .args(["-h", "-j", &format!("{array},{commit}")])
             .output()

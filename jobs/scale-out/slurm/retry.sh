@@ -20,9 +20,23 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 after=afterok
 for t in "${tasks[@]}"; do
   scontrol requeue "${array}_$t"
-  # A requeued task waits about two minutes unless told to start now.
-  scontrol update "JobId=${array}_$t" StartTime=now
+  # A requeued task waits about two minutes unless told otherwise. Not
+  # "now": slurmd may not have forgotten the killed attempt yet and then
+  # refuses the launch ("Job N already killed, do not launch batch job"),
+  # failing the task again.
+  scontrol update "JobId=${array}_$t" StartTime=now+5
   after+=":${array}_$t"
+done
+# The new commit may only be submitted once the tasks have left their
+# failed state: an afterok on a task still FAILED is never satisfied.
+for t in "${tasks[@]}"; do
+  for _ in $(seq 300); do
+    state=$(scontrol -o show job "${array}_$t" | grep -o 'JobState=[A-Z_]*' | head -n 1 || true)
+    case $state in
+      JobState=FAILED | JobState=CANCELLED | JobState=TIMEOUT | JobState=NODE_FAIL | JobState=OUT_OF_MEMORY | JobState=BOOT_FAIL | "") sleep 0.2 ;;
+      *) break ;;
+    esac
+  done
 done
 scancel "$commit" 2>/dev/null || true
 new=$(sbatch --parsable --dependency="$after" "$@" "$here/commit.sbatch" "$job")
