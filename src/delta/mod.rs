@@ -485,6 +485,16 @@ impl DeltaTarget {
             .collect())
     }
 
+    /// Removes every object under `dir`, and on a local disk the folders
+    /// they leave empty.
+    pub async fn remove_all(&self, dir: &str) -> Result<()> {
+        for name in self.list(dir).await? {
+            self.delete(&name).await?;
+        }
+        self.remove_empty_dirs(dir);
+        Ok(())
+    }
+
     /// On a local disk, removes the folders left empty under `dir` (object
     /// stores have no folders to leave).
     pub fn remove_empty_dirs(&self, dir: &str) {

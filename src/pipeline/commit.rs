@@ -354,14 +354,11 @@ async fn commit_under_lease(
     let version = target
         .commit_overwrite(base.as_ref(), &schema, &parts, &first.properties, &app)
         .await?;
-    let dir = found.dir();
-    for name in target.list(&dir).await? {
-        if let Err(e) = target.delete(&name).await {
-            tracing::warn!("cannot clear the run's records: {e}");
-            break;
-        }
+    // Committed: a failure to clear the records is cleared by the next run
+    // (it sees the parts are live).
+    if let Err(e) = target.remove_all(&found.dir()).await {
+        tracing::warn!("cannot clear the run's records: {e}");
     }
-    target.remove_empty_dirs(&dir);
     Ok(CommitReport {
         table: target.display().to_string(),
         version,
@@ -586,11 +583,7 @@ pub async fn discard_runs(target: &DeltaTarget) -> Result<Vec<String>> {
                 parts += 1;
             }
         }
-        let dir = table::run_dir(&run);
-        for name in target.list(&dir).await? {
-            target.delete(&name).await?;
-        }
-        target.remove_empty_dirs(&dir);
+        target.remove_all(&table::run_dir(&run)).await?;
         gone.push(format!("run {run} ({parts} uncommitted part files)"));
     }
     Ok(gone)

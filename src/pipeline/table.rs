@@ -429,7 +429,7 @@ impl TableRun {
                 }
                 self.remove_parts_of(run).await?;
             }
-            self.remove_dir(&dir).await?;
+            self.target.remove_all(&dir).await?;
         }
         let dir = self.run_dir(&self.record.run);
         if runs.contains(&self.record.run) {
@@ -473,14 +473,6 @@ impl TableRun {
                 self.target.delete(&name).await?;
             }
         }
-        Ok(())
-    }
-
-    async fn remove_dir(&self, dir: &str) -> Result<()> {
-        for name in self.target.list(dir).await? {
-            self.target.delete(&name).await?;
-        }
-        self.target.remove_empty_dirs(dir);
         Ok(())
     }
 
@@ -696,7 +688,7 @@ impl TableRun {
         // Committed: the records are history now. A failure to clear them
         // is cleared by the next run (it sees the parts are live).
         let dir = self.run_dir(&self.record.run);
-        if let Err(e) = self.remove_dir(&dir).await {
+        if let Err(e) = self.target.remove_all(&dir).await {
             tracing::warn!("cannot clear the run's records: {e}");
         }
         if let Some(l) = self.lease.take() {
