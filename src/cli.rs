@@ -264,7 +264,12 @@ pub struct ClusterOpts {
     #[arg(long, help_heading = "Topics")]
     pub model: Option<String>,
     /// Cosine a row needs to take a zero-shot label (BERTopic's default 0.7).
-    #[arg(long, default_value_t = 0.7, help_heading = "Topics")]
+    #[arg(
+        long,
+        default_value_t = 0.7,
+        allow_negative_numbers = true,
+        help_heading = "Topics"
+    )]
     pub min_similarity: f32,
     /// Embed the labels with this prompt of the model (e.g. query); default: none, or the model's default.
     #[arg(long, help_heading = "Topics")]
@@ -336,6 +341,9 @@ pub struct EmbedOpts {
     /// Build the text from several columns, e.g. "{title}\n\n{text}".
     #[arg(long, help_heading = "Input")]
     pub text_template: Option<String>,
+    /// Column of images to embed with a CLIP model's vision graph: encoded bytes (PNG, JPEG, WebP), or paths and s3:// URLs (relative paths from the input file's folder).
+    #[arg(long, help_heading = "Input", conflicts_with_all = ["text_column", "text_template"])]
+    pub image_column: Option<String>,
     /// Column identifying each row (always kept; named in error messages).
     #[arg(long, help_heading = "Input")]
     pub id_column: Option<String>,
@@ -395,6 +403,9 @@ pub struct EmbedOpts {
     /// Rows with null or empty text: skip (exit code 2), fail, or embed.
     #[arg(long, help_heading = "Embedding")]
     pub on_empty: Option<String>,
+    /// Rows that cannot be embedded (an image that does not decode, is too large or cannot be read): fail (default) or skip (exit code 2).
+    #[arg(long, help_heading = "Embedding")]
+    pub on_error: Option<String>,
 
     /// Output compression: zstd, snappy, lz4, gzip, none.
     #[arg(long, help_heading = "Output")]
@@ -449,6 +460,7 @@ impl EmbedOpts {
         let flag = |b: bool, v: bool| b.then_some(Value::Boolean(v));
         put("input", "path", Some(Value::String(self.input.clone())));
         put("input", "text_column", s(&self.text_column));
+        put("input", "image_column", s(&self.image_column));
         // A shell passes "\n" through as backslash-n: read it as a newline, as TOML would.
         put(
             "input",
@@ -501,6 +513,7 @@ impl EmbedOpts {
         put("embed", "batch_tokens", i(&self.batch_tokens));
         put("embed", "max_batch_rows", i(&self.max_batch_rows));
         put("embed", "on_empty", s(&self.on_empty));
+        put("embed", "on_error", s(&self.on_error));
         put("output", "path", Some(Value::String(self.output.clone())));
         put("output", "documents_path", s(&self.documents));
         put("output", "compression", s(&self.compression));

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
-/// Reads a 2-D (or 1-D, as one row) float32 `.npy`: (rows, cols, values).
+/// Reads a float32 `.npy`: (rows, cols, values). A 1-D array is one row;
+/// more than two dimensions are flattened after the first.
 pub fn read(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
     let bad = |m: &str| Error::input(path.display(), m);
     let bytes = std::fs::read(path).map_err(|e| Error::input(path.display(), e))?;
@@ -40,7 +41,8 @@ pub fn read(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
     let (rows, cols) = match dims.as_slice() {
         [r, c] => (*r, *c),
         [c] => (1, *c),
-        _ => return Err(bad("expected a 1-D or 2-D array")),
+        [r, rest @ ..] if !rest.is_empty() => (*r, rest.iter().product()),
+        _ => return Err(bad("expected an array of at least one dimension")),
     };
     let data: Vec<f32> = bytes[start + header_len..]
         .chunks_exact(4)

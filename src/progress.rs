@@ -158,6 +158,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Set for a Delta table output.
     pub table: Option<TableSummary>,
+    /// An image job: rows are images (no chunks, no tokens).
+    pub images: bool,
 }
 
 /// How a run's summary is printed.
@@ -239,6 +241,7 @@ impl Summary {
             "rows_skipped": self.rows_skipped,
             "chunks": self.chunks,
             "tokens": self.tokens,
+            "images": self.images,
             "vectors_written": self.vectors_written,
             "documents_written": self.documents_written,
             "seconds": self.seconds,
@@ -282,10 +285,10 @@ impl fmt::Display for Summary {
             f,
             "  rows skipped     {}{}",
             self.rows_skipped,
-            if self.rows_skipped > 0 {
-                " (empty or null text)"
-            } else {
-                ""
+            match (self.rows_skipped > 0, self.images) {
+                (false, _) => "",
+                (true, false) => " (empty or null text)",
+                (true, true) => " (empty, null or bad images)",
             }
         )?;
         if let Some(t) = &self.table {
@@ -321,6 +324,14 @@ impl fmt::Display for Summary {
             if let Some(why) = &t.full_because {
                 writeln!(f, "  full run         every row embedded: {why}")?;
             }
+        }
+        if self.images {
+            writeln!(f, "  seconds          {:.2}", self.seconds)?;
+            return write!(
+                f,
+                "  throughput       {:.1} images/s",
+                self.vectors_written as f64 / s
+            );
         }
         writeln!(f, "  chunks           {}", self.chunks)?;
         writeln!(f, "  tokens           {}", self.tokens)?;

@@ -176,3 +176,84 @@ fn the_shipped_tokenizer_settings_would_be_wrong() {
         "truncating at 128 should change long texts, min cosine {worst}"
     );
 }
+
+/// A user's own XLM-R export carries transformers 4's tokenizer.json layout
+/// (a lone Metaspace pre-tokenizer, and a normalizer collapsing spaces),
+/// which gives an extra lone '▁' token on whitespace-only and trailing-space
+/// texts. embedflow corrects it, so the vectors still match
+/// sentence-transformers on every row, and says so in `embedflow model`.
+#[test]
+fn e5_with_a_transformers_4_tokenizer_still_matches() {
+    let e5 = shared().join("models/multilingual-e5-small-q4");
+    let dir = tempfile::tempdir().unwrap();
+    let stock = dir.path().join("e5-stock");
+    std::fs::create_dir(&stock).unwrap();
+    for entry in std::fs::read_dir(&e5).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().unwrap() != "tokenizer.json" {
+            std::os::unix::fs::symlink(&p, stock.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e5.join("tokenizer.json")).unwrap()).unwrap();
+    let metaspace = t["pre_tokenizer"]["pretokenizers"][1].clone();
+    assert_eq!(metaspace["type"], "Metaspace");
+    t["pre_tokenizer"] = metaspace;
+    let precompiled = t["normalizer"].clone();
+    t["normalizer"] = serde_json::json!({
+        "type": "Sequence",
+        "normalizers": [precompiled, {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}],
+    });
+    std::fs::write(stock.join("tokenizer.json"), t.to_string()).unwrap();
+
+    // The layout does make a difference, used as is.
+    let raw = tokenizers::Tokenizer::from_file(stock.join("tokenizer.json")).unwrap();
+    let fixed = tokenizers::Tokenizer::from_file(e5.join("tokenizer.json")).unwrap();
+    let ids = |t: &tokenizers::Tokenizer, s: &str| t.encode(s, true).unwrap().get_ids().to_vec();
+    assert_ne!(ids(&raw, "passage: hello "), ids(&fixed, "passage: hello "));
+    assert_ne!(ids(&raw, "   "), ids(&fixed, "   "));
+
+    let (batch, _) = embed_reference_with(&stock, &["--prompt-name", "passage"]);
+    let (worst, row) = min_cosine(
+        &vectors(&batch, "embedding"),
+        &shared().join("reference/e5_passage_embeddings.npy"),
+    );
+    assert!(worst >= 0.99999, "min cosine {worst} at row {row}");
+
+    let o = embedflow(dir.path(), &["model", stock.to_str().unwrap()]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("pre-tokenizer corrected"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// all-mpnet-base-v2 (MPNet, no token_type_ids, max_seq_length 384, the
+/// shipped tokenizer's 128-token trap): made by `scripts/export-model DIR
+/// --model all-mpnet-base-v2`, which needs torch (~6 GB) and so is not part
+/// of CI. Runs where `$EMBEDFLOW_MPNET` (or `$EMBEDFLOW_HOME/models-export/
+/// all-mpnet-base-v2`) holds the export; says it did not run otherwise.
+#[test]
+fn mpnet_export_matches_sentence_transformers_where_exported() {
+    let dir = std::env::var_os("EMBEDFLOW_MPNET")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            embedflow::paths::embedflow_home().join("models-export/all-mpnet-base-v2")
+        });
+    if !dir.join("model.onnx").is_file() {
+        eprintln!(
+            "not run: no mpnet export at {} (scripts/export-model DIR --model all-mpnet-base-v2)",
+            dir.display()
+        );
+        return;
+    }
+    let (batch, kv) = embed_reference_with(&dir, &[]);
+    let (worst, row) = min_cosine(
+        &vectors(&batch, "embedding"),
+        &shared().join("reference/mpnet_embeddings.npy"),
+    );
+    println!("mpnet: min cosine {worst} at row {row}");
+    assert!(worst >= 0.99999, "min cosine {worst} at row {row}");
+    assert_eq!(meta(&kv, "embedflow.max_seq_length"), "384");
+}

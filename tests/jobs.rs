@@ -137,7 +137,7 @@ path = "o.parquet"
         stderr(&o).trim(),
         r#"error: bad.toml: 7 problems
   - input.text_colum: unknown key; did you mean 'input.text_column'?
-  - input.text_column: required (or input.text_template)
+  - input.text_column: required (or input.text_template, or input.image_column for images)
   - model.pooling: "avg" is not one of "cls", "mean", "max", "mean_sqrt_len", "lasttoken"
   - chunking.max_tokens: expected an integer, found the string "lots"
   - embed.on_empty: "skipp" is not one of "skip", "fail", "embed" (did you mean "skip"?)

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use crate::util::*;
 
-/// A copy of the tiny model with prompts in config_sentence_transformers.json.
-fn model_with_prompts(dir: &Path, default_prompt: Option<&str>) -> std::path::PathBuf {
-    let m = dir.join("model");
+/// A copy of the tiny model's folder at `dir/name`, to edit.
+fn copy_tiny(dir: &Path, name: &str) -> std::path::PathBuf {
+    let m = dir.join(name);
     std::fs::create_dir_all(m.join("1_Pooling")).unwrap();
     for f in [
         "model.onnx",
@@ -18,6 +18,12 @@ fn model_with_prompts(dir: &Path, default_prompt: Option<&str>) -> std::path::Pa
     ] {
         std::fs::copy(tiny().join(f), m.join(f)).unwrap();
     }
+    m
+}
+
+/// A copy of the tiny model with prompts in config_sentence_transformers.json.
+fn model_with_prompts(dir: &Path, default_prompt: Option<&str>) -> std::path::PathBuf {
+    let m = copy_tiny(dir, "model");
     let default = default_prompt
         .map(|d| format!(", \"default_prompt_name\": \"{d}\""))
         .unwrap_or_default();
@@ -193,4 +199,98 @@ fn model_info_shows_what_embedflow_read() {
     let o = embedflow(dir.path(), &["model", dir.path().to_str().unwrap()]);
     assert_code(&o, 1);
     assert!(stderr(&o).contains("model.onnx"), "{}", stderr(&o));
+}
+
+/// A CLIP folder: both graphs, the preprocessing, one space.
+#[test]
+fn model_info_shows_both_clip_graphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = shared().join("models/tiny-clip-random");
+    let o = embedflow(dir.path(), &["model", clip.to_str().unwrap()]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    for line in [
+        "family           CLIP (text and images, one space)",
+        "sha256           d3e1ef616f516000fd54fb612ff04c4221cf15cd4c3c046101d934f425323b1c",
+        "output used      text_embeds (one vector per row, used as is)",
+        "dim              16",
+        "max_seq_length   77",
+        "normalize        false",
+        "tokenizer        BPE, 49408 tokens, 2 special tokens around each text",
+        "sha256         31e1686a032c20deff04652ff07d9ff36ea96cd60e846c8bf4d11418fbde8882",
+        "inputs         pixel_values: float32 [?, 3, 64, 64]",
+        "dim            16, the text vectors' space",
+        "image size     64x64",
+        "preprocessing  resize short side to 64 (bicubic), centre crop 64x64, rescale 0.003922, normalise mean [0.48145467, 0.4578275, 0.40821072] std [0.26862955, 0.2613026, 0.2757771], alpha on white (preprocessor_config.json)",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+/// A folder put together from two models is refused before any row is
+/// read, naming the file and the mismatch: a Pooling config whose width is
+/// not the graph's, a tokenizer with more ids than the graph's embedding
+/// table, a module embedflow cannot run.
+#[test]
+fn mismatched_model_folders_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_texts_parquet(&d.join("in.parquet"), &[Some("hello")]);
+    let copy = |name: &str| copy_tiny(d, name);
+    let run = |m: &Path| {
+        let o = embedflow(
+            d,
+            &[
+                "embed",
+                "in.parquet",
+                "o.parquet",
+                "--model",
+                m.to_str().unwrap(),
+                "--text-column",
+                "text",
+            ],
+        );
+        assert_code(&o, 1);
+        assert!(!d.join("o.parquet").exists());
+        stderr(&o)
+    };
+
+    let wide = copy("wide");
+    let pool = std::fs::read_to_string(wide.join("1_Pooling/config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&pool).unwrap();
+    v["word_embedding_dimension"] = 64.into();
+    std::fs::write(wide.join("1_Pooling/config.json"), v.to_string()).unwrap();
+    let err = run(&wide);
+    assert!(
+        err.contains("gives 32-dimensional vectors, but 1_Pooling/config.json says 64"),
+        "{err}"
+    );
+
+    // MiniLM's tokenizer (30,522 ids) on the tiny graph works (same
+    // vocabulary); e5's 250,002 ids do not fit its table.
+    let big = copy("big-vocab");
+    std::fs::copy(
+        shared().join("models/multilingual-e5-small-q4/tokenizer.json"),
+        big.join("tokenizer.json"),
+    )
+    .unwrap();
+    let err = run(&big);
+    assert!(
+        err.contains("the tokenizer has 250002 token ids, but model.onnx fails on id 250001"),
+        "{err}"
+    );
+
+    let odd = copy("odd-module");
+    std::fs::write(
+        odd.join("modules.json"),
+        r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},{"idx":1,"name":"1","path":"1_Dense","type":"sentence_transformers.models.Dense"}]"#,
+    )
+    .unwrap();
+    let err = run(&odd);
+    assert!(
+        err.contains(
+            "modules.json lists sentence_transformers.models.Dense, which embedflow cannot run"
+        ),
+        "{err}"
+    );
 }

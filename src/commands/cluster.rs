@@ -52,9 +52,6 @@ pub fn cluster(
                 "--labels: needs --model (the model the vectors were made with) to embed the labels"
             );
         };
-        if c.text_column.is_none() {
-            anyhow::bail!("--labels: needs --text-column (topics are made of texts)");
-        }
         let overrides = embedflow::embed::ModelOptions {
             path: model.clone(),
             ..Default::default()

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use embedflow::embed::{self, Embedder, ModelOptions, TextEncoder};
+use embedflow::embed::model::Family;
+use embedflow::embed::{self, Embedder, ModelConfig, ModelOptions, TextEncoder};
 use embedflow::pipeline::{self, RunOptions};
 
 use super::say;
@@ -34,24 +35,31 @@ pub fn model(
     let _ = writeln!(out, "  outputs          {}", outputs.join("; "));
     let _ = writeln!(out, "  output used      {used}");
     let _ = writeln!(out, "  dim              {dim}");
-    let _ = writeln!(
-        out,
-        "  pooling          {}{}",
-        cfg.pooling.name(),
-        if cfg.include_prompt {
-            ""
-        } else {
-            " (prompt tokens left out)"
-        }
-    );
+    if cfg.family == Family::Clip {
+        let _ = writeln!(
+            out,
+            "  pooling          in the graph (the text's end token, projected)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  pooling          {}{}",
+            cfg.pooling.name(),
+            if cfg.include_prompt {
+                ""
+            } else {
+                " (prompt tokens left out)"
+            }
+        );
+    }
     let _ = writeln!(out, "  normalize        {}", cfg.normalize);
     let _ = writeln!(
         out,
         "  family           {}",
-        if cfg.static_embedding {
-            "static (a token table: no special tokens, no truncation, mean, as sentence-transformers' StaticEmbedding)"
-        } else {
-            "transformer"
+        match cfg.family {
+            Family::Static =>
+                "static (a token table: no special tokens, no truncation, mean, as sentence-transformers' StaticEmbedding)",
+            f => f.name(),
         }
     );
     if cfg.static_embedding {
@@ -62,7 +70,12 @@ pub fn model(
     let _ = writeln!(out, "  lowercase        {}", cfg.do_lower_case);
     let _ = writeln!(
         out,
-        "  tokenizer        {kind}, {vocab} tokens, {specials} special tokens around each text"
+        "  tokenizer        {kind}, {vocab} tokens, {specials} special tokens around each text{}",
+        if encoder.pre_tokenizer_corrected() {
+            "\n                   pre-tokenizer corrected: transformers 4's XLM-R Metaspace alone -> WhitespaceSplit + Metaspace, as sentence-transformers 6 (no extra lone '▁' on whitespace-only or trailing-space texts)"
+        } else {
+            ""
+        }
     );
     let prompts = if cfg.prompts.is_empty() {
         "none".to_string()
@@ -81,6 +94,32 @@ pub fn model(
             .as_deref()
             .map_or_else(|| "none".to_string(), |p| format!("{p:?}"))
     );
+    if let Some(v) = &cfg.vision {
+        let images = ModelConfig {
+            images: true,
+            ..cfg.clone()
+        };
+        let mut vision = Embedder::new(&images, &encoder, opts.exec_default())?;
+        let vdim = embed::output_dim(&mut vision, &encoder)?;
+        let (inputs, outputs, used) = vision.graph();
+        let (h, w) = vision.image_size().unwrap_or_default();
+        let _ = write!(
+            out,
+            "\n  images (input.image_column)\n    graph          {}\n    sha256         {}\n    inputs         {}\n    outputs        {}\n    output used    {used}\n    dim            {vdim}{}\n    image size     {h}x{w}\n    preprocessing  {} ({})\n    decoders       PNG, JPEG, WebP; at most {} pixels",
+            v.onnx_path.display(),
+            images.onnx_sha256()?,
+            inputs.join("; "),
+            outputs.join("; "),
+            if vdim == dim {
+                ", the text vectors' space"
+            } else {
+                " (differs from the text graph's!)"
+            },
+            v.processor.describe(),
+            v.processor_file,
+            embed::image::MAX_IMAGE_PIXELS,
+        );
+    }
     say(out);
     Ok(ExitCode::SUCCESS)
 }

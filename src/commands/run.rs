@@ -78,18 +78,24 @@ pub fn validate(
         match checked {
             Ok(c) => {
                 if !quiet {
+                    let what = match &c.plan.input.image_column {
+                        Some(col) => format!("images from column {col}"),
+                        None => format!(
+                            "chunks of {} tokens{}",
+                            c.max_tokens,
+                            if c.plan.chunking.enabled {
+                                ""
+                            } else {
+                                " (chunking off: truncation)"
+                            }
+                        ),
+                    };
                     say(format!(
-                        "ok: {path} ({} input file{}, {} columns passed through, model {}, chunks of {} tokens{})",
+                        "ok: {path} ({} input file{}, {} columns passed through, model {}, {what})",
                         c.input.files.len(),
                         if c.input.files.len() == 1 { "" } else { "s" },
                         c.passthrough.len(),
                         c.model.name,
-                        c.max_tokens,
-                        if c.plan.chunking.enabled {
-                            ""
-                        } else {
-                            " (chunking off: truncation)"
-                        }
                     ));
                 }
             }

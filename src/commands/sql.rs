@@ -45,7 +45,12 @@ pub fn sql(
                 .replace(['-', '.', ' '], "_");
             tables.push((stem, p.clone()));
         }
-        model = model.or(Some(plan.model.clone()));
+        // embed() takes texts: a CLIP image job's queries go through its
+        // text graph.
+        model = model.or(Some(embed::ModelOptions {
+            images: false,
+            ..plan.model.clone()
+        }));
         s3 = plan.s3.clone();
     }
     if s.s3_endpoint.is_some() {

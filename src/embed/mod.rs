@@ -2,6 +2,7 @@
 //! batching by token budget.
 
 pub mod batch;
+pub mod image;
 pub mod model;
 pub mod pool;
 pub mod remote;
@@ -89,5 +90,9 @@ pub fn output_dim(embedder: &mut Embedder, encoder: &TextEncoder) -> Result<usiz
     if let Some(d) = embedder.dim() {
         return Ok(d);
     }
-    Ok(embed_all(embedder, &[encoder.encode("")?], 1, 1, &mut |_, _| true)?.1)
+    let blank = match embedder.image_size() {
+        Some((h, w)) => Encoded::image(vec![0; 3 * h * w]),
+        None => encoder.encode("")?,
+    };
+    Ok(embed_all(embedder, &[blank], 1, 1, &mut |_, _| true)?.1)
 }

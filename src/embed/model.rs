@@ -22,6 +22,39 @@ pub struct ModelOptions {
     pub normalize: Option<bool>,
     pub prompt_name: Option<String>,
     pub prompt: Option<String>,
+    /// The job embeds images: run the folder's vision graph.
+    pub images: bool,
+}
+
+/// What kind of model a folder holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// A transformer whose token vectors are pooled (BERT, MPNet, XLM-R, …).
+    Transformer,
+    /// A token table (sentence-transformers' `StaticEmbedding`, model2vec).
+    Static,
+    /// CLIP-style: a text graph and a vision graph into one space, each
+    /// pooling and projecting inside the graph.
+    Clip,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Transformer => "transformer (text)",
+            Family::Static => "static token table (text)",
+            Family::Clip => "CLIP (text and images, one space)",
+        }
+    }
+}
+
+/// A model's vision side: its graph and how images are prepared for it.
+#[derive(Clone, Debug)]
+pub struct Vision {
+    pub onnx_path: PathBuf,
+    pub processor: super::image::ImageProcessor,
+    /// The file the processor was read from.
+    pub processor_file: &'static str,
 }
 
 /// Everything embedflow needs to know about a model, resolved.
@@ -30,7 +63,13 @@ pub struct ModelConfig {
     pub dir: PathBuf,
     /// The folder's name (e.g. `all-MiniLM-L6-v2`).
     pub name: String,
+    pub family: Family,
+    /// The text graph (`model.onnx`, or a CLIP folder's `text_model.onnx`).
     pub onnx_path: PathBuf,
+    /// The vision graph and image processor of a CLIP folder.
+    pub vision: Option<Vision>,
+    /// This configuration embeds images (with `vision`), not texts.
+    pub images: bool,
     pub tokenizer_path: PathBuf,
     pub pooling: Pooling,
     /// Exclude the prompt's tokens from pooling (sentence-transformers' `include_prompt = false`).
@@ -103,6 +142,19 @@ struct StConfig {
 #[derive(Deserialize, Default)]
 struct HfConfig {
     max_position_embeddings: Option<usize>,
+    model_type: Option<String>,
+    /// A two-tower model's text side (CLIP's `text_config`).
+    text_config: Option<TextConfig>,
+}
+
+#[derive(Deserialize, Default)]
+struct TextConfig {
+    max_position_embeddings: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+struct TokenizerConfig {
+    model_max_length: Option<f64>,
 }
 
 /// Folders searched for a model given by name: `$EMBEDFLOW_MODELS`, then
@@ -173,16 +225,40 @@ impl ModelConfig {
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| overrides.path.clone());
 
-        let onnx_path = ["model.onnx", "onnx/model.onnx"]
+        let onnx_path = ["model.onnx", "onnx/model.onnx", "text_model.onnx"]
             .iter()
             .map(|r| dir.join(r))
             .find(|p| p.is_file())
             .ok_or_else(|| {
                 Error::model(
                     &shown,
-                    "missing model.onnx (looked for model.onnx and onnx/model.onnx)",
+                    "missing model.onnx (looked for model.onnx, onnx/model.onnx and a CLIP folder's text_model.onnx)",
                 )
             })?;
+        let vision_path = dir.join("vision_model.onnx");
+        let vision = if vision_path.is_file() {
+            let (processor, processor_file) = super::image::ImageProcessor::load(&dir)
+                .map_err(|m| Error::model(&shown, m))?
+                .ok_or_else(|| {
+                    Error::model(
+                        &shown,
+                        "vision_model.onnx needs preprocessor_config.json (or processor_config.json) to say how images are resized and normalised",
+                    )
+                })?;
+            Some(Vision {
+                onnx_path: vision_path,
+                processor,
+                processor_file,
+            })
+        } else {
+            None
+        };
+        if overrides.images && vision.is_none() {
+            return Err(Error::model(
+                &shown,
+                "embeds texts only: it has no vision_model.onnx (an image column needs a CLIP-style folder with text_model.onnx, vision_model.onnx and preprocessor_config.json)",
+            ));
+        }
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.is_file() {
             return Err(Error::model(&shown, "missing tokenizer.json"));
@@ -253,12 +329,38 @@ impl ModelConfig {
         let st: StConfig =
             read_json(&dir, "config_sentence_transformers.json")?.unwrap_or_default();
         let hf: HfConfig = read_json(&dir, "config.json")?.unwrap_or_default();
+        let tok_cfg: TokenizerConfig =
+            read_json(&dir, "tokenizer_config.json")?.unwrap_or_default();
+        let family = if static_embedding {
+            Family::Static
+        } else if vision.is_some()
+            || onnx_path.ends_with("text_model.onnx")
+            || hf.model_type.as_deref() == Some("clip")
+        {
+            Family::Clip
+        } else {
+            Family::Transformer
+        };
 
-        let max_positions = hf.max_position_embeddings;
+        let max_positions = hf.max_position_embeddings.or(hf
+            .text_config
+            .as_ref()
+            .and_then(|t| t.max_position_embeddings));
+        // As sentence-transformers without a max_seq_length: the smaller of
+        // the position table and the tokenizer's model_max_length.
+        let tokenizer_max = tok_cfg
+            .model_max_length
+            .filter(|m| (1.0..1e9).contains(m))
+            .map(|m| m as usize);
         let max_seq_length = match overrides.max_seq_length.or(sbert.max_seq_length) {
             Some(m) => m,
             None if static_embedding => STATIC_MAX_TOKENS,
-            None => max_positions.unwrap_or(512).min(512),
+            None => max_positions
+                .into_iter()
+                .chain(tokenizer_max)
+                .min()
+                .unwrap_or(512)
+                .min(512),
         };
         if let Some(limit) = max_positions
             && max_seq_length > limit
@@ -294,7 +396,10 @@ impl ModelConfig {
         Ok(ModelConfig {
             dir,
             name,
+            family,
             onnx_path,
+            vision,
+            images: overrides.images,
             tokenizer_path,
             pooling,
             include_prompt: pool_cfg.include_prompt,
@@ -308,27 +413,51 @@ impl ModelConfig {
         })
     }
 
-    /// sha256 of the ONNX graph, recorded in the output's lineage.
-    pub fn onnx_sha256(&self) -> Result<String> {
-        let mut f = std::fs::File::open(&self.onnx_path).map_err(|e| {
-            Error::model(
-                self.dir.display(),
-                format!("cannot read {}: {e}", self.onnx_path.display()),
-            )
-        })?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(|e| Error::model(self.dir.display(), e))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
+    /// The graph this configuration runs: the vision graph when it embeds
+    /// images, else the text graph.
+    pub fn graph_path(&self) -> &Path {
+        match (&self.vision, self.images) {
+            (Some(v), true) => &v.onnx_path,
+            _ => &self.onnx_path,
         }
-        Ok(hex::encode(h.finalize()))
     }
+
+    /// The same model, embedding texts (a CLIP image job's labels and
+    /// queries go through its text graph).
+    pub fn text_side(&self) -> ModelConfig {
+        ModelConfig {
+            images: false,
+            ..self.clone()
+        }
+    }
+
+    /// sha256 of the graph this configuration runs, recorded in the
+    /// output's lineage.
+    pub fn onnx_sha256(&self) -> Result<String> {
+        sha256_file(&self.dir, self.graph_path())
+    }
+}
+
+/// sha256 of a file of a model folder, hex.
+pub fn sha256_file(dir: &Path, path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        Error::model(
+            dir.display(),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::model(dir.display(), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 fn pooling_from_config(c: &PoolingConfig) -> std::result::Result<Pooling, String> {

@@ -266,6 +266,15 @@ pub struct Embedder {
     pool_skip: usize,
     pad_id: i64,
     dim: Option<usize>,
+    /// The vector width the folder's config states (1_Pooling), checked
+    /// against what the graph gives.
+    dim_hint: Option<usize>,
+    /// A vision graph: the (height, width) of its `pixel_values`, and how
+    /// to normalise the pixels.
+    vision: Option<(usize, usize)>,
+    processor: Option<super::image::ImageProcessor>,
+    /// The graph's file name, for messages.
+    graph_file: String,
 }
 
 /// The most intra-op threads a job or `--threads` may ask for; more is a
@@ -317,14 +326,19 @@ impl Embedder {
                 "CUDAExecutionProvider"
             }
         };
-        let session = builder.commit_from_file(&cfg.onnx_path).map_err(|e| {
+        let graph_path = cfg.graph_path();
+        let graph_file = graph_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model.onnx".into());
+        let session = builder.commit_from_file(graph_path).map_err(|e| {
             let e = e.to_string();
             if exec.device != Device::Cpu && e.to_ascii_lowercase().contains("cuda") {
                 Error::Runtime(explain_cuda_failure(exec.device, &e))
             } else {
                 Error::model(
                     cfg.dir.display(),
-                    format!("model.onnx cannot be loaded: {e}"),
+                    format!("{graph_file} cannot be loaded: {e}"),
                 )
             }
         })?;
@@ -334,30 +348,82 @@ impl Embedder {
             .iter()
             .map(|i| i.name().to_string())
             .collect();
+        let (allowed, required): (&[&str], &[&str]) = if cfg.images {
+            (&["pixel_values"], &["pixel_values"])
+        } else {
+            (
+                &["input_ids", "attention_mask", "token_type_ids"],
+                &["input_ids", "attention_mask"],
+            )
+        };
         for n in &names {
-            if !matches!(
-                n.as_str(),
-                "input_ids" | "attention_mask" | "token_type_ids"
-            ) {
+            if !allowed.contains(&n.as_str()) {
                 return Err(Error::model(
                     cfg.dir.display(),
                     format!(
-                        "model.onnx has an input '{n}'; embedflow feeds input_ids, attention_mask and token_type_ids"
+                        "{graph_file} has an input '{n}'; embedflow feeds {}",
+                        allowed.join(", ")
                     ),
                 ));
             }
         }
-        for required in ["input_ids", "attention_mask"] {
+        for required in required {
             if !names.iter().any(|n| n == required) {
                 return Err(Error::model(
                     cfg.dir.display(),
                     format!(
-                        "model.onnx has no '{required}' input (its inputs: {})",
+                        "{graph_file} has no '{required}' input (its inputs: {})",
                         names.join(", ")
                     ),
                 ));
             }
         }
+        let vision = match (&cfg.vision, cfg.images) {
+            (Some(v), true) => {
+                let shape = session
+                    .inputs()
+                    .iter()
+                    .find(|i| i.name() == "pixel_values")
+                    .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
+                    .unwrap_or_default();
+                let made = v.processor.output_size();
+                let graph = match shape.as_slice() {
+                    [_, 3, h, w] if *h > 0 && *w > 0 => Some((*h as usize, *w as usize)),
+                    [_, 3, _, _] => None,
+                    _ => {
+                        return Err(Error::model(
+                            cfg.dir.display(),
+                            format!(
+                                "{graph_file}: pixel_values has shape {shape:?}; expected [batch, 3, height, width]"
+                            ),
+                        ));
+                    }
+                };
+                match (graph, made) {
+                    (Some(g), Some(m)) if g != m => {
+                        return Err(Error::model(
+                            cfg.dir.display(),
+                            format!(
+                                "{} makes {}x{} images, but {graph_file} takes {}x{}",
+                                v.processor_file, m.0, m.1, g.0, g.1
+                            ),
+                        ));
+                    }
+                    (Some(g), _) => Some(g),
+                    (None, Some(m)) => Some(m),
+                    (None, None) => {
+                        return Err(Error::model(
+                            cfg.dir.display(),
+                            format!(
+                                "neither {graph_file} nor {} fixes the image size (no crop_size, no size with height and width)",
+                                v.processor_file
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
         let outputs: Vec<(String, usize)> = session
             .outputs()
             .iter()
@@ -369,8 +435,11 @@ impl Embedder {
             })
             .collect();
         let find = |n: &str| outputs.iter().find(|(name, _)| name == n).cloned();
-        let output = if let Some((n, _)) =
-            find("last_hidden_state").or_else(|| find("token_embeddings"))
+        // A CLIP graph's own pooled, projected vectors come first: its
+        // last_hidden_state is there too, but is not what the model embeds.
+        let output = if let Some((n, _)) = find("text_embeds").or_else(|| find("image_embeds")) {
+            Output::Pooled(n)
+        } else if let Some((n, _)) = find("last_hidden_state").or_else(|| find("token_embeddings"))
         {
             Output::Tokens(n)
         } else if let Some((n, _)) = find("sentence_embedding") {
@@ -383,7 +452,7 @@ impl Embedder {
                     return Err(Error::model(
                         cfg.dir.display(),
                         format!(
-                            "model.onnx has no last_hidden_state, token_embeddings or sentence_embedding output (its outputs: {})",
+                            "{graph_file} has no last_hidden_state, token_embeddings, sentence_embedding, text_embeds or image_embeds output (its outputs: {})",
                             outputs
                                 .iter()
                                 .map(|(n, _)| n.as_str())
@@ -405,8 +474,16 @@ impl Embedder {
             })
             .and_then(|o| o.dtype().tensor_shape().and_then(|s| s.last().copied()))
             .filter(|&d| d > 0)
-            .map(|d| d as usize)
-            .or(cfg.dim_hint);
+            .map(|d| d as usize);
+        // A Pooling config that states a width other than the graph's is a
+        // folder put together from two models.
+        if let (Some(g), Some(h)) = (dim, cfg.dim_hint)
+            && g != h
+            && !cfg.images
+        {
+            return Err(dim_mismatch(cfg.dir.display(), &graph_file, g, h));
+        }
+        let dim = dim.or(if cfg.images { None } else { cfg.dim_hint });
         Ok(Embedder {
             session,
             device: exec.device,
@@ -418,6 +495,14 @@ impl Embedder {
             pool_skip: encoder.pool_skip(),
             pad_id: encoder.pad_id() as i64,
             dim,
+            dim_hint: if cfg.images { None } else { cfg.dim_hint },
+            vision,
+            processor: cfg
+                .vision
+                .as_ref()
+                .filter(|_| cfg.images)
+                .map(|v| v.processor.clone()),
+            graph_file,
         })
     }
 
@@ -460,7 +545,7 @@ impl Embedder {
             .collect();
         let used = match &self.output {
             Output::Tokens(n) => format!("{n} (token vectors, pooled here)"),
-            Output::Pooled(n) => format!("{n} (one vector per text, used as is)"),
+            Output::Pooled(n) => format!("{n} (one vector per row, used as is)"),
         };
         (inputs, outputs, used)
     }
@@ -468,6 +553,11 @@ impl Embedder {
     /// The vector width, when the graph or the folder tells it before a run.
     pub fn dim(&self) -> Option<usize> {
         self.dim
+    }
+
+    /// A vision graph's image (height, width); `None` for a text graph.
+    pub fn image_size(&self) -> Option<(usize, usize)> {
+        self.vision
     }
 
     /// The device the graph runs on.
@@ -488,13 +578,29 @@ impl Embedder {
     /// failure says which limit, in words; the graph's own limit is found by
     /// bisection when config.json does not state it.
     pub fn probe(&mut self, dir: &std::path::Path, encoder: &TextEncoder) -> Result<()> {
+        if let Some((h, w)) = self.vision {
+            let image = Encoded::image(vec![0; 3 * h * w]);
+            return self.embed(&[&image]).map(|_| ()).map_err(|e| {
+                Error::model(
+                    dir.display(),
+                    format!("{} fails on a {h}x{w} image: {e}", self.graph_file),
+                )
+            });
+        }
         let vocab = encoder.vocab_size();
         let top = (vocab.max(1) - 1) as u32;
         let one = |ids: Vec<u32>| Encoded {
             type_ids: vec![0; ids.len()],
             ids,
+            pixels: Vec::new(),
         };
-        if let Err(e) = self.embed(&[&one(vec![top])]) {
+        let first = self.embed(&[&one(vec![top])]);
+        if let (Ok(v), Some(hint)) = (&first, self.dim_hint)
+            && v.len() != hint
+        {
+            return Err(dim_mismatch(dir.display(), &self.graph_file, v.len(), hint));
+        }
+        if let Err(e) = first {
             return Err(Error::model(
                 dir.display(),
                 format!(
@@ -541,6 +647,9 @@ impl Embedder {
         let n = rows.len();
         if n == 0 {
             return Ok(Vec::new());
+        }
+        if let Some((h, w)) = self.vision {
+            return self.embed_images(rows, h, w);
         }
         let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![self.pad_id; n * seq];
@@ -608,4 +717,60 @@ impl Embedder {
         self.dim = Some(dim);
         Ok(out)
     }
+
+    fn embed_images(&mut self, rows: &[&Encoded], h: usize, w: usize) -> Result<Vec<f32>> {
+        let n = rows.len();
+        let size = 3 * h * w;
+        let mut pixels = vec![0f32; n * size];
+        let processor = self
+            .processor
+            .as_ref()
+            .ok_or_else(|| Error::internal("a vision graph without its image processor"))?;
+        for (r, out) in rows.iter().zip(pixels.chunks_exact_mut(size)) {
+            if r.pixels.len() != size {
+                return Err(Error::internal(format!(
+                    "an image of {} values for a {h}x{w} graph",
+                    r.pixels.len()
+                )));
+            }
+            processor.tensor(&r.pixels, out);
+        }
+        let rt = |e: ort::Error| Error::Runtime(format!("inference failed: {e}"));
+        let input = Tensor::from_array(([n, 3, h, w], pixels)).map_err(rt)?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["pixel_values" => input])
+            .map_err(rt)?;
+        let name = match &self.output {
+            Output::Pooled(n) => n.as_str(),
+            Output::Tokens(n) => {
+                return Err(Error::Runtime(format!(
+                    "{}: output '{n}' holds token vectors; a vision graph must give one vector per image (image_embeds)",
+                    self.graph_file
+                )));
+            }
+        };
+        let (shape, data) = outputs[name].try_extract_tensor::<f32>().map_err(rt)?;
+        let dim = *shape.last().unwrap_or(&0) as usize;
+        if shape.len() != 2 || shape[0] as usize != n {
+            return Err(Error::Runtime(format!(
+                "output '{name}' has shape {shape:?}; expected [{n}, dim]"
+            )));
+        }
+        let mut out = data[..n * dim].to_vec();
+        if self.normalize {
+            crate::vectors::normalize_rows(&mut out, dim);
+        }
+        self.dim = Some(dim);
+        Ok(out)
+    }
+}
+
+fn dim_mismatch(dir: impl std::fmt::Display, graph: &str, got: usize, hint: usize) -> Error {
+    Error::model(
+        dir,
+        format!(
+            "{graph} gives {got}-dimensional vectors, but 1_Pooling/config.json says {hint} (word_embedding_dimension): the files come from different models"
+        ),
+    )
 }

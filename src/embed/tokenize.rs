@@ -11,20 +11,41 @@ use super::model::ModelConfig;
 use crate::chunk;
 use crate::{Error, Result};
 
-/// A tokenized text ready for the model (special tokens included).
+/// A tokenized text ready for the model (special tokens included), or a
+/// prepared image.
 #[derive(Clone, Debug, Default)]
 pub struct Encoded {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
+    /// A prepared image for a vision graph (interleaved 8-bit RGB, at the
+    /// graph's height and width); empty for a text.
+    pub pixels: Vec<u8>,
 }
 
+/// Pixels an image counts as one token for, in batch budgets: a 224 × 224
+/// image weighs 196 tokens, about the patches of a ViT-B/16.
+pub const PIXELS_PER_TOKEN: usize = 256;
+
 impl Encoded {
+    /// An image's pixel values for a vision graph.
+    pub fn image(pixels: Vec<u8>) -> Encoded {
+        Encoded {
+            pixels,
+            ..Default::default()
+        }
+    }
+
+    /// Tokens, or what an image weighs in a batch budget.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        if self.pixels.is_empty() {
+            self.ids.len()
+        } else {
+            (self.pixels.len() / 3 / PIXELS_PER_TOKEN).max(1)
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.ids.is_empty() && self.pixels.is_empty()
     }
 }
 
@@ -44,22 +65,62 @@ pub struct TextEncoder {
     prompt_tokens: usize,
     pool_skip: usize,
     pad_id: u32,
+    /// The tokenizer.json had transformers 4's XLM-R pre-tokenizer, which
+    /// embedflow replaced (see [`correct_xlmr_pre_tokenizer`]).
+    pre_tokenizer_corrected: bool,
+}
+
+/// A stock XLM-R (SentencePiece-Unigram) tokenizer.json, as transformers 4
+/// wrote it, pre-tokenizes with a lone `Metaspace`: a whitespace-only text,
+/// or one ending in a space, gets an extra lone `▁` token. transformers 5
+/// (and so sentence-transformers 6) ignores that pre-tokenizer and builds
+/// `WhitespaceSplit` + `Metaspace`, which never makes one. The same
+/// correction here makes a user's own XLM-R export (multilingual-e5, …)
+/// match sentence-transformers. Returns whether the layout was found.
+pub fn correct_xlmr_pre_tokenizer(tokenizer: &mut serde_json::Value) -> bool {
+    let unigram = tokenizer["model"]["type"] == "Unigram";
+    let pre = &tokenizer["pre_tokenizer"];
+    let lone_metaspace = pre["type"] == "Metaspace";
+    if !(unigram && lone_metaspace) {
+        return false;
+    }
+    let metaspace = pre.clone();
+    tokenizer["pre_tokenizer"] = serde_json::json!({
+        "type": "Sequence",
+        "pretokenizers": [{"type": "WhitespaceSplit"}, metaspace],
+    });
+    true
 }
 
 impl TextEncoder {
     pub fn new(cfg: &ModelConfig) -> Result<TextEncoder> {
-        let load = || {
-            Tokenizer::from_file(&cfg.tokenizer_path).map_err(|e| {
-                Error::model(
-                    cfg.dir.display(),
-                    format!("tokenizer.json cannot be loaded: {e}"),
-                )
-            })
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::model(
+                cfg.dir.display(),
+                format!("tokenizer.json cannot be loaded: {e}"),
+            )
         };
+        // Read once (an XLM-R tokenizer.json is 17 MB): the model's and the
+        // chunker's tokenizers are clones.
+        let text = std::fs::read_to_string(&cfg.tokenizer_path).map_err(|e| bad(&e))?;
+        let mut json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e))?;
+        let pre_tokenizer_corrected = correct_xlmr_pre_tokenizer(&mut json);
+        if pre_tokenizer_corrected {
+            tracing::info!(
+                model = %cfg.name,
+                "tokenizer.json has transformers 4's XLM-R pre-tokenizer (Metaspace alone); using WhitespaceSplit + Metaspace, as sentence-transformers does"
+            );
+        }
+        let loaded: Tokenizer = if pre_tokenizer_corrected {
+            json.to_string().parse()
+        } else {
+            text.parse()
+        }
+        .map_err(|e: tokenizers::Error| bad(&e))?;
         // The shipped tokenizer.json may carry its own truncation and fixed
         // padding (all-MiniLM-L6-v2: 128 and 128); sentence-transformers
         // overrides both, and so do we.
-        let mut model = load()?;
+        let mut model = loaded.clone();
         // A static model truncates nothing (sentence-transformers'
         // StaticEmbedding tokenizes whole texts, without special tokens).
         let truncation = (!cfg.static_embedding).then_some(TruncationParams {
@@ -76,7 +137,7 @@ impl TextEncoder {
             .map(|p: &PaddingParams| p.pad_id)
             .unwrap_or(0);
         model.with_padding(None);
-        let mut full = load()?;
+        let mut full = loaded;
         full.with_truncation(None)
             .map_err(|e| Error::model(cfg.dir.display(), format!("tokenizer truncation: {e}")))?;
         full.with_padding(None);
@@ -100,6 +161,7 @@ impl TextEncoder {
             prompt_tokens: 0,
             pool_skip: 0,
             pad_id,
+            pre_tokenizer_corrected,
         };
         if let Some(p) = &cfg.prompt {
             enc.prompt_tokens = enc.full.encode(p.as_str(), false).map_err(tok_err)?.len();
@@ -155,6 +217,7 @@ impl TextEncoder {
                 return Ok(Encoded {
                     ids: enc.get_ids().to_vec(),
                     type_ids: enc.get_type_ids().to_vec(),
+                    pixels: Vec::new(),
                 });
             }
             let longer = cut_before_space(text, end.saturating_mul(2));
@@ -241,6 +304,11 @@ impl TextEncoder {
 
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// Whether the tokenizer.json's XLM-R pre-tokenizer was corrected.
+    pub fn pre_tokenizer_corrected(&self) -> bool {
+        self.pre_tokenizer_corrected
     }
 }
 

@@ -5,8 +5,8 @@ mod plan;
 mod spec;
 
 pub use plan::{
-    ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OutputPlan, TopicsPlan,
-    cluster_sections,
+    ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OnError, OutputPlan,
+    TopicsPlan, cluster_sections,
 };
 pub use spec::apply_set;
 

@@ -74,6 +74,10 @@ pub struct InputPlan {
     pub columns: Option<Vec<String>>,
     /// SQL boolean expression over the input columns.
     pub filter: Option<String>,
+    /// The column of images (encoded bytes, or paths and `s3://` URLs) an
+    /// image job embeds with the model's vision graph; `text` then names
+    /// this column.
+    pub image_column: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +97,16 @@ pub enum OnEmpty {
     Embed,
 }
 
+/// What becomes of a row whose input cannot be embedded (an image that
+/// does not decode, is too large, or cannot be read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop the run, naming the file, row and column; nothing is committed.
+    Fail,
+    /// Leave the row out, say so on stderr, and exit 2 at the end.
+    Skip,
+}
+
 #[derive(Clone, Debug)]
 pub struct EmbedPlan {
     pub batch_tokens: usize,
@@ -102,6 +116,9 @@ pub struct EmbedPlan {
     /// Where the model runs: `cpu` (default), `cuda` or `cuda:N`.
     pub device: Device,
     pub on_empty: OnEmpty,
+    pub on_error: OnError,
+    /// Images with more pixels are refused before they are decoded.
+    pub max_image_pixels: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -142,6 +159,7 @@ impl JobPlan {
         }
         let text_column = s.string("text_column", &mut p);
         let template = s.string("text_template", &mut p);
+        let image_column = s.string("image_column", &mut p);
         let id_column = s.string("id_column", &mut p);
         let columns = s.strings("columns", &mut p);
         let filter = s.string("filter", &mut p);
@@ -158,6 +176,13 @@ impl JobPlan {
         c.finish(&mut p);
         s.finish(&mut p);
         let (text, text_source) = match (&text_column, &template) {
+            _ if image_column.is_some() => {
+                if text_column.is_some() || template.is_some() {
+                    p.push("input: set image_column, or text_column (or text_template), not both; a job embeds one kind");
+                }
+                let col = image_column.clone().unwrap_or_default();
+                (Some(TextSpec::column(&col)), col)
+            }
             (Some(_), Some(_)) => {
                 p.push("input: set text_column or text_template, not both");
                 (None, String::new())
@@ -172,7 +197,7 @@ impl JobPlan {
             },
             (None, None) => {
                 if in_path.is_some() {
-                    p.push("input.text_column: required (or input.text_template)");
+                    p.push("input.text_column: required (or input.text_template, or input.image_column for images)");
                 }
                 (None, String::new())
             }
@@ -200,9 +225,16 @@ impl JobPlan {
 
         // [chunking]
         let mut s = root.table("chunking", &mut p);
-        let mode = s
-            .choice("mode", &["tokens", "none"], &mut p)
-            .unwrap_or("tokens");
+        let mode_given = s.choice("mode", &["tokens", "none"], &mut p);
+        if image_column.is_some() && mode_given == Some("tokens") {
+            p.push("chunking.mode = \"tokens\": images are not chunked; leave [chunking] out of an image job");
+        }
+        // An image is one row, one vector.
+        let mode = if image_column.is_some() {
+            "none"
+        } else {
+            mode_given.unwrap_or("tokens")
+        };
         let max_tokens = s.count("max_tokens", 1, &mut p);
         let overlap = s.count("overlap", 0, &mut p);
         // On by default: without input.columns the chunk rows leave out the
@@ -244,6 +276,17 @@ impl JobPlan {
             Some("embed") => OnEmpty::Embed,
             _ => OnEmpty::Skip,
         };
+        if image_column.is_some() && on_empty == OnEmpty::Embed {
+            p.push("embed.on_empty = \"embed\": an empty image has no vector; use \"skip\" or \"fail\"");
+        }
+        let on_error = match s.choice("on_error", &["fail", "skip"], &mut p) {
+            Some("skip") => OnError::Skip,
+            _ => OnError::Fail,
+        };
+        let max_image_pixels = s
+            .count("max_image_pixels", 1, &mut p)
+            .map(|n| n as u64)
+            .unwrap_or(crate::embed::image::MAX_IMAGE_PIXELS);
         s.finish(&mut p);
 
         // [output]
@@ -294,6 +337,9 @@ impl JobPlan {
 
         let cluster = read_cluster(&mut root, &mut p);
         let topics = read_topics(&mut root, cluster.is_some(), &mut p);
+        if image_column.is_some() && topics.as_ref().is_some_and(|t| t.labels.is_empty()) {
+            p.push("[topics]: an image job's topics are zero-shot labels (topics.labels); keyword topics are made of texts");
+        }
 
         // [shard]
         let mut s = root.table("shard", &mut p);
@@ -408,6 +454,7 @@ impl JobPlan {
                 id_column,
                 columns,
                 filter,
+                image_column: image_column.clone(),
             },
             model: ModelOptions {
                 path: model_path,
@@ -416,6 +463,7 @@ impl JobPlan {
                 normalize,
                 prompt_name,
                 prompt,
+                images: image_column.is_some(),
             },
             chunking: ChunkPlan {
                 enabled: mode == "tokens",
@@ -429,6 +477,8 @@ impl JobPlan {
                 threads,
                 device,
                 on_empty,
+                on_error,
+                max_image_pixels,
             },
             output: OutputPlan {
                 path: out_path,

@@ -149,6 +149,21 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
             Some(cols) => cols.clone(),
             None => schema.fields().iter().map(|f| f.name().clone()).collect(),
         };
+        // An image job copies no image bytes to its output unless asked
+        // (input.columns): a path column is kept, the bytes are not.
+        if plan.input.columns.is_none()
+            && let Some(col) = &plan.input.image_column
+            && schema.field_with_name(col).is_ok_and(|f| {
+                matches!(
+                    f.data_type(),
+                    arrow::datatypes::DataType::Binary
+                        | arrow::datatypes::DataType::LargeBinary
+                        | arrow::datatypes::DataType::BinaryView
+                )
+            })
+        {
+            wanted.retain(|c| c != col);
+        }
         if let Some(id) = &plan.input.id_column
             && !wanted.contains(id)
         {
@@ -160,7 +175,11 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
                 Err(_) => errors.push(missing(c)),
             }
         }
-        if let Err(e) = plan.input.text.check(schema, first) {
+        let content = match &plan.input.image_column {
+            Some(col) => image_column_check(schema, first, col),
+            None => plan.input.text.check(schema, first),
+        };
+        if let Err(e) = content {
             errors.push(e);
         }
         read_columns = wanted;
@@ -185,7 +204,10 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
 
     let documents_passthrough = passthrough;
     let passthrough = chunk_passthrough(&plan, &documents_passthrough);
-    if plan.topics.is_some() && input.is_some() && topics_text_column(&plan, &passthrough).is_none()
+    if plan.topics.is_some()
+        && plan.input.image_column.is_none()
+        && input.is_some()
+        && topics_text_column(&plan, &passthrough).is_none()
     {
         errors.push(Error::Job {
             origin: plan.origin.clone(),
@@ -323,8 +345,34 @@ fn chunk_passthrough(plan: &JobPlan, documents: &[FieldRef]) -> Vec<FieldRef> {
         .collect()
 }
 
-/// The output column holding the texts topics are made of.
+/// An image column holds encoded images (binary) or paths to them (text).
+fn image_column_check(schema: &arrow::datatypes::Schema, file: &str, col: &str) -> Result<()> {
+    use arrow::datatypes::DataType;
+    let f = schema
+        .field_with_name(col)
+        .map_err(|_| Error::missing_column(file, col, schema))?;
+    match f.data_type() {
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View => Ok(()),
+        other => Err(Error::input(
+            file,
+            format!(
+                "input.image_column {col} is {other}; expected binary (the images' bytes) or text (their paths or s3:// URLs)"
+            ),
+        )),
+    }
+}
+
+/// The output column holding the texts topics are made of (none in an
+/// image job: its topics are zero-shot labels).
 pub(super) fn topics_text_column(plan: &JobPlan, passthrough: &[FieldRef]) -> Option<String> {
+    if plan.input.image_column.is_some() {
+        return None;
+    }
     if plan.chunking.enabled && plan.chunking.keep_text {
         return Some(sink::CHUNK_TEXT.to_string());
     }

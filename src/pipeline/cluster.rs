@@ -353,6 +353,9 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
             log(progress, "counted terms per topic");
             Some(counts.keywords())
         }
+        // Zero-shot labels alone (image vectors have no words): topics
+        // without keywords.
+        None if job.zero_shot.is_some() => Some(vec![Vec::new(); assigner.topics()]),
         None => None,
     };
     let topic_labels: Option<Vec<String>> = keywords.as_ref().map(|kw| {

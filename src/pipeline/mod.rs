@@ -157,7 +157,8 @@ pub async fn run_job(
         .and_then(|_| topics_text_column(&plan, &c.passthrough));
     let zero_shot = match &plan.topics {
         Some(t) if !t.labels.is_empty() => {
-            let model = c.model.clone();
+            // Labels are texts, also for an image job (CLIP's text graph).
+            let model = c.model.text_side();
             let (labels, name, min) = (
                 t.labels.clone(),
                 t.label_prompt_name.clone(),
@@ -364,6 +365,15 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         overlap: c.overlap,
         counters: Arc::clone(&counters),
         hash_rows: plan.output.format == OutputKind::Delta,
+        images: match (&c.model.vision, c.model.images) {
+            (Some(v), true) => Some(prepare::ImageStage {
+                processor: v.processor.clone(),
+                stores: Arc::clone(&c.stores),
+                runtime: tokio::runtime::Handle::current(),
+                reported: Default::default(),
+            }),
+            _ => None,
+        },
     });
     let stores = &c.stores;
     let mut output = match plan.output.format {
@@ -660,6 +670,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         documents_written: docs_written,
         seconds: started.elapsed().as_secs_f64(),
         table,
+        images: plan.input.image_column.is_some(),
     })
 }
 

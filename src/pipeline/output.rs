@@ -29,7 +29,14 @@ pub(super) fn lineage(
         ("embedflow.model", m.name.clone()),
         ("embedflow.model_sha256", sha256.to_string()),
         ("embedflow.dim", dim.to_string()),
-        ("embedflow.pooling", m.pooling.name().to_string()),
+        (
+            "embedflow.pooling",
+            match m.family {
+                // CLIP pools (and projects) inside its graphs.
+                embed::model::Family::Clip => "graph".to_string(),
+                _ => m.pooling.name().to_string(),
+            },
+        ),
         ("embedflow.normalize", m.normalize.to_string()),
         (
             "embedflow.max_seq_length",
@@ -40,7 +47,14 @@ pub(super) fn lineage(
             },
         ),
         ("embedflow.prompt", m.prompt.clone().unwrap_or_default()),
-        ("embedflow.text", p.input.text_source.clone()),
+        (
+            if p.input.image_column.is_some() {
+                "embedflow.image_column"
+            } else {
+                "embedflow.text"
+            },
+            p.input.text_source.clone(),
+        ),
         (
             "embedflow.chunking",
             if p.chunking.enabled { "tokens" } else { "none" }.to_string(),

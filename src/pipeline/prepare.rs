@@ -3,15 +3,17 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, LargeBinaryArray, RecordBatch, StringArray,
+    UInt32Array, UInt64Array,
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
 use crate::chunk;
+use crate::embed::image::ImageProcessor;
 use crate::embed::{Encoded, TextEncoder};
-use crate::job::{JobPlan, OnEmpty};
+use crate::job::{JobPlan, OnEmpty, OnError};
 use crate::progress::Counters;
 use crate::sink::UpdateMode;
 use crate::source::{RowFilter, SourceBatch};
@@ -52,6 +54,74 @@ pub(super) struct PrepareStage {
     pub(super) counters: Arc<Counters>,
     /// Hash each row's content (Delta outputs).
     pub(super) hash_rows: bool,
+    /// An image job: how images are prepared, and where image paths are
+    /// read from.
+    pub(super) images: Option<ImageStage>,
+}
+
+/// What the prepare stage needs for images.
+pub(super) struct ImageStage {
+    pub(super) processor: ImageProcessor,
+    pub(super) stores: Arc<crate::store::Stores>,
+    /// The I/O runtime, for reading images named by path.
+    pub(super) runtime: tokio::runtime::Handle,
+    /// Bad rows reported so far (the first few are named on stderr).
+    pub(super) reported: std::sync::atomic::AtomicU64,
+}
+
+/// Bad rows named one by one on stderr with `on_error = "skip"`; the rest
+/// are counted.
+const REPORTED_BAD_ROWS: u64 = 20;
+
+/// Image files read at once from a path column.
+const IMAGE_READS: usize = 16;
+
+/// Each row's content: its text, or its image (bytes, or a path to them).
+pub(super) enum Contents {
+    Texts(Vec<Option<String>>),
+    Images {
+        data: LargeBinaryArray,
+        /// The column holds paths (text), not the images' bytes.
+        paths: bool,
+    },
+}
+
+impl Contents {
+    /// Nothing to embed: a null, empty or whitespace-only text; a null or
+    /// 0-byte image, or an empty path.
+    fn is_empty(&self, i: usize) -> bool {
+        match self {
+            Contents::Texts(t) => t[i].as_deref().is_none_or(|t| t.trim().is_empty()),
+            Contents::Images { data, paths } => {
+                data.is_null(i)
+                    || data.value(i).is_empty()
+                    || (*paths && data.value(i).trim_ascii().is_empty())
+            }
+        }
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        match self {
+            Contents::Texts(t) => t[i].is_none(),
+            Contents::Images { data, .. } => data.is_null(i),
+        }
+    }
+
+    /// What a row's content hash covers: the text, the image's bytes, or
+    /// its path (a path column's row changes when its path does).
+    fn hashed(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            Contents::Texts(t) => t[i].as_deref().map(str::as_bytes),
+            Contents::Images { data, .. } => (!data.is_null(i)).then(|| data.value(i)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Contents::Texts(t) => t.len(),
+            Contents::Images { data, .. } => data.len(),
+        }
+    }
 }
 
 /// One chunk of one row, before embedding.
@@ -87,11 +157,32 @@ impl PrepareStage {
         Ok((batch, at.into_iter().map(|i| sb.first_row + i).collect()))
     }
 
+    /// Each row's text, or image.
+    fn contents(&self, batch: &RecordBatch) -> Result<Contents> {
+        let Some(col) = &self.plan.input.image_column else {
+            return Ok(Contents::Texts(self.plan.input.text.render(batch)?));
+        };
+        let a = batch
+            .column_by_name(col)
+            .ok_or_else(|| Error::internal(format!("the image column {col} was not read")))?;
+        let paths = matches!(
+            a.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
+        let data = arrow::compute::cast(a, &DataType::LargeBinary).map_err(Error::internal)?;
+        let data = data
+            .as_any()
+            .downcast_ref::<LargeBinaryArray>()
+            .ok_or_else(|| Error::internal("images as binary"))?
+            .clone();
+        Ok(Contents::Images { data, paths })
+    }
+
     /// An incremental run's keys of a read batch: for each row it would
     /// embed, its file, position, id (as text) and content hash.
     pub(super) fn keys(&self, sb: &SourceBatch, file: u32, name: &str) -> Result<RecordBatch> {
         let (batch, at) = self.selected(sb, None)?;
-        let texts = self.plan.input.text.render(&batch)?;
+        let texts = self.contents(&batch)?;
         let passthrough = batch
             .project(&self.passthrough_idx)
             .map_err(Error::internal)?;
@@ -128,10 +219,9 @@ impl PrepareStage {
 
     /// The rows a table holds: all but those whose text is empty, when
     /// `embed.on_empty = "skip"`.
-    fn kept_rows<'a>(&self, texts: &'a [Option<String>]) -> impl Iterator<Item = usize> + 'a {
+    fn kept_rows<'a>(&self, texts: &'a Contents) -> impl Iterator<Item = usize> + 'a {
         let skip = self.plan.embed.on_empty == OnEmpty::Skip;
-        (0..texts.len())
-            .filter(move |&i| !(skip && texts[i].as_deref().is_none_or(|t| t.trim().is_empty())))
+        (0..texts.len()).filter(move |&i| !(skip && texts.is_empty(i)))
     }
 
     /// An incremental table knows its rows by id, so a row it would hold
@@ -164,7 +254,7 @@ impl PrepareStage {
         // 1-based, for messages.
         let rows: Vec<u64> = at.iter().map(|r| r + 1).collect();
         Counters::add(&self.counters.rows_read, batch.num_rows() as u64);
-        let texts = self.plan.input.text.render(&batch)?;
+        let texts = self.contents(&batch)?;
         let ids = match &self.plan.input.id_column {
             Some(c) => batch
                 .column_by_name(c)
@@ -175,11 +265,16 @@ impl PrepareStage {
             let kept = self.kept_rows(&texts).map(|i| (i, at[i]));
             self.require_ids(&sb.file, ids, kept)?;
         }
-        let per_row: Vec<Result<Vec<ChunkOut>>> = texts
-            .par_iter()
-            .enumerate()
-            .map(|(i, t)| self.row(t.as_deref(), &sb.file, rows[i], ids.as_ref(), i))
-            .collect();
+        let per_row: Vec<Result<Vec<ChunkOut>>> = match &texts {
+            Contents::Texts(t) => t
+                .par_iter()
+                .enumerate()
+                .map(|(i, t)| self.row(t.as_deref(), &sb.file, rows[i], ids.as_ref(), i))
+                .collect(),
+            Contents::Images { data, paths } => {
+                self.image_rows(data, *paths, &texts, &sb.file, &rows, ids.as_ref())?
+            }
+        };
 
         let mut unit = WorkUnit {
             file,
@@ -226,6 +321,47 @@ impl PrepareStage {
         Ok(unit)
     }
 
+    /// ` (id = 42)` for messages about row `i`, when the job has an id column.
+    fn id_of(&self, ids: Option<&ArrayRef>, i: usize) -> String {
+        match (ids, &self.plan.input.id_column) {
+            (Some(a), Some(c)) => {
+                let s = a.as_any().downcast_ref::<StringArray>();
+                match s {
+                    Some(s) if s.is_valid(i) => format!(" ({c} = {})", s.value(i)),
+                    _ => format!(" ({c} is null)"),
+                }
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// `embed.on_empty` for an empty row: `Ok(true)` when it is skipped.
+    fn empty_row(
+        &self,
+        what: &str,
+        null: bool,
+        file: &str,
+        row: u64,
+        ids: Option<&ArrayRef>,
+        i: usize,
+    ) -> Result<bool> {
+        match self.plan.embed.on_empty {
+            OnEmpty::Skip => Ok(true),
+            OnEmpty::Fail => Err(Error::Data(format!(
+                "input {file}: row {row}{}: the {what} ({}) is {}, and embed.on_empty = \"fail\"; set it to \"skip\"{} to go on",
+                self.id_of(ids, i),
+                self.plan.input.text_source,
+                if null { "null" } else { "empty" },
+                if self.images.is_some() {
+                    ""
+                } else {
+                    " or \"embed\""
+                },
+            ))),
+            OnEmpty::Embed => Ok(false),
+        }
+    }
+
     /// A row's chunks; empty when the row is skipped.
     fn row(
         &self,
@@ -236,28 +372,8 @@ impl PrepareStage {
         i: usize,
     ) -> Result<Vec<ChunkOut>> {
         let empty = text.is_none_or(|t| t.trim().is_empty());
-        if empty {
-            match self.plan.embed.on_empty {
-                OnEmpty::Skip => return Ok(Vec::new()),
-                OnEmpty::Fail => {
-                    let id = match (ids, &self.plan.input.id_column) {
-                        (Some(a), Some(c)) => {
-                            let s = a.as_any().downcast_ref::<StringArray>();
-                            match s {
-                                Some(s) if s.is_valid(i) => format!(" ({c} = {})", s.value(i)),
-                                _ => format!(" ({c} is null)"),
-                            }
-                        }
-                        _ => String::new(),
-                    };
-                    let what = if text.is_none() { "null" } else { "empty" };
-                    return Err(Error::Data(format!(
-                        "input {file}: row {row}{id}: the text ({}) is {what}, and embed.on_empty = \"fail\"; set it to \"skip\" or \"embed\" to go on",
-                        self.plan.input.text_source
-                    )));
-                }
-                OnEmpty::Embed => {}
-            }
+        if empty && self.empty_row("text", text.is_none(), file, row, ids, i)? {
+            return Ok(Vec::new());
         }
         let text = text.unwrap_or("");
         let keep = self.plan.chunking.keep_text;
@@ -290,15 +406,120 @@ impl PrepareStage {
             })
             .collect()
     }
+
+    /// Each image row's one "chunk": the image read (from the column, or
+    /// from the file its path names), decoded and prepared. A row that
+    /// cannot be is a clear error, or skipped with `embed.on_error = "skip"`.
+    fn image_rows(
+        &self,
+        data: &LargeBinaryArray,
+        paths: bool,
+        contents: &Contents,
+        file: &str,
+        rows: &[u64],
+        ids: Option<&ArrayRef>,
+    ) -> Result<Vec<Result<Vec<ChunkOut>>>> {
+        let stage = self
+            .images
+            .as_ref()
+            .ok_or_else(|| Error::internal("an image row without the image stage"))?;
+        let n = data.len();
+        let mut skip = vec![false; n];
+        for (i, s) in skip.iter_mut().enumerate() {
+            if contents.is_empty(i) {
+                let what = if paths { "image path" } else { "image" };
+                *s = self.empty_row(what, contents.is_null(i), file, rows[i], ids, i)?;
+                if !*s {
+                    return Err(Error::internal("on_empty = embed in an image job"));
+                }
+            }
+        }
+        // Paths are read first, all of a unit's at once (a few at a time).
+        let fetched: Vec<Option<std::result::Result<bytes::Bytes, String>>> = if paths {
+            let wanted: Vec<(usize, String)> = (0..n)
+                .filter(|&i| !skip[i])
+                .map(|i| (i, String::from_utf8_lossy(data.value(i)).trim().to_string()))
+                .collect();
+            let read = stage
+                .runtime
+                .block_on(read_images(&stage.stores, file, wanted));
+            let mut out: Vec<Option<_>> = (0..n).map(|_| None).collect();
+            for (i, r) in read {
+                out[i] = Some(r);
+            }
+            out
+        } else {
+            (0..n).map(|_| None).collect()
+        };
+        let col = &self.plan.input.text_source;
+        let max_pixels = self.plan.embed.max_image_pixels;
+        let prepared: Vec<Option<std::result::Result<Vec<u8>, String>>> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                if skip[i] {
+                    return None;
+                }
+                let bytes: &[u8] = match &fetched[i] {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => return Some(Err(e.clone())),
+                    None => data.value(i),
+                };
+                Some(
+                    crate::embed::image::decode(bytes, max_pixels)
+                        .map(|img| stage.processor.prepare(img).data),
+                )
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for (i, p) in prepared.into_iter().enumerate() {
+            out.push(match p {
+                None => Ok(Vec::new()),
+                Some(Ok(pixels)) => Ok(vec![ChunkOut {
+                    start: 0,
+                    end: 0,
+                    text: None,
+                    encoded: crate::embed::Encoded::image(pixels),
+                }]),
+                Some(Err(why)) => {
+                    let shown = if paths {
+                        format!(" ({})", String::from_utf8_lossy(data.value(i)).trim())
+                    } else {
+                        String::new()
+                    };
+                    let message = format!(
+                        "input {file}: row {}{}: column {col}{shown}: {why}",
+                        rows[i],
+                        self.id_of(ids, i)
+                    );
+                    match self.plan.embed.on_error {
+                        OnError::Fail => Err(Error::Data(format!(
+                            "{message}; set embed.on_error = \"skip\" to leave such rows out"
+                        ))),
+                        OnError::Skip => {
+                            let k = stage
+                                .reported
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if k < REPORTED_BAD_ROWS {
+                                eprintln!("embedflow: skipped: {message}");
+                            } else if k == REPORTED_BAD_ROWS {
+                                eprintln!(
+                                    "embedflow: more rows skipped for bad images; the summary counts them"
+                                );
+                            }
+                            Ok(Vec::new())
+                        }
+                    }
+                }
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// Per row: SHA-256 over the text embedded (`None`: a null text) and the
 /// row's passthrough values in arrow's row format, which encodes every type
 /// unambiguously. Equal hashes: the same vectors and the same output row.
-pub(super) fn content_hashes(
-    texts: &[Option<String>],
-    batch: &RecordBatch,
-) -> Result<Vec<[u8; 32]>> {
+pub(super) fn content_hashes(texts: &Contents, batch: &RecordBatch) -> Result<Vec<[u8; 32]>> {
     use arrow::row::{RowConverter, SortField};
     use sha2::{Digest, Sha256};
     let fields: Vec<SortField> = batch
@@ -311,16 +532,14 @@ pub(super) fn content_hashes(
     let rows = converter
         .convert_columns(batch.columns())
         .map_err(Error::internal)?;
-    Ok(texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
+    Ok((0..texts.len())
+        .map(|i| {
             let mut h = Sha256::new();
-            match t {
+            match texts.hashed(i) {
                 Some(t) => {
                     h.update([1u8]);
                     h.update((t.len() as u64).to_le_bytes());
-                    h.update(t.as_bytes());
+                    h.update(t);
                 }
                 None => h.update([0u8]),
             }
@@ -341,4 +560,51 @@ pub(super) fn keys_schema() -> SchemaRef {
         Field::new("id", DataType::Utf8, true),
         Field::new("hash", DataType::Binary, false),
     ]))
+}
+
+/// Reads the image files a path column names, a few at a time: a path
+/// relative to the input file's folder, an absolute path, or an `s3://` /
+/// `file://` URL. Returns each row's bytes, or why they could not be read.
+async fn read_images(
+    stores: &crate::store::Stores,
+    input_file: &str,
+    wanted: Vec<(usize, String)>,
+) -> Vec<(usize, std::result::Result<bytes::Bytes, String>)> {
+    use futures::StreamExt;
+    let base = input_file
+        .rsplit_once('/')
+        .map(|(dir, _)| dir.to_string())
+        .unwrap_or_else(|| ".".into());
+    futures::stream::iter(wanted)
+        .map(|(i, path)| {
+            let full = if path.contains("://") || path.starts_with('/') {
+                path.clone()
+            } else {
+                format!("{base}/{path}")
+            };
+            async move {
+                let read = async {
+                    if full.starts_with("http://") || full.starts_with("https://") {
+                        return Err(
+                            "http(s) URLs are not read; give a local path or an s3:// URL"
+                                .to_string(),
+                        );
+                    }
+                    let loc = stores.resolve(&full).map_err(|e| e.to_string())?;
+                    let got = object_store::ObjectStoreExt::get(loc.store.as_ref(), &loc.path)
+                        .await
+                        .map_err(|e| match e {
+                            object_store::Error::NotFound { .. } => format!("no such file {full}"),
+                            e => format!("cannot read {full}: {e}"),
+                        })?;
+                    got.bytes()
+                        .await
+                        .map_err(|e| format!("cannot read {full}: {e}"))
+                };
+                (i, read.await)
+            }
+        })
+        .buffered(IMAGE_READS)
+        .collect()
+        .await
 }
