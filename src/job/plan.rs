@@ -647,7 +647,7 @@ mod tests {
             e.to_string(),
             "job.toml: 7 problems
   - input.text_colum: unknown key; did you mean 'input.text_column'?
-  - input.text_column: required (or input.text_template)
+  - input.text_column: required (or input.text_template, or input.image_column for images)
   - model.path: required
   - model.pooling: \"weightedmean\" pooling is not supported (it weights tokens by position, which embedflow does not implement); choose one of cls, mean, max, mean_sqrt_len, lasttoken
   - chunking.overlap: must be smaller than chunking.max_tokens (10), found 10
