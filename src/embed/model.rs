@@ -438,8 +438,59 @@ impl ModelConfig {
     }
 }
 
-/// sha256 of a file of a model folder, hex.
+/// sha256 of a file of a model folder, hex. Remembered under
+/// `$EMBEDFLOW_HOME/sha256/` by the file's device, inode, size and
+/// modification time: a 90 MB graph is hashed once, not on every run (and
+/// again as soon as any of those change, as `make` would).
 pub fn sha256_file(dir: &Path, path: &Path) -> Result<String> {
+    let stamp = file_stamp(path);
+    let cache = stamp
+        .as_ref()
+        .map(|(key, _)| crate::paths::embedflow_home().join("sha256").join(key));
+    if let (Some(c), Some((_, want))) = (&cache, &stamp)
+        && let Ok(text) = std::fs::read_to_string(c)
+        && let Some((stamp, sha)) = text.trim().split_once(' ')
+        && stamp == want
+        && sha.len() == 64
+    {
+        return Ok(sha.to_string());
+    }
+    let sha = hash_file(dir, path)?;
+    if let (Some(c), Some((_, stamp))) = (cache, stamp) {
+        // Best effort: a cache that cannot be written costs a hash next time.
+        let _ = remember(&c, &format!("{stamp} {sha}\n"));
+    }
+    Ok(sha)
+}
+
+/// (cache file name, stamp) of a file: the name from its canonical path,
+/// the stamp from what changes when its bytes do.
+fn file_stamp(path: &Path) -> Option<(String, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let canonical = path.canonicalize().ok()?;
+    let m = std::fs::metadata(&canonical).ok()?;
+    let name = hex::encode(&Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..16]);
+    let stamp = format!(
+        "{}:{}:{}:{}.{:09}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    );
+    Some((name, stamp))
+}
+
+fn remember(cache: &Path, line: &str) -> std::io::Result<()> {
+    let dir = cache.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = cache.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, line)?;
+    std::fs::rename(&tmp, cache)
+}
+
+fn hash_file(dir: &Path, path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| {
         Error::model(
             dir.display(),
@@ -493,6 +544,25 @@ fn pooling_from_config(c: &PoolingConfig) -> std::result::Result<Pooling, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_graph_is_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("model.onnx");
+        std::fs::write(&f, b"one").unwrap();
+        let first = sha256_file(dir.path(), &f).unwrap();
+        assert_eq!(first, hex::encode(Sha256::digest(b"one")));
+        // Remembered: the same answer without reading (and a second call
+        // finds the stamp it wrote).
+        assert_eq!(sha256_file(dir.path(), &f).unwrap(), first);
+        // Rewritten in place (same size, new contents): the stamp moves.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&f, b"two").unwrap();
+        assert_eq!(
+            sha256_file(dir.path(), &f).unwrap(),
+            hex::encode(Sha256::digest(b"two"))
+        );
+    }
 
     #[test]
     fn pooling_modes_from_flags() {
