@@ -245,7 +245,7 @@ fn model_folder_missing_a_file_says_which() {
     );
     assert_eq!(
         e.trim(),
-        "error: model model: missing model.onnx (looked for model.onnx and onnx/model.onnx)"
+        "error: model model: missing model.onnx (looked for model.onnx, onnx/model.onnx and a CLIP folder's text_model.onnx)"
     );
 }
 
