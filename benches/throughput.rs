@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use embedflow::embed::ModelOptions;
-use embedflow::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
+use embedflow::embed::batch::{CPU_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
 use embedflow::embed::{self, Embedder, Encoded, ModelConfig, TextEncoder, batch};
 use rayon::prelude::*;
 
@@ -89,7 +89,7 @@ fn main() {
     );
 
     let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
-    let sorted = batch::plan(&lengths, DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS);
+    let sorted = batch::plan(&lengths, CPU_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS);
     let unsorted = batch::plan_unsorted(encoded.len(), fixed_rows);
     let padded = |plan: &[Vec<usize>]| -> usize {
         plan.iter()

@@ -1,10 +1,27 @@
 //! Packing rows into inference batches: sorted by token length so that each
 //! batch pads little, and sized by a budget of padded tokens.
 
-/// Default padded-token budget of one inference batch (rows × longest row).
-pub const DEFAULT_BATCH_TOKENS: usize = 16_384;
+use super::Device;
+
+/// Default padded-token budget of one inference batch (rows × longest row)
+/// on the CPU. Small batches keep a layer's activations in the caches: on
+/// the 2-core machine a 1,024-token budget ran the same texts 1.7× faster
+/// than 16,384, in a fifth of the memory (benches/batch_curve.sh, with the
+/// curve in benches/README.md).
+pub const CPU_BATCH_TOKENS: usize = 1_024;
+/// Default budget on a GPU, where a batch must be large to fill the card.
+pub const GPU_BATCH_TOKENS: usize = 16_384;
 /// Default cap on rows in one inference batch (short texts).
 pub const DEFAULT_MAX_BATCH_ROWS: usize = 256;
+
+/// The default padded-token budget for a device (`embed.batch_tokens`
+/// overrides it).
+pub fn default_batch_tokens(device: Device) -> usize {
+    match device {
+        Device::Cpu => CPU_BATCH_TOKENS,
+        Device::Cuda(_) => GPU_BATCH_TOKENS,
+    }
+}
 
 /// Splits the rows (given by their token lengths) into batches. Rows are
 /// visited longest first; a batch takes rows while `rows × longest ≤

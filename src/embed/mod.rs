@@ -70,6 +70,7 @@ pub fn embed_texts(
     exec: SessionOptions,
 ) -> Result<(Vec<f32>, usize)> {
     let encoder = TextEncoder::new(model)?;
+    let budget = batch::default_batch_tokens(exec.device);
     let mut embedder = Embedder::new(model, &encoder, exec)?;
     let encoded: Vec<Encoded> = texts
         .par_iter()
@@ -78,7 +79,7 @@ pub fn embed_texts(
     embed_all(
         &mut embedder,
         &encoded,
-        batch::DEFAULT_BATCH_TOKENS,
+        budget,
         batch::DEFAULT_MAX_BATCH_ROWS,
         &mut |_, _| true,
     )

@@ -4,7 +4,7 @@
 use toml::Table;
 
 use super::spec::{Problems, Section};
-use crate::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
+use crate::embed::batch::{DEFAULT_MAX_BATCH_ROWS, default_batch_tokens};
 use crate::embed::{Device, ModelOptions, Pooling, WEIGHTEDMEAN_REFUSED};
 use crate::sink::{Compression, DEFAULT_ROW_GROUP_SIZE, DEFAULT_UNIT_ROWS, OutputKind, UpdateMode};
 use crate::source::{CsvOptions, Format};
@@ -251,9 +251,7 @@ impl JobPlan {
 
         // [embed]
         let mut s = root.table("embed", &mut p);
-        let batch_tokens = s
-            .count("batch_tokens", 1, &mut p)
-            .unwrap_or(DEFAULT_BATCH_TOKENS);
+        let batch_tokens = s.count("batch_tokens", 1, &mut p);
         let max_batch_rows = s
             .count("max_batch_rows", 1, &mut p)
             .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
@@ -271,6 +269,8 @@ impl JobPlan {
                 Device::Cpu
             }),
         };
+        // Per device: small batches on the CPU, large ones on a GPU.
+        let batch_tokens = batch_tokens.unwrap_or_else(|| default_batch_tokens(device));
         let on_empty = match s.choice("on_empty", &["skip", "fail", "embed"], &mut p) {
             Some("fail") => OnEmpty::Fail,
             Some("embed") => OnEmpty::Embed,

@@ -21,7 +21,7 @@ use datafusion::logical_expr::{
 };
 use rayon::prelude::*;
 
-use crate::embed::batch::{DEFAULT_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS};
+use crate::embed::batch::{DEFAULT_MAX_BATCH_ROWS, default_batch_tokens};
 use crate::embed::{self, Embedder, Encoded, ModelConfig, SessionOptions, TextEncoder};
 
 /// Vectors of one call, row-major, and which rows are valid (not null).
@@ -193,10 +193,11 @@ impl ModelThread {
             .collect::<crate::Result<_>>()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         tracing::info!(texts = encoded.len(), "embed()");
+        let budget = default_batch_tokens(self.embedder.device());
         let (vectors, _) = embed::embed_all(
             &mut self.embedder,
             &encoded,
-            DEFAULT_BATCH_TOKENS,
+            budget,
             DEFAULT_MAX_BATCH_ROWS,
             &mut |_, _| !crate::cancel::requested(),
         )
