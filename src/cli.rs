@@ -92,6 +92,48 @@ pub enum Command {
     /// What embedflow reads from a model folder: graph inputs and outputs,
     /// dim, pooling, normalisation, max length, prompts, tokenizer, sha256.
     Model(ModelOpts),
+    /// One self-contained HTML report of an embedded table: lineage, a topic
+    /// map (t-SNE), topics and keywords, topic similarity, sizes.
+    Report(ReportOpts),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportOpts {
+    /// The embedded table: a Parquet file, folder or glob, or a Delta table; local or s3://.
+    pub table: String,
+    /// Where to write the HTML file (local or s3://).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: String,
+    /// The vector column [default: the one the table's lineage names, else embedding].
+    #[arg(long)]
+    pub vector_column: Option<String>,
+    /// The text shown when hovering a point [default: chunk_text, else the lineage's text column, else text or title].
+    #[arg(long)]
+    pub text_column: Option<String>,
+    /// The id shown when hovering a point [default: the first column].
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// The topics table (keywords, representative texts) [default: the one the table's lineage names].
+    #[arg(long, value_name = "PATH")]
+    pub topics: Option<String>,
+    /// Rows drawn on the map at most (a seeded random sample of the table).
+    #[arg(long, default_value_t = crate::pipeline::report::DEFAULT_MAX_POINTS)]
+    pub max_points: usize,
+    /// Seed of the sample and the layout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The page's title [default: "embedflow report: TABLE"].
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Fail if the output exists instead of replacing it.
+    #[arg(long)]
+    pub no_overwrite: bool,
+    /// S3-compatible endpoint for s3:// paths.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long)]
+    pub s3_region: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -17,6 +17,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod process;
 pub mod progress;
+pub mod report;
 pub mod runtime;
 pub mod shard;
 pub mod sink;

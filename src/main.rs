@@ -110,5 +110,6 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Commit(c) => commands::run::commit(&rt, &c, &opts, cli.quiet),
         Command::Status(s) => commands::run::status(&rt, &s, &opts),
         Command::Model(m) => commands::model::model(&rt, &m, &opts),
+        Command::Report(r) => commands::report::report(&rt, &r, &opts, cli.quiet),
     }
 }

@@ -14,6 +14,7 @@ mod images;
 mod io;
 mod jobs;
 mod model;
+mod report;
 mod s3;
 mod safety;
 mod shards;

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod model;
+pub mod report;
 pub mod run;
 pub mod sql;
 

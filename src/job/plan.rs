@@ -30,6 +30,17 @@ pub struct JobPlan {
     pub topics: Option<TopicsPlan>,
     /// `[shard]`: this job split across machines.
     pub shard: ShardSection,
+    /// `[report]`: an HTML report of the output, written at the end.
+    pub report: Option<ReportPlan>,
+}
+
+/// `[report]`: where the run's HTML report goes, and its map's sample.
+#[derive(Clone, Debug)]
+pub struct ReportPlan {
+    pub path: String,
+    pub max_points: usize,
+    pub seed: u64,
+    pub title: Option<String>,
 }
 
 /// `[shard]`: the shard count (and, rarely, the index) of a sharded job;
@@ -337,6 +348,7 @@ impl JobPlan {
 
         let cluster = read_cluster(&mut root, &mut p);
         let topics = read_topics(&mut root, cluster.is_some(), &mut p);
+        let report = read_report(&mut root, &mut p);
         if image_column.is_some() && topics.as_ref().is_some_and(|t| t.labels.is_empty()) {
             p.push("[topics]: an image job's topics are zero-shot labels (topics.labels); keyword topics are made of texts");
         }
@@ -404,6 +416,9 @@ impl JobPlan {
             if cluster.is_some() {
                 p.push("[cluster]: not run inside a job with output.format = \"delta\" yet; run `embedflow cluster` on the table after the job");
             }
+            if report.is_some() && shard.count.is_some() {
+                p.push("[report]: not written by a sharded run (no shard sees the whole table); run `embedflow report` on the table after `embedflow commit`");
+            }
         }
         if documents_path.is_some() && mode == "none" {
             p.push("output.documents_path: needs chunking (chunking.mode = \"tokens\"); without chunks the row vectors are the document vectors");
@@ -417,6 +432,17 @@ impl JobPlan {
             && o == i
         {
             p.push("output.path: must differ from input.path");
+        }
+        if let Some(r) = &report {
+            for (name, other) in [
+                ("output.path", &out_path),
+                ("input.path", &in_path),
+                ("output.documents_path", &documents_path),
+            ] {
+                if other.as_ref() == Some(&r.path) {
+                    p.push(format!("report.path: must differ from {name}"));
+                }
+            }
         }
         if let Some(cols) = &columns {
             let mut seen = std::collections::HashSet::new();
@@ -495,6 +521,7 @@ impl JobPlan {
             cluster,
             topics,
             shard,
+            report,
         })
     }
 }
@@ -541,6 +568,29 @@ fn read_cluster(root: &mut Section, p: &mut Problems) -> Option<ClusterPlan> {
     };
     s.finish(p);
     cluster
+}
+
+/// `[report]`, or `None` when the section is absent.
+fn read_report(root: &mut Section, p: &mut Problems) -> Option<ReportPlan> {
+    let mut s = root.table("report", p);
+    let report = if s.is_present() {
+        let path = s.string("path", p);
+        if path.is_none() && !s.has("path") {
+            p.push("report.path: required (where the HTML file goes, e.g. \"out/report.html\")");
+        }
+        Some(ReportPlan {
+            path: path.unwrap_or_default(),
+            max_points: s
+                .count("max_points", 1, p)
+                .unwrap_or(crate::pipeline::report::DEFAULT_MAX_POINTS),
+            seed: s.count("seed", 0, p).unwrap_or(0) as u64,
+            title: s.string("title", p),
+        })
+    } else {
+        None
+    };
+    s.finish(p);
+    report
 }
 
 /// `[topics]`, or `None` when the section is absent.

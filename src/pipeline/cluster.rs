@@ -394,7 +394,11 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
         source::Format::Parquet => source::parquet::key_value_metadata(&input.files[0])
             .await?
             .into_iter()
-            .filter(|(k, _)| k.starts_with("embedflow.") && !k.starts_with("embedflow.cluster."))
+            .filter(|(k, _)| {
+                k.starts_with("embedflow.")
+                    && !k.starts_with("embedflow.cluster.")
+                    && !k.starts_with("embedflow.topics.")
+            })
             .collect(),
         source::Format::Csv => Vec::new(),
     };
@@ -416,6 +420,13 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
             job.vector_column.clone(),
         ),
     ]);
+    // Where the companion tables went: `embedflow report` finds them here.
+    if let Some(p) = &job.clusters_path {
+        metadata.push(("embedflow.cluster.clusters_path".into(), p.clone()));
+    }
+    if let (Some(p), Some(_)) = (&job.topics_path, &keywords) {
+        metadata.push(("embedflow.topics.topics_path".into(), p.clone()));
+    }
     if let Some(z) = &job.zero_shot {
         metadata.push((
             "embedflow.topics.zero_shot_labels".into(),

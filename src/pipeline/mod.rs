@@ -20,6 +20,7 @@ mod incremental;
 pub mod neighbors;
 mod output;
 mod prepare;
+pub mod report;
 mod shards;
 mod table;
 
@@ -585,7 +586,22 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         // The commit point: `commit` refuses once a stop was asked for; the
         // documents file follows the main output whatever comes after it,
         // so the pair is committed together or not at all.
-        Output::File { out, docs } => {
+        Output::File { mut out, docs } => {
+            // What the run did, for the lineage (`embedflow report` shows it).
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
+            out.append_metadata(&[
+                ("embedflow.run.rows_read".into(), load(&counters.rows_read)),
+                (
+                    "embedflow.run.rows_skipped".into(),
+                    load(&counters.rows_skipped),
+                ),
+                ("embedflow.run.chunks".into(), load(&counters.chunks)),
+                ("embedflow.run.tokens".into(), load(&counters.tokens)),
+                (
+                    "embedflow.run.seconds".into(),
+                    format!("{:.2}", started.elapsed().as_secs_f64()),
+                ),
+            ]);
             let committed = out.commit().await;
             let docs_committed = match docs {
                 Some(d) if committed.is_ok() => d.commit_unconditionally().await.map(Some),

@@ -249,6 +249,16 @@ impl ParquetSink {
         Ok(())
     }
 
+    /// Adds key-value metadata to the footer (known only at the end: what
+    /// the run did). Before [`commit`](Self::commit).
+    pub fn append_metadata(&mut self, kv: &[(String, String)]) {
+        if let Some(w) = self.writer.as_mut() {
+            for (k, v) in kv {
+                w.append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
+            }
+        }
+    }
+
     /// Finishes the file and puts it under its name, unless a stop was asked
     /// for (SIGINT, SIGTERM: [`crate::cancel`]): then the file is discarded
     /// and the result is [`Error::Interrupted`]. Returns the rows written.

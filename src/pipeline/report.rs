@@ -1,0 +1,593 @@
+//! The report runner: one streaming pass over an embedded table (Parquet
+//! file, folder, glob or Delta table; local or S3) that keeps, in bounded
+//! memory, a seeded reservoir sample of rows for the map, per-topic sizes
+//! and vector sums (the centroids of the similarity heatmap), and a sample
+//! of `cluster_distance`; then the companion topics table, the layout
+//! ([`crate::report::layout`]) and the page ([`crate::report::render`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type};
+
+use super::cluster::{batch_vectors, log, read, vector_dim};
+use super::cluster_tables::as_strings;
+use crate::cluster::kmeans::Rng;
+use crate::report::{self, Histogram, MapPoints, ReportData, Topic};
+use crate::runtime::spawn_cpu;
+use crate::sink::{self, ParquetSink};
+use crate::source::{self, CsvOptions};
+use crate::store::{self, S3Options, Stores};
+use crate::{Error, Result};
+
+/// Rows drawn on the map at most, by default: t-SNE over 20,000 rows takes
+/// about a minute on two cores, and the page stays quick to open.
+pub const DEFAULT_MAX_POINTS: usize = 20_000;
+/// Topics a report draws at most.
+pub const MAX_TOPICS: usize = 1_000;
+/// Characters of a row's text kept for the map's hover.
+const SNIPPET_CHARS: usize = 160;
+/// `cluster_distance` values kept for the histogram.
+const DISTANCE_SAMPLE: usize = 100_000;
+const DISTANCE_BINS: usize = 40;
+/// Keywords per topic in the table.
+const KEYWORDS: usize = 10;
+
+/// What to report on and where to write it.
+#[derive(Clone, Debug)]
+pub struct ReportJob {
+    pub input: String,
+    pub output: String,
+    /// Default: the lineage's `embedflow.vector_column`, else `embedding`.
+    pub vector_column: Option<String>,
+    /// The text shown on hover. Default: `chunk_text`, else the column the
+    /// lineage names as the text, else `text` or `title`.
+    pub text_column: Option<String>,
+    /// Default: the first column (embedflow writes the id column first).
+    pub id_column: Option<String>,
+    /// The topics table of `embedflow cluster --topics-path` (keywords,
+    /// representative texts). Default: the one the lineage names.
+    pub topics_path: Option<String>,
+    pub max_points: usize,
+    pub seed: u64,
+    pub title: Option<String>,
+    pub overwrite: bool,
+    pub s3: S3Options,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct ReportSummary {
+    pub output: String,
+    pub rows: u64,
+    pub points: usize,
+    pub topics: usize,
+    pub bytes: usize,
+    pub layout_seconds: f64,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for ReportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "wrote {}", self.output)?;
+        writeln!(f, "  rows             {}", self.rows)?;
+        writeln!(f, "  on the map       {}", self.points)?;
+        writeln!(f, "  topics           {}", self.topics)?;
+        writeln!(f, "  size             {:.1} MB", self.bytes as f64 / 1e6)?;
+        writeln!(f, "  layout seconds   {:.2}", self.layout_seconds)?;
+        write!(f, "  seconds          {:.2}", self.seconds)
+    }
+}
+
+/// The rows kept for the map (Algorithm R, seeded).
+struct Sample {
+    size: usize,
+    dim: usize,
+    seen: u64,
+    vectors: Vec<f32>,
+    ids: Vec<String>,
+    texts: Vec<String>,
+    groups: Vec<u32>,
+    distances: Vec<f32>,
+    rng: Rng,
+}
+
+impl Sample {
+    /// Where row number `seen` goes: `Some(slot)` to keep it.
+    fn slot(&mut self) -> Option<usize> {
+        let seen = self.seen;
+        self.seen += 1;
+        if (seen as usize) < self.size {
+            Some(seen as usize)
+        } else {
+            let j = self.rng.below(seen + 1) as usize;
+            (j < self.size).then_some(j)
+        }
+    }
+
+    fn put(&mut self, slot: usize, v: &[f32], id: String, text: String, group: u32, d: f32) {
+        if slot == self.ids.len() {
+            self.vectors.extend_from_slice(v);
+            self.ids.push(id);
+            self.texts.push(text);
+            self.groups.push(group);
+            self.distances.push(d);
+        } else {
+            self.vectors[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(v);
+            self.ids[slot] = id;
+            self.texts[slot] = text;
+            self.groups[slot] = group;
+            self.distances[slot] = d;
+        }
+    }
+}
+
+/// Per-topic tallies, by the order topics are first seen.
+#[derive(Default)]
+struct Groups {
+    index: HashMap<i64, u32>,
+    ids: Vec<i64>,
+    labels: Vec<Option<String>>,
+    sizes: Vec<u64>,
+    sums: Vec<Vec<f64>>,
+}
+
+impl Groups {
+    fn of(&mut self, id: i64, dim: usize, file: &str) -> Result<u32> {
+        if let Some(&g) = self.index.get(&id) {
+            return Ok(g);
+        }
+        if self.ids.len() == MAX_TOPICS {
+            return Err(Error::input(
+                file,
+                format!(
+                    "more than {MAX_TOPICS} distinct topics or clusters; a report draws at most {MAX_TOPICS}"
+                ),
+            ));
+        }
+        let g = self.ids.len() as u32;
+        self.index.insert(id, g);
+        self.ids.push(id);
+        self.labels.push(None);
+        self.sizes.push(0);
+        self.sums.push(vec![0.0; dim]);
+        Ok(g)
+    }
+}
+
+fn int_column(col: &ArrayRef) -> Result<arrow::array::Int64Array> {
+    let c = arrow::compute::cast(col, &DataType::Int64).map_err(Error::internal)?;
+    Ok(c.as_primitive::<Int64Type>().clone())
+}
+
+/// The first of `names` that `schema` has.
+fn first_present(schema: &arrow::datatypes::Schema, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find(|n| schema.field_with_name(n).is_ok())
+        .map(|n| n.to_string())
+}
+
+/// Writes the report of `job.input` to `job.output`. Nothing is written on
+/// error; the file appears whole or not at all.
+#[tracing::instrument(name = "report", skip_all, fields(input = %job.input))]
+pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary> {
+    let started = Instant::now();
+    let stores = Stores::new(job.s3.clone());
+    let target = ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
+    let input = source::open(&stores, &job.input, None, &CsvOptions::default()).await?;
+    let first = input.files[0].location.display.clone();
+    // `-o` naming the table (or a file of it), however spelled, would
+    // replace the data with its own report.
+    if let Some(why) = store::output_clash(&stores, &job.output, &job.input, &input.files) {
+        return Err(Error::output(&job.output, why));
+    }
+    let schema = Arc::clone(&input.schema);
+    let lineage: Vec<(String, String)> = match input.format {
+        source::Format::Parquet => source::parquet::key_value_metadata(&input.files[0])
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("embedflow."))
+            .collect(),
+        source::Format::Csv => Vec::new(),
+    };
+    let meta = |key: &str| {
+        lineage
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let vector_column = job
+        .vector_column
+        .clone()
+        .or_else(|| meta("embedflow.vector_column"))
+        .unwrap_or_else(|| "embedding".to_string());
+    let dim = vector_dim(&input, &vector_column).await?;
+    for c in [&job.text_column, &job.id_column].into_iter().flatten() {
+        if schema.field_with_name(c).is_err() {
+            return Err(Error::missing_column(&first, c, &schema));
+        }
+    }
+    let text_column = job.text_column.clone().or_else(|| {
+        let named = meta("embedflow.text").filter(|t| schema.field_with_name(t).is_ok());
+        first_present(&schema, &[sink::CHUNK_TEXT])
+            .or(named)
+            .or_else(|| first_present(&schema, &["text", "title", "content", "body"]))
+    });
+    let id_column = job.id_column.clone().or_else(|| {
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .find(|n| **n != vector_column && !n.starts_with("chunk_"))
+            .cloned()
+    });
+    let chunk_index = first_present(&schema, &[sink::CHUNK_INDEX]);
+    // Rows are grouped by topic when there are topics, else by cluster.
+    let group_column = first_present(&schema, &["topic_id", "cluster_id"]);
+    let label_column = match group_column.as_deref() {
+        Some("topic_id") => first_present(&schema, &["topic_label"]),
+        _ => None,
+    };
+    let distance_column = first_present(&schema, &["cluster_distance"]);
+
+    let mut columns = vec![vector_column.clone()];
+    for c in [
+        &id_column,
+        &text_column,
+        &chunk_index,
+        &group_column,
+        &label_column,
+        &distance_column,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !columns.contains(c) {
+            columns.push(c.clone());
+        }
+    }
+    let max_points = job.max_points.max(1);
+    let mut sample = Sample {
+        size: max_points,
+        dim,
+        seen: 0,
+        vectors: Vec::new(),
+        ids: Vec::new(),
+        texts: Vec::new(),
+        groups: Vec::new(),
+        distances: Vec::new(),
+        rng: Rng::new(job.seed ^ 0x7e9a),
+    };
+    let mut distances = Vec::new();
+    let mut distance_rng = Rng::new(job.seed ^ 0xd157);
+    let mut groups = Groups::default();
+    log(progress, format!("report: reading {}", job.input));
+    let mut rx = read(&input, &columns);
+    while let Some(sb) = rx.recv().await {
+        crate::cancel::check()?;
+        let sb = sb?;
+        let b = &sb.batch;
+        let col = |name: &Option<String>| -> Option<ArrayRef> {
+            name.as_ref().and_then(|n| b.column_by_name(n).cloned())
+        };
+        let vi = b
+            .schema()
+            .index_of(&vector_column)
+            .map_err(Error::internal)?;
+        let v = batch_vectors(&sb, vi, dim, &vector_column)?;
+        let ids = col(&id_column).map(|c| as_strings(&c)).transpose()?;
+        let texts = col(&text_column).map(|c| as_strings(&c)).transpose()?;
+        let chunks = col(&chunk_index).map(|c| int_column(&c)).transpose()?;
+        let group_ids = col(&group_column).map(|c| int_column(&c)).transpose()?;
+        let labels = col(&label_column).map(|c| as_strings(&c)).transpose()?;
+        let dists = col(&distance_column)
+            .map(|c| {
+                arrow::compute::cast(&c, &DataType::Float32)
+                    .map(|a| a.as_primitive::<Float32Type>().clone())
+                    .map_err(Error::internal)
+            })
+            .transpose()?;
+        for (i, row) in v.chunks_exact(dim).enumerate() {
+            let gid = match &group_ids {
+                Some(g) if g.is_valid(i) => g.value(i),
+                _ => -1,
+            };
+            let g = groups.of(gid, dim, &sb.file)?;
+            let gi = g as usize;
+            groups.sizes[gi] += 1;
+            for (s, &x) in groups.sums[gi].iter_mut().zip(row) {
+                *s += x as f64;
+            }
+            if groups.labels[gi].is_none()
+                && let Some(l) = &labels
+            {
+                groups.labels[gi] = Some(l.value_or_empty(i).to_string());
+            }
+            let d = dists
+                .as_ref()
+                .filter(|d| d.is_valid(i))
+                .map_or(f32::NAN, |d| d.value(i));
+            if dists.is_some() {
+                let seen = sample.seen as usize;
+                if seen < DISTANCE_SAMPLE {
+                    distances.push(d);
+                } else {
+                    let j = distance_rng.below(seen as u64 + 1) as usize;
+                    if j < DISTANCE_SAMPLE {
+                        distances[j] = d;
+                    }
+                }
+            }
+            if let Some(slot) = sample.slot() {
+                let mut id = match &ids {
+                    Some(s) => s.value_or_empty(i).to_string(),
+                    None => (sample.seen - 1).to_string(),
+                };
+                if let Some(c) = &chunks {
+                    id = format!("{id}#{}", c.value(i));
+                }
+                let text = texts
+                    .as_ref()
+                    .map(|t| report::snippet(t.value_or_empty(i), SNIPPET_CHARS))
+                    .unwrap_or_default();
+                sample.put(slot, row, id, text, g, d);
+            }
+        }
+    }
+    let rows = sample.seen;
+    if rows == 0 {
+        return Err(Error::input(&first, "has no rows: nothing to report"));
+    }
+
+    // Topics: in id order, with the topics table's keywords when there is one.
+    let topics_path = job
+        .topics_path
+        .clone()
+        .or_else(|| meta("embedflow.topics.topics_path"));
+    let table = match &topics_path {
+        Some(p) => Some(read_topics(&stores, p).await?),
+        None => None,
+    };
+    let mut order: Vec<u32> = (0..groups.ids.len() as u32).collect();
+    order.sort_by_key(|&g| groups.ids[g as usize]);
+    let mut rank = vec![0u32; order.len()];
+    for (r, &g) in order.iter().enumerate() {
+        rank[g as usize] = r as u32;
+    }
+    let topics: Vec<Topic> = order
+        .iter()
+        .map(|&g| {
+            let g = g as usize;
+            let id = groups.ids[g];
+            let known = table.as_ref().and_then(|t| t.get(&id));
+            let label = known
+                .map(|t| t.label.clone())
+                .or_else(|| groups.labels[g].clone())
+                .unwrap_or_else(|| match (&group_column, id) {
+                    (None, _) => "all rows".to_string(),
+                    (Some(_), -1) => "no cluster".to_string(),
+                    (Some(c), id) => format!("{} {id}", c.trim_end_matches("_id")),
+                });
+            let mut keywords = known.map(|t| t.keywords.clone()).unwrap_or_default();
+            keywords.truncate(KEYWORDS);
+            let representative = match known {
+                Some(t) if !t.representative.is_empty() => t.representative.clone(),
+                // The sampled rows nearest the centre.
+                _ => {
+                    let mut mine: Vec<usize> = (0..sample.groups.len())
+                        .filter(|&i| sample.groups[i] as usize == g)
+                        .collect();
+                    mine.sort_by(|&a, &b| sample.distances[a].total_cmp(&sample.distances[b]));
+                    mine.iter()
+                        .take(3)
+                        .map(|&i| sample.texts[i].clone())
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                }
+            };
+            Topic {
+                id,
+                label,
+                size: groups.sizes[g],
+                keywords,
+                representative: representative
+                    .iter()
+                    .map(|t| report::snippet(t, 300))
+                    .collect(),
+            }
+        })
+        .collect();
+    let centroids: Vec<Vec<f64>> = order
+        .iter()
+        .map(|&g| {
+            let s = &groups.sums[g as usize];
+            let norm = s.iter().map(|v| v * v).sum::<f64>().sqrt();
+            s.iter()
+                .map(|v| if norm > 0.0 { v / norm } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    let similarity: Vec<Vec<f32>> = centroids
+        .iter()
+        .map(|a| {
+            centroids
+                .iter()
+                .map(|b| {
+                    let c: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                    (c * 1000.0).round() as f32 / 1000.0
+                })
+                .collect()
+        })
+        .collect();
+
+    // The map.
+    let points = sample.ids.len();
+    log(
+        progress,
+        format!("report: laying out {points} of {rows} rows (t-SNE)"),
+    );
+    let layout_started = Instant::now();
+    let vectors = std::mem::take(&mut sample.vectors);
+    let seed = job.seed;
+    let xy = spawn_cpu(move || Ok(report::layout::tsne_2d(&vectors, dim, seed))).await?;
+    let layout_seconds = layout_started.elapsed().as_secs_f64();
+    let map = MapPoints {
+        x: xy.iter().step_by(2).map(|&v| report::round2(v)).collect(),
+        y: xy
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|&v| report::round2(v))
+            .collect(),
+        t: sample.groups.iter().map(|&g| rank[g as usize]).collect(),
+        id: std::mem::take(&mut sample.ids),
+        text: std::mem::take(&mut sample.texts),
+    };
+    let map_note = format!(
+        "{} {}{} rows, placed by t-SNE (perplexity {}, {} epochs, cosine neighbours, PCA start, seed {seed}). Scroll to zoom, drag to pan, hover a point for its text; click a topic in the legend to hide it.",
+        if points as u64 == rows {
+            "All"
+        } else {
+            "A seeded random sample of"
+        },
+        points,
+        if points as u64 == rows {
+            String::new()
+        } else {
+            format!(" of {rows}")
+        },
+        report::layout::PERPLEXITY,
+        report::layout::EPOCHS,
+    );
+    let topics_note = match (&table, &topics_path, &group_column) {
+        (Some(_), Some(p), _) => format!("Keywords and representative texts from {p}."),
+        (None, _, Some(c)) => format!(
+            "Grouped by {c}; no topics table (embedflow cluster --topics-path, or [topics] in a job, makes one with keywords)."
+        ),
+        _ => "No clusters: embedflow cluster (or [cluster] in a job) assigns them.".to_string(),
+    };
+    let mut lineage_rows = vec![
+        ("table".to_string(), job.input.clone()),
+        ("rows".to_string(), rows.to_string()),
+        (
+            "vector column".to_string(),
+            format!("{vector_column} ({dim} dims)"),
+        ),
+    ];
+    lineage_rows.extend(
+        lineage
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("embedflow.").to_string(), v)),
+    );
+    let data = ReportData {
+        input: job.input.clone(),
+        rows,
+        dim,
+        lineage: lineage_rows,
+        topics,
+        topics_note,
+        map,
+        map_note,
+        similarity,
+        distance: Histogram::of(
+            match &distance_column {
+                Some(_) => "Distance to the cluster centre (cluster_distance)".to_string(),
+                None => "No cluster_distance column".to_string(),
+            },
+            &distances,
+            DISTANCE_BINS,
+        ),
+    };
+    let title = job
+        .title
+        .clone()
+        .unwrap_or_else(|| format!("embedflow report: {}", job.input));
+    let html = report::render(&title, &data);
+    let bytes = html.len();
+    crate::cancel::check()?;
+    // One put: a local file is written under a temporary name and renamed,
+    // an S3 object appears whole; either way no half-written report.
+    object_store::ObjectStoreExt::put(
+        target.store.as_ref(),
+        &target.path,
+        html.into_bytes().into(),
+    )
+    .await
+    .map_err(|e| Error::output(&job.output, e.to_string()))?;
+    Ok(ReportSummary {
+        output: job.output.clone(),
+        rows,
+        points,
+        topics: data.topics.len(),
+        bytes,
+        layout_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The topics table of the cluster runner, by topic id.
+async fn read_topics(stores: &Stores, path: &str) -> Result<HashMap<i64, Topic>> {
+    let input = source::open(stores, path, None, &CsvOptions::default()).await?;
+    let file = input.files[0].location.display.clone();
+    let want = [
+        "topic_id",
+        "label",
+        "keywords",
+        "keyword_scores",
+        "size",
+        "representative_texts",
+    ];
+    for c in want {
+        if input.schema.field_with_name(c).is_err() {
+            return Err(Error::input(
+                &file,
+                format!(
+                    "is not a topics table (embedflow cluster --topics-path): it has no column '{c}'"
+                ),
+            ));
+        }
+    }
+    let columns: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    let mut out = HashMap::new();
+    let mut rx = read(&input, &columns);
+    while let Some(sb) = rx.recv().await {
+        let b: RecordBatch = sb?.batch;
+        let ids = int_column(b.column(0))?;
+        let labels = as_strings(b.column(1))?;
+        let words = b.column(2).as_list_opt::<i32>();
+        let scores = b.column(3).as_list_opt::<i32>();
+        let sizes = int_column(b.column(4))?;
+        let reps = b.column(5).as_list_opt::<i32>();
+        let (Some(words), Some(scores), Some(reps)) = (words, scores, reps) else {
+            return Err(Error::input(
+                &file,
+                "keywords, keyword_scores and representative_texts must be lists",
+            ));
+        };
+        for i in 0..b.num_rows() {
+            let w = as_strings(&words.value(i))?;
+            let s = arrow::compute::cast(&scores.value(i), &DataType::Float64)
+                .map_err(Error::internal)?;
+            let s = s.as_primitive::<Float64Type>();
+            let r = as_strings(&reps.value(i))?;
+            out.insert(
+                ids.value(i),
+                Topic {
+                    id: ids.value(i),
+                    label: labels.value_or_empty(i).to_string(),
+                    size: sizes.value(i).max(0) as u64,
+                    keywords: (0..s.len().min(words.value(i).len()))
+                        .map(|j| (w.value_or_empty(j).to_string(), s.value(j)))
+                        .collect(),
+                    representative: (0..reps.value(i).len())
+                        .map(|j| r.value_or_empty(j).to_string())
+                        .collect(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
