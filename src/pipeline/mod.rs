@@ -587,7 +587,9 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         // documents file follows the main output whatever comes after it,
         // so the pair is committed together or not at all.
         Output::File { mut out, docs } => {
-            // What the run did, for the lineage (`embedflow report` shows it).
+            // What the run did, for the lineage (`embedflow report` shows
+            // it). Counts only, no clock time: one job over one input
+            // writes the same file every time.
             let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
             out.append_metadata(&[
                 ("embedflow.run.rows_read".into(), load(&counters.rows_read)),
@@ -597,10 +599,6 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
                 ),
                 ("embedflow.run.chunks".into(), load(&counters.chunks)),
                 ("embedflow.run.tokens".into(), load(&counters.tokens)),
-                (
-                    "embedflow.run.seconds".into(),
-                    format!("{:.2}", started.elapsed().as_secs_f64()),
-                ),
             ]);
             let committed = out.commit().await;
             let docs_committed = match docs {
