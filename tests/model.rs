@@ -294,3 +294,32 @@ fn mismatched_model_folders_are_refused() {
         "{err}"
     );
 }
+
+/// A folder made by scripts/quantize-model carries quantization.json (how
+/// it was made, its quality gate): every output records it, so a table
+/// says its vectors are int8 and how far they are from fp32. A folder
+/// without one records nothing of the kind.
+#[test]
+fn a_quantized_folders_gate_is_in_the_lineage() {
+    require_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_texts_parquet(&d.join("in.parquet"), &[Some("hello"), Some("world")]);
+    let m = copy_tiny(d, "tiny-int8");
+    let info = r#"{"precision": "int8", "mode": "dynamic", "gate": {"top10_overlap": 0.9551, "mean_cosine": 0.995093}}"#;
+    std::fs::write(m.join("quantization.json"), info).unwrap();
+    embed(d, &m, &[]);
+    let (_, kv) = read_parquet(&d.join("o.parquet"));
+    let got: serde_json::Value =
+        serde_json::from_str(meta(&kv, "embedflow.model_quantization")).unwrap();
+    assert_eq!(
+        got,
+        serde_json::from_str::<serde_json::Value>(info).unwrap()
+    );
+    embed(d, &tiny(), &[]);
+    let (_, kv) = read_parquet(&d.join("o.parquet"));
+    assert!(
+        !kv.iter().any(|(k, _)| k == "embedflow.model_quantization"),
+        "{kv:?}"
+    );
+}

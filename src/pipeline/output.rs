@@ -74,6 +74,14 @@ pub(super) fn lineage(
     if let Some(f) = &p.input.filter {
         kv.push(("embedflow.filter", f.clone()));
     }
+    // A reduced-precision folder (scripts/quantize-model) says how it was
+    // made and what its quality gate measured: the vectors carry that.
+    if let Some(q) = std::fs::read_to_string(m.dir.join("quantization.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    {
+        kv.push(("embedflow.model_quantization", q.to_string()));
+    }
     kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
