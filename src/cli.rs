@@ -38,6 +38,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
 
+    /// Batches run at once on the CPU, each in its own ONNX Runtime session with its share
+    /// of the threads (default: the job's embed.workers, 0 = auto: one per core up to 4,
+    /// fewer for graphs over 256 MB).
+    #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = parse_workers)]
+    pub workers: Option<usize>,
+
     /// Where the model runs: cpu, cuda or cuda:N (default: the job's embed.device, else cpu).
     /// CUDA needs scripts/setup --gpu; it never falls back to the CPU.
     #[arg(long, global = true, value_name = "DEVICE")]
@@ -58,13 +64,21 @@ pub struct Cli {
 
 /// `--threads`: a range message rather than a parse error for -1 or 100000.
 fn parse_threads(s: &str) -> Result<usize, String> {
+    parse_bounded(s, "0 (all cores) or a number of threads", "threads")
+}
+
+/// `--workers`: as `--threads`, 0 meaning auto.
+fn parse_workers(s: &str) -> Result<usize, String> {
+    parse_bounded(s, "0 (auto) or a number of sessions", "sessions")
+}
+
+/// A count from 0 to [`MAX_THREADS`](crate::embed::session::MAX_THREADS).
+fn parse_bounded(s: &str, range: &str, unit: &str) -> Result<usize, String> {
     let max = crate::embed::session::MAX_THREADS;
     match s.trim().parse::<i64>() {
         Ok(n) if (0..=max as i64).contains(&n) => Ok(n as usize),
-        Ok(n) => Err(format!(
-            "must be 0 (all cores) or a number of threads up to {max}, found {n}"
-        )),
-        Err(_) => Err(format!("expected a whole number of threads, found '{s}'")),
+        Ok(n) => Err(format!("must be {range} up to {max}, found {n}")),
+        Err(_) => Err(format!("expected a whole number of {unit}, found '{s}'")),
     }
 }
 

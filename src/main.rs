@@ -88,6 +88,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.progress
         },
         threads: cli.threads,
+        workers: cli.workers,
         device: cli.device,
         shard: None,
     };

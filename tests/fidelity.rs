@@ -79,6 +79,45 @@ fn minilm_matches_sentence_transformers_on_every_row() {
     assert_eq!(meta(&kv, "embedflow.max_seq_length"), "256");
 }
 
+/// Sessions running batches at once (`--workers`) change where a batch
+/// runs, not its vectors: one session with both threads and two with one
+/// each give sentence-transformers' vectors in input order, and the same
+/// vectors as each other.
+#[test]
+fn minilm_matches_with_one_session_or_two() {
+    let model = minilm();
+    let reference = shared().join("reference/embeddings.npy");
+    let runs: Vec<Vec<Vec<f32>>> = ["1", "2"]
+        .iter()
+        .map(|w| {
+            let (batch, kv) = embed_reference_with(
+                &model,
+                &["--max-seq-length", "256", "--workers", w, "--threads", "2"],
+            );
+            assert_eq!(
+                ints(&batch, "id"),
+                (0..200).collect::<Vec<i64>>(),
+                "--workers {w}"
+            );
+            let v = vectors(&batch, "embedding");
+            let (worst, row) = min_cosine(&v, &reference);
+            assert!(
+                worst >= 0.99999,
+                "--workers {w}: min cosine {worst} at row {row}"
+            );
+            assert_eq!(meta(&kv, "embedflow.max_seq_length"), "256");
+            v
+        })
+        .collect();
+    for (i, (a, b)) in runs[0].iter().zip(&runs[1]).enumerate() {
+        let c = cosine(a, b);
+        assert!(
+            c >= 0.9999999,
+            "row {i}: one session and two differ (cosine {c})"
+        );
+    }
+}
+
 /// multilingual-e5 (XLM-R SentencePiece tokenizer, no token_type_ids, max
 /// 512 tokens): the prompt named in config_sentence_transformers.json is
 /// prepended and its tokens are pooled, as sentence-transformers does.

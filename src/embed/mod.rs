@@ -18,45 +18,97 @@ use rayon::prelude::*;
 
 use crate::Result;
 
+/// Called after each inference batch with its rows and tokens; returning
+/// false stops the work with [`Error::Interrupted`](crate::Error::Interrupted).
+/// Sessions running at once call it from their own threads.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) -> bool + Sync);
+
 /// Embeds `rows` in token-budget batches, longest first, and returns the
-/// vectors in the rows' own order (rows × dim). `progress` is called after
-/// each inference batch with its rows and tokens; returning false stops the
-/// work with [`Error::Interrupted`](crate::Error::Interrupted).
+/// vectors in the rows' own order (rows × dim). Each session in `embedders`
+/// takes the next batch when it is free (one session runs them in turn).
 pub fn embed_all(
-    embedder: &mut Embedder,
+    embedders: &mut [Embedder],
     rows: &[Encoded],
     batch_tokens: usize,
     max_rows: usize,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    progress: Progress,
 ) -> Result<(Vec<f32>, usize)> {
     let lengths: Vec<usize> = rows.iter().map(Encoded::len).collect();
     let plan = batch::plan(&lengths, batch_tokens, max_rows);
-    run_plan(embedder, rows, &plan, progress)
+    run_plan(embedders, rows, &plan, progress)
 }
 
-/// Runs the given batches (row indices) and scatters the vectors back into
-/// row order. Returns the vectors and their width.
+/// Runs the given batches (row indices) on the sessions and scatters the
+/// vectors back into row order. Returns the vectors and their width.
 pub fn run_plan(
-    embedder: &mut Embedder,
+    embedders: &mut [Embedder],
     rows: &[Encoded],
     plan: &[Vec<usize>],
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    progress: Progress,
 ) -> Result<(Vec<f32>, usize)> {
-    let mut out: Vec<f32> = Vec::new();
-    let mut dim = embedder.dim().unwrap_or(0);
-    for b in plan {
-        let batch: Vec<&Encoded> = b.iter().map(|&i| &rows[i]).collect();
-        let v = embedder.embed(&batch)?;
-        let d = v.len() / b.len();
-        if out.is_empty() {
-            dim = d;
-            out = vec![0f32; rows.len() * dim];
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dim_hint = embedders.first().and_then(Embedder::dim).unwrap_or(0);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    // One session's loop: take the next batch until none is left or another
+    // session failed. Returns (batch index, vectors) for each batch it ran.
+    type Ran = Vec<(usize, Vec<f32>)>;
+    let work = |e: &mut Embedder| -> Result<Ran> {
+        let mut done = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(b) = plan.get(k) else { break };
+            let batch: Vec<&Encoded> = b.iter().map(|&i| &rows[i]).collect();
+            let v = e
+                .embed(&batch)
+                .inspect_err(|_| stop.store(true, Ordering::Relaxed))?;
+            done.push((k, v));
+            if !progress(b.len(), batch.iter().map(|r| r.len()).sum()) {
+                stop.store(true, Ordering::Relaxed);
+                return Err(crate::Error::Interrupted);
+            }
         }
-        for (k, &i) in b.iter().enumerate() {
-            out[i * dim..(i + 1) * dim].copy_from_slice(&v[k * dim..(k + 1) * dim]);
+        Ok(done)
+    };
+    let results: Vec<Result<Ran>> = match embedders {
+        [] => return Err(crate::Error::internal("no session to embed with")),
+        [one] => vec![work(one)],
+        many => std::thread::scope(|s| {
+            let handles: Vec<_> = many.iter_mut().map(|e| s.spawn(|| work(e))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        }),
+    };
+    // A real failure wins over the stops it caused in the other sessions.
+    let mut batches = Vec::with_capacity(plan.len());
+    let mut interrupted = false;
+    for r in results {
+        match r {
+            Ok(b) => batches.extend(b),
+            Err(crate::Error::Interrupted) => interrupted = true,
+            Err(e) => return Err(e),
         }
-        if !progress(b.len(), batch.iter().map(|r| r.len()).sum()) {
-            return Err(crate::Error::Interrupted);
+    }
+    if interrupted {
+        return Err(crate::Error::Interrupted);
+    }
+    let dim = match batches.first() {
+        Some((k, v)) => v.len() / plan[*k].len(),
+        None => dim_hint,
+    };
+    let mut out = vec![0f32; rows.len() * dim];
+    for (k, v) in batches {
+        if v.len() != plan[k].len() * dim {
+            return Err(crate::Error::internal(format!(
+                "a batch of {} rows gave {} values; expected {dim} per row",
+                plan[k].len(),
+                v.len()
+            )));
+        }
+        for (j, &i) in plan[k].iter().enumerate() {
+            out[i * dim..(i + 1) * dim].copy_from_slice(&v[j * dim..(j + 1) * dim]);
         }
     }
     Ok((out, dim))
@@ -77,11 +129,11 @@ pub fn embed_texts(
         .map(|t| encoder.encode(t))
         .collect::<Result<_>>()?;
     embed_all(
-        &mut embedder,
+        std::slice::from_mut(&mut embedder),
         &encoded,
         budget,
         batch::DEFAULT_MAX_BATCH_ROWS,
-        &mut |_, _| true,
+        &|_, _| true,
     )
 }
 
@@ -95,5 +147,5 @@ pub fn output_dim(embedder: &mut Embedder, encoder: &TextEncoder) -> Result<usiz
         Some((h, w)) => Encoded::image(vec![0; 3 * h * w]),
         None => encoder.encode("")?,
     };
-    Ok(embed_all(embedder, &[blank], 1, 1, &mut |_, _| true)?.1)
+    Ok(embed_all(std::slice::from_mut(embedder), &[blank], 1, 1, &|_, _| true)?.1)
 }

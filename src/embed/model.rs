@@ -422,6 +422,14 @@ impl ModelConfig {
         }
     }
 
+    /// The size of the graph file that runs, in bytes (0 when it cannot be
+    /// read): what each extra session costs in memory.
+    pub fn graph_bytes(&self) -> u64 {
+        std::fs::metadata(self.graph_path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
     /// The same model, embedding texts (a CLIP image job's labels and
     /// queries go through its text graph).
     pub fn text_side(&self) -> ModelConfig {

@@ -291,13 +291,58 @@ pub fn effective_threads(requested: usize) -> usize {
     match requested {
         0 => cores,
         n if n > cores => {
-            tracing::warn!(
-                "{n} threads asked for, but this machine has {cores} cores: using {cores}"
-            );
+            // Once a process: the check and the run both ask.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "{n} threads asked for, but this machine has {cores} cores: using {cores}"
+                );
+            }
             cores
         }
         n => n,
     }
+}
+
+/// The most sessions `embed.workers = 0` (auto) opens on the CPU.
+pub const AUTO_MAX_WORKERS: usize = 4;
+/// What auto mode may spend on extra sessions: each holds its own copy of
+/// the graph's weights, so a graph of more than half this gets one session.
+pub const AUTO_WORKER_BYTES: u64 = 512 << 20;
+
+/// The intra-op threads of each session a run opens on `device`: `workers`
+/// sessions (0 = auto) share `threads` (0 = all cores) and run batches at
+/// once. On the CPU, one session per core (up to [`AUTO_MAX_WORKERS`], and
+/// as many graph copies as [`AUTO_WORKER_BYTES`] holds) beats one session
+/// whose threads split each batch: small GEMMs pay for the split in
+/// synchronisation (benches/README.md, "Sessions on the CPU"). A GPU gets
+/// one session.
+pub fn worker_threads(
+    device: Device,
+    threads: usize,
+    workers: usize,
+    graph_bytes: u64,
+) -> Vec<usize> {
+    let threads = effective_threads(threads);
+    let workers = match (device, workers) {
+        (Device::Cuda(_), _) => 1,
+        (Device::Cpu, 0) => {
+            let copies = (AUTO_WORKER_BYTES / graph_bytes.max(1)).max(1) as usize;
+            threads.min(AUTO_MAX_WORKERS).min(copies)
+        }
+        (Device::Cpu, n) => n.min(threads),
+    }
+    .max(1);
+    split_threads(threads, workers)
+}
+
+/// `threads` over `workers` sessions; threads left over go one each to the
+/// first sessions.
+fn split_threads(threads: usize, workers: usize) -> Vec<usize> {
+    (0..workers)
+        .map(|i| threads / workers + usize::from(i < threads % workers))
+        .collect()
 }
 
 impl Embedder {
@@ -773,4 +818,42 @@ fn dim_mismatch(dir: impl std::fmt::Display, graph: &str, got: usize, hint: usiz
             "{graph} gives {got}-dimensional vectors, but 1_Pooling/config.json says {hint} (word_embedding_dimension): the files come from different models"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINILM_BYTES: u64 = 90 << 20;
+
+    #[test]
+    fn workers_split_the_threads() {
+        let cores = effective_threads(0);
+        // Auto: a session per core, up to four, for a small graph.
+        let auto = worker_threads(Device::Cpu, 0, 0, MINILM_BYTES);
+        assert_eq!(auto.len(), cores.min(AUTO_MAX_WORKERS));
+        assert_eq!(auto.iter().sum::<usize>(), cores);
+        assert!(auto.iter().max().unwrap() - auto.iter().min().unwrap() <= 1);
+        // One thread is one session.
+        assert_eq!(worker_threads(Device::Cpu, 1, 0, MINILM_BYTES), vec![1]);
+        // A large graph is not copied in auto mode.
+        assert_eq!(worker_threads(Device::Cpu, 0, 0, 400 << 20), vec![cores]);
+        // Asked for: one session with every thread, or no more sessions
+        // than threads.
+        assert_eq!(worker_threads(Device::Cpu, 0, 1, MINILM_BYTES), vec![cores]);
+        assert_eq!(worker_threads(Device::Cpu, 1, 8, MINILM_BYTES), vec![1]);
+        // A GPU runs one session.
+        assert_eq!(
+            worker_threads(Device::Cuda(0), 0, 4, MINILM_BYTES),
+            vec![cores]
+        );
+    }
+
+    #[test]
+    fn left_over_threads_go_to_the_first_sessions() {
+        assert_eq!(split_threads(5, 2), vec![3, 2]);
+        assert_eq!(split_threads(5, 4), vec![2, 1, 1, 1]);
+        assert_eq!(split_threads(16, 4), vec![4; 4]);
+        assert_eq!(split_threads(1, 1), vec![1]);
+    }
 }

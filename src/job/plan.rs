@@ -124,6 +124,9 @@ pub struct EmbedPlan {
     pub max_batch_rows: usize,
     /// ONNX Runtime intra-op threads; 0 = all cores.
     pub threads: usize,
+    /// Sessions that run batches at once on the CPU, sharing `threads`;
+    /// 0 = auto ([`crate::embed::session::worker_threads`]).
+    pub workers: usize,
     /// Where the model runs: `cpu` (default), `cuda` or `cuda:N`.
     pub device: Device,
     pub on_empty: OnEmpty,
@@ -270,6 +273,13 @@ impl JobPlan {
         if threads > crate::embed::session::MAX_THREADS {
             p.push(format!(
                 "embed.threads: at most {} (0 = all cores; more than the cores are not used), found {threads}",
+                crate::embed::session::MAX_THREADS
+            ));
+        }
+        let workers = s.count("workers", 0, &mut p).unwrap_or(0);
+        if workers > crate::embed::session::MAX_THREADS {
+            p.push(format!(
+                "embed.workers: at most {} (0 = auto; more than the threads are not used), found {workers}",
                 crate::embed::session::MAX_THREADS
             ));
         }
@@ -501,6 +511,7 @@ impl JobPlan {
                 batch_tokens,
                 max_batch_rows,
                 threads,
+                workers,
                 device,
                 on_empty,
                 on_error,
@@ -674,6 +685,25 @@ mod tests {
         assert_eq!(j.embed.on_empty, OnEmpty::Skip);
         assert_eq!(j.output.compression, Compression::Zstd);
         assert_eq!(j.output.vector_column, "embedding");
+        assert_eq!((j.embed.threads, j.embed.workers), (0, 0));
+    }
+
+    #[test]
+    fn workers_are_counted_and_bounded() {
+        let job = |workers: &str| {
+            plan(&format!(
+                "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\n[model]\npath = \"m\"\n[output]\npath = \"o.parquet\"\n[embed]\nworkers = {workers}\n"
+            ))
+        };
+        assert_eq!(job("2").unwrap().embed.workers, 2);
+        assert_eq!(
+            job("-1").unwrap_err().to_string(),
+            "job.toml: 1 problem\n  - embed.workers: must be at least 0, found -1"
+        );
+        assert_eq!(
+            job("5000").unwrap_err().to_string(),
+            "job.toml: 1 problem\n  - embed.workers: at most 1024 (0 = auto; more than the threads are not used), found 5000"
+        );
     }
 
     #[test]

@@ -103,9 +103,15 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
     let mut embedder = None;
     if let (true, Some(m), Some(enc)) = (build_ok, &model, &encoder) {
         let (m, enc) = (m.clone(), Arc::clone(enc));
+        // The run's first session (a run may open more: embed.workers).
         let exec = SessionOptions {
             device: plan.embed.device,
-            threads: plan.embed.threads,
+            threads: embed::session::worker_threads(
+                plan.embed.device,
+                plan.embed.threads,
+                plan.embed.workers,
+                m.graph_bytes(),
+            )[0],
         };
         let probed = spawn_cpu(move || {
             let mut e = Embedder::new(&m, &enc, exec)?;

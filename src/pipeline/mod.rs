@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Overrides the job's `embed.threads`.
     pub threads: Option<usize>,
+    /// Overrides the job's `embed.workers`.
+    pub workers: Option<usize>,
     /// Overrides the job's `embed.device`.
     pub device: Option<Device>,
     /// This process's shard of a sharded run (`--shard`, the scheduler).
@@ -73,6 +75,7 @@ impl Default for RunOptions {
         RunOptions {
             progress: ProgressMode::Off,
             threads: None,
+            workers: None,
             device: None,
             shard: None,
         }
@@ -88,6 +91,9 @@ impl RunOptions {
         }
         if let Some(t) = self.threads {
             plan.embed.threads = t;
+        }
+        if let Some(w) = self.workers {
+            plan.embed.workers = w;
         }
         plan
     }
@@ -241,6 +247,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     let (model, encoder, probed) = (c.model.clone(), Arc::clone(&c.encoder), c.embedder.take());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(usize, Device, String)>>();
     let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
+    let workers = opts.workers.unwrap_or(plan.embed.workers);
     let embed_counters = Arc::clone(&counters);
     let embed_cancel = Arc::clone(&cancel);
     let embed_span = tracing::info_span!("embed_stage");
@@ -248,20 +255,19 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         .name("embedflow-embed".into())
         .spawn(move || {
             let _span = embed_span.entered();
-            // The thread that runs the session also builds it (or takes the
-            // one the check probed with), and says the vectors' width.
-            let built = match probed {
-                Some((probed, e)) if probed == exec => Ok(e),
-                _ => Embedder::new(&model, &encoder, exec),
-            }
-            .and_then(|mut e| {
-                let dim = embed::output_dim(&mut e, &encoder)?;
-                Ok((e, dim))
-            });
-            let (mut embedder, dim) = match built {
-                Ok((e, dim)) => {
-                    let _ = ready_tx.send(Ok((dim, e.device(), e.provider().to_string())));
-                    (e, dim)
+            // The thread that runs the sessions also builds them (taking
+            // the one the check probed with for the first), and says the
+            // vectors' width.
+            let built =
+                open_sessions(&model, &encoder, exec, workers, probed).and_then(|mut sessions| {
+                    let dim = embed::output_dim(&mut sessions[0], &encoder)?;
+                    Ok((sessions, dim))
+                });
+            let (mut embedders, dim) = match built {
+                Ok((s, dim)) => {
+                    let first = &s[0];
+                    let _ = ready_tx.send(Ok((dim, first.device(), first.provider().to_string())));
+                    (s, dim)
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -277,20 +283,20 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
                     // rows advance in proportion to its chunks embedded.
                     let rows = u.row_chunks.len() as u64;
                     let chunks = u.encoded.len().max(1) as u64;
-                    let mut done = 0u64;
-                    let mut progress = |n: usize, tokens: usize| {
-                        done += n as u64;
+                    let done = std::sync::atomic::AtomicU64::new(0);
+                    let progress = |n: usize, tokens: usize| {
+                        let done = done.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
                         c.rows_embedded
-                            .store(rows_before + rows * done / chunks, Ordering::Relaxed);
+                            .fetch_max(rows_before + rows * done / chunks, Ordering::Relaxed);
                         Counters::add(&c.tokens_embedded, tokens as u64);
                         !embed_cancel.load(Ordering::Relaxed) && !crate::cancel::requested()
                     };
                     let (v, d) = embed::embed_all(
-                        &mut embedder,
+                        &mut embedders,
                         &u.encoded,
                         batch_tokens,
                         max_rows,
-                        &mut progress,
+                        &progress,
                     )?;
                     rows_before += rows;
                     c.rows_embedded.store(rows_before, Ordering::Relaxed);
@@ -697,6 +703,46 @@ enum Output {
         docs: Option<ParquetSink>,
     },
     Table(Box<TableRun>),
+}
+
+/// The sessions a run embeds with ([`embed::session::worker_threads`]):
+/// the one the check probed with when it matches the first, and the others
+/// opened at once, each on its own thread.
+fn open_sessions(
+    model: &ModelConfig,
+    encoder: &embed::TextEncoder,
+    exec: SessionOptions,
+    workers: usize,
+    probed: Option<(SessionOptions, Embedder)>,
+) -> Result<Vec<Embedder>> {
+    let threads =
+        embed::session::worker_threads(exec.device, exec.threads, workers, model.graph_bytes());
+    tracing::info!(
+        sessions = threads.len(),
+        ?threads,
+        "opening the embedding sessions"
+    );
+    let options: Vec<SessionOptions> = threads
+        .iter()
+        .map(|&threads| SessionOptions { threads, ..exec })
+        .collect();
+    let first = match probed {
+        Some((p, e)) if p == options[0] => Some(e),
+        _ => None,
+    };
+    let opened: Vec<Result<Embedder>> = std::thread::scope(|s| {
+        let handles: Vec<_> = options
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i > 0 || first.is_none())
+            .map(|(_, &o)| s.spawn(move || Embedder::new(model, encoder, o)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    first.map(Ok).into_iter().chain(opened).collect()
 }
 
 async fn join_stages(

@@ -195,11 +195,11 @@ impl ModelThread {
         tracing::info!(texts = encoded.len(), "embed()");
         let budget = default_batch_tokens(self.embedder.device());
         let (vectors, _) = embed::embed_all(
-            &mut self.embedder,
+            std::slice::from_mut(&mut self.embedder),
             &encoded,
             budget,
             DEFAULT_MAX_BATCH_ROWS,
-            &mut |_, _| !crate::cancel::requested(),
+            &|_, _| !crate::cancel::requested(),
         )
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Nulls in, nulls out (zeros under the null bits).
