@@ -8,6 +8,13 @@ Modes:
            time (MatMulInteger; VNNI on this CPU).
   static   QDQ: weights int8 per channel, activation ranges calibrated on
            real texts (--calibration, a Parquet file with a text column).
+  nbits    weight-only MatMulNBits (--bits 8 or 4, symmetric, blocks of
+           --block-size along K); with --accuracy-level 4 ONNX Runtime
+           computes in int8, quantizing activations per block of K at run
+           time (finer than dynamic's one scale per tensor).
+--nbits-nodes REGEX (dynamic): the MatMuls whose names match get nbits
+           (per --bits, --block-size, --accuracy-level) instead of dynamic
+           int8: the sensitive ones finer, the rest as fast as dynamic.
 --exclude REGEX keeps the MatMul nodes whose names match in fp32 (e.g.
 '/output/dense/' for each layer's feed-forward down projection).
 
@@ -29,8 +36,12 @@ from tokenizers import Tokenizer
 p = argparse.ArgumentParser()
 p.add_argument("src")
 p.add_argument("dst")
-p.add_argument("--mode", choices=["dynamic", "static"], default="dynamic")
+p.add_argument("--mode", choices=["dynamic", "static", "nbits"], default="dynamic")
+p.add_argument("--bits", type=int, choices=[4, 8], default=8)
+p.add_argument("--block-size", type=int, default=32)
+p.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4], default=4)
 p.add_argument("--exclude", default="", help="regex of MatMul node names kept in fp32")
+p.add_argument("--nbits-nodes", default="", help="dynamic mode: regex of MatMul node names given nbits instead")
 p.add_argument("--calibration", help="Parquet file whose text column calibrates static ranges")
 p.add_argument("--calibration-column", default="chunk_text")
 p.add_argument("--calibration-rows", type=int, default=256)
@@ -87,6 +98,9 @@ matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
 inits = {i.name for i in model.graph.initializer}
 weighted = [n.name for n in model.graph.node if n.op_type == "MatMul" and any(x in inits for x in n.input)]
 excluded = [n for n in matmuls if a.exclude and re.search(a.exclude, n)]
+finer = [n for n in weighted if a.nbits_nodes and re.search(a.nbits_nodes, n) and n not in excluded]
+if finer and a.mode != "dynamic":
+    sys.exit("quantize-model: --nbits-nodes goes with --mode dynamic")
 os.makedirs(a.dst, exist_ok=True)
 for f in os.listdir(a.src):
     if f in ("model.onnx", "onnx", "quantization.json"):
@@ -96,9 +110,25 @@ for f in os.listdir(a.src):
 dst_graph = os.path.join(a.dst, "model.onnx")
 tmp = dst_graph + ".part"
 started = time.time()
+
+
+def nbits(graph, out, include=None):
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    q = MatMulNBitsQuantizer(graph, bits=a.bits, block_size=a.block_size, is_symmetric=True,
+                             accuracy_level=a.accuracy_level, nodes_to_exclude=excluded,
+                             nodes_to_include=include, op_types_to_quantize=("MatMul",))
+    q.process()
+    q.model.save_model_to_file(out, use_external_data_format=False)
+
+
 if a.mode == "dynamic":
     quantize_dynamic(src_graph, tmp, per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded)
+                     op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded + finer)
+    if finer:
+        nbits(onnx.load(tmp), tmp, include=finer)
+elif a.mode == "nbits":
+    nbits(model, tmp)
 else:
     if not a.calibration:
         sys.exit("quantize-model: --mode static needs --calibration FILE.parquet")
@@ -154,13 +184,19 @@ gate = {
     "top10_overlap": round(overlap, 4),
     "top1_same": round(top1, 4),
 }
+activations = {"dynamic": "uint8, per batch at run time" + (
+                   f"; int8 per block of {a.block_size} for the nbits MatMuls" if finer else ""),
+               "nbits": f"int8 per block of {a.block_size} at run time (accuracy_level {a.accuracy_level})"
+               if a.accuracy_level == 4 else f"fp32 (accuracy_level {a.accuracy_level})",
+               "static": f"uint8, calibrated ({a.method}) on {a.calibration_rows} texts"}[a.mode]
 info = {
-    "precision": "int8",
+    "precision": f"int{a.bits}" if a.mode == "nbits" else "int8",
     "mode": a.mode,
-    "per_channel": True,
-    "weights": "int8 symmetric",
-    "activations": "uint8, per batch at run time" if a.mode == "dynamic" else f"uint8, calibrated ({a.method}) on {a.calibration_rows} texts",
+    "per_channel": a.mode != "nbits",
+    "weights": f"int{a.bits} symmetric, blocks of {a.block_size}" if a.mode == "nbits" else "int8 symmetric",
+    "activations": activations,
     "fp32_matmuls": excluded,
+    "nbits_matmuls": finer,
     "source_graph": src_graph,
     "onnxruntime": ort.__version__,
     "gate": gate,
@@ -168,5 +204,5 @@ info = {
 with open(os.path.join(a.dst, "quantization.json"), "w") as fh:
     json.dump(info, fh, indent=1)
 print(f"quantize-model: wrote {dst_graph} ({os.path.getsize(dst_graph) / 1e6:.1f} MB, {a.mode}, "
-      f"{len(excluded)} MatMuls kept fp32) in {seconds:.1f} s")
+      f"{len(excluded)} MatMuls kept fp32, {len(finer)} nbits) in {seconds:.1f} s")
 print("quantize-model: gate: " + json.dumps(gate))
