@@ -8,6 +8,9 @@ alike. Prints each variant's best seconds and its ratio to the defaults.
 With --graph NAME=DIR (repeated): the same for model folders (fp32 against
 int8 variants), the first one the base.
 
+The last three variants run batches at once (what embed.workers does):
+several single-thread sessions, or one session called from several threads.
+
   benches/ort_options.py --model DIR --texts bench_texts.jsonl [--rounds 3]
 """
 import argparse, json, os, time
@@ -54,7 +57,7 @@ for b in batches:
 
 def session(path=None, **kw):
     so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
+    so.intra_op_num_threads = kw.pop("threads", a.threads)
     so.graph_optimization_level = kw.pop("level", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     so.enable_cpu_mem_arena = kw.pop("arena", True)
     so.enable_mem_pattern = kw.pop("pattern", True)
@@ -63,24 +66,51 @@ def session(path=None, **kw):
     return ort.InferenceSession(os.path.join(path or a.model, "model.onnx"), so, providers=["CPUExecutionProvider"])
 
 
-variants = {g.split("=", 1)[0]: session(g.split("=", 1)[1]) for g in a.graph} or {
-    "defaults (as embedflow: level 3, arena, pattern, spinning)": session(),
-    "no intra-op spinning": session(**{"session.intra_op.allow_spinning": "0"}),
-    "no memory arena": session(arena=False),
-    "no memory pattern": session(pattern=False),
-    "optimisation level 2 (extended)": session(level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
-    "optimisation level 1 (basic)": session(level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
-    "dynamic block base 4": session(**{"session.dynamic_block_base": "4"}),
+def sequential(s):
+    return lambda fs: [s.run(None, f) for f in fs]
+
+
+def concurrent(sessions):
+    """Batches at once: each calling thread takes the next batch and runs it
+    on its session (a session may be shared: ONNX Runtime runs are
+    thread-safe)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import count
+
+    def run(fs):
+        nxt = count()
+        def worker(s):
+            for k in iter(lambda: next(nxt), None):
+                if k >= len(fs):
+                    return
+                s.run(None, fs[k])
+        with ThreadPoolExecutor(len(sessions)) as pool:
+            list(pool.map(worker, sessions))
+    return run
+
+
+graphs = {g.split("=", 1)[0]: sequential(session(g.split("=", 1)[1])) for g in a.graph}
+one = dict(threads=1)
+shared = session(**one) if not graphs else None
+variants = graphs or {
+    "defaults (as embedflow: level 3, arena, pattern, spinning)": sequential(session()),
+    "no intra-op spinning": sequential(session(**{"session.intra_op.allow_spinning": "0"})),
+    "no memory arena": sequential(session(arena=False)),
+    "no memory pattern": sequential(session(pattern=False)),
+    "optimisation level 2 (extended)": sequential(session(level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)),
+    "optimisation level 1 (basic)": sequential(session(level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)),
+    "dynamic block base 4": sequential(session(**{"session.dynamic_block_base": "4"})),
+    "1 thread (one core's rate)": sequential(session(**one)),
+    f"{a.threads} sessions x 1 thread, batches at once": concurrent([session(**one) for _ in range(a.threads)]),
+    f"1 session x 1 thread, {a.threads} batches at once": concurrent([shared] * a.threads),
 }
 best = {k: float("inf") for k in variants}
-for s in variants.values():  # warm-up
-    for f in feeds[:3]:
-        s.run(None, f)
+for run in variants.values():  # warm-up
+    run(feeds[:4])
 for r in range(a.rounds):
-    for k, s in variants.items():
+    for k, run in variants.items():
         t = time.perf_counter()
-        for f in feeds:
-            s.run(None, f)
+        run(feeds)
         best[k] = min(best[k], time.perf_counter() - t)
         print(f"round {r} {k}: {best[k]:.2f}s", flush=True)
 base = best[next(iter(variants))]

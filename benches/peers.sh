@@ -3,6 +3,9 @@
 # run, interleaved within each round so that machine noise hits them alike:
 #
 #   embedflow   its defaults (embed ... --chunking none --max-seq-length 256)
+#   embedflow-1 the same with --workers 1: one ONNX Runtime session on both
+#               threads (the default before embed.workers)
+#   embedflow-q=DIR  embedflow on a quantized model folder (QUANTIZED="DIR ...")
 #   user        the Python a user writes (benches/peers.py user: batches of
 #               32 sorted by length, as sentence-transformers)
 #   tuned       hand-tuned Python (benches/peers.py tuned: length-sorted,
@@ -70,8 +73,14 @@ run() {
   local peer=$1 corpus=$2 out=$3
   local cmd
   case $peer in
-    embedflow) cmd=("$EMBEDFLOW_BIN" --progress off --summary json embed "$work/$corpus.parquet" "$out"
-      --model "$model" --text-column text --columns id --chunking none --max-seq-length 256 --on-empty embed) ;;
+    embedflow*)
+      local m=$model extra=()
+      case $peer in
+        embedflow-1) extra=(--workers 1) ;;
+        embedflow-q=*) m=${peer#embedflow-q=} ;;
+      esac
+      cmd=("$EMBEDFLOW_BIN" --progress off --summary json "${extra[@]}" embed "$work/$corpus.parquet" "$out"
+        --model "$m" --text-column text --columns id --chunking none --max-seq-length 256 --on-empty embed) ;;
     user | tuned | fastembed) cmd=("$py" benches/peers.py "$peer" --model "$model" --input "$work/$corpus.parquet"
       --output "$out" --max-len 256) ;;
   esac
@@ -84,7 +93,9 @@ for l in open(sys.argv[1]):
   awk '/command took/ { gsub("s,", "", $3); print $3, $6 }' "$work/run.out"
 }
 
-peers=(embedflow user tuned)
+peers=(embedflow embedflow-1 user tuned)
+# QUANTIZED="DIR ...": embedflow with these (int8) model folders too.
+for q in ${QUANTIZED:-}; do peers+=("embedflow-q=$q"); done
 declare -A best_s best_m
 for r in $(seq "$rounds"); do
   for corpus in texts chunks; do
@@ -126,28 +137,38 @@ done
 echo
 echo "fidelity against sentence-transformers (../shared/reference/texts.jsonl, 200 texts):"
 for peer in "${peers[@]}"; do
-  run "$peer" ref "$work/ref-$peer.parquet" >/dev/null
+  run "$peer" ref "$work/ref-${peer//\//_}.parquet" >/dev/null
   printf '  %-10s ' "$peer"
-  "$py" benches/peers.py check --input "$work/ref-$peer.parquet" --reference "$shared/reference/embeddings.npy"
+  "$py" benches/peers.py check --input "$work/ref-${peer//\//_}.parquet" --reference "$shared/reference/embeddings.npy"
 done
 
 # FLOPs: all-MiniLM-L6-v2 has 6 layers of 4·384² (attention projections)
 # + 2·384·1536 (feed-forward) weights: 2 FLOPs per weight per token, plus
 # attention scores and mixing (4·L·384 per layer per token, L the padded
-# length, taken as the corpus' mean tokens per text). Peak: 2 cores × 2 FMA
-# units × 16 fp32 lanes (AVX-512) × 2 FLOPs × the max clock lscpu reports
-# (else the clock /proc/cpuinfo reports).
+# length, taken as the corpus' mean tokens per text). Peak: 2 cores × fp32
+# FLOPs per cycle × the max clock lscpu reports (else the clock
+# /proc/cpuinfo reports). FLOPs per cycle: 64 where AVX-512 runs on two
+# 512-bit FMA units (Intel Xeon, AMD Zen 5: family 26), 32 where it runs on
+# two 256-bit ones (AMD Zen 4: family 25) or with AVX2 only.
 ghz=$(lscpu | awk -F: '/CPU max MHz/ { printf "%.2f", $2/1000 }')
 [[ -n $ghz ]] || ghz=$(awk -F: '/^cpu MHz/ { printf "%.2f", $2/1000; exit }' /proc/cpuinfo)
+vendor=$(awk -F': ' '/^vendor_id/ { print $2; exit }' /proc/cpuinfo)
+family=$(awk -F': ' '/^cpu family/ { print $2; exit }' /proc/cpuinfo)
+flops_per_cycle=32
+if grep -qw avx512f /proc/cpuinfo && { [[ $vendor == GenuineIntel ]] || ((family >= 26)); }; then
+  flops_per_cycle=64
+fi
+echo "peak: $vendor family $family, $flops_per_cycle fp32 FLOPs a cycle a core at $ghz GHz"
 for corpus in texts chunks; do
   n=$("$py" -c "import pyarrow.parquet as pq,sys; print(pq.read_metadata(sys.argv[1]).num_rows)" "$work/$corpus.parquet")
-  python3 - "$corpus" "$(cat "$work/tokens-$corpus")" "$n" "${best_s[$corpus/embedflow]}" "$ghz" <<'PY'
+  python3 - "$corpus" "$(cat "$work/tokens-$corpus")" "$n" "${best_s[$corpus/embedflow]}" "$ghz" "$flops_per_cycle" <<'PY'
 import sys
 c, tok, n, s, ghz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5] or 0)
+per_cycle = int(sys.argv[6])
 L = tok / n
 per_token = 6 * (2 * (4 * 384 * 384 + 2 * 384 * 1536) + 4 * L * 384)
 g = tok * per_token / s / 1e9
-peak = 2 * 2 * 16 * 2 * ghz
+peak = 2 * per_cycle * ghz
 print(f"{c}: {tok} tokens, {L:.0f} per text: embedflow {g:.0f} GFLOP/s" +
       (f" = {g / peak:.2f} of the 2 cores' fp32 peak ({peak:.0f} GFLOP/s at {ghz} GHz)" if peak else ""))
 PY

@@ -104,13 +104,25 @@ fn main() {
         unsorted.len()
     );
     // Warm-up (graph optimisation, allocator).
-    embed::run_plan(&mut embedder, &encoded, &sorted[..1], &mut |_, _| true).unwrap();
+    embed::run_plan(
+        std::slice::from_mut(&mut embedder),
+        &encoded,
+        &sorted[..1],
+        &|_, _| true,
+    )
+    .unwrap();
 
     let mut best = [f64::INFINITY; 2];
     for round in 0..rounds {
         for (k, plan) in [&sorted, &unsorted].into_iter().enumerate() {
             let t = Instant::now();
-            let (v, _) = embed::run_plan(&mut embedder, &encoded, plan, &mut |_, _| true).unwrap();
+            let (v, _) = embed::run_plan(
+                std::slice::from_mut(&mut embedder),
+                &encoded,
+                plan,
+                &|_, _| true,
+            )
+            .unwrap();
             let s = t.elapsed().as_secs_f64();
             std::hint::black_box(v);
             best[k] = best[k].min(s);
