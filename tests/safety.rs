@@ -208,6 +208,14 @@ fn command_line_mistakes_exit_64_with_range_messages() {
             vec!["--threads", "100000", "validate", "x.toml"],
             "must be 0 (all cores) or a number of threads up to 1024, found 100000",
         ),
+        (
+            vec!["--workers", "-1", "validate", "x.toml"],
+            "must be 0 (auto) or a number of sessions up to 1024, found -1",
+        ),
+        (
+            vec!["--workers", "two", "validate", "x.toml"],
+            "expected a whole number of sessions, found 'two'",
+        ),
         (vec![], "Usage: embedflow"),
     ] {
         let o = embedflow(d, &args);
