@@ -33,7 +33,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
 
-    /// ONNX Runtime intra-op threads (default: the job's embed.threads, 0 = all cores;
+    /// ONNX Runtime threads, shared by the --workers sessions (default: the job's embed.threads, 0 = all cores;
     /// more than the cores are not used).
     #[arg(long, global = true, value_name = "N", allow_negative_numbers = true, value_parser = parse_threads)]
     pub threads: Option<usize>,

@@ -122,7 +122,8 @@ pub enum OnError {
 pub struct EmbedPlan {
     pub batch_tokens: usize,
     pub max_batch_rows: usize,
-    /// ONNX Runtime intra-op threads; 0 = all cores.
+    /// ONNX Runtime threads, shared by the `workers` sessions; 0 = all
+    /// cores.
     pub threads: usize,
     /// Sessions that run batches at once on the CPU, sharing `threads`;
     /// 0 = auto ([`crate::embed::session::worker_threads`]).
