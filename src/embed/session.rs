@@ -291,14 +291,9 @@ pub fn effective_threads(requested: usize) -> usize {
     match requested {
         0 => cores,
         n if n > cores => {
-            // Once a process: the check and the run both ask.
-            static WARNED: std::sync::atomic::AtomicBool =
-                std::sync::atomic::AtomicBool::new(false);
-            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!(
-                    "{n} threads asked for, but this machine has {cores} cores: using {cores}"
-                );
-            }
+            tracing::warn!(
+                "{n} threads asked for, but this machine has {cores} cores: using {cores}"
+            );
             cores
         }
         n => n,
@@ -316,8 +311,8 @@ pub const AUTO_WORKER_BYTES: u64 = 512 << 20;
 /// once. On the CPU, one session per core (up to [`AUTO_MAX_WORKERS`], and
 /// as many graph copies as [`AUTO_WORKER_BYTES`] holds) beats one session
 /// whose threads split each batch: small GEMMs pay for the split in
-/// synchronisation (benches/README.md, "Sessions on the CPU"). A GPU gets
-/// one session.
+/// synchronisation (benches/README.md, "ONNX Runtime session options, and
+/// sessions on the CPU"). A GPU gets one session.
 pub fn worker_threads(
     device: Device,
     threads: usize,

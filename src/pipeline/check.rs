@@ -35,10 +35,12 @@ pub struct CheckedJob {
     pub passthrough: Vec<FieldRef>,
     pub max_tokens: usize,
     pub overlap: usize,
-    /// The session the check probed the graph with, opened on the plan's
-    /// device and threads; [`run`] takes it rather than loading the model
-    /// a second time when its options ask for the same.
-    pub embedder: Option<(SessionOptions, Embedder)>,
+    /// The sessions a run opens ([`embed::session::worker_threads`] for the
+    /// plan's device, threads and workers), chosen here once.
+    pub sessions: Vec<SessionOptions>,
+    /// The first of them, which the check probed the graph with; [`run`]
+    /// takes it rather than loading the model a second time.
+    pub embedder: Option<Embedder>,
 }
 
 /// The model folder, downloaded into the cache first when it lives on an
@@ -101,18 +103,23 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
     // process loads one build of ONNX Runtime, CPU or CUDA): the session is
     // the one the run will use.
     let mut embedder = None;
+    let mut sessions = Vec::new();
     if let (true, Some(m), Some(enc)) = (build_ok, &model, &encoder) {
         let (m, enc) = (m.clone(), Arc::clone(enc));
-        // The run's first session (a run may open more: embed.workers).
-        let exec = SessionOptions {
-            device: plan.embed.device,
-            threads: embed::session::worker_threads(
-                plan.embed.device,
-                plan.embed.threads,
-                plan.embed.workers,
-                m.graph_bytes(),
-            )[0],
-        };
+        let threads = embed::session::worker_threads(
+            plan.embed.device,
+            plan.embed.threads,
+            plan.embed.workers,
+            m.graph_bytes(),
+        );
+        sessions = threads
+            .into_iter()
+            .map(|threads| SessionOptions {
+                device: plan.embed.device,
+                threads,
+            })
+            .collect();
+        let exec = sessions[0];
         let probed = spawn_cpu(move || {
             let mut e = Embedder::new(&m, &enc, exec)?;
             e.probe(&m.dir, &enc)?;
@@ -120,7 +127,7 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
         })
         .await;
         match probed {
-            Ok(e) => embedder = Some((exec, e)),
+            Ok(e) => embedder = Some(e),
             Err(e) => errors.push(e),
         }
     }
@@ -290,6 +297,7 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
                 passthrough,
                 max_tokens,
                 overlap,
+                sessions,
                 embedder,
             })
         }

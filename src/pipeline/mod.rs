@@ -235,7 +235,6 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     }
     let started = Instant::now();
     let plan = c.plan.clone();
-    let exec = opts.exec(&plan);
     let counters = Arc::new(Counters::default());
     // Set on Ctrl-C or when the writer fails: the stages stop at their next
     // batch instead of finishing work nobody will write.
@@ -245,9 +244,9 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     let (emb_tx, mut emb_rx) = mpsc::channel::<Result<WorkUnit>>(EMBEDDED_QUEUE);
 
     let (model, encoder, probed) = (c.model.clone(), Arc::clone(&c.encoder), c.embedder.take());
+    let sessions = std::mem::take(&mut c.sessions);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(usize, Device, String)>>();
     let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
-    let workers = opts.workers.unwrap_or(plan.embed.workers);
     let embed_counters = Arc::clone(&counters);
     let embed_cancel = Arc::clone(&cancel);
     let embed_span = tracing::info_span!("embed_stage");
@@ -259,7 +258,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             // the one the check probed with for the first), and says the
             // vectors' width.
             let built =
-                open_sessions(&model, &encoder, exec, workers, probed).and_then(|mut sessions| {
+                open_sessions(&model, &encoder, &sessions, probed).and_then(|mut sessions| {
                     let dim = embed::output_dim(&mut sessions[0], &encoder)?;
                     Ok((sessions, dim))
                 });
@@ -705,44 +704,34 @@ enum Output {
     Table(Box<TableRun>),
 }
 
-/// The sessions a run embeds with ([`embed::session::worker_threads`]):
-/// the one the check probed with when it matches the first, and the others
-/// opened at once, each on its own thread.
+/// The sessions a run embeds with, as the check chose them: the one it
+/// probed with first, the others opened at once, each on its own thread.
 fn open_sessions(
     model: &ModelConfig,
     encoder: &embed::TextEncoder,
-    exec: SessionOptions,
-    workers: usize,
-    probed: Option<(SessionOptions, Embedder)>,
+    sessions: &[SessionOptions],
+    probed: Option<Embedder>,
 ) -> Result<Vec<Embedder>> {
-    let threads =
-        embed::session::worker_threads(exec.device, exec.threads, workers, model.graph_bytes());
+    if sessions.is_empty() {
+        return Err(Error::internal("the check chose no session to embed with"));
+    }
     tracing::info!(
-        sessions = threads.len(),
-        ?threads,
+        sessions = sessions.len(),
+        threads = ?sessions.iter().map(|s| s.threads).collect::<Vec<_>>(),
         "opening the embedding sessions"
     );
-    let options: Vec<SessionOptions> = threads
-        .iter()
-        .map(|&threads| SessionOptions { threads, ..exec })
-        .collect();
-    let first = match probed {
-        Some((p, e)) if p == options[0] => Some(e),
-        _ => None,
-    };
+    let skip = usize::from(probed.is_some());
     let opened: Vec<Result<Embedder>> = std::thread::scope(|s| {
-        let handles: Vec<_> = options
+        let handles: Vec<_> = sessions[skip..]
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i > 0 || first.is_none())
-            .map(|(_, &o)| s.spawn(move || Embedder::new(model, encoder, o)))
+            .map(|&o| s.spawn(move || Embedder::new(model, encoder, o)))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    first.map(Ok).into_iter().chain(opened).collect()
+    probed.map(Ok).into_iter().chain(opened).collect()
 }
 
 async fn join_stages(
