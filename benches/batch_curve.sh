@@ -8,6 +8,11 @@
 # Usage: benches/batch_curve.sh [ROUNDS] [ARTICLES]
 #   EMBEDFLOW_BIN  the binary to measure (default: a release build)
 #   BUDGETS        the budgets to try (default "256 512 1024 2048 4096 16384")
+#   MODEL          the model folder (default all-MiniLM-L6-v2; for another
+#                  size class, e.g. a random 768-dim one from
+#                  benches/wide_model.py)
+#   WORKERS        embed.workers for every run (default: embedflow's auto)
+#   TEXTS          how many of the bench texts (default all 2,000)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -26,14 +31,16 @@ if [[ -z ${EMBEDFLOW_BIN:-} ]]; then
 fi
 shared=$root/../shared
 "$python" - "$shared/reference/bench_texts.jsonl" "$work/texts.parquet" \
-  "$shared/data/news_articles.parquet" "$work/news.parquet" "$articles" <<'PY'
+  "$shared/data/news_articles.parquet" "$work/news.parquet" "$articles" "${TEXTS:-0}" <<'PY'
 import json, sys, pyarrow as pa, pyarrow.parquet as pq
-texts = [json.loads(l) for l in open(sys.argv[1])]
+texts = [json.loads(l) for l in open(sys.argv[1])][: int(sys.argv[6]) or None]
 pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), sys.argv[2])
 news = pq.read_table(sys.argv[3]).slice(0, int(sys.argv[5]))
 pq.write_table(news, sys.argv[4])
 PY
-model=$shared/models/all-MiniLM-L6-v2
+model=${MODEL:-$shared/models/all-MiniLM-L6-v2}
+workers=()
+[[ -z ${WORKERS:-} ]] || workers=(--workers "$WORKERS")
 run() { # run CORPUS BUDGET: prints "seconds peak_mib"
   local corpus=$1 budget=$2 flags
   if [[ $corpus == texts ]]; then
@@ -41,7 +48,7 @@ run() { # run CORPUS BUDGET: prints "seconds peak_mib"
   else
     flags=(--text-template '{title}\n\n{text}' --id-column article_id --columns article_id)
   fi
-  "$python" benches/peak_rss.py "$EMBEDFLOW_BIN" --progress off --summary json \
+  "$python" benches/peak_rss.py "$EMBEDFLOW_BIN" --progress off --summary json "${workers[@]}" \
     embed "$work/$corpus.parquet" "$work/out.parquet" --model "$model" --batch-tokens "$budget" "${flags[@]}" \
     >"$work/run.out" 2>&1 || [[ $? == 2 ]]
   awk '/command took/ { gsub("s,", "", $3); print $3, $6 }' "$work/run.out"

@@ -38,7 +38,7 @@ if [[ -z ${EMBEDFLOW_BIN:-} ]]; then
 fi
 # The peers' Python: the same ONNX Runtime release as embedflow's, pinned.
 venv=$EMBEDFLOW_HOME/bench-venv
-want="onnxruntime==1.31.1 tokenizers==0.23.3 numpy==2.4.6 pyarrow==26.0.1 fastembed==0.9.1"
+want="onnxruntime==1.31.1 tokenizers==0.23.3 numpy==2.4.6 pyarrow==26.0.1 fastembed==0.9.1 onnx==1.20.0"
 if [[ ! -x $venv/bin/python || $(cat "$venv/.embedflow-requirements" 2>/dev/null || true) != "$want" ]]; then
   say "installing $want into $venv (once per machine)"
   python3 -m venv "$venv" >&2
@@ -149,27 +149,39 @@ done
 # FLOPs per cycle × the max clock lscpu reports (else the clock
 # /proc/cpuinfo reports). FLOPs per cycle: 64 where AVX-512 runs on two
 # 512-bit FMA units (Intel Xeon, AMD Zen 5: family 26), 32 where it runs on
-# two 256-bit ones (AMD Zen 4: family 25) or with AVX2 only.
+# two 256-bit ones (AMD Zen 4: family 25) or with AVX2 only, 16 on AMD Zen 1
+# (family 23 below model 0x30: 128-bit FMA units). A VM may hide
+# both the clock and the core (QEMU's generic "AMD EPYC" is family 23 on any
+# host), so the roof that counts is measured too: ONNX Runtime's own fp32
+# GEMM on both threads in MiniLM's feed-forward shape (benches/gemm_roof.py).
 ghz=$(lscpu | awk -F: '/CPU max MHz/ { printf "%.2f", $2/1000 }')
 [[ -n $ghz ]] || ghz=$(awk -F: '/^cpu MHz/ { printf "%.2f", $2/1000; exit }' /proc/cpuinfo)
 vendor=$(awk -F': ' '/^vendor_id/ { print $2; exit }' /proc/cpuinfo)
 family=$(awk -F': ' '/^cpu family/ { print $2; exit }' /proc/cpuinfo)
+cpu_model=$(awk -F': ' '/^model\t/ { print $2; exit }' /proc/cpuinfo)
 flops_per_cycle=32
+if [[ $vendor == AuthenticAMD ]] && ((family == 23 && cpu_model < 48)); then
+  flops_per_cycle=16
+fi
 if grep -qw avx512f /proc/cpuinfo && { [[ $vendor == GenuineIntel ]] || ((family >= 26)); }; then
   flops_per_cycle=64
 fi
 echo "peak: $vendor family $family, $flops_per_cycle fp32 FLOPs a cycle a core at $ghz GHz"
+roof=$("$py" benches/gemm_roof.py --threads 2)
+echo "measured roof: ONNX Runtime fp32 GEMM [4096,384]x[384,1536] on 2 threads, $roof GFLOP/s"
 for corpus in texts chunks; do
   n=$("$py" -c "import pyarrow.parquet as pq,sys; print(pq.read_metadata(sys.argv[1]).num_rows)" "$work/$corpus.parquet")
-  python3 - "$corpus" "$(cat "$work/tokens-$corpus")" "$n" "${best_s[$corpus/embedflow]}" "$ghz" "$flops_per_cycle" <<'PY'
+  python3 - "$corpus" "$(cat "$work/tokens-$corpus")" "$n" "${best_s[$corpus/embedflow]}" "$ghz" "$flops_per_cycle" "$roof" "${best_s[$corpus/user]}" <<'PY'
 import sys
 c, tok, n, s, ghz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5] or 0)
-per_cycle = int(sys.argv[6])
+per_cycle, roof, user = int(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
 L = tok / n
 per_token = 6 * (2 * (4 * 384 * 384 + 2 * 384 * 1536) + 4 * L * 384)
 g = tok * per_token / s / 1e9
 peak = 2 * per_cycle * ghz
 print(f"{c}: {tok} tokens, {L:.0f} per text: embedflow {g:.0f} GFLOP/s" +
-      (f" = {g / peak:.2f} of the 2 cores' fp32 peak ({peak:.0f} GFLOP/s at {ghz} GHz)" if peak else ""))
+      (f" = {g / peak:.2f} of the 2 cores' nominal fp32 peak ({peak:.0f} GFLOP/s at {ghz} GHz)" if peak else "") +
+      f"; {g / roof:.2f} of the measured GEMM roof; the user Python {g * s / user / roof:.2f} of it," +
+      f" so fp32 at the roof would be {roof / (g * s / user):.2f}x the user Python at most")
 PY
 done
