@@ -8,8 +8,10 @@ use super::Device;
 /// the 2-core machine a 1,024-token budget ran the same texts 1.7× faster
 /// than 16,384, in a fifth of the memory, with one session; with a session
 /// per core (`embed.workers`), each running its own batch in its core's
-/// L2, 512 was fastest on short texts and on 256-token chunks
-/// (benches/batch_curve.sh, with the curves in benches/README.md).
+/// L2, 512 was fastest on short texts and on 256-token chunks, for
+/// MiniLM (384 dims) and for a graph of twice its width (768 dims, the
+/// size of mpnet-base), with one session or two (benches/batch_curve.sh,
+/// with the curves in benches/README.md).
 pub const CPU_BATCH_TOKENS: usize = 512;
 /// Default budget on a GPU, where a batch must be large to fill the card.
 pub const GPU_BATCH_TOKENS: usize = 16_384;
