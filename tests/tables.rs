@@ -265,8 +265,11 @@ fn kill_and_resume(
     units: usize,
     full: Duration,
     kills: usize,
-) -> (String, usize) {
+) -> (String, usize, String) {
+    use std::fmt::Write;
     use std::io::Read;
+    // What each attempt did, for the failure messages of the callers.
+    let mut log = String::new();
     let mut at = Moments(0x2545_f491_4f6c_dd1d);
     let unit = full.div_f64(units as f64);
     let mut finished_early = 0;
@@ -284,27 +287,47 @@ fn kill_and_resume(
         while alive(&mut child) && t.elapsed() < extra {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if !alive(&mut child) {
-            // It finished first: the table is whole; the next run starts
-            // again from it.
-            finished_early += 1;
-            continue;
+        let finished = !alive(&mut child);
+        if !finished {
+            kill9(&mut child);
         }
-        kill9(&mut child);
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
+        // A run that resumed and then finished before its kill resumed all
+        // the same (on a fast store most resumed runs do).
         resumed += usize::from(err.contains("resuming the interrupted run"));
+        let said = err
+            .lines()
+            .filter(|l| l.contains("embedflow"))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        if finished {
+            // It finished first: the table is whole; the next run starts
+            // again from it.
+            finished_early += 1;
+            let _ = writeln!(
+                log,
+                "run with {before} records before: finished before its kill at {k}; stderr: {said}"
+            );
+            continue;
+        }
+        let _ = writeln!(
+            log,
+            "run with {before} records before: killed at {} records (aimed at {k}, then {extra:?}); stderr: {said}",
+            records(),
+        );
     }
     assert!(
         2 * finished_early <= kills,
-        "{finished_early} of {kills} runs finished before their kill"
+        "{finished_early} of {kills} runs finished before their kill:\n{log}"
     );
     let o = start().wait_with_output().unwrap();
     assert_code(&o, 0);
     resumed += usize::from(stderr(&o).contains("resuming the interrupted run"));
-    (stdout(&o), resumed)
+    let _ = writeln!(log, "last run: {}", stderr(&o));
+    (stdout(&o), resumed, log)
 }
 
 /// How many unit records the runs under `table/_embedflow/runs` hold.
@@ -349,7 +372,7 @@ fn a_run_killed_at_any_moment_resumes_to_the_same_table() {
     let job = table_job(d, "job.toml", "in.parquet", "table", FULL);
 
     let records = || unit_records(&d.join("table"));
-    let (out, resumed) = kill_and_resume(
+    let (out, resumed, log) = kill_and_resume(
         || spawn(d, &["run", &job]),
         records,
         50_000usize.div_ceil(UNIT_ROWS),
@@ -361,7 +384,7 @@ fn a_run_killed_at_any_moment_resumes_to_the_same_table() {
     // frequent on a loaded machine: 4 of 20 in one CI-like run, 15 alone.
     assert!(
         resumed >= 3,
-        "only {resumed} runs resumed an interrupted one"
+        "only {resumed} runs resumed an interrupted one:\n{log}"
     );
     let want = table_rows(d, "reference");
     let got = table_rows(d, "table");
@@ -526,9 +549,10 @@ fn a_table_on_s3_resumes_after_kills() {
         let keys = server.keys(&bucket);
         keys.iter().filter(|k| k.contains("/units/")).count()
     };
-    let (out, resumed) = kill_and_resume(start, records, 20_000usize.div_ceil(UNIT_ROWS), full, 5);
+    let (out, resumed, log) =
+        kill_and_resume(start, records, 20_000usize.div_ceil(UNIT_ROWS), full, 5);
     assert!(out.contains("as Delta table version"), "{out}");
-    assert!(resumed >= 1, "no run resumed an interrupted one");
+    assert!(resumed >= 1, "no run resumed an interrupted one:\n{log}");
     let got = s3_table_rows(&server, d, &format!("s3://{bucket}/tables/t"));
     let want = table_rows(d, "reference");
     assert_eq!(ints(&got, "id"), ints(&want, "id"));
