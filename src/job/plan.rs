@@ -270,20 +270,25 @@ impl JobPlan {
         let max_batch_rows = s
             .count("max_batch_rows", 1, &mut p)
             .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
-        let threads = s.count("threads", 0, &mut p).unwrap_or(0);
-        if threads > crate::embed::session::MAX_THREADS {
-            p.push(format!(
-                "embed.threads: at most {} (0 = all cores; more than the cores are not used), found {threads}",
-                crate::embed::session::MAX_THREADS
-            ));
-        }
-        let workers = s.count("workers", 0, &mut p).unwrap_or(0);
-        if workers > crate::embed::session::MAX_THREADS {
-            p.push(format!(
-                "embed.workers: at most {} (0 = auto; more than the threads are not used), found {workers}",
-                crate::embed::session::MAX_THREADS
-            ));
-        }
+        // A count from 0 (auto) to MAX_THREADS, as --threads and --workers.
+        let mut up_to_max = |key: &'static str, zero: &str, p: &mut Problems| {
+            let n = s.count(key, 0, p).unwrap_or(0);
+            let max = crate::embed::session::MAX_THREADS;
+            if n > max {
+                p.push(format!("embed.{key}: at most {max} ({zero}), found {n}"));
+            }
+            n
+        };
+        let threads = up_to_max(
+            "threads",
+            "0 = all cores; more than the cores are not used",
+            &mut p,
+        );
+        let workers = up_to_max(
+            "workers",
+            "0 = auto; more than the threads are not used",
+            &mut p,
+        );
         let device = match s.string("device", &mut p) {
             None => Device::Cpu,
             Some(d) => d.parse::<Device>().unwrap_or_else(|e| {
