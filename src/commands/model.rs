@@ -31,6 +31,13 @@ pub fn model(
     let _ = writeln!(out, "model {} ({})", cfg.name, cfg.dir.display());
     let _ = writeln!(out, "  graph            {}", cfg.onnx_path.display());
     let _ = writeln!(out, "  sha256           {}", cfg.onnx_sha256()?);
+    let digest = cfg.digest()?;
+    let _ = writeln!(
+        out,
+        "  folder sha256    {} (lineage's model_sha256: {})",
+        digest.folder,
+        digest.files.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
     let _ = writeln!(out, "  inputs           {}", inputs.join("; "));
     let _ = writeln!(out, "  outputs          {}", outputs.join("; "));
     let _ = writeln!(out, "  output used      {used}");

@@ -98,14 +98,39 @@ impl DeltaTarget {
             .filter(|h| !h.is_stale()))
     }
 
-    /// Breaks the lease (`embedflow unlock`): returns who held it.
+    /// Breaks the lease (`embedflow unlock`): returns who held it. A holder
+    /// alive on this host is refused (breaking its lease would let a second
+    /// run delete the parts it is writing); of a holder on another host,
+    /// what its lease says is told, and if it is still running it finds
+    /// its lease gone before it commits, and commits nothing.
     pub async fn break_lease(&self) -> Result<Option<String>> {
         let held = self.read_state(LEASE_FILE).await?;
         let Some(bytes) = held else { return Ok(None) };
+        let holder = serde_json::from_slice::<LeaseHolder>(&bytes).ok();
+        if let Some(h) = holder
+            .as_ref()
+            .filter(|h| h.host == hostname() && embedflow_alive(h.pid))
+        {
+            return Err(Error::output(
+                self.display(),
+                format!(
+                    "the lease is held by a run that is alive on this host: {}. Stop it first (kill {}); unlock breaks the lease of a writer that is gone",
+                    h.describe(),
+                    h.pid
+                ),
+            ));
+        }
         self.delete(LEASE_FILE).await?;
-        Ok(Some(match serde_json::from_slice::<LeaseHolder>(&bytes) {
-            Ok(h) => format!("{} (pid {}, started {})", h.host, h.pid, iso(h.started_ms)),
-            Err(_) => "an unreadable lease".into(),
+        Ok(Some(match holder {
+            Some(h) if h.host != hostname() && h.expires_ms >= now_ms() => format!(
+                "{} (pid {}, started {}), on another host, whose lease ran until {}: if it is still running, it will find its lease gone and commit nothing",
+                h.host,
+                h.pid,
+                iso(h.started_ms),
+                iso(h.expires_ms)
+            ),
+            Some(h) => format!("{} (pid {}, started {})", h.host, h.pid, iso(h.started_ms)),
+            None => "an unreadable lease".into(),
         }))
     }
 }
@@ -160,6 +185,12 @@ impl LeaseHolder {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Whether `other` is this same holder (a renewal changes the expiry only).
+    fn same(&self, other: &LeaseHolder) -> bool {
+        (self.host.as_str(), self.pid, self.started_ms)
+            == (other.host.as_str(), other.pid, other.started_ms)
+    }
+
     fn is_stale(&self) -> bool {
         if self.expires_ms < now_ms() {
             return true;
@@ -173,16 +204,23 @@ impl LeaseHolder {
 pub struct Lease {
     target: Arc<DeltaTarget>,
     file: String,
+    me: LeaseHolder,
     renew: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
     fn start(target: Arc<DeltaTarget>, file: String, me: LeaseHolder) -> Lease {
-        let (t, f) = (Arc::clone(&target), file.clone());
+        let (t, f, mine) = (Arc::clone(&target), file.clone(), me.clone());
         let renew = tokio::spawn(async move {
-            let mut me = me;
+            let mut me = mine;
             loop {
                 tokio::time::sleep(LEASE_TTL / 4).await;
+                // A lease broken or taken over is not renewed: renewing would
+                // overwrite the new holder's.
+                if !holds(&t, &f, &me).await.unwrap_or(true) {
+                    tracing::warn!("the lease {f} is no longer this run's; not renewing it");
+                    return;
+                }
                 me.expires_ms = now_ms() + LEASE_TTL.as_millis() as i64;
                 if let Err(e) = t.write_state(&f, me.to_json()).await {
                     tracing::warn!("cannot renew the lease {f}: {e}");
@@ -192,17 +230,51 @@ impl Lease {
         Lease {
             target,
             file,
+            me,
             renew,
         }
     }
 
-    /// Stops renewing and removes the lease file.
+    /// Confirms, just before a commit, that this run still holds its lease:
+    /// one broken by `embedflow unlock`, or taken over after it was not
+    /// renewed in time, means another run may have cleared or rewritten
+    /// this run's files; then nothing is committed.
+    pub async fn confirm(&self) -> Result<()> {
+        if holds(&self.target, &self.file, &self.me).await? {
+            return Ok(());
+        }
+        Err(Error::output(
+            self.target.display(),
+            format!(
+                "this run's lease ({}) was broken while it ran (by `embedflow unlock`, or taken over by another run after it went {} s without renewal): another run may have removed or rewritten its files, so nothing was committed. Run the job again once no other run writes the table",
+                self.file,
+                LEASE_TTL.as_secs()
+            ),
+        ))
+    }
+
+    /// Stops renewing and removes the lease file, if it is still this run's.
     pub async fn release(self) {
         self.renew.abort();
+        if !holds(&self.target, &self.file, &self.me)
+            .await
+            .unwrap_or(false)
+        {
+            return;
+        }
         if let Err(e) = self.target.delete(&self.file).await {
             tracing::warn!("cannot remove the lease {}: {e}", self.file);
         }
     }
+}
+
+/// Whether the lease file names `me` (a renewal changes the expiry only).
+async fn holds(target: &DeltaTarget, file: &str, me: &LeaseHolder) -> Result<bool> {
+    Ok(target
+        .read_state(file)
+        .await?
+        .and_then(|b| serde_json::from_slice::<LeaseHolder>(&b).ok())
+        .is_some_and(|h| h.same(me)))
 }
 
 impl Drop for Lease {

@@ -48,6 +48,9 @@ pub const PART_PREFIX: &str = "embedflow-";
 pub struct DeltaTarget {
     pub location: Location,
     log_store: LogStoreRef,
+    /// Read as an input (`sql`, `report`, `input.format = "delta"`): its
+    /// errors name it as an input.
+    reading: bool,
 }
 
 /// The table as a run found it.
@@ -76,6 +79,29 @@ impl TableState {
         self.snapshot.metadata().configuration()
     }
 
+    /// Whether embedflow wrote this table (its properties carry embedflow's
+    /// lineage).
+    pub fn written_by_embedflow(&self) -> bool {
+        self.properties()
+            .keys()
+            .any(|k| k.starts_with("embedflow."))
+    }
+
+    /// The names of its columns, as its schema gives them.
+    pub fn column_names(&self) -> Vec<String> {
+        let meta = serde_json::to_value(self.snapshot.metadata()).unwrap_or_default();
+        let schema: serde_json::Value = meta["schemaString"]
+            .as_str()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        schema["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// The paths of its live files.
     pub fn paths(&self) -> Vec<String> {
         self.files.iter().map(|f| f.path.clone()).collect()
@@ -89,6 +115,10 @@ pub struct PartFile {
     pub path: String,
     pub size: u64,
     pub rows: u64,
+    /// SHA-256 (hex) of the file's bytes as written: with `size`, the
+    /// proof that the file a resume or a commit finds is the one recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl DeltaTarget {
@@ -108,12 +138,30 @@ impl DeltaTarget {
         Ok(DeltaTarget {
             location,
             log_store,
+            reading: false,
+        })
+    }
+
+    /// [`resolve`](Self::resolve) for a table that is read, not written:
+    /// its errors say "input".
+    pub fn resolve_input(stores: &Stores, path: &str) -> Result<DeltaTarget> {
+        Ok(DeltaTarget {
+            reading: true,
+            ..Self::resolve(stores, path)?
         })
     }
 
     /// Checks a job's table target before any work: a folder (or prefix)
     /// that is a Delta table, or holds nothing yet.
-    pub async fn check(stores: &Stores, path: &str, overwrite: bool) -> Result<()> {
+    ///
+    /// A table that embedflow did not write is another tool's data: replaced
+    /// only when `replace_foreign` (`output.mode = "overwrite"`) says so.
+    pub async fn check(
+        stores: &Stores,
+        path: &str,
+        overwrite: bool,
+        replace_foreign: bool,
+    ) -> Result<()> {
         let t = DeltaTarget::resolve(stores, path)?;
         if let Some(local) = &t.location.local
             && local.is_file()
@@ -128,6 +176,26 @@ impl DeltaTarget {
                 return Err(Error::output(
                     path,
                     "is a Delta table already and output.overwrite = false",
+                ));
+            }
+            if let Some(state) = t.current().await?
+                && !state.written_by_embedflow()
+                && !replace_foreign
+            {
+                let mut columns = state.column_names();
+                let more = columns.len().saturating_sub(12);
+                columns.truncate(12);
+                return Err(Error::output(
+                    path,
+                    format!(
+                        "is a Delta table that embedflow did not write (columns: {}{}); a run would replace its rows with embedflow's. Give another folder, or set output.mode = \"overwrite\" to replace it",
+                        columns.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    ),
                 ));
             }
             return Ok(());
@@ -158,6 +226,11 @@ impl DeltaTarget {
 
     pub fn display(&self) -> &str {
         &self.location.display
+    }
+
+    /// Whether the table is on the local disk (not S3).
+    pub fn is_local(&self) -> bool {
+        self.location.local.is_some()
     }
 
     /// The path users see of a file inside the table.
@@ -298,7 +371,7 @@ impl DeltaTarget {
         }
         let snapshot = EagerSnapshot::try_new(self.log_store.as_ref(), version.map(|v| v as u64))
             .await
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.log_error(version, &e))?;
         let mut files: Vec<TableFile> = snapshot
             .file_views(self.log_store.as_ref(), None)
             .map_ok(|f| TableFile {
@@ -314,7 +387,74 @@ impl DeltaTarget {
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Error {
-        Error::output(self.display(), format!("Delta table: {e}"))
+        let message = format!("Delta table: {e}");
+        match self.reading {
+            true => Error::input(self.display(), message),
+            false => Error::output(self.display(), message),
+        }
+    }
+
+    /// A log that could not be read, in words: a version past the newest,
+    /// or a damaged commit file (named, with what to do).
+    fn log_error(&self, version: Option<i64>, e: &(dyn std::error::Error + 'static)) -> Error {
+        // The first line of each error of the chain: the library's Display
+        // carries a backtrace under RUST_BACKTRACE.
+        let first_line =
+            |e: &dyn std::error::Error| e.to_string().lines().next().unwrap_or("").to_string();
+        let mut text = first_line(e);
+        let mut cur = e.source();
+        while let Some(inner) = cur {
+            let line = first_line(inner);
+            if !text.contains(&line) {
+                text.push_str(": ");
+                text.push_str(&line);
+            }
+            cur = inner.source();
+        }
+        let text = text.replace("Kernel error: ", "");
+        let log = self.child_display("_delta_log");
+        let newest = self.newest_commit();
+        if let (Some(v), Some(n)) = (version, newest)
+            && v > n
+        {
+            return self.error(format!("version {v} does not exist; the newest is {n}"));
+        }
+        let lower = text.to_ascii_lowercase();
+        let damaged = [
+            "json",
+            "eof",
+            "truncated",
+            "parse",
+            "missing field",
+            "expected",
+        ]
+        .iter()
+        .any(|w| lower.contains(w));
+        if damaged {
+            let file = newest.map_or_else(String::new, |n| {
+                format!(" (the newest commit file is {log}/{n:020}.json)")
+            });
+            return self.error(format!(
+                "its log cannot be read: a commit file is damaged or truncated{file}. Restore the file from a backup or a copy of the table; the library said: {text}"
+            ));
+        }
+        self.error(format!("its log ({log}) cannot be read: {text}"))
+    }
+
+    /// The newest commit in a local table's log, by file name.
+    fn newest_commit(&self) -> Option<i64> {
+        let dir = self.location.local.as_ref()?.join("_delta_log");
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".json")?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .max()
     }
 
     /// Replaces the table's content with `parts` in one commit (a new table
@@ -328,6 +468,7 @@ impl DeltaTarget {
         properties: &[(String, String)],
         app: &[(String, serde_json::Value)],
     ) -> Result<i64> {
+        self.prove_parts(parts).await?;
         let kernel_schema: StructType = schema
             .as_ref()
             .try_into_kernel()
@@ -397,8 +538,38 @@ impl DeltaTarget {
                 operation,
             )
             .await
-            .map_err(|e| self.error(format!("the commit failed, nothing was committed: {e}")))?;
+            .map_err(|e| self.commit_error(&e))?;
         Ok(committed.version() as i64)
+    }
+
+    /// A failed commit in words: a lost race with another writer, a full
+    /// disk, or what the Delta library said.
+    fn commit_error(&self, e: &(dyn std::error::Error + 'static)) -> Error {
+        let mut chain = Vec::new();
+        let mut cur = Some(e);
+        let mut full = false;
+        while let Some(err) = cur {
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+            {
+                full = true;
+            }
+            chain.push(err.to_string());
+            cur = err.source();
+        }
+        let text = chain.join(": ");
+        let why = if full || text.contains("No space left on device") {
+            "the disk is full (no space left on device). Free some space and run the job again"
+                .to_string()
+        } else if text.contains("Failed to commit transaction")
+            || text.contains("Tried committing existing table version")
+        {
+            "another writer committed a version of this table while this run was writing it, and this commit lost the race. Run the job again (it starts from the new version)".to_string()
+        } else {
+            format!("the Delta library said: {text}")
+        };
+        self.error(format!("the commit failed, nothing was committed: {why}"))
     }
 
     /// The size of a file of the table.
@@ -428,8 +599,88 @@ impl DeltaTarget {
             .store
             .put(&self.key(name), PutPayload::from(bytes))
             .await
-            .map(|_| ())
-            .map_err(|e| self.store_error(name, e))
+            .map_err(|e| self.store_error(name, e))?;
+        self.sync_local(name)
+    }
+
+    /// Flushes a local file of the table (and its folder entry) to the disk:
+    /// a record or part counts only once a power loss cannot undo it. S3
+    /// has nothing to flush: an object is durable once its PUT answered.
+    pub fn sync_local(&self, name: &str) -> Result<()> {
+        let Some(root) = &self.location.local else {
+            return Ok(());
+        };
+        crate::sink::sync_file_and_folder(&root.join(name)).map_err(|e| {
+            Error::output(
+                self.child_display(name),
+                format!("cannot flush it to the disk: {e}"),
+            )
+        })
+    }
+
+    /// Why a part is not the file its record describes (`None`: it is):
+    /// missing, another size, or (with `check_digest`, reading it whole)
+    /// other bytes.
+    pub async fn disproves(&self, part: &PartFile, check_digest: bool) -> Result<Option<String>> {
+        let key = self.key(&part.path);
+        let meta = match self.location.store.head(&key).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Ok(Some(format!("{} is missing", part.path)));
+            }
+            Err(e) => return Err(self.store_error(&part.path, e)),
+        };
+        if meta.size != part.size {
+            return Ok(Some(format!(
+                "{} is {} bytes, but {} were written",
+                part.path, meta.size, part.size
+            )));
+        }
+        let Some(want) = part.sha256.as_deref().filter(|_| check_digest) else {
+            return Ok(None);
+        };
+        let bytes = match self.location.store.get(&key).await {
+            Ok(g) => g
+                .bytes()
+                .await
+                .map_err(|e| self.store_error(&part.path, e))?,
+            Err(e) => return Err(self.store_error(&part.path, e)),
+        };
+        use sha2::Digest;
+        let got = hex::encode(sha2::Sha256::digest(&bytes));
+        Ok((got != want).then(|| {
+            format!(
+                "{} holds other bytes than were written (SHA-256 {got}, recorded {want})",
+                part.path
+            )
+        }))
+    }
+
+    /// Refuses to commit parts that are not the files recorded (missing or
+    /// of another size): the commit would point readers at holes.
+    async fn prove_parts(&self, parts: &[PartFile]) -> Result<()> {
+        use futures::StreamExt;
+        let mut checks = futures::stream::iter(parts)
+            .map(|p| self.disproves(p, false))
+            .buffer_unordered(16);
+        let mut bad = Vec::new();
+        while let Some(r) = checks.next().await {
+            if let Some(why) = r? {
+                bad.push(why);
+            }
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        bad.sort();
+        let shown: Vec<&str> = bad.iter().take(5).map(String::as_str).collect();
+        Err(self.error(format!(
+            "nothing was committed: {} of the run's {} parts are not the files it wrote ({}{}); something removed or changed them while the run was stopped or running. Run the job again: it redoes the units whose parts fail their records",
+            bad.len(),
+            parts.len(),
+            shown.join("; "),
+            if bad.len() > shown.len() { "; …" } else { "" }
+        )))
     }
 
     /// Writes a file only if there is none of that name; false when there is.

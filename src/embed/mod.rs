@@ -2,6 +2,7 @@
 //! batching by token budget.
 
 pub mod batch;
+pub mod digest;
 pub mod image;
 pub mod model;
 pub mod pool;

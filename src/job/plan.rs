@@ -151,6 +151,9 @@ pub struct OutputPlan {
     pub row_group_size: usize,
     pub vector_column: String,
     pub overwrite: bool,
+    /// `output.mode = "overwrite"`: a Delta table that embedflow did not
+    /// write may be replaced (a full run); otherwise it is refused.
+    pub replace_foreign: bool,
 }
 
 impl JobPlan {
@@ -328,7 +331,8 @@ impl JobPlan {
             p.push("output.unit_rows: only for output.format = \"delta\" (a single Parquet file is written in one go)");
         }
         let unit_rows = unit_rows.unwrap_or(DEFAULT_UNIT_ROWS);
-        let mode_name = s.choice("mode", &["incremental", "full"], &mut p);
+        let mode_name = s.choice("mode", &["incremental", "full", "overwrite"], &mut p);
+        let replace_foreign = mode_name == Some("overwrite");
         if out_format == OutputKind::Parquet && mode_name.is_some() {
             p.push("output.mode: only for output.format = \"delta\" (a Parquet output is always written whole)");
         }
@@ -337,7 +341,7 @@ impl JobPlan {
         }
         // Incremental wherever it can be: a Delta output with an id column.
         let update_mode = match mode_name {
-            Some("full") => UpdateMode::Full,
+            Some("full" | "overwrite") => UpdateMode::Full,
             _ if out_format == OutputKind::Delta && id_column.is_some() => UpdateMode::Incremental,
             _ => UpdateMode::Full,
         };
@@ -387,6 +391,12 @@ impl JobPlan {
         {
             p.push(format!("shard.index: {i} is not below shard.count {n}"));
         }
+        if let Some(n) = shard.count.filter(|&n| n > crate::shard::MAX_SHARDS) {
+            p.push(format!(
+                "shard.count: {n} is more than the {} shards a job is split into",
+                crate::shard::MAX_SHARDS
+            ));
+        }
         s.finish(&mut p);
 
         // [s3]
@@ -420,8 +430,16 @@ impl JobPlan {
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
             p.push(format!(
-                "s3.endpoint: must start with http:// or https://, found \"{e}\""
+                "s3.endpoint: must start with http:// or https://, found \"{}\"",
+                crate::store::redact_url(&format!("x://{e}")).trim_start_matches("x://")
             ));
+        }
+        if let Some(Err(e)) = s3
+            .endpoint
+            .as_deref()
+            .map(|e| crate::store::refuse_userinfo("s3.endpoint", e))
+        {
+            p.push(e.to_string());
         }
         root.finish(&mut p);
 
@@ -458,6 +476,19 @@ impl JobPlan {
                 if other.as_ref() == Some(&r.path) {
                     p.push(format!("report.path: must differ from {name}"));
                 }
+            }
+        }
+        for (name, path) in [
+            ("input.path", &in_path),
+            ("output.path", &out_path),
+            ("output.documents_path", &documents_path),
+            ("model.path", &model_path),
+        ] {
+            if let Some(Err(e)) = path
+                .as_deref()
+                .map(|u| crate::store::refuse_userinfo(name, u))
+            {
+                p.push(e.to_string());
             }
         }
         if let Some(cols) = &columns {
@@ -533,6 +564,7 @@ impl JobPlan {
                 row_group_size,
                 vector_column,
                 overwrite,
+                replace_foreign,
             },
             s3,
             cluster,

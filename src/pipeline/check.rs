@@ -139,7 +139,13 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
                 .map(|_| ())
         }
         OutputKind::Delta => {
-            DeltaTarget::check(&stores, &plan.output.path, plan.output.overwrite).await
+            DeltaTarget::check(
+                &stores,
+                &plan.output.path,
+                plan.output.overwrite,
+                plan.output.replace_foreign,
+            )
+            .await
         }
     };
     if let Err(e) = checked {

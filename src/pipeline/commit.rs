@@ -66,7 +66,9 @@ async fn find(
     let plan = &c.plan;
     let job = fingerprint::job_fingerprint(plan, c.max_tokens, c.overlap);
     let model = c.model.clone();
-    let sha = crate::runtime::spawn_cpu(move || model.onnx_sha256()).await?;
+    let sha = crate::runtime::spawn_cpu(move || model.digest())
+        .await?
+        .folder;
     let mut others = Vec::new();
     let mut runs: Vec<String> = target
         .list(&format!("{}/runs", delta::STATE_DIR))
@@ -156,20 +158,26 @@ async fn find(
             .push_str(": have the shards run? `embedflow status JOB` shows what the table holds");
     } else {
         message.push_str("; the table holds other runs, which this job did not make: ");
-        message.push_str(&others.join("; "));
+        message.push_str(&some_of_by(&others, "; "));
     }
     Err(Error::output(target.display(), message))
 }
 
 /// Which units to name in a message: the first few, and how many more.
 fn some_of(names: &[String]) -> String {
+    some_of_by(names, ", ")
+}
+
+/// [`some_of`] with its own separator: a message stays a few lines long
+/// however many units or shards it is about.
+fn some_of_by(names: &[String], separator: &str) -> String {
     const SHOWN: usize = 6;
     let mut s = names
         .iter()
         .take(SHOWN)
         .cloned()
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(separator);
     if names.len() > SHOWN {
         s.push_str(&format!(" and {} more", names.len() - SHOWN));
     }
@@ -210,7 +218,7 @@ impl fmt::Display for CommitReport {
 pub async fn commit(c: CheckedJob, count: Option<u32>) -> Result<CommitReport> {
     let target = Arc::new(DeltaTarget::resolve(&c.stores, &c.plan.output.path)?);
     let lease = target.acquire_lease().await?;
-    let done = commit_under_lease(&c, &target, count).await;
+    let done = commit_under_lease(&c, &target, count, &lease).await;
     lease.release().await;
     done
 }
@@ -219,6 +227,7 @@ async fn commit_under_lease(
     c: &CheckedJob,
     target: &Arc<DeltaTarget>,
     count: Option<u32>,
+    lease: &crate::delta::Lease,
 ) -> Result<CommitReport> {
     let base = target.current().await?;
     let found = find(c, target, base.as_ref(), count).await?;
@@ -260,7 +269,7 @@ async fn commit_under_lease(
             format!(
                 "cannot commit: {} of {n} shards have not finished ({}). Run those shards again (each resumes its own units), then commit",
                 unfinished.len(),
-                unfinished.join("; ")
+                some_of_by(&unfinished, "; ")
             ),
         ));
     }
@@ -351,6 +360,7 @@ async fn commit_under_lease(
     app.push(("embedflow.run".into(), found.record.run().into()));
     app.push(("embedflow.shards".into(), n.into()));
     app.push(("embedflow.units".into(), seen.len().into()));
+    lease.confirm().await?;
     let version = target
         .commit_overwrite(base.as_ref(), &schema, &parts, &first.properties, &app)
         .await?;

@@ -51,7 +51,9 @@ pub(super) fn fingerprint_change(
             let old = table.get(k).map(String::as_str).unwrap_or("(none)");
             (old != v).then(|| {
                 let name = k.strip_prefix("embedflow.").unwrap_or(k);
-                if name.ends_with("sha256") {
+                if name == "model_files" {
+                    format!("model files {}", changed_files(old, v))
+                } else if name.ends_with("sha256") {
                     format!("{name} changed")
                 } else {
                     format!("{name} {old} -> {v}")
@@ -63,6 +65,25 @@ pub(super) fn fingerprint_change(
         "the output's columns changed".into()
     } else {
         format!("the model or its settings changed ({})", changed.join(", "))
+    }
+}
+
+/// Which files of two `embedflow.model_files` maps differ, by name.
+fn changed_files(old: &str, new: &str) -> String {
+    use std::collections::BTreeMap;
+    let parse = |s: &str| serde_json::from_str::<BTreeMap<String, String>>(s).unwrap_or_default();
+    let (old, new) = (parse(old), parse(new));
+    let mut names: Vec<&str> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    match names.is_empty() {
+        true => "changed".into(),
+        false => format!("changed: {}", names.join(", ")),
     }
 }
 

@@ -128,7 +128,7 @@ pub(super) async fn compare(
     prepare: Arc<PrepareStage>,
     id_column: &str,
     target: &DeltaTarget,
-    base: &TableState,
+    base: Option<&TableState>,
     units: DoneUnits,
 ) -> Result<Diff> {
     let (input, stores, read_columns) = (&c.input, &c.stores, &c.read_columns);
@@ -138,9 +138,9 @@ pub(super) async fn compare(
         .map_err(|e| Error::internal(format!("cannot make a temporary folder: {e}")))?;
     let keys_path = dir.path().join("keys.parquet");
     // A shard keys its own rows: saved keys are the whole input's.
-    let saved = match units.sharded() {
-        true => None,
-        false => saved_keys(input, stores, target, base, dir.path()).await,
+    let saved = match (units.sharded(), base) {
+        (false, Some(base)) => saved_keys(input, stores, target, base, dir.path()).await,
+        _ => None,
     };
     let files_reused = saved.as_ref().map_or(0, |s| s.unchanged.len());
     let new_rows = write_keys(
@@ -153,10 +153,11 @@ pub(super) async fn compare(
     )
     .await?;
 
-    let old = if base.files.is_empty() {
-        None
-    } else {
-        Some(source::table_state_input(stores, target, base).await?)
+    let old = match base {
+        Some(base) if !base.files.is_empty() => {
+            Some(source::table_state_input(stores, target, base).await?)
+        }
+        _ => None,
     };
     let old_rows = old.as_ref().and_then(|o| o.total_rows).unwrap_or(0);
     let buckets = buckets::buckets_for(new_rows.max(old_rows));
@@ -314,36 +315,38 @@ pub(super) async fn start_update(
             full_because: None,
         });
     }
-    let diff = {
-        let Some(base) = run.base() else {
-            return Ok(Update {
-                diff: None,
-                full_because: Some("the table is new".into()),
-            });
-        };
-        let props = base.properties();
-        if props.get(fingerprint::FINGERPRINT).map(String::as_str) != Some(fingerprint) {
-            return Ok(Update {
-                diff: None,
-                full_because: Some(fingerprint::fingerprint_change(props, lineage)),
-            });
+    let full_because = match run.base() {
+        None => Some("the table is new".to_string()),
+        Some(base) => {
+            let props = base.properties();
+            (props.get(fingerprint::FINGERPRINT).map(String::as_str) != Some(fingerprint))
+                .then(|| fingerprint::fingerprint_change(props, lineage))
         }
-        let id = plan
-            .input
-            .id_column
-            .as_deref()
-            .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
-        let target = run.target();
-        until_stopped(compare(
-            c,
-            Arc::clone(prepare),
-            id,
-            &target,
-            base,
-            run.done_units(),
-        ))
-        .await?
     };
+    let id = plan
+        .input
+        .id_column
+        .as_deref()
+        .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
+    let target = run.target();
+    // A run that embeds every row still makes a table known by id: its keys
+    // are compared with an empty table, which refuses a repeated id.
+    let base = run.base().filter(|_| full_because.is_none());
+    let diff = until_stopped(compare(
+        c,
+        Arc::clone(prepare),
+        id,
+        &target,
+        base,
+        run.done_units(),
+    ))
+    .await?;
+    if full_because.is_some() {
+        return Ok(Update {
+            diff: None,
+            full_because,
+        });
+    }
     let rows = diff.unchanged_rows();
     until_stopped(run.copy(&c.stores, rows, diff.changes.unchanged)).await?;
     Ok(Update {

@@ -320,13 +320,14 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             }
         })
         .map_err(Error::internal)?;
-    // Hashing model.onnx is CPU work too: off the I/O runtime, while the
-    // embed thread builds its session.
+    // Hashing the model folder is CPU work too: off the I/O runtime, while
+    // the embed thread builds its session.
     let model = c.model.clone();
-    let (ready, sha) = tokio::join!(ready_rx, spawn_cpu(move || model.onnx_sha256()));
+    let (ready, digest) = tokio::join!(ready_rx, spawn_cpu(move || model.digest()));
     let (dim, device, provider) = ready
         .map_err(|_| Error::internal("the embed stage ended before its session was built"))??;
-    let sha = sha?;
+    let digest = digest?;
+    let sha = digest.folder.clone();
     let layout = OutputLayout {
         chunk_columns: plan.chunking.enabled,
         chunk_text: plan.chunking.keep_text,
@@ -339,7 +340,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         compression: plan.output.compression,
         row_group_size: plan.output.row_group_size,
         overwrite: plan.output.overwrite,
-        metadata: lineage(&c, &sha, dim, &provider, device),
+        metadata: lineage(&c, &digest, dim, &provider, device),
         ..WriteOptions::default()
     };
     let schema = sink::output_schema(&c.passthrough, &layout)?;

@@ -17,7 +17,7 @@ use super::prepare::WorkUnit;
 /// Key-value metadata recorded in every output: where the vectors came from.
 pub(super) fn lineage(
     c: &CheckedJob,
-    sha256: &str,
+    digest: &embed::digest::ModelDigest,
     dim: usize,
     provider: &str,
     device: Device,
@@ -27,7 +27,10 @@ pub(super) fn lineage(
     let mut kv = vec![
         ("embedflow.version", env!("CARGO_PKG_VERSION").to_string()),
         ("embedflow.model", m.name.clone()),
-        ("embedflow.model_sha256", sha256.to_string()),
+        // The folder's digest (every file that decides the vectors), and
+        // each file's.
+        ("embedflow.model_sha256", digest.folder.clone()),
+        ("embedflow.model_files", digest.files_json()),
         ("embedflow.dim", dim.to_string()),
         (
             "embedflow.pooling",

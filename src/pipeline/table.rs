@@ -55,7 +55,7 @@ pub(super) struct RunRecord {
     model_sha256: String,
     /// A hash of the job as checked (model options, chunking, columns, …).
     job: String,
-    /// A hash of the input listing (paths and sizes).
+    /// A hash of the input listing (paths, sizes and the store's versions).
     input: String,
     base_version: Option<i64>,
     unit_rows: u64,
@@ -85,6 +85,9 @@ impl RunRecord {
             listing.update(f.location.url().as_bytes());
             listing.update(b"\0");
             listing.update(f.size.to_le_bytes());
+            // An in-place edit of the same size is another input too.
+            listing.update(f.version.as_deref().unwrap_or("").as_bytes());
+            listing.update(b"\0");
         }
         let mut record = RunRecord {
             run: String::new(),
@@ -449,9 +452,11 @@ impl TableRun {
                     continue;
                 };
                 // A record cut short by a crash is ignored: its unit is redone.
-                // A shard resumes its own units only.
+                // A shard resumes its own units only, and only those whose
+                // parts are still the files recorded.
                 if let Ok(r) = serde_json::from_slice::<UnitRecord>(&bytes)
                     && self.shard.as_ref().is_none_or(|s| s.owns(&r.unit))
+                    && self.proven(&r).await?
                 {
                     self.done.insert(r.unit.clone(), r);
                 }
@@ -464,6 +469,28 @@ impl TableRun {
             .await?;
         }
         Ok(())
+    }
+
+    /// Whether every part of a finished unit is the file its record
+    /// describes: there, of its size and (on the local disk, where reading
+    /// it back is cheap) of its SHA-256. A unit that fails is redone, its
+    /// stray part removed, and the user told.
+    async fn proven(&self, r: &UnitRecord) -> Result<bool> {
+        let digest = self.target.is_local();
+        for part in &r.parts {
+            if let Some(why) = self.target.disproves(part, digest).await? {
+                eprintln!(
+                    "embedflow: redoing unit {} of the interrupted run into {}: {why}",
+                    r.unit,
+                    self.target.display()
+                );
+                for p in &r.parts {
+                    self.target.delete(&p.path).await?;
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn remove_parts_of(&self, run: &str) -> Result<()> {
@@ -634,12 +661,13 @@ impl TableRun {
     }
 
     async fn finish_part(&self, sink: ParquetSink, name: String) -> Result<PartFile> {
-        let rows = sink.commit().await?;
+        let (rows, sha256) = sink.commit_with_digest().await?;
         let size = self.target.size_of(&name).await?;
         Ok(PartFile {
             path: name,
             size,
             rows,
+            sha256: Some(sha256),
         })
     }
 
@@ -674,10 +702,18 @@ impl TableRun {
             "embedflow.units_resumed".into(),
             outcome.units_resumed.into(),
         ));
-        let committed = self
-            .target
-            .commit_overwrite(self.base.as_ref(), &self.schema, &parts, properties, &app)
-            .await;
+        let confirmed = match &self.lease {
+            Some(l) => l.confirm().await,
+            None => Err(Error::internal("a table run commits without its lease")),
+        };
+        let committed = match confirmed {
+            Ok(()) => {
+                self.target
+                    .commit_overwrite(self.base.as_ref(), &self.schema, &parts, properties, &app)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let version = match committed {
             Ok(v) => v,
             Err(e) => {
@@ -733,6 +769,9 @@ impl TableRun {
                 vectors: units.iter().map(|r| r.vectors).sum(),
             };
             marker.vectors = outcome.vectors;
+            if let Some(l) = &self.lease {
+                l.confirm().await?;
+            }
             self.target
                 .write_state(
                     &shard_marker_name(&dir, shard),

@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
 pub use self::parquet::{
     Compression, DEFAULT_ROW_GROUP_SIZE, ParquetSink, WriteOptions, remove_stale_part_temporaries,
+    sync_file_and_folder,
 };
 use crate::{Error, Result};
 

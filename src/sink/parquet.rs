@@ -25,6 +25,7 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::store::{Location, Stores};
@@ -81,6 +82,7 @@ pub struct ParquetSink {
     target: Location,
     overwrite: bool,
     rows: u64,
+    digest: std::sync::Arc<std::sync::Mutex<Sha256>>,
 }
 
 /// The object writer under the Parquet writer: object_store's [`BufWriter`]
@@ -89,10 +91,16 @@ pub struct ParquetSink {
 struct ObjectWriter {
     inner: BufWriter,
     completing: bool,
+    /// SHA-256 of every byte written: the proof a table's unit record keeps
+    /// of its part.
+    digest: std::sync::Arc<std::sync::Mutex<Sha256>>,
 }
 
 impl AsyncFileWriter for ObjectWriter {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        if let Ok(mut d) = self.digest.lock() {
+            d.update(&bs);
+        }
         Box::pin(async move {
             self.inner
                 .put(bs)
@@ -221,9 +229,11 @@ impl ParquetSink {
                     .collect(),
             ))
             .build();
+        let digest = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
         let object_writer = ObjectWriter {
             inner: BufWriter::new(staging.store.clone(), staging.path.clone()),
             completing: false,
+            digest: std::sync::Arc::clone(&digest),
         };
         let writer = AsyncArrowWriter::try_new(object_writer, schema, Some(props))
             .map_err(|e| Error::output(&target, e))?;
@@ -233,6 +243,7 @@ impl ParquetSink {
             target,
             overwrite: opts.overwrite,
             rows: 0,
+            digest,
         })
     }
 
@@ -268,6 +279,18 @@ impl ParquetSink {
             return Err(Error::Interrupted);
         }
         self.commit_unconditionally().await
+    }
+
+    /// [`commit`](Self::commit), also giving the SHA-256 (hex) of the
+    /// file's bytes: what a table's unit record keeps to prove its part.
+    pub async fn commit_with_digest(self) -> Result<(u64, String)> {
+        let digest = std::sync::Arc::clone(&self.digest);
+        let rows = self.commit().await?;
+        let hex = digest
+            .lock()
+            .map(|d| hex::encode(d.clone().finalize()))
+            .map_err(|_| Error::internal("the part digest is poisoned"))?;
+        Ok((rows, hex))
     }
 
     /// [`commit`](Self::commit) without looking at the stop flag: for the
@@ -311,6 +334,11 @@ impl ParquetSink {
                 &self.target,
                 format!("cannot move the finished file into place: {e}"),
             ));
+        }
+        if let Some(local) = &self.target.local {
+            sync_file_and_folder(local).map_err(|e| {
+                Error::output(&self.target, format!("cannot flush it to the disk: {e}"))
+            })?;
         }
         Ok(self.rows)
     }
@@ -357,6 +385,16 @@ impl ParquetSink {
         }
         e.to_string()
     }
+}
+
+/// Flushes a local file and the folder entry that names it to the disk, so
+/// that a power loss after this cannot leave the name pointing at a hole.
+pub fn sync_file_and_folder(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// `Stores::resolve` speaks of inputs; for outputs say "output".

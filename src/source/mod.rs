@@ -194,7 +194,7 @@ pub async fn open(
     // A folder that is a Delta table is read as one: the files of its
     // newest version, not every file in the folder.
     if format.is_none() && !store::is_glob(path) {
-        let t = DeltaTarget::resolve(stores, path)?;
+        let t = DeltaTarget::resolve_input(stores, path)?;
         if let Some(state) = t.state(None).await? {
             let data = t.readable_files(&state)?;
             return table_input(stores, path, None, state.version(), data).await;
@@ -257,7 +257,7 @@ pub async fn open(
 /// Opens a Delta Lake table (local or S3) at `version`, newest when `None`:
 /// its data files, read as Parquet.
 pub async fn open_table(stores: &Stores, path: &str, version: Option<i64>) -> Result<Input> {
-    let (read_version, data) = DeltaTarget::resolve(stores, path)?
+    let (read_version, data) = DeltaTarget::resolve_input(stores, path)?
         .data_files(version)
         .await?;
     table_input(stores, path, version, read_version, data).await
@@ -305,6 +305,8 @@ async fn table_input(
         files.push(FileEntry {
             location: stores.resolve(&shown)?,
             size,
+            // A Delta table's files never change in place.
+            version: None,
         });
     }
     let (schema, total_rows) = parquet::schema_and_rows(&files).await?;

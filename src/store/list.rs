@@ -13,6 +13,20 @@ use crate::{Error, Result};
 pub struct FileEntry {
     pub location: Location,
     pub size: u64,
+    /// What the store says of this version of the file (its ETag, else its
+    /// modification time): an in-place edit of the same size changes it.
+    /// `None` where files never change in place (a Delta table's).
+    pub version: Option<String>,
+}
+
+/// The version a store gives of an object: its ETag (on the local disk,
+/// object_store's inode, mtime and size), else its modification time.
+pub(crate) fn object_version(meta: &object_store::ObjectMeta) -> Option<String> {
+    Some(
+        meta.e_tag
+            .clone()
+            .unwrap_or_else(|| meta.last_modified.to_rfc3339()),
+    )
 }
 
 /// Why a listing found nothing.
@@ -115,6 +129,7 @@ impl Stores {
                     location: root
                         .with_path(meta.location.clone(), display_child(&root, &meta.location)),
                     size: meta.size,
+                    version: object_version(&meta),
                 });
                 futures::future::ready(Ok(entry))
             })
@@ -156,6 +171,7 @@ async fn single_object(root: &Location, input: &str) -> Result<Option<FileEntry>
         Ok(meta) => Ok(Some(FileEntry {
             location: root.clone(),
             size: meta.size,
+            version: object_version(&meta),
         })),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(Error::input(input, root.explain(&e))),
