@@ -61,8 +61,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
+    // The Delta library logs its own errors (with backtraces) before
+    // returning them; embedflow says each once, in its words, so at the
+    // default level they are not shown twice. --log or RUST_LOG shows them.
+    let level = match level {
+        "warn" => "warn,deltalake_core=off,delta_kernel=off,buoyant_kernel=off".to_string(),
+        other => other.to_string(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -92,7 +99,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         device: cli.device,
         shard: None,
     };
-    match cli.command {
+    let outcome = match cli.command {
         Command::Run(r) => {
             let plan = opts.apply(job::load(&r.job, &r.sets)?);
             let opts = commands::run::with_shard(opts, &r, &plan, cli.quiet)?;
@@ -112,5 +119,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(s) => commands::run::status(&rt, &s, &opts),
         Command::Model(m) => commands::model::model(&rt, &m, &opts),
         Command::Report(r) => commands::report::report(&rt, &r, &opts, cli.quiet),
-    }
+    };
+    // A computation left running after a stop (a t-SNE that cannot look at
+    // the stop flag) holds nothing to clean up: the process does not wait
+    // for it, as dropping the runtime would.
+    rt.shutdown_background();
+    outcome
 }

@@ -210,6 +210,12 @@ impl Summary {
         }
     }
 
+    /// Rows whose texts (or images) were embedded: those read for
+    /// embedding less those skipped (empty, null or bad).
+    fn rows_embedded(&self) -> u64 {
+        self.rows_read.saturating_sub(self.rows_skipped)
+    }
+
     /// The summary as one JSON object (`--summary json`).
     pub fn to_json(&self) -> String {
         let table = self.table.as_ref().map(|t| {
@@ -237,7 +243,7 @@ impl Summary {
             "provider": self.provider,
             "dim": self.dim,
             "rows_read": self.rows_in_source(),
-            "rows_embedded": self.rows_read,
+            "rows_embedded": self.rows_embedded(),
             "rows_skipped": self.rows_skipped,
             "chunks": self.chunks,
             "tokens": self.tokens,
@@ -305,13 +311,22 @@ impl fmt::Display for Summary {
                 writeln!(
                     f,
                     "  incremental      this shard's {} rows: {} unchanged (copied), {} changed, {} new; {} embedded (deleted rows: counted by the commit)",
-                    c.rows, c.unchanged, c.changed, c.new, self.rows_read
+                    c.rows,
+                    c.unchanged,
+                    c.changed,
+                    c.new,
+                    self.rows_embedded()
                 )?;
             } else if let Some(c) = &t.changes {
                 writeln!(
                     f,
                     "  incremental      {} rows: {} unchanged (copied), {} changed, {} new, {} deleted; {} embedded",
-                    c.rows, c.unchanged, c.changed, c.new, c.deleted, self.rows_read
+                    c.rows,
+                    c.unchanged,
+                    c.changed,
+                    c.new,
+                    c.deleted,
+                    self.rows_embedded()
                 )?;
                 if c.files_reused > 0 {
                     writeln!(

@@ -18,3 +18,19 @@ where
         .await
         .map_err(|e| Error::internal(format!("a CPU task failed: {e}")))?
 }
+
+/// [`spawn_cpu`] for a long computation that cannot look at the stop flag
+/// itself (a library's t-SNE): a stop returns [`Error::Interrupted`] at
+/// once, and the computation is left to finish unobserved (the process
+/// exits without waiting for it; it holds nothing to clean up).
+pub async fn spawn_cpu_stoppable<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::select! {
+        biased;
+        _ = crate::cancel::wait() => Err(Error::Interrupted),
+        r = spawn_cpu(f) => r,
+    }
+}

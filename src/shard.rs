@@ -46,6 +46,35 @@ pub struct ShardRequest {
 /// (Kubernetes gives each pod its index only).
 pub const SHARDS_ENV: &str = "EMBEDFLOW_SHARDS";
 
+/// The most shards a job is split into: far more machines than any array
+/// runs at once, and a commit that reads every shard's records stays small.
+pub const MAX_SHARDS: u32 = 10_000;
+
+/// The variables a scheduler sets for a task's index.
+const SCHEDULER_INDEX_VARS: [(&str, &str); 3] = [
+    ("Slurm", "SLURM_ARRAY_TASK_ID"),
+    ("AWS Batch", "AWS_BATCH_JOB_ARRAY_INDEX"),
+    ("Kubernetes", "JOB_COMPLETION_INDEX"),
+];
+
+/// Refuses the index variables of two schedulers at once: which one runs
+/// this task cannot be told, and choosing one silently may run a shard twice.
+fn refuse_two_schedulers(num: &impl Fn(&str) -> Result<Option<i64>>) -> Result<()> {
+    let mut set = Vec::new();
+    for (who, var) in SCHEDULER_INDEX_VARS {
+        if let Some(v) = num(var)? {
+            set.push(format!("{who} ({var}={v})"));
+        }
+    }
+    if set.len() > 1 {
+        return Err(Error::Usage(format!(
+            "the environment holds the task indices of {}: which scheduler runs this task cannot be told; unset the others' variables, or pass --shard I/N",
+            set.join(" and ")
+        )));
+    }
+    Ok(())
+}
+
 /// Parses `I/N`.
 pub fn parse_flag(s: &str) -> Result<(u32, u32)> {
     let bad = || {
@@ -60,6 +89,9 @@ pub fn parse_flag(s: &str) -> Result<(u32, u32)> {
     );
     if n == 0 || i >= n {
         return Err(bad());
+    }
+    if n > MAX_SHARDS {
+        return Err(too_many_shards(n, &format!("--shard {s}")));
     }
     Ok((i, n))
 }
@@ -100,6 +132,7 @@ pub fn resolve(req: &ShardRequest, env: impl Fn(&str) -> Option<String>) -> Resu
     if let Some((0, from)) = &given {
         return Err(Error::Usage(format!("{from}: a job has at least 1 shard")));
     }
+    refuse_two_schedulers(&num)?;
     // What the scheduler says: (index, count if it gives one, description).
     let scheduler: Option<(i64, Option<i64>, String)> = if let Some(id) =
         num("SLURM_ARRAY_TASK_ID")?
@@ -169,7 +202,13 @@ pub fn resolve(req: &ShardRequest, env: impl Fn(&str) -> Option<String>) -> Resu
             "{from}, but no shard count: Kubernetes gives the index only, so pass --shards N, set {SHARDS_ENV}=N in the manifest, or set [shard] count = N in the job"
         ))),
         (Some((i, from_i)), Some((n, from_n))) => {
-            if i < 0 || i >= n || n > u32::MAX as i64 {
+            if n > i64::from(MAX_SHARDS) {
+                return Err(too_many_shards(
+                    n,
+                    if from_n.is_empty() { &from_i } else { &from_n },
+                ));
+            }
+            if i < 0 || i >= n {
                 return Err(Error::Usage(format!(
                     "shard index {i} ({from_i}) is not below the shard count {n}"
                 )));
@@ -186,6 +225,12 @@ pub fn resolve(req: &ShardRequest, env: impl Fn(&str) -> Option<String>) -> Resu
             }))
         }
     }
+}
+
+fn too_many_shards(n: impl std::fmt::Display, from: &str) -> Error {
+    Error::Usage(format!(
+        "{from}: {n} shards is more than the {MAX_SHARDS} a job is split into; give each shard many units (output.unit_rows rows each)"
+    ))
 }
 
 /// The shape of one input file, as the assignment needs it.

@@ -252,6 +252,53 @@ pub fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
 }
 
+/// Rows whose vectors hold a NaN or an infinity: never placed, clustered,
+/// averaged or ranked (one such row would make every centroid and score it
+/// touches NaN), but counted and named.
+#[derive(Debug, Default)]
+pub struct NonFinite {
+    pub count: u64,
+    /// The first few, as "FILE row N".
+    pub first: Vec<String>,
+}
+
+impl NonFinite {
+    /// Whether `row` is finite; counts it when it is not.
+    pub fn check(&mut self, row: &[f32], file: &str, row_number: u64) -> bool {
+        if row.iter().all(|x| x.is_finite()) {
+            return true;
+        }
+        self.count += 1;
+        if self.first.len() < 5 {
+            self.first.push(format!("{file} row {row_number}"));
+        }
+        false
+    }
+
+    /// One sentence for stderr and notes, or `None` when every row was finite.
+    pub fn describe(&self, what: &str) -> Option<String> {
+        (self.count > 0).then(|| {
+            format!(
+                "{} rows with NaN or infinite vector values {what} ({}{})",
+                self.count,
+                self.first.join(", "),
+                if self.count as usize > self.first.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            )
+        })
+    }
+}
+
+/// Per row of a flat `rows × dim` buffer: whether its values are all finite.
+pub fn finite_rows(v: &[f32], dim: usize) -> Vec<bool> {
+    v.chunks_exact(dim)
+        .map(|r| r.iter().all(|x| x.is_finite()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,7 +87,9 @@ pub fn block_neighbors(
             let own = self_offset.map(|o| o + i);
             for (j, &score) in row.iter().enumerate() {
                 let r = (block + j) as u32;
-                if own == Some(r as usize) {
+                // A NaN score (a row without a direction or with a
+                // non-finite value) ranks nowhere.
+                if own == Some(r as usize) || !score.is_finite() {
                     continue;
                 }
                 if heap.len() < k {
@@ -137,11 +139,27 @@ pub fn neighbors(
         .collect()
 }
 
-/// Prepares rows for `similarity` (normalises for cosine).
-pub fn prepare(x: &mut [f32], dim: usize, similarity: Similarity) {
+/// Prepares rows for `similarity` (normalises for cosine). A row that has
+/// no score (a NaN or infinite value; for cosine, a zero vector, which has
+/// no direction) is made all NaN: it has no neighbours and is no one's.
+/// Returns how many rows were, with the first few's 0-based indices.
+pub fn prepare(x: &mut [f32], dim: usize, similarity: Similarity) -> (usize, Vec<usize>) {
+    let mut without = (0, Vec::new());
+    for (i, row) in x.chunks_exact_mut(dim).enumerate() {
+        let finite = row.iter().all(|v| v.is_finite());
+        let zero = row.iter().all(|&v| v == 0.0);
+        if !finite || (zero && similarity == Similarity::Cosine) {
+            row.fill(f32::NAN);
+            without.0 += 1;
+            if without.1.len() < 5 {
+                without.1.push(i);
+            }
+        }
+    }
     if similarity == Similarity::Cosine {
         crate::vectors::normalize_rows(x, dim);
     }
+    without
 }
 
 #[cfg(test)]

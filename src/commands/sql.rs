@@ -57,6 +57,9 @@ pub fn sql(
         s3.endpoint = s.s3_endpoint.clone();
     }
     let stores = embedflow::store::Stores::new(s3.clone());
+    if let Some(out) = &s.output {
+        refuse_output_clash(rt, &stores, out, &tables)?;
+    }
     let model = match &model {
         Some(m) => Some(rt.block_on(pipeline::load_model(&stores, m))?),
         None => None,
@@ -181,6 +184,26 @@ pub fn sql(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses an `--output` that is one of the registered tables (or a file in
+/// one, or a file a table's glob would read back), however it is spelled:
+/// writing it would replace the table being queried.
+fn refuse_output_clash(
+    rt: &tokio::runtime::Runtime,
+    stores: &embedflow::store::Stores,
+    out: &str,
+    tables: &[(String, String)],
+) -> embedflow::Result<()> {
+    for (name, path) in tables {
+        if let Some(why) = rt.block_on(embedflow::store::output_clash_any(stores, out, &[path])) {
+            return Err(Error::Job {
+                origin: "command line".into(),
+                problems: vec![format!("--output {out} {why} (table {name} = {path})")],
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Runs a future that holds nothing to clean up (a query) until it finishes

@@ -294,19 +294,30 @@ impl ImageProcessor {
     /// Resizes and crops a decoded image to what the model takes (still
     /// 8-bit: a quarter of the float tensor's memory while it waits for
     /// its batch).
-    pub fn prepare(&self, img: Rgb) -> Rgb {
+    ///
+    /// A very thin image (1 x 1,000,000 pixels) resized to the model's
+    /// shortest edge would need gigabytes: one whose resized size is over
+    /// [`MAX_IMAGE_PIXELS`] is refused (a per-row error) before resizing.
+    pub fn prepare(&self, img: Rgb) -> std::result::Result<Rgb, String> {
         let mut img = img;
         if let Some((size, filter)) = self.resize {
             let (h, w) = match size {
                 Size::ShortestEdge(s) => shortest_edge(img.height, img.width, s),
                 Size::Exact { height, width } => (height, width),
             };
+            let pixels = h as u64 * w as u64;
+            if pixels > MAX_IMAGE_PIXELS {
+                return Err(format!(
+                    "an image of {} x {} pixels would be resized to {w} x {h} ({pixels} pixels) for the model, more than the {MAX_IMAGE_PIXELS} embedflow resizes: its aspect ratio is too extreme; crop or pad it",
+                    img.width, img.height
+                ));
+            }
             img = resize(&img, h, w, filter);
         }
         if let Some((ch, cw)) = self.crop {
             img = center_crop(&img, ch, cw);
         }
-        img
+        Ok(img)
     }
 
     /// A prepared image (interleaved RGB, `height × width`) as the model's

@@ -23,6 +23,7 @@ use crate::runtime::spawn_cpu;
 use crate::sink::{ParquetSink, WriteOptions};
 use crate::source::{self, CsvOptions, Input, SourceBatch};
 use crate::store::{self, S3Options, Stores};
+use crate::vectors::{NonFinite, finite_rows};
 use crate::{Error, Result};
 
 /// Rows nearest each centre kept for the clusters table.
@@ -291,11 +292,21 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
     };
     let vcol = [job.vector_column.clone()];
     let mut rx = read(&input, &vcol);
+    let mut non_finite = NonFinite::default();
     while let Some(sb) = rx.recv().await {
         crate::cancel::check()?;
         let sb = sb?;
         let v = batch_vectors(&sb, 0, dim, &job.vector_column)?;
-        reservoir.add(&v);
+        for (i, row) in v.chunks_exact(dim).enumerate() {
+            if non_finite.check(row, &sb.file, sb.first_row + i as u64 + 1) {
+                reservoir.add(row);
+            }
+        }
+    }
+    if let Some(why) = non_finite.describe(
+        "are left out of the clusters and their centroids (their cluster and topic columns are null)",
+    ) {
+        eprintln!("embedflow: {why}");
     }
     let rows = reservoir.seen;
     if rows < job.kmeans.k as u64 {
@@ -343,11 +354,14 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
             while let Some(sb) = rx.recv().await {
                 let sb = sb?;
                 let v = batch_vectors(&sb, 0, dim, &job.vector_column)?;
+                let finite = finite_rows(&v, dim);
                 let asg = Arc::clone(&assigner);
                 let a = spawn_cpu(move || Ok(asg.assign(&v))).await?;
                 let texts = as_strings(sb.batch.column(1))?;
                 for (i, &t) in a.topics.iter().enumerate() {
-                    counts.add(t as usize, texts.value_or_empty(i));
+                    if finite[i] {
+                        counts.add(t as usize, texts.value_or_empty(i));
+                    }
                 }
             }
             log(progress, "counted terms per topic");
@@ -382,12 +396,13 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields.push(Field::new("cluster_id", DataType::Int32, false));
-    fields.push(Field::new("cluster_distance", DataType::Float32, false));
+    // Null for a row whose vector is not finite (left out of the clusters).
+    fields.push(Field::new("cluster_id", DataType::Int32, true));
+    fields.push(Field::new("cluster_distance", DataType::Float32, true));
     if keywords.is_some() {
-        fields.push(Field::new("topic_id", DataType::Int32, false));
-        fields.push(Field::new("topic_label", DataType::Utf8, false));
-        fields.push(Field::new("topic_score", DataType::Float32, false));
+        fields.push(Field::new("topic_id", DataType::Int32, true));
+        fields.push(Field::new("topic_label", DataType::Utf8, true));
+        fields.push(Field::new("topic_score", DataType::Float32, true));
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let mut metadata: Vec<(String, String)> = match input.format {

@@ -105,6 +105,7 @@ pub(super) async fn write_rows(
         let sb = sb?;
         let b = &sb.batch;
         let v = batch_vectors(&sb, vidx, dim, &job.vector_column)?;
+        let finite = crate::vectors::finite_rows(&v, dim);
         let asg = Arc::clone(assigner);
         let a = spawn_cpu(move || Ok(asg.assign(&v))).await?;
         let ids = id_idx.map(|i| as_strings(b.column(i))).transpose()?;
@@ -114,26 +115,32 @@ pub(super) async fn write_rows(
             None => (row0 + i as u64).to_string(),
         };
         let text = |i: usize| texts.as_ref().map(|t| t.value_or_empty(i).to_string());
-        for i in 0..a.clusters.len() {
+        for i in (0..a.clusters.len()).filter(|&i| finite[i]) {
             let (c, t) = (a.clusters[i] as usize, a.topics[i] as usize);
             tally.cluster_sizes[c] += 1;
             tally.cluster_nearest[c].offer(a.distances[i], || id(i), || text(i));
             tally.topic_sizes[t] += 1;
             tally.topic_nearest[t].offer(1.0 - a.scores[i], || id(i), || text(i));
         }
+        // A row left out of the clusters (a non-finite vector) gets nulls.
+        let kept = |i: usize| finite[i].then_some(i);
         let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-        cols.push(Arc::new(Int32Array::from_iter_values(
-            a.clusters.iter().map(|&l| l as i32),
+        cols.push(Arc::new(Int32Array::from_iter(
+            (0..a.clusters.len()).map(|i| kept(i).map(|i| a.clusters[i] as i32)),
         )));
-        cols.push(Arc::new(Float32Array::from(a.distances)));
+        cols.push(Arc::new(Float32Array::from_iter(
+            (0..a.clusters.len()).map(|i| kept(i).map(|i| a.distances[i])),
+        )));
         if let Some(topic_labels) = topic_labels {
-            cols.push(Arc::new(Int32Array::from_iter_values(
-                a.topics.iter().map(|&t| t as i32),
+            cols.push(Arc::new(Int32Array::from_iter(
+                (0..a.topics.len()).map(|i| kept(i).map(|i| a.topics[i] as i32)),
             )));
-            cols.push(Arc::new(StringArray::from_iter_values(
-                a.topics.iter().map(|&t| topic_labels[t as usize].as_str()),
+            cols.push(Arc::new(StringArray::from_iter((0..a.topics.len()).map(
+                |i| kept(i).map(|i| topic_labels[a.topics[i] as usize].as_str()),
+            ))));
+            cols.push(Arc::new(Float32Array::from_iter(
+                (0..a.scores.len()).map(|i| kept(i).map(|i| a.scores[i])),
             )));
-            cols.push(Arc::new(Float32Array::from(a.scores)));
         }
         let out = RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)?;
         sink.write(&out).await?;

@@ -93,6 +93,28 @@ async fn load_vectors(
     })
 }
 
+/// Tells on stderr of rows that have no score (see [`neighbors::prepare`]).
+fn say_without_score(
+    file: &str,
+    (count, first): (usize, Vec<usize>),
+    similarity: neighbors::Similarity,
+    what: &str,
+) {
+    if count == 0 {
+        return;
+    }
+    let rows: Vec<String> = first.iter().map(|i| format!("row {}", i + 1)).collect();
+    let zero = match similarity {
+        neighbors::Similarity::Cosine => " or zero (no direction)",
+        _ => "",
+    };
+    eprintln!(
+        "embedflow: {count} vectors of {file} with NaN or infinite values{zero} {what} ({}{})",
+        rows.join(", "),
+        if count > first.len() { ", …" } else { "" }
+    );
+}
+
 /// Exact k nearest neighbors of every row (or of every query row): all
 /// vectors in memory (rows × dim × 4 bytes), results streamed to Parquet
 /// batch by batch.
@@ -104,7 +126,7 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
         mut x,
         ids,
         dim,
-        display: _,
+        display,
     } = load_vectors(
         &stores,
         &job.input,
@@ -126,15 +148,23 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
                     ),
                 ));
             }
-            neighbors::prepare(&mut loaded.x, dim, job.similarity);
+            let without = neighbors::prepare(&mut loaded.x, dim, job.similarity);
+            say_without_score(
+                &loaded.display,
+                without,
+                job.similarity,
+                "have no neighbours",
+            );
             Some(loaded)
         }
     };
     ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
-    let clash = [Some(&job.input), job.queries.as_ref()]
+    let inputs: Vec<&str> = [Some(&job.input), job.queries.as_ref()]
         .into_iter()
         .flatten()
-        .find_map(|input| store::output_clash(&stores, &job.output, input, &[]));
+        .map(String::as_str)
+        .collect();
+    let clash = store::output_clash_any(&stores, &job.output, &inputs).await;
     if let Some(why) = clash {
         let p = format!("OUTPUT: {} {why}", job.output);
         return Err(Error::Job {
@@ -150,7 +180,13 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             format!("{n} rows: k = {} needs more", job.k),
         ));
     }
-    neighbors::prepare(&mut x, dim, job.similarity);
+    let without = neighbors::prepare(&mut x, dim, job.similarity);
+    say_without_score(
+        &display,
+        without,
+        job.similarity,
+        "have no neighbours and are no row's neighbour",
+    );
 
     let (query_ids, nq) = match &queries {
         Some(q) => (Arc::clone(&q.ids), q.x.len() / dim),

@@ -440,9 +440,14 @@ impl PrepareStage {
                 .filter(|&i| !skip[i])
                 .map(|i| (i, String::from_utf8_lossy(data.value(i)).trim().to_string()))
                 .collect();
-            let read = stage
-                .runtime
-                .block_on(read_images(&stage.stores, file, wanted));
+            // A read that hangs (a slow store) ends at the first signal.
+            let read = stage.runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = crate::cancel::wait() => Err(Error::Interrupted),
+                    r = read_images(&stage.stores, file, wanted) => Ok(r),
+                }
+            })?;
             let mut out: Vec<Option<_>> = (0..n).map(|_| None).collect();
             for (i, r) in read {
                 out[i] = Some(r);
@@ -466,7 +471,8 @@ impl PrepareStage {
                 };
                 Some(
                     crate::embed::image::decode(bytes, max_pixels)
-                        .map(|img| stage.processor.prepare(img).data),
+                        .and_then(|img| stage.processor.prepare(img))
+                        .map(|img| img.data),
                 )
             })
             .collect();
@@ -591,6 +597,9 @@ async fn read_images(
                         );
                     }
                     let loc = stores.resolve(&full).map_err(|e| e.to_string())?;
+                    if let Some(local) = &loc.local {
+                        return read_local_image(local, &full).await;
+                    }
                     let got = object_store::ObjectStoreExt::get(loc.store.as_ref(), &loc.path)
                         .await
                         .map_err(|e| match e {
@@ -607,4 +616,54 @@ async fn read_images(
         .buffered(IMAGE_READS)
         .collect()
         .await
+}
+
+/// The most bytes read for one image file: far above any image a model
+/// takes, far below what a mistaken path (a disk image, a log) would cost.
+const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// Reads a local image file: only a regular file (a FIFO would block
+/// forever, a device never ends, a directory is no image), never a file of
+/// the system's own (/proc, /sys, /dev), and at most
+/// [`MAX_IMAGE_FILE_BYTES`].
+async fn read_local_image(
+    path: &std::path::Path,
+    shown: &str,
+) -> std::result::Result<bytes::Bytes, String> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("no such file {shown}"),
+            _ => format!("cannot read {shown}: {e}"),
+        })?;
+    if meta.is_dir() {
+        return Err(format!("{shown} is a directory, not an image file"));
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "{shown} is not a regular file (a FIFO, socket or device): only image files are read"
+        ));
+    }
+    let real = tokio::fs::canonicalize(path)
+        .await
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|d| real.starts_with(d))
+    {
+        return Err(format!(
+            "{shown} is a file of the system ({}), not an image file",
+            real.display()
+        ));
+    }
+    if meta.len() > MAX_IMAGE_FILE_BYTES {
+        return Err(format!(
+            "{shown} is {} bytes, more than the {MAX_IMAGE_FILE_BYTES} bytes read for one image",
+            meta.len()
+        ));
+    }
+    tokio::fs::read(path)
+        .await
+        .map(bytes::Bytes::from)
+        .map_err(|e| format!("cannot read {shown}: {e}"))
 }

@@ -16,7 +16,7 @@ use super::cluster::{batch_vectors, log, read, vector_dim};
 use super::cluster_tables::as_strings;
 use crate::cluster::kmeans::Rng;
 use crate::report::{self, Histogram, MapPoints, ReportData, Topic};
-use crate::runtime::spawn_cpu;
+use crate::runtime::spawn_cpu_stoppable;
 use crate::sink::{self, ParquetSink};
 use crate::source::{self, CsvOptions};
 use crate::store::{self, S3Options, Stores};
@@ -47,7 +47,7 @@ pub struct ReportJob {
     pub text_column: Option<String>,
     /// Default: the first column (embedflow writes the id column first).
     pub id_column: Option<String>,
-    /// The topics table of `embedflow cluster --topics-path` (keywords,
+    /// The topics table of `embedflow cluster --topics PATH` (keywords,
     /// representative texts). Default: the one the lineage names.
     pub topics_path: Option<String>,
     pub max_points: usize,
@@ -264,6 +264,7 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
     let mut distances = Vec::new();
     let mut distance_rng = Rng::new(job.seed ^ 0xd157);
     let mut groups = Groups::default();
+    let mut non_finite = crate::vectors::NonFinite::default();
     log(progress, format!("report: reading {}", job.input));
     let mut rx = read(&input, &columns);
     while let Some(sb) = rx.recv().await {
@@ -291,6 +292,9 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
             })
             .transpose()?;
         for (i, row) in v.chunks_exact(dim).enumerate() {
+            if !non_finite.check(row, &sb.file, sb.first_row + i as u64 + 1) {
+                continue;
+            }
             let gid = match &group_ids {
                 Some(g) if g.is_valid(i) => g.value(i),
                 _ => -1,
@@ -338,15 +342,28 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
         }
     }
     let rows = sample.seen;
+    let left_off = non_finite.describe("are left off the map, the topics and their centroids");
+    if let Some(why) = &left_off {
+        eprintln!("embedflow: {why}");
+    }
     if rows == 0 {
-        return Err(Error::input(&first, "has no rows: nothing to report"));
+        return Err(Error::input(
+            &first,
+            match &left_off {
+                Some(why) => {
+                    format!("has no row with finite vector values: nothing to report; {why}")
+                }
+                None => "has no rows: nothing to report".into(),
+            },
+        ));
     }
 
     // Topics: in id order, with the topics table's keywords when there is one.
-    let topics_path = job
-        .topics_path
-        .clone()
-        .or_else(|| meta("embedflow.topics.topics_path"));
+    let topics_path = match &job.topics_path {
+        Some(p) => Some(p.clone()),
+        None => meta("embedflow.topics.topics_path")
+            .filter(|p| lineage_path_is_beside(&stores, p, &job.input, &input)),
+    };
     let table = match &topics_path {
         Some(p) => Some(read_topics(&stores, p).await?),
         None => None,
@@ -432,7 +449,7 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
     let layout_started = Instant::now();
     let vectors = std::mem::take(&mut sample.vectors);
     let seed = job.seed;
-    let xy = spawn_cpu(move || Ok(report::layout::tsne_2d(&vectors, dim, seed))).await?;
+    let xy = spawn_cpu_stoppable(move || Ok(report::layout::tsne_2d(&vectors, dim, seed))).await?;
     let layout_seconds = layout_started.elapsed().as_secs_f64();
     let map = MapPoints {
         x: xy.iter().step_by(2).map(|&v| report::round2(v)).collect(),
@@ -447,7 +464,10 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
         text: std::mem::take(&mut sample.texts),
     };
     let map_note = format!(
-        "{} {}{} rows, placed by t-SNE (perplexity {}, {} epochs, cosine neighbours, PCA start, seed {seed}). Scroll to zoom, drag to pan, hover a point for its text; click a topic in the legend to hide it.",
+        "{}{} {}{} rows, placed by t-SNE (perplexity {}, {} epochs, cosine neighbours, PCA start, seed {seed}). Scroll to zoom, drag to pan, hover a point for its text; click a topic in the legend to hide it.",
+        left_off
+            .as_ref()
+            .map_or_else(String::new, |why| format!("{why}. ")),
         if points as u64 == rows {
             "All"
         } else {
@@ -465,7 +485,7 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
     let topics_note = match (&table, &topics_path, &group_column) {
         (Some(_), Some(p), _) => format!("Keywords and representative texts from {p}."),
         (None, _, Some(c)) => format!(
-            "Grouped by {c}; no topics table (embedflow cluster --topics-path, or [topics] in a job, makes one with keywords)."
+            "Grouped by {c}; no topics table (embedflow cluster --topics PATH, or [topics] in a job, makes one with keywords)."
         ),
         _ => "No clusters: embedflow cluster (or [cluster] in a job) assigns them.".to_string(),
     };
@@ -545,7 +565,7 @@ async fn read_topics(stores: &Stores, path: &str) -> Result<HashMap<i64, Topic>>
             return Err(Error::input(
                 &file,
                 format!(
-                    "is not a topics table (embedflow cluster --topics-path): it has no column '{c}'"
+                    "is not a topics table (embedflow cluster --topics PATH): it has no column '{c}'"
                 ),
             ));
         }
@@ -590,4 +610,34 @@ async fn read_topics(stores: &Stores, path: &str) -> Result<HashMap<i64, Topic>>
         }
     }
     Ok(out)
+}
+
+/// Whether a path named in a table's own metadata may be read: only a file
+/// beside the table (in the folder that holds it, or in its own folder).
+/// An untrusted table must not make the report read another local file (or
+/// another bucket) into the page; one that points elsewhere is not read,
+/// and the user is told to name it with `--topics` if they trust it.
+fn lineage_path_is_beside(stores: &Stores, path: &str, table: &str, input: &source::Input) -> bool {
+    let Ok(named) = stores.resolve(path) else {
+        return false;
+    };
+    let first = &input.files[0].location;
+    let dir = match first.display.rsplit_once('/') {
+        Some((d, _)) => d.to_string(),
+        None => ".".to_string(),
+    };
+    // A Delta table's files are in its folder; the folder's parent holds
+    // the tables written beside it.
+    let homes = [dir.clone(), format!("{}/..", table.trim_end_matches('/'))];
+    let beside = homes.iter().any(|home| {
+        stores
+            .resolve(home)
+            .is_ok_and(|h| named.identity().is_within(&h.identity()))
+    });
+    if !beside {
+        eprintln!(
+            "embedflow: the table's lineage names a topics table outside its folder ({path}): not read; pass --topics {path} to use it"
+        );
+    }
+    beside
 }

@@ -22,7 +22,9 @@ pub fn tsne_2d(x: &[f32], dim: usize, seed: u64) -> Vec<f32> {
         return (0..n).flat_map(|i| [i as f32, 0.0]).collect();
     }
     let mut v = x.to_vec();
-    neighbors::prepare(&mut v, dim, neighbors::Similarity::Cosine);
+    // The map's rows are finite (the report leaves the others off); a zero
+    // vector stays at cosine 0 from every row.
+    crate::vectors::normalize_rows(&mut v, dim);
     // t-SNE conditions each row on its 3 × perplexity nearest rows.
     let perplexity = PERPLEXITY.min((n as f32 - 1.0) / 3.0).max(1.0);
     let k = ((3.0 * perplexity) as usize).clamp(1, n - 1);

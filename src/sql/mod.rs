@@ -42,7 +42,12 @@ impl Session {
     pub async fn new(opts: &SqlOptions) -> Result<Session> {
         let config = SessionConfig::new()
             .with_information_schema(true)
-            .set_bool("datafusion.sql_parser.collect_spans", true);
+            .set_bool("datafusion.sql_parser.collect_spans", true)
+            // A score a vector function cannot give (a zero vector's
+            // cosine, a non-finite vector) is NULL, and NULL sorts last in
+            // both directions: `ORDER BY score DESC` and `ORDER BY distance`
+            // never rank it first. `NULLS FIRST` in a query still wins.
+            .set_str("datafusion.sql_parser.default_null_ordering", "nulls_last");
         let ctx = SessionContext::new_with_config(config);
         for f in vector::functions() {
             ctx.register_udf(f);
@@ -105,7 +110,7 @@ async fn register_table(
         s
     };
     // A Delta table: the files of its newest version, as one Parquet table.
-    let table = DeltaTarget::resolve(stores, path)?;
+    let table = DeltaTarget::resolve_input(stores, path)?;
     if let Some(state) = table.state(None).await? {
         let files: Vec<String> = table
             .readable_files(&state)?

@@ -8,7 +8,9 @@
 //! function and the types. Nulls give nulls. Sums are accumulated in f64;
 //! scalar results are Float64, vector results keep the input's layout with
 //! Float32 items. A constant vector (a literal, or `embed('…')`) is used as
-//! one row, never copied per row.
+//! one row, never copied per row. A score with no value (a zero vector's
+//! cosine, a NaN or infinite component) is NULL, never NaN, and the session
+//! sorts NULL last in both directions.
 
 use std::sync::Arc;
 
@@ -236,7 +238,7 @@ impl ScalarUDFImpl for VectorFn {
             for i in 0..n {
                 out.push(match (vecs[0].row(i), vecs.get(1).map(|v| v.row(i))) {
                     (None, _) | (_, Some(None)) => None,
-                    (Some(a), b) => Some(scalar_op(name, self.op, a, b.flatten())?),
+                    (Some(a), b) => scalar_op(name, self.op, a, b.flatten())?,
                 });
             }
             Arc::new(Float64Array::from(out))
@@ -336,12 +338,15 @@ fn norm(a: &[f32]) -> f64 {
     dot(a, a).sqrt()
 }
 
-fn scalar_op(name: &str, op: Op, a: &[f32], b: Option<&[f32]>) -> Result<f64> {
+/// A scalar function of one row: `None` (NULL) where it has no value, a
+/// zero vector's cosine or any result that is not finite (a NaN or
+/// infinite component), so that no NaN ever ranks first.
+fn scalar_op(name: &str, op: Op, a: &[f32], b: Option<&[f32]>) -> Result<Option<f64>> {
     if let Some(b) = b {
         same_dims(name, a, b)?;
     }
     let b = b.unwrap_or(a);
-    Ok(match op {
+    let v = match op {
         Op::InnerProduct => dot(a, b),
         Op::CosineSimilarity | Op::CosineDistance => {
             let d = norm(a) * norm(b);
@@ -360,7 +365,8 @@ fn scalar_op(name: &str, op: Op, a: &[f32], b: Option<&[f32]>) -> Result<f64> {
             .sqrt(),
         Op::L2Norm => norm(a),
         _ => return exec_err!("{name}: not a scalar function"),
-    })
+    };
+    Ok(v.is_finite().then_some(v))
 }
 
 fn vector_op(name: &str, op: Op, a: &[f32], b: Option<&[f32]>, f: Option<f64>) -> Result<Vec<f32>> {

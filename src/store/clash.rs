@@ -161,6 +161,23 @@ pub fn output_clash(
     })
 }
 
+/// [`output_clash`] of one output against several inputs, each listed first
+/// (an input that cannot be listed is compared by its name alone): the
+/// first clash, for commands whose inputs come from flags (`sql --table`,
+/// `neighbors --queries`).
+pub async fn output_clash_any(stores: &Stores, output: &str, inputs: &[&str]) -> Option<String> {
+    for input in inputs {
+        let files = match stores.find_files(input, &[]).await {
+            Ok(Ok(files)) => files,
+            _ => Vec::new(),
+        };
+        if let Some(why) = output_clash(stores, output, input, &files) {
+            return Some(why);
+        }
+    }
+    None
+}
+
 /// [`output_clash`] for each of several outputs (named by the field or flag
 /// that gives them), then [`same_file_outputs`]: one message each.
 pub fn output_clashes(

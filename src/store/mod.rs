@@ -24,10 +24,12 @@ use crate::{Error, Result};
 
 mod clash;
 mod list;
+mod userinfo;
 
-pub use clash::{Identity, output_clash, output_clashes, same_file_outputs};
+pub use clash::{Identity, output_clash, output_clash_any, output_clashes, same_file_outputs};
 use list::split_glob;
 pub use list::{FileEntry, Missing};
+pub use userinfo::{redact_url, refuse_userinfo};
 
 /// object_store's default retry budget, restated so messages can name it.
 pub const DEFAULT_MAX_RETRIES: usize = 10;
@@ -149,7 +151,17 @@ impl Location {
                         b.retry_timeout_secs,
                     )
                 }
-                None => e.to_string(),
+                None => match (code, s3_error_field(&text, "Message")) {
+                    // The server's error body, not its XML.
+                    (Some(c), Some(m)) => format!(
+                        "the S3 server refused the request for {}: {c}: {m}",
+                        self.url()
+                    ),
+                    (Some(c), None) => {
+                        format!("the S3 server refused the request for {}: {c}", self.url())
+                    }
+                    _ => text,
+                },
             },
         }
     }
@@ -187,8 +199,15 @@ impl S3Bucket {
 
 /// The `<Code>` of an S3 error body, if the message carries one.
 fn s3_error_code(text: &str) -> Option<String> {
-    let start = text.find("<Code>")? + "<Code>".len();
-    let end = text[start..].find("</Code>")?;
+    s3_error_field(text, "Code")
+}
+
+/// A field (`<Code>`, `<Message>`) of an S3 error body, if the message
+/// carries one.
+fn s3_error_field(text: &str, field: &str) -> Option<String> {
+    let open = format!("<{field}>");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find(&format!("</{field}>"))?;
     Some(text[start..start + end].to_string())
 }
 
@@ -264,6 +283,7 @@ impl Stores {
                 })
             }
             Some(s @ ("s3" | "s3a")) => {
+                refuse_userinfo("the S3 URL", input)?;
                 let rest = &input[s.len() + 3..];
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
@@ -306,6 +326,12 @@ impl Stores {
             builder = builder.with_region(r);
         }
         let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        if let Some(e) = &endpoint {
+            refuse_userinfo(
+                "the S3 endpoint (s3.endpoint, --s3-endpoint or AWS_ENDPOINT_URL)",
+                e,
+            )?;
+        }
         match o.allow_http {
             Some(v) => builder = builder.with_allow_http(v),
             None if endpoint
