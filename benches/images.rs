@@ -64,7 +64,7 @@ fn main() {
         let t = Instant::now();
         let prepared: Vec<Encoded> = decoded
             .into_par_iter()
-            .map(|img| Encoded::image(processor.prepare(img).data))
+            .map(|img| Encoded::image(processor.prepare(img).expect("a prepared image").data))
             .collect();
         let t_resize = t.elapsed().as_secs_f64();
         let t = Instant::now();

@@ -72,10 +72,15 @@ fn minilm_matches_sentence_transformers_on_every_row() {
         &shared().join("reference/embeddings.npy"),
     );
     assert!(worst >= 0.99999, "min cosine {worst} at row {row}");
+    // The folder's digest, and each file's: the graph's among them.
+    let files: serde_json::Value =
+        serde_json::from_str(meta(&kv, "embedflow.model_files")).unwrap();
     assert_eq!(
-        meta(&kv, "embedflow.model_sha256"),
+        files["model.onnx"],
         "9540aa0261574420a50b2dd2c0645a5aaca70b44b33d2d8fba4442276c801bfc"
     );
+    assert!(files["tokenizer.json"].is_string() && files["1_Pooling/config.json"].is_string());
+    assert_eq!(meta(&kv, "embedflow.model_sha256").len(), 64);
     assert_eq!(meta(&kv, "embedflow.max_seq_length"), "256");
 }
 

@@ -72,7 +72,9 @@ fn preprocessing_matches_transformers_pixel_for_pixel() {
     assert_eq!(files.len(), n);
     let mut report = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let img = p.prepare(decode(&std::fs::read(f).unwrap(), MAX_IMAGE_PIXELS).unwrap());
+        let img = p
+            .prepare(decode(&std::fs::read(f).unwrap(), MAX_IMAGE_PIXELS).unwrap())
+            .unwrap();
         let plane = size / 3;
         let mut max = 0i32;
         for c in 0..3 {
@@ -120,11 +122,15 @@ fn images_match_transformers_through_the_pipeline() {
     println!("images: min cosine {w} (row {row})");
     assert!(w >= 0.9999, "min cosine {w} at image {row}");
     assert_eq!(meta(&kv, "embedflow.image_column"), "image");
+    let files: serde_json::Value =
+        serde_json::from_str(meta(&kv, "embedflow.model_files")).unwrap();
     assert_eq!(
-        meta(&kv, "embedflow.model_sha256"),
+        files["vision_model.onnx"],
         "31e1686a032c20deff04652ff07d9ff36ea96cd60e846c8bf4d11418fbde8882",
         "the vision graph's sha256"
     );
+    assert!(files.get("text_model.onnx").is_none(), "{files}");
+    assert!(files["preprocessor_config.json"].is_string(), "{files}");
     assert_eq!(meta(&kv, "embedflow.pooling"), "graph");
 
     // The same images named by path (relative to the input file's folder)

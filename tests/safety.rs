@@ -330,7 +330,7 @@ fn long_input(path: &Path, rows: usize) {
     write_texts_parquet(path, &refs);
 }
 
-fn spawn_run(dir: &Path, args: &[&str]) -> std::process::Child {
+pub(crate) fn spawn_run(dir: &Path, args: &[&str]) -> std::process::Child {
     require_runtime();
     Command::new(env!("CARGO_BIN_EXE_embedflow"))
         .current_dir(dir)
@@ -342,7 +342,7 @@ fn spawn_run(dir: &Path, args: &[&str]) -> std::process::Child {
         .expect("run embedflow")
 }
 
-fn send(pid: u32, signal: &str) {
+pub(crate) fn send(pid: u32, signal: &str) {
     let ok = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()
@@ -475,7 +475,7 @@ fn a_signal_during_a_job_with_clusters_commits_nothing() {
 
 /// `n` seeded pseudo-random vectors of `dim` in `path` (`id` from 1000,
 /// `embedding`).
-fn random_vectors(path: &Path, n: usize, dim: usize) {
+pub(crate) fn random_vectors(path: &Path, n: usize, dim: usize) {
     let mut rng = embedflow::cluster::kmeans::Rng::new(7);
     let values: Vec<f32> = (0..n * dim)
         .map(|_| rng.next_f64() as f32 * 2.0 - 1.0)
@@ -658,7 +658,7 @@ fn more_clusters_than_vectors_is_said_in_the_users_terms() {
 }
 
 /// A copy of the tiny model folder whose files the test may change.
-fn tiny_copy(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn tiny_copy(dir: &Path) -> std::path::PathBuf {
     let to = dir.join("model");
     std::fs::create_dir_all(to.join("1_Pooling")).unwrap();
     for entry in std::fs::read_dir(tiny()).unwrap() {

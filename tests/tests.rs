@@ -10,6 +10,7 @@ mod errors;
 mod fidelity;
 mod golden;
 mod gpu;
+mod hostile;
 mod images;
 mod io;
 mod jobs;
