@@ -1074,3 +1074,103 @@ fn a_damaged_delta_log_or_a_missing_version_is_said_in_words_and_as_an_input() {
         assert!(!err.contains("output table"), "{err}");
     }
 }
+
+#[test]
+fn an_input_naming_a_fifo_is_refused_instead_of_blocking() {
+    require_runtime();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    for name in ["in.parquet", "in.csv"] {
+        let made = std::process::Command::new("mkfifo")
+            .arg(d.join(name))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_embedflow"))
+            .current_dir(d)
+            .args(embed_args(&tiny_s(), name, "o.parquet"))
+            .args(["--progress", "off"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("embed {name} (a FIFO) still running after 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_code(&o, 1);
+        assert!(
+            stderr(&o).contains(&format!(
+                "input {name}: is not a regular file (a FIFO, socket or device)"
+            )),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn a_commit_that_loses_a_race_says_so_and_commits_nothing() {
+    use crate::tables::{documents_of, spawn, table_job, table_rows, text_of, versions};
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let rows: Vec<(i64, String)> = (0..24_000).map(|i| (i, text_of(i, "race"))).collect();
+    documents_of(&d.join("in.parquet"), &rows);
+    let job = table_job(d, "job.toml", "in.parquet", "table", "mode = \"full\"");
+    assert_code(&embedflow(d, &["run", &job]), 0);
+    // Another writer (one that takes no lease) lands version 1 while the
+    // run is writing: its commit of version 1 must lose, in words.
+    let child = spawn(d, &["run", &job]);
+    let start = std::time::Instant::now();
+    while recorded_parts(&d.join("table")).is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no part recorded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let log = d.join("table/_delta_log");
+    std::fs::copy(
+        log.join("00000000000000000000.json"),
+        log.join("00000000000000000001.json"),
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("the commit failed, nothing was committed: another writer committed a version of this table while this run was writing it"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("Failed to commit transaction: 0"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(versions(&d.join("table")).len(), 2);
+    assert_eq!(table_rows(d, "table").num_rows(), 24_000);
+}
+
+#[test]
+fn an_invalid_bucket_name_is_said_before_any_request() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let tiny = tiny_s();
+    for args in [
+        embed_args(&tiny, "s3://Bad_Bucket/x.parquet", "o.parquet"),
+        vec!["sql", "--table", "t=s3://Bad_Bucket/x.parquet", "SELECT 1"],
+    ] {
+        let o = embedflow_env(d, &args, &[("AWS_ENDPOINT_URL", "http://127.0.0.1:9")]);
+        assert_code(&o, 1);
+        let err = stderr(&o);
+        assert!(
+            err.contains("'Bad_Bucket' is not an S3 bucket name: 'B' is not allowed"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains('<') && !err.contains("400"), "{err}");
+    }
+}

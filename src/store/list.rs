@@ -167,6 +167,18 @@ impl Stores {
 
 /// `root` as one object, if it is one.
 async fn single_object(root: &Location, input: &str) -> Result<Option<FileEntry>> {
+    // A FIFO, socket or device would block or never end: only regular
+    // files (and folders, listed) are read.
+    if let Some(local) = &root.local
+        && let Ok(meta) = std::fs::metadata(local)
+        && !meta.is_file()
+        && !meta.is_dir()
+    {
+        return Err(Error::input(
+            input,
+            "is not a regular file (a FIFO, socket or device): embedflow reads files and folders",
+        ));
+    }
     match root.store.head(&root.path).await {
         Ok(meta) => Ok(Some(FileEntry {
             location: root.clone(),

@@ -242,6 +242,31 @@ fn retries_spent(text: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Why `name` is not an S3 bucket name (the rules every S3 server shares:
+/// 3 to 63 lowercase letters, digits, dots and hyphens, a letter or digit
+/// at each end, no two dots in a row), if it is not: said before any
+/// request, instead of the server's bare "400 Bad Request".
+fn bad_bucket_name(name: &str) -> Option<String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-';
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&name.len()) {
+        return Some(format!(
+            "{} characters, where 3 to 63 are allowed",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|&c| !ok_char(c)) {
+        return Some(format!(
+            "'{c}' is not allowed (lowercase letters, digits, dots and hyphens only)"
+        ));
+    }
+    if !ends(name.chars().next()) || !ends(name.chars().last()) {
+        return Some("it must start and end with a letter or digit".into());
+    }
+    name.contains("..")
+        .then(|| "two dots in a row are not allowed".into())
+}
+
 /// Whether `path` names an object store rather than the local disk.
 pub fn is_remote(path: &str) -> bool {
     path.split_once("://")
@@ -288,6 +313,12 @@ impl Stores {
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
                     return Err(Error::input(input, "no bucket name; write s3://BUCKET/KEY"));
+                }
+                if let Some(why) = bad_bucket_name(bucket) {
+                    return Err(Error::input(
+                        input,
+                        format!("'{bucket}' is not an S3 bucket name: {why}"),
+                    ));
                 }
                 let path = Path::parse(key)
                     .map_err(|e| Error::input(input, format!("not a usable S3 key: {e}")))?;
@@ -412,6 +443,23 @@ fn normalize(p: &FsPath) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_names_follow_the_s3_rules() {
+        for ok in ["abc", "my-bucket", "logs.2026", "a1-b2.c3"] {
+            assert_eq!(bad_bucket_name(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("b", "1 characters"),
+            ("Bad_Bucket", "'B' is not allowed"),
+            ("my_bucket", "'_' is not allowed"),
+            ("-abc", "start and end"),
+            ("bad..bucket", "two dots"),
+        ] {
+            let got = bad_bucket_name(bad).unwrap_or_default();
+            assert!(got.contains(why), "{bad}: {got}");
+        }
+    }
 
     #[test]
     fn splits_globs_at_the_last_plain_directory() {
