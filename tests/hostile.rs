@@ -1174,3 +1174,45 @@ fn an_invalid_bucket_name_is_said_before_any_request() {
         assert!(!err.contains('<') && !err.contains("400"), "{err}");
     }
 }
+
+#[test]
+fn a_full_disk_at_the_commit_is_said_in_words() {
+    use crate::tables::{documents_of, table_job, table_rows, text_of};
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let rows: Vec<(i64, String)> = (0..3000).map(|i| (i, text_of(i, "full"))).collect();
+    documents_of(&d.join("in.parquet"), &rows);
+    let job = table_job(d, "job.toml", "in.parquet", "table", "mode = \"full\"");
+    assert_code(&embedflow(d, &["run", &job]), 0);
+    // The log on a small disk filled to the brim: the parts are written,
+    // the commit is not.
+    let script = "mkdir keep && cp table/_delta_log/* keep/
+mount -t tmpfs -o size=64k tmpfs table/_delta_log || exit 90
+cp keep/* table/_delta_log/
+dd if=/dev/zero of=table/_delta_log/.fill bs=1k count=1000 2>/dev/null
+\"$@\"
+echo \"exit=$?\"
+ls table/_delta_log";
+    let o = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", script, "sh"])
+        .arg(env!("CARGO_BIN_EXE_embedflow"))
+        .args(["run", &job, "--progress", "off"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "this test needs root (unshare -m, tmpfs): {err}"
+    );
+    assert!(out.starts_with("exit=1\n"), "{out}{err}");
+    assert!(
+        err.contains(
+            "the commit failed, nothing was committed: the disk is full (no space left on device)"
+        ),
+        "{err}"
+    );
+    assert!(!out.contains("00000000000000000001.json"), "{out}");
+    assert_eq!(table_rows(d, "table").num_rows(), 3000);
+}
