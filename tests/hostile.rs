@@ -1216,3 +1216,27 @@ ls table/_delta_log";
     assert!(!out.contains("00000000000000000001.json"), "{out}");
     assert_eq!(table_rows(d, "table").num_rows(), 3000);
 }
+
+#[test]
+fn a_model_folder_holding_a_fifo_is_refused_instead_of_blocking() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let model = crate::safety::tiny_copy(d);
+    std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(model.join("tokenizer.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    write_texts_parquet(&d.join("in.parquet"), &[Some("a")]);
+    let o = embedflow(
+        d,
+        &embed_args(model.to_str().unwrap(), "in.parquet", "o.parquet"),
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("tokenizer.json is not a regular file (a FIFO, socket or device)"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -219,6 +219,7 @@ impl ModelConfig {
     pub fn load(overrides: &ModelOptions) -> Result<ModelConfig> {
         let dir = locate(&overrides.path)?;
         let shown = dir.display().to_string();
+        super::digest::refuse_special_files(&dir)?;
         let name = dir
             .canonicalize()
             .ok()
