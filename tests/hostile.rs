@@ -798,48 +798,75 @@ fn a_report_never_follows_a_footer_path_outside_the_table() {
     );
 }
 
+/// Starts `report` with plain progress lines; returns the child and a
+/// channel that receives the moment its t-SNE begins ("laying out").
+fn report_with_layout_signal(
+    d: &Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<std::time::Instant>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_embedflow"))
+        .current_dir(d)
+        .args(args)
+        .args(["--progress", "plain", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("laying out") {
+                let _ = tx.send(std::time::Instant::now());
+            }
+        }
+    });
+    (child, rx)
+}
+
 #[test]
 fn a_report_stops_at_once_on_sigterm_during_its_layout() {
-    use crate::safety::{random_vectors, send, spawn_run};
+    use crate::safety::{random_vectors, send};
     use std::time::{Duration, Instant};
+    require_runtime();
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    // 1,000 points: a t-SNE of seconds (about ten in a debug build).
-    random_vectors(&d.join("v.parquet"), 1000, 16);
+    random_vectors(&d.join("v.parquet"), 1500, 16);
     let args = [
         "report",
         "v.parquet",
         "-o",
         "r.html",
         "--max-points",
-        "1000",
+        "1500",
     ];
-    let start = Instant::now();
-    let o = spawn_run(d, &args).wait_with_output().unwrap();
-    assert_code(&o, 0);
-    let whole = start.elapsed();
+    // How long the layout takes, uninterrupted.
+    let (mut child, began) = report_with_layout_signal(d, &args);
+    let began = began.recv_timeout(Duration::from_secs(300)).unwrap();
+    assert!(child.wait().unwrap().success());
+    let layout = began.elapsed();
     std::fs::remove_file(d.join("r.html")).unwrap();
-    // Most of a report of 1,000 points is its t-SNE: a signal at 60 % of
-    // its time falls inside it.
-    let at = whole.mul_f64(0.6);
-    let mut child = spawn_run(d, &args);
-    std::thread::sleep(at);
+    assert!(
+        layout > Duration::from_secs(2),
+        "the layout took {layout:?}: too short to tell a stop inside it"
+    );
+    // A signal a third of the way into the layout.
+    let (mut child, began) = report_with_layout_signal(d, &args);
+    began.recv_timeout(Duration::from_secs(300)).unwrap();
+    std::thread::sleep(layout / 3);
     let signalled = Instant::now();
     send(child.id(), "TERM");
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            signalled.elapsed() < Duration::from_secs(10),
-            "still running 10 s after SIGTERM (a whole report took {whole:?})"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let status = child.wait().unwrap();
     let stopped = signalled.elapsed();
-    let o = child.wait_with_output().unwrap();
-    assert_code(&o, 130);
+    assert_eq!(status.code(), Some(130));
     assert!(!d.join("r.html").exists());
     assert!(
-        stopped < Duration::from_millis(1500) || stopped < whole.mul_f64(0.2),
-        "stopped {stopped:?} after SIGTERM; a whole report took {whole:?}"
+        stopped < Duration::from_secs(1).max(layout / 4),
+        "stopped {stopped:?} after SIGTERM; the layout alone takes {layout:?}"
     );
 }
 
