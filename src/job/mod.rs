@@ -2,6 +2,7 @@
 //! validated [`JobPlan`]. `spec` reads raw fields; `plan` checks and resolves.
 
 mod plan;
+mod sections;
 mod spec;
 
 pub use plan::{

@@ -3,10 +3,13 @@
 
 use toml::Table;
 
+use super::sections::{
+    Later, cross_section, read_chunking, read_embed, read_input, read_model, read_output, read_s3,
+    read_shard,
+};
 use super::spec::{Problems, Section};
-use crate::embed::batch::{DEFAULT_MAX_BATCH_ROWS, default_batch_tokens};
-use crate::embed::{Device, ModelOptions, Pooling, WEIGHTEDMEAN_REFUSED};
-use crate::sink::{Compression, DEFAULT_ROW_GROUP_SIZE, DEFAULT_UNIT_ROWS, OutputKind, UpdateMode};
+use crate::embed::{Device, ModelOptions};
+use crate::sink::{Compression, OutputKind, UpdateMode};
 use crate::source::{CsvOptions, Format};
 use crate::store::S3Options;
 use crate::text::TextSpec;
@@ -161,345 +164,27 @@ impl JobPlan {
         let mut p = Problems::default();
         let mut root = Section::root(table);
         let name = root.string("name", &mut p);
-
-        // [input]
-        let mut s = root.table("input", &mut p);
-        if !s.is_present() {
-            p.push("[input]: required (at least input.path and input.text_column)");
-        }
-        let in_path = s.required_string("path", &mut p);
-        let format_name = s.choice("format", &["parquet", "csv", "delta"], &mut p);
-        let delta = format_name == Some("delta");
-        let format = format_name.and_then(Format::parse);
-        let version = s.count("version", 0, &mut p).map(|v| v as i64);
-        if version.is_some() && !delta {
-            p.push("input.version: a Delta table version; set input.format = \"delta\"");
-        }
-        let text_column = s.string("text_column", &mut p);
-        let template = s.string("text_template", &mut p);
-        let image_column = s.string("image_column", &mut p);
-        let id_column = s.string("id_column", &mut p);
-        let columns = s.strings("columns", &mut p);
-        let filter = s.string("filter", &mut p);
-        let mut c = s.table("csv", &mut p);
-        let d = CsvOptions::default();
-        let csv = CsvOptions {
-            header: c.boolean("header", &mut p).unwrap_or(d.header),
-            delimiter: c.byte("delimiter", &mut p).unwrap_or(d.delimiter),
-            quote: c.byte("quote", &mut p).unwrap_or(d.quote),
-            escape: c.byte("escape", &mut p),
-            comment: c.byte("comment", &mut p),
-            infer_types: c.boolean("infer_types", &mut p).unwrap_or(d.infer_types),
-        };
-        c.finish(&mut p);
-        s.finish(&mut p);
-        let (text, text_source) = match (&text_column, &template) {
-            _ if image_column.is_some() => {
-                if text_column.is_some() || template.is_some() {
-                    p.push("input: set image_column, or text_column (or text_template), not both; a job embeds one kind");
-                }
-                let col = image_column.clone().unwrap_or_default();
-                (Some(TextSpec::column(&col)), col)
-            }
-            (Some(_), Some(_)) => {
-                p.push("input: set text_column or text_template, not both");
-                (None, String::new())
-            }
-            (Some(col), None) => (Some(TextSpec::column(col)), col.clone()),
-            (None, Some(t)) => match TextSpec::template(t) {
-                Ok(spec) => (Some(spec), t.clone()),
-                Err(e) => {
-                    p.push(format!("input.text_template: {e}"));
-                    (None, String::new())
-                }
-            },
-            (None, None) => {
-                if in_path.is_some() {
-                    p.push("input.text_column: required (or input.text_template, or input.image_column for images)");
-                }
-                (None, String::new())
-            }
-        };
-
-        // [model]
-        let mut s = root.table("model", &mut p);
-        let model_path = s.required_string("path", &mut p);
-        let max_seq_length = s.count("max_seq_length", 2, &mut p);
-        let pooling = if s.peek_str("pooling") == Some("weightedmean") {
-            s.string("pooling", &mut p);
-            p.push(format!("model.pooling: {WEIGHTEDMEAN_REFUSED}"));
-            None
-        } else {
-            s.choice("pooling", &Pooling::NAMES, &mut p)
-                .and_then(Pooling::parse)
-        };
-        let normalize = s.boolean("normalize", &mut p);
-        let prompt_name = s.string("prompt_name", &mut p);
-        let prompt = s.string("prompt", &mut p);
-        s.finish(&mut p);
-        if prompt_name.is_some() && prompt.is_some() {
-            p.push("model: set prompt_name or prompt, not both");
-        }
-
-        // [chunking]
-        let mut s = root.table("chunking", &mut p);
-        let mode_given = s.choice("mode", &["tokens", "none"], &mut p);
-        if image_column.is_some() && mode_given == Some("tokens") {
-            p.push("chunking.mode = \"tokens\": images are not chunked; leave [chunking] out of an image job");
-        }
-        // An image is one row, one vector.
-        let mode = if image_column.is_some() {
-            "none"
-        } else {
-            mode_given.unwrap_or("tokens")
-        };
-        let max_tokens = s.count("max_tokens", 1, &mut p);
-        let overlap = s.count("overlap", 0, &mut p);
-        // On by default: without input.columns the chunk rows leave out the
-        // text's own columns, and chunk_text is where the text is.
-        let keep_text = s.boolean("keep_text", &mut p).unwrap_or(true);
-        s.finish(&mut p);
-        if let (Some(o), Some(m)) = (overlap, max_tokens)
-            && o >= m
-        {
-            p.push(format!(
-                "chunking.overlap: must be smaller than chunking.max_tokens ({m}), found {o}"
-            ));
-        }
-
-        // [embed]
-        let mut s = root.table("embed", &mut p);
-        let batch_tokens = s.count("batch_tokens", 1, &mut p);
-        let max_batch_rows = s
-            .count("max_batch_rows", 1, &mut p)
-            .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
-        // A count from 0 (auto) to MAX_THREADS, as --threads and --workers.
-        let mut up_to_max = |key: &'static str, zero: &str, p: &mut Problems| {
-            let n = s.count(key, 0, p).unwrap_or(0);
-            let max = crate::embed::session::MAX_THREADS;
-            if n > max {
-                p.push(format!("embed.{key}: at most {max} ({zero}), found {n}"));
-            }
-            n
-        };
-        let threads = up_to_max(
-            "threads",
-            "0 = all cores; more than the cores are not used",
-            &mut p,
-        );
-        let workers = up_to_max(
-            "workers",
-            "0 = auto; more than the threads are not used",
-            &mut p,
-        );
-        let device = match s.string("device", &mut p) {
-            None => Device::Cpu,
-            Some(d) => d.parse::<Device>().unwrap_or_else(|e| {
-                p.push(format!("embed.device: {e}"));
-                Device::Cpu
-            }),
-        };
-        // Per device: small batches on the CPU, large ones on a GPU.
-        let batch_tokens = batch_tokens.unwrap_or_else(|| default_batch_tokens(device));
-        let on_empty = match s.choice("on_empty", &["skip", "fail", "embed"], &mut p) {
-            Some("fail") => OnEmpty::Fail,
-            Some("embed") => OnEmpty::Embed,
-            _ => OnEmpty::Skip,
-        };
-        if image_column.is_some() && on_empty == OnEmpty::Embed {
-            p.push("embed.on_empty = \"embed\": an empty image has no vector; use \"skip\" or \"fail\"");
-        }
-        let on_error = match s.choice("on_error", &["fail", "skip"], &mut p) {
-            Some("skip") => OnError::Skip,
-            _ => OnError::Fail,
-        };
-        let max_image_pixels = s
-            .count("max_image_pixels", 1, &mut p)
-            .map(|n| n as u64)
-            .unwrap_or(crate::embed::image::MAX_IMAGE_PIXELS);
-        s.finish(&mut p);
-
-        // [output]
-        let mut s = root.table("output", &mut p);
-        let out_path = s.required_string("path", &mut p);
-        let out_format = match s.choice("format", &["parquet", "delta"], &mut p) {
-            Some("delta") => OutputKind::Delta,
-            _ => OutputKind::Parquet,
-        };
-        let unit_rows = s.count("unit_rows", 1, &mut p).map(|n| n as u64);
-        if out_format == OutputKind::Parquet && unit_rows.is_some() {
-            p.push("output.unit_rows: only for output.format = \"delta\" (a single Parquet file is written in one go)");
-        }
-        let unit_rows = unit_rows.unwrap_or(DEFAULT_UNIT_ROWS);
-        let mode_name = s.choice("mode", &["incremental", "full", "overwrite"], &mut p);
-        let replace_foreign = mode_name == Some("overwrite");
-        if out_format == OutputKind::Parquet && mode_name.is_some() {
-            p.push("output.mode: only for output.format = \"delta\" (a Parquet output is always written whole)");
-        }
-        if mode_name == Some("incremental") && id_column.is_none() {
-            p.push("output.mode = \"incremental\": needs input.id_column, to know a row again");
-        }
-        // Incremental wherever it can be: a Delta output with an id column.
-        let update_mode = match mode_name {
-            Some("full" | "overwrite") => UpdateMode::Full,
-            _ if out_format == OutputKind::Delta && id_column.is_some() => UpdateMode::Incremental,
-            _ => UpdateMode::Full,
-        };
-        let documents_path = s.string("documents_path", &mut p);
-        let compression = match s.choice(
-            "compression",
-            &["zstd", "snappy", "lz4", "gzip", "none"],
-            &mut p,
-        ) {
-            Some("snappy") => Compression::Snappy,
-            Some("lz4") => Compression::Lz4,
-            Some("gzip") => Compression::Gzip,
-            Some("none") => Compression::None,
-            _ => Compression::Zstd,
-        };
-        let row_group_size = s
-            .count("row_group_size", 1, &mut p)
-            .unwrap_or(DEFAULT_ROW_GROUP_SIZE);
-        let vector_column = s
-            .string("vector_column", &mut p)
-            .unwrap_or_else(|| "embedding".into());
-        let overwrite = s.boolean("overwrite", &mut p).unwrap_or(true);
-        s.finish(&mut p);
-
+        let input = read_input(&mut root, &mut p);
+        let images = input.image_column.is_some();
+        let model = read_model(&mut root, &mut p, images);
+        let chunking = read_chunking(&mut root, &mut p, images);
+        let embed = read_embed(&mut root, &mut p, images);
+        let output = read_output(&mut root, &mut p, input.id_column.is_some());
         let cluster = read_cluster(&mut root, &mut p);
         let topics = read_topics(&mut root, cluster.is_some(), &mut p);
         let report = read_report(&mut root, &mut p);
-        if image_column.is_some() && topics.as_ref().is_some_and(|t| t.labels.is_empty()) {
+        if images && topics.as_ref().is_some_and(|t| t.labels.is_empty()) {
             p.push("[topics]: an image job's topics are zero-shot labels (topics.labels); keyword topics are made of texts");
         }
-
-        // [shard]
-        let mut s = root.table("shard", &mut p);
-        let shard = ShardSection {
-            count: s
-                .count("count", 1, &mut p)
-                .map(|n| n.min(u32::MAX as usize) as u32),
-            index: s
-                .count("index", 0, &mut p)
-                .map(|n| n.min(u32::MAX as usize) as u32),
-        };
-        if s.is_present() && out_format != OutputKind::Delta {
-            p.push("[shard]: a sharded job writes a Delta table (output.format = \"delta\")");
-        }
-        if let (Some(i), Some(n)) = (shard.index, shard.count)
-            && i >= n
-        {
-            p.push(format!("shard.index: {i} is not below shard.count {n}"));
-        }
-        if let Some(n) = shard.count.filter(|&n| n > crate::shard::MAX_SHARDS) {
-            p.push(format!(
-                "shard.count: {n} is more than the {} shards a job is split into",
-                crate::shard::MAX_SHARDS
-            ));
-        }
-        s.finish(&mut p);
-
-        // [s3]
-        let mut s = root.table("s3", &mut p);
-        for secret in [
-            "access_key_id",
-            "secret_access_key",
-            "session_token",
-            "aws_access_key_id",
-            "aws_secret_access_key",
-        ] {
-            if s.has(secret) {
-                p.push(format!(
-                    "s3.{secret}: credentials do not belong in a job file; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the environment"
-                ));
-            }
-        }
-        let s3 = S3Options {
-            endpoint: s.string("endpoint", &mut p),
-            region: s.string("region", &mut p),
-            allow_http: s.boolean("allow_http", &mut p),
-            virtual_hosted_style: s.boolean("virtual_hosted_style", &mut p),
-            anonymous: s.boolean("anonymous", &mut p).unwrap_or(false),
-            max_retries: s.count("max_retries", 0, &mut p),
-            retry_timeout_secs: s.count("retry_timeout_secs", 1, &mut p).map(|v| v as u64),
-            connect_timeout_secs: s.count("connect_timeout_secs", 1, &mut p).map(|v| v as u64),
-            request_timeout_secs: s.count("request_timeout_secs", 1, &mut p).map(|v| v as u64),
-        };
-        s.finish(&mut p);
-        if let Some(e) = &s3.endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            p.push(format!(
-                "s3.endpoint: must start with http:// or https://, found \"{}\"",
-                crate::store::redact_url(&format!("x://{e}")).trim_start_matches("x://")
-            ));
-        }
-        if let Some(Err(e)) = s3
-            .endpoint
-            .as_deref()
-            .map(|e| crate::store::refuse_userinfo("s3.endpoint", e))
-        {
-            p.push(e.to_string());
-        }
+        let shard = read_shard(&mut root, &mut p, output.format);
+        let s3 = read_s3(&mut root, &mut p);
         root.finish(&mut p);
-
-        if out_format == OutputKind::Delta {
-            if documents_path.is_some() {
-                p.push("output.documents_path: not written with output.format = \"delta\" yet; run a second job with chunking.mode = \"none\" for document vectors, or write Parquet");
-            }
-            if cluster.is_some() {
-                p.push("[cluster]: not run inside a job with output.format = \"delta\" yet; run `embedflow cluster` on the table after the job");
-            }
-            if report.is_some() && shard.count.is_some() {
-                p.push("[report]: not written by a sharded run (no shard sees the whole table); run `embedflow report` on the table after `embedflow commit`");
-            }
-        }
-        if documents_path.is_some() && mode == "none" {
-            p.push("output.documents_path: needs chunking (chunking.mode = \"tokens\"); without chunks the row vectors are the document vectors");
-        }
-        if let (Some(o), Some(d)) = (&out_path, &documents_path)
-            && o == d
-        {
-            p.push("output.documents_path: must differ from output.path");
-        }
-        if let (Some(o), Some(i)) = (&out_path, &in_path)
-            && o == i
-        {
-            p.push("output.path: must differ from input.path");
-        }
-        if let Some(r) = &report {
-            for (name, other) in [
-                ("output.path", &out_path),
-                ("input.path", &in_path),
-                ("output.documents_path", &documents_path),
-            ] {
-                if other.as_ref() == Some(&r.path) {
-                    p.push(format!("report.path: must differ from {name}"));
-                }
-            }
-        }
-        for (name, path) in [
-            ("input.path", &in_path),
-            ("output.path", &out_path),
-            ("output.documents_path", &documents_path),
-            ("model.path", &model_path),
-        ] {
-            if let Some(Err(e)) = path
-                .as_deref()
-                .map(|u| crate::store::refuse_userinfo(name, u))
-            {
-                p.push(e.to_string());
-            }
-        }
-        if let Some(cols) = &columns {
-            let mut seen = std::collections::HashSet::new();
-            for c in cols {
-                if !seen.insert(c) {
-                    p.push(format!("input.columns: '{c}' is listed twice"));
-                }
-            }
-        }
-
+        let later = Later {
+            has_cluster: cluster.is_some(),
+            report: report.as_ref(),
+            sharded: shard.count.is_some(),
+        };
+        cross_section(&input, &model, &chunking, &output, later, &mut p);
         if !p.0.is_empty() {
             return Err(Error::Job {
                 origin: origin.to_string(),
@@ -507,7 +192,7 @@ impl JobPlan {
             });
         }
         let (Some(in_path), Some(text), Some(model_path), Some(out_path)) =
-            (in_path, text, model_path, out_path)
+            (input.path, input.text, model.path, output.path.clone())
         else {
             return Err(Error::internal(
                 "job plan: required field passed validation unset",
@@ -518,54 +203,24 @@ impl JobPlan {
             name,
             input: InputPlan {
                 path: in_path,
-                format,
-                delta,
-                version,
-                csv,
+                format: input.format,
+                delta: input.delta,
+                version: input.version,
+                csv: input.csv,
                 text,
-                text_source,
-                id_column,
-                columns,
-                filter,
-                image_column: image_column.clone(),
+                text_source: input.text_source,
+                id_column: input.id_column,
+                columns: input.columns,
+                filter: input.filter,
+                image_column: input.image_column,
             },
             model: ModelOptions {
                 path: model_path,
-                max_seq_length,
-                pooling,
-                normalize,
-                prompt_name,
-                prompt,
-                images: image_column.is_some(),
+                ..model.options
             },
-            chunking: ChunkPlan {
-                enabled: mode == "tokens",
-                max_tokens,
-                overlap,
-                keep_text,
-            },
-            embed: EmbedPlan {
-                batch_tokens,
-                max_batch_rows,
-                threads,
-                workers,
-                device,
-                on_empty,
-                on_error,
-                max_image_pixels,
-            },
-            output: OutputPlan {
-                path: out_path,
-                format: out_format,
-                unit_rows,
-                mode: update_mode,
-                documents_path,
-                compression,
-                row_group_size,
-                vector_column,
-                overwrite,
-                replace_foreign,
-            },
+            chunking,
+            embed,
+            output: output.into_plan(out_path),
             s3,
             cluster,
             topics,

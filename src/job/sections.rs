@@ -1,0 +1,494 @@
+//! The job file, read section by section: one reader per section, each
+//! with its own rules (`[cluster]`, `[topics]` and `[report]` have theirs
+//! in plan.rs), then the rules that span sections. Problems are collected,
+//! never returned early, so that a job file's every mistake is said at once.
+
+use super::plan::{ChunkPlan, EmbedPlan, OnEmpty, OnError, OutputPlan, ReportPlan, ShardSection};
+use super::spec::{Problems, Section};
+use crate::embed::batch::{DEFAULT_MAX_BATCH_ROWS, default_batch_tokens};
+use crate::embed::{Device, ModelOptions, Pooling, WEIGHTEDMEAN_REFUSED};
+use crate::sink::{Compression, DEFAULT_ROW_GROUP_SIZE, DEFAULT_UNIT_ROWS, OutputKind, UpdateMode};
+use crate::source::{CsvOptions, Format};
+use crate::store::S3Options;
+use crate::text::TextSpec;
+
+/// `[input]` as read: what is required may still be missing (said in `p`).
+pub(super) struct InputSection {
+    pub path: Option<String>,
+    pub format: Option<Format>,
+    pub delta: bool,
+    pub version: Option<i64>,
+    pub csv: CsvOptions,
+    pub text: Option<TextSpec>,
+    pub text_source: String,
+    pub image_column: Option<String>,
+    pub id_column: Option<String>,
+    pub columns: Option<Vec<String>>,
+    pub filter: Option<String>,
+}
+
+/// `[input]`: the file or table, its text (a column, a template, or images)
+/// and the columns kept.
+pub(super) fn read_input(root: &mut Section, p: &mut Problems) -> InputSection {
+    let mut s = root.table("input", p);
+    if !s.is_present() {
+        p.push("[input]: required (at least input.path and input.text_column)");
+    }
+    let in_path = s.required_string("path", p);
+    let format_name = s.choice("format", &["parquet", "csv", "delta"], p);
+    let delta = format_name == Some("delta");
+    let format = format_name.and_then(Format::parse);
+    let version = s.count("version", 0, p).map(|v| v as i64);
+    if version.is_some() && !delta {
+        p.push("input.version: a Delta table version; set input.format = \"delta\"");
+    }
+    let text_column = s.string("text_column", p);
+    let template = s.string("text_template", p);
+    let image_column = s.string("image_column", p);
+    let id_column = s.string("id_column", p);
+    let columns = s.strings("columns", p);
+    let filter = s.string("filter", p);
+    let mut c = s.table("csv", p);
+    let d = CsvOptions::default();
+    let csv = CsvOptions {
+        header: c.boolean("header", p).unwrap_or(d.header),
+        delimiter: c.byte("delimiter", p).unwrap_or(d.delimiter),
+        quote: c.byte("quote", p).unwrap_or(d.quote),
+        escape: c.byte("escape", p),
+        comment: c.byte("comment", p),
+        infer_types: c.boolean("infer_types", p).unwrap_or(d.infer_types),
+    };
+    c.finish(p);
+    s.finish(p);
+    let (text, text_source) = match (&text_column, &template) {
+        _ if image_column.is_some() => {
+            if text_column.is_some() || template.is_some() {
+                p.push("input: set image_column, or text_column (or text_template), not both; a job embeds one kind");
+            }
+            let col = image_column.clone().unwrap_or_default();
+            (Some(TextSpec::column(&col)), col)
+        }
+        (Some(_), Some(_)) => {
+            p.push("input: set text_column or text_template, not both");
+            (None, String::new())
+        }
+        (Some(col), None) => (Some(TextSpec::column(col)), col.clone()),
+        (None, Some(t)) => match TextSpec::template(t) {
+            Ok(spec) => (Some(spec), t.clone()),
+            Err(e) => {
+                p.push(format!("input.text_template: {e}"));
+                (None, String::new())
+            }
+        },
+        (None, None) => {
+            if in_path.is_some() {
+                p.push("input.text_column: required (or input.text_template, or input.image_column for images)");
+            }
+            (None, String::new())
+        }
+    };
+    InputSection {
+        path: in_path,
+        format,
+        delta,
+        version,
+        csv,
+        text,
+        text_source,
+        image_column,
+        id_column,
+        columns,
+        filter,
+    }
+}
+
+/// `[model]`: the folder, and the options that override its own files;
+/// `path` may still be missing (said in `p`).
+pub(super) struct ModelSection {
+    pub path: Option<String>,
+    pub options: ModelOptions,
+}
+
+/// `[model]`: its folder and the options that override the folder's files.
+pub(super) fn read_model(root: &mut Section, p: &mut Problems, images: bool) -> ModelSection {
+    let mut s = root.table("model", p);
+    let model_path = s.required_string("path", p);
+    let max_seq_length = s.count("max_seq_length", 2, p);
+    let pooling = if s.peek_str("pooling") == Some("weightedmean") {
+        s.string("pooling", p);
+        p.push(format!("model.pooling: {WEIGHTEDMEAN_REFUSED}"));
+        None
+    } else {
+        s.choice("pooling", &Pooling::NAMES, p)
+            .and_then(Pooling::parse)
+    };
+    let normalize = s.boolean("normalize", p);
+    let prompt_name = s.string("prompt_name", p);
+    let prompt = s.string("prompt", p);
+    s.finish(p);
+    if prompt_name.is_some() && prompt.is_some() {
+        p.push("model: set prompt_name or prompt, not both");
+    }
+    ModelSection {
+        path: model_path.clone(),
+        options: ModelOptions {
+            path: model_path.unwrap_or_default(),
+            max_seq_length,
+            pooling,
+            normalize,
+            prompt_name,
+            prompt,
+            images,
+        },
+    }
+}
+
+/// `[chunking]`: token windows with overlap, or none (always none for
+/// images: an image is one row, one vector).
+pub(super) fn read_chunking(root: &mut Section, p: &mut Problems, images: bool) -> ChunkPlan {
+    let mut s = root.table("chunking", p);
+    let mode_given = s.choice("mode", &["tokens", "none"], p);
+    if images && mode_given == Some("tokens") {
+        p.push("chunking.mode = \"tokens\": images are not chunked; leave [chunking] out of an image job");
+    }
+    // An image is one row, one vector.
+    let mode = if images {
+        "none"
+    } else {
+        mode_given.unwrap_or("tokens")
+    };
+    let max_tokens = s.count("max_tokens", 1, p);
+    let overlap = s.count("overlap", 0, p);
+    // On by default: without input.columns the chunk rows leave out the
+    // text's own columns, and chunk_text is where the text is.
+    let keep_text = s.boolean("keep_text", p).unwrap_or(true);
+    s.finish(p);
+    if let (Some(o), Some(m)) = (overlap, max_tokens)
+        && o >= m
+    {
+        p.push(format!(
+            "chunking.overlap: must be smaller than chunking.max_tokens ({m}), found {o}"
+        ));
+    }
+    ChunkPlan {
+        enabled: mode == "tokens",
+        max_tokens,
+        overlap,
+        keep_text,
+    }
+}
+
+/// `[embed]`: batches, threads and sessions, the device, and what becomes
+/// of empty and bad rows.
+pub(super) fn read_embed(root: &mut Section, p: &mut Problems, images: bool) -> EmbedPlan {
+    let mut s = root.table("embed", p);
+    let batch_tokens = s.count("batch_tokens", 1, p);
+    let max_batch_rows = s
+        .count("max_batch_rows", 1, p)
+        .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
+    // A count from 0 (auto) to MAX_THREADS, as --threads and --workers.
+    let mut up_to_max = |key: &'static str, zero: &str, p: &mut Problems| {
+        let n = s.count(key, 0, p).unwrap_or(0);
+        let max = crate::embed::session::MAX_THREADS;
+        if n > max {
+            p.push(format!("embed.{key}: at most {max} ({zero}), found {n}"));
+        }
+        n
+    };
+    let threads = up_to_max(
+        "threads",
+        "0 = all cores; more than the cores are not used",
+        p,
+    );
+    let workers = up_to_max("workers", "0 = auto; more than the threads are not used", p);
+    let device = match s.string("device", p) {
+        None => Device::Cpu,
+        Some(d) => d.parse::<Device>().unwrap_or_else(|e| {
+            p.push(format!("embed.device: {e}"));
+            Device::Cpu
+        }),
+    };
+    // Per device: small batches on the CPU, large ones on a GPU.
+    let batch_tokens = batch_tokens.unwrap_or_else(|| default_batch_tokens(device));
+    let on_empty = match s.choice("on_empty", &["skip", "fail", "embed"], p) {
+        Some("fail") => OnEmpty::Fail,
+        Some("embed") => OnEmpty::Embed,
+        _ => OnEmpty::Skip,
+    };
+    if images && on_empty == OnEmpty::Embed {
+        p.push(
+            "embed.on_empty = \"embed\": an empty image has no vector; use \"skip\" or \"fail\"",
+        );
+    }
+    let on_error = match s.choice("on_error", &["fail", "skip"], p) {
+        Some("skip") => OnError::Skip,
+        _ => OnError::Fail,
+    };
+    let max_image_pixels = s
+        .count("max_image_pixels", 1, p)
+        .map(|n| n as u64)
+        .unwrap_or(crate::embed::image::MAX_IMAGE_PIXELS);
+    s.finish(p);
+    EmbedPlan {
+        batch_tokens,
+        max_batch_rows,
+        threads,
+        workers,
+        device,
+        on_empty,
+        on_error,
+        max_image_pixels,
+    }
+}
+
+/// `[output]` as read: `path` may still be missing (said in `p`).
+pub(super) struct OutputSection {
+    pub path: Option<String>,
+    pub format: OutputKind,
+    pub unit_rows: u64,
+    pub mode: UpdateMode,
+    pub documents_path: Option<String>,
+    pub compression: Compression,
+    pub row_group_size: usize,
+    pub vector_column: String,
+    pub overwrite: bool,
+    pub replace_foreign: bool,
+}
+
+impl OutputSection {
+    pub(super) fn into_plan(self, path: String) -> OutputPlan {
+        OutputPlan {
+            path,
+            format: self.format,
+            unit_rows: self.unit_rows,
+            mode: self.mode,
+            documents_path: self.documents_path,
+            compression: self.compression,
+            row_group_size: self.row_group_size,
+            vector_column: self.vector_column,
+            overwrite: self.overwrite,
+            replace_foreign: self.replace_foreign,
+        }
+    }
+}
+
+/// `[output]`: one Parquet file or a Delta table, and how it is written
+/// (`has_id`: the input has an id column, which an incremental run needs).
+pub(super) fn read_output(root: &mut Section, p: &mut Problems, has_id: bool) -> OutputSection {
+    let mut s = root.table("output", p);
+    let out_path = s.required_string("path", p);
+    let out_format = match s.choice("format", &["parquet", "delta"], p) {
+        Some("delta") => OutputKind::Delta,
+        _ => OutputKind::Parquet,
+    };
+    let unit_rows = s.count("unit_rows", 1, p).map(|n| n as u64);
+    if out_format == OutputKind::Parquet && unit_rows.is_some() {
+        p.push("output.unit_rows: only for output.format = \"delta\" (a single Parquet file is written in one go)");
+    }
+    let unit_rows = unit_rows.unwrap_or(DEFAULT_UNIT_ROWS);
+    let mode_name = s.choice("mode", &["incremental", "full", "overwrite"], p);
+    let replace_foreign = mode_name == Some("overwrite");
+    if out_format == OutputKind::Parquet && mode_name.is_some() {
+        p.push("output.mode: only for output.format = \"delta\" (a Parquet output is always written whole)");
+    }
+    if mode_name == Some("incremental") && !has_id {
+        p.push("output.mode = \"incremental\": needs input.id_column, to know a row again");
+    }
+    // Incremental wherever it can be: a Delta output with an id column.
+    let update_mode = match mode_name {
+        Some("full" | "overwrite") => UpdateMode::Full,
+        _ if out_format == OutputKind::Delta && has_id => UpdateMode::Incremental,
+        _ => UpdateMode::Full,
+    };
+    let documents_path = s.string("documents_path", p);
+    let compression = match s.choice("compression", &["zstd", "snappy", "lz4", "gzip", "none"], p) {
+        Some("snappy") => Compression::Snappy,
+        Some("lz4") => Compression::Lz4,
+        Some("gzip") => Compression::Gzip,
+        Some("none") => Compression::None,
+        _ => Compression::Zstd,
+    };
+    let row_group_size = s
+        .count("row_group_size", 1, p)
+        .unwrap_or(DEFAULT_ROW_GROUP_SIZE);
+    let vector_column = s
+        .string("vector_column", p)
+        .unwrap_or_else(|| "embedding".into());
+    let overwrite = s.boolean("overwrite", p).unwrap_or(true);
+    s.finish(p);
+    OutputSection {
+        path: out_path,
+        format: out_format,
+        unit_rows,
+        mode: update_mode,
+        documents_path,
+        compression,
+        row_group_size,
+        vector_column,
+        overwrite,
+        replace_foreign,
+    }
+}
+
+/// `[shard]`: the job split across machines (a Delta output only).
+pub(super) fn read_shard(
+    root: &mut Section,
+    p: &mut Problems,
+    out_format: OutputKind,
+) -> ShardSection {
+    let mut s = root.table("shard", p);
+    let shard = ShardSection {
+        count: s
+            .count("count", 1, p)
+            .map(|n| n.min(u32::MAX as usize) as u32),
+        index: s
+            .count("index", 0, p)
+            .map(|n| n.min(u32::MAX as usize) as u32),
+    };
+    if s.is_present() && out_format != OutputKind::Delta {
+        p.push("[shard]: a sharded job writes a Delta table (output.format = \"delta\")");
+    }
+    if let (Some(i), Some(n)) = (shard.index, shard.count)
+        && i >= n
+    {
+        p.push(format!("shard.index: {i} is not below shard.count {n}"));
+    }
+    if let Some(n) = shard.count.filter(|&n| n > crate::shard::MAX_SHARDS) {
+        p.push(format!(
+            "shard.count: {n} is more than the {} shards a job is split into",
+            crate::shard::MAX_SHARDS
+        ));
+    }
+    s.finish(p);
+    shard
+}
+
+/// `[s3]`: the client's settings; never credentials, never a URL's userinfo.
+pub(super) fn read_s3(root: &mut Section, p: &mut Problems) -> S3Options {
+    let mut s = root.table("s3", p);
+    for secret in [
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+    ] {
+        if s.has(secret) {
+            p.push(format!(
+                "s3.{secret}: credentials do not belong in a job file; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the environment"
+            ));
+        }
+    }
+    let s3 = S3Options {
+        endpoint: s.string("endpoint", p),
+        region: s.string("region", p),
+        allow_http: s.boolean("allow_http", p),
+        virtual_hosted_style: s.boolean("virtual_hosted_style", p),
+        anonymous: s.boolean("anonymous", p).unwrap_or(false),
+        max_retries: s.count("max_retries", 0, p),
+        retry_timeout_secs: s.count("retry_timeout_secs", 1, p).map(|v| v as u64),
+        connect_timeout_secs: s.count("connect_timeout_secs", 1, p).map(|v| v as u64),
+        request_timeout_secs: s.count("request_timeout_secs", 1, p).map(|v| v as u64),
+    };
+    s.finish(p);
+    if let Some(e) = &s3.endpoint
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        p.push(format!(
+            "s3.endpoint: must start with http:// or https://, found \"{}\"",
+            crate::store::redact_url(&format!("x://{e}")).trim_start_matches("x://")
+        ));
+    }
+    if let Some(Err(e)) = s3
+        .endpoint
+        .as_deref()
+        .map(|e| crate::store::refuse_userinfo("s3.endpoint", e))
+    {
+        p.push(e.to_string());
+    }
+    s3
+}
+
+/// What the sections after `[output]` say that the rules across sections
+/// need.
+pub(super) struct Later<'a> {
+    pub has_cluster: bool,
+    pub report: Option<&'a ReportPlan>,
+    /// `[shard] count` is set.
+    pub sharded: bool,
+}
+
+/// The rules that span sections: what a Delta output cannot do yet, paths
+/// that must differ, credentials in any path, columns listed twice.
+pub(super) fn cross_section(
+    input: &InputSection,
+    model: &ModelSection,
+    chunking: &ChunkPlan,
+    output: &OutputSection,
+    later: Later,
+    p: &mut Problems,
+) {
+    let Later {
+        has_cluster,
+        report,
+        sharded,
+    } = later;
+    let (in_path, model_path, columns) = (&input.path, &model.path, &input.columns);
+    let (out_path, documents_path) = (&output.path, &output.documents_path);
+    if output.format == OutputKind::Delta {
+        if documents_path.is_some() {
+            p.push("output.documents_path: not written with output.format = \"delta\" yet; run a second job with chunking.mode = \"none\" for document vectors, or write Parquet");
+        }
+        if has_cluster {
+            p.push("[cluster]: not run inside a job with output.format = \"delta\" yet; run `embedflow cluster` on the table after the job");
+        }
+        if report.is_some() && sharded {
+            p.push("[report]: not written by a sharded run (no shard sees the whole table); run `embedflow report` on the table after `embedflow commit`");
+        }
+    }
+    if documents_path.is_some() && !chunking.enabled {
+        p.push("output.documents_path: needs chunking (chunking.mode = \"tokens\"); without chunks the row vectors are the document vectors");
+    }
+    if let (Some(o), Some(d)) = (&out_path, &documents_path)
+        && o == d
+    {
+        p.push("output.documents_path: must differ from output.path");
+    }
+    if let (Some(o), Some(i)) = (&out_path, &in_path)
+        && o == i
+    {
+        p.push("output.path: must differ from input.path");
+    }
+    if let Some(r) = report {
+        for (name, other) in [
+            ("output.path", &out_path),
+            ("input.path", &in_path),
+            ("output.documents_path", &documents_path),
+        ] {
+            if other.as_ref() == Some(&r.path) {
+                p.push(format!("report.path: must differ from {name}"));
+            }
+        }
+    }
+    for (name, path) in [
+        ("input.path", &in_path),
+        ("output.path", &out_path),
+        ("output.documents_path", &documents_path),
+        ("model.path", &model_path),
+    ] {
+        if let Some(Err(e)) = path
+            .as_deref()
+            .map(|u| crate::store::refuse_userinfo(name, u))
+        {
+            p.push(e.to_string());
+        }
+    }
+    if let Some(cols) = &columns {
+        let mut seen = std::collections::HashSet::new();
+        for c in cols {
+            if !seen.insert(c) {
+                p.push(format!("input.columns: '{c}' is listed twice"));
+            }
+        }
+    }
+}
