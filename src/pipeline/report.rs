@@ -13,7 +13,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type};
 
 use super::cluster::{batch_vectors, log, read, vector_dim};
-use super::cluster_tables::as_strings;
+use super::cluster_tables::{Texts, as_strings};
 use crate::cluster::kmeans::Rng;
 use crate::report::{self, Histogram, MapPoints, ReportData, Topic};
 use crate::runtime::spawn_cpu_stoppable;
@@ -170,21 +170,146 @@ fn first_present(schema: &arrow::datatypes::Schema, names: &[&str]) -> Option<St
         .map(|n| n.to_string())
 }
 
+/// The table as opened: where the report goes, the input, and its lineage.
+struct Opened {
+    target: store::Location,
+    input: source::Input,
+    first: String,
+    lineage: Vec<(String, String)>,
+}
+
+impl Opened {
+    /// A lineage value of the table's footer.
+    fn meta(&self, key: &str) -> Option<String> {
+        self.lineage
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Which columns the report reads, by the flags, else the lineage, else
+/// the usual names.
+struct Columns {
+    vector: String,
+    dim: usize,
+    text: Option<String>,
+    id: Option<String>,
+    chunk_index: Option<String>,
+    group: Option<String>,
+    label: Option<String>,
+    distance: Option<String>,
+}
+
+impl Columns {
+    /// The columns to read, the vector column first, each once.
+    fn to_read(&self) -> Vec<String> {
+        let mut columns = vec![self.vector.clone()];
+        for c in [
+            &self.id,
+            &self.text,
+            &self.chunk_index,
+            &self.group,
+            &self.label,
+            &self.distance,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !columns.contains(c) {
+                columns.push(c.clone());
+            }
+        }
+        columns
+    }
+}
+
+/// What one pass over the table keeps: the map's sample, the per-topic
+/// tallies, a sample of `cluster_distance`, the rows left out.
+struct Pass {
+    sample: Sample,
+    groups: Groups,
+    distances: Vec<f32>,
+    distance_rng: Rng,
+    non_finite: crate::vectors::NonFinite,
+}
+
 /// Writes the report of `job.input` to `job.output`. Nothing is written on
 /// error; the file appears whole or not at all.
 #[tracing::instrument(name = "report", skip_all, fields(input = %job.input))]
 pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary> {
     let started = Instant::now();
     let stores = Stores::new(job.s3.clone());
-    let target = ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
-    let input = source::open(&stores, &job.input, None, &CsvOptions::default()).await?;
+    let opened = open(job, &stores).await?;
+    let cols = choose_columns(job, &opened).await?;
+    log(progress, format!("report: reading {}", job.input));
+    let mut pass = read_pass(job, &opened.input, &cols).await?;
+    let rows = pass.sample.seen;
+    let left_off = said_left_off(&pass.non_finite, &opened.first, rows)?;
+    let topics_path = match &job.topics_path {
+        Some(p) => Some(p.clone()),
+        None => opened
+            .meta("embedflow.topics.topics_path")
+            .filter(|p| lineage_path_is_beside(&stores, p, &job.input, &opened.input)),
+    };
+    let table = match &topics_path {
+        Some(p) => Some(read_topics(&stores, p).await?),
+        None => None,
+    };
+    // Topics in id order, with the topics table's keywords when there is one.
+    let (order, rank) = topic_order(&pass.groups);
+    let topics = topic_list(&order, &pass, table.as_ref(), cols.group.as_deref());
+    let similarity = centroid_similarity(&order, &pass.groups);
+    let points = pass.sample.ids.len();
+    log(
+        progress,
+        format!("report: laying out {points} of {rows} rows (t-SNE)"),
+    );
+    let layout_started = Instant::now();
+    let map = lay_out(&mut pass.sample, &rank, cols.dim, job.seed).await?;
+    let layout_seconds = layout_started.elapsed().as_secs_f64();
+    let notes = Notes {
+        map: map_note(left_off.as_deref(), points, rows, job.seed),
+        topics: topics_note(
+            table.is_some(),
+            topics_path.as_deref(),
+            cols.group.as_deref(),
+        ),
+    };
+    let data = report_data(
+        job,
+        opened.lineage,
+        &cols,
+        rows,
+        topics,
+        map,
+        notes,
+        similarity,
+        &pass.distances,
+    );
+    let topics = data.topics.len();
+    let bytes = write_page(job, &opened.target, &data).await?;
+    Ok(ReportSummary {
+        output: job.output.clone(),
+        rows,
+        points,
+        topics,
+        bytes,
+        layout_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Checks the target, opens the table and reads its lineage; `-o` naming
+/// the table (or a file of it), however spelled, would replace the data
+/// with its own report.
+async fn open(job: &ReportJob, stores: &Stores) -> Result<Opened> {
+    let target = ParquetSink::check_target(stores, &job.output, job.overwrite).await?;
+    let input = source::open(stores, &job.input, None, &CsvOptions::default()).await?;
     let first = input.files[0].location.display.clone();
-    // `-o` naming the table (or a file of it), however spelled, would
-    // replace the data with its own report.
-    if let Some(why) = store::output_clash(&stores, &job.output, &job.input, &input.files) {
+    if let Some(why) = store::output_clash(stores, &job.output, &job.input, &input.files) {
         return Err(Error::output(&job.output, why));
     }
-    let schema = Arc::clone(&input.schema);
     let lineage: Vec<(String, String)> = match input.format {
         source::Format::Parquet => source::parquet::key_value_metadata(&input.files[0])
             .await?
@@ -193,25 +318,33 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
             .collect(),
         source::Format::Csv => Vec::new(),
     };
-    let meta = |key: &str| {
-        lineage
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
+    Ok(Opened {
+        target,
+        input,
+        first,
+        lineage,
+    })
+}
+
+/// The columns the report reads (see [`ReportJob`] for the defaults).
+async fn choose_columns(job: &ReportJob, opened: &Opened) -> Result<Columns> {
+    let (input, first) = (&opened.input, &opened.first);
+    let schema = Arc::clone(&input.schema);
     let vector_column = job
         .vector_column
         .clone()
-        .or_else(|| meta("embedflow.vector_column"))
+        .or_else(|| opened.meta("embedflow.vector_column"))
         .unwrap_or_else(|| "embedding".to_string());
-    let dim = vector_dim(&input, &vector_column).await?;
+    let dim = vector_dim(input, &vector_column).await?;
     for c in [&job.text_column, &job.id_column].into_iter().flatten() {
         if schema.field_with_name(c).is_err() {
-            return Err(Error::missing_column(&first, c, &schema));
+            return Err(Error::missing_column(first, c, &schema));
         }
     }
     let text_column = job.text_column.clone().or_else(|| {
-        let named = meta("embedflow.text").filter(|t| schema.field_with_name(t).is_ok());
+        let named = opened
+            .meta("embedflow.text")
+            .filter(|t| schema.field_with_name(t).is_ok());
         first_present(&schema, &[sink::CHUNK_TEXT])
             .or(named)
             .or_else(|| first_present(&schema, &["text", "title", "content", "body"]))
@@ -224,131 +357,183 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
             .find(|n| **n != vector_column && !n.starts_with("chunk_"))
             .cloned()
     });
-    let chunk_index = first_present(&schema, &[sink::CHUNK_INDEX]);
     // Rows are grouped by topic when there are topics, else by cluster.
     let group_column = first_present(&schema, &["topic_id", "cluster_id"]);
     let label_column = match group_column.as_deref() {
         Some("topic_id") => first_present(&schema, &["topic_label"]),
         _ => None,
     };
-    let distance_column = first_present(&schema, &["cluster_distance"]);
-
-    let mut columns = vec![vector_column.clone()];
-    for c in [
-        &id_column,
-        &text_column,
-        &chunk_index,
-        &group_column,
-        &label_column,
-        &distance_column,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if !columns.contains(c) {
-            columns.push(c.clone());
-        }
-    }
-    let max_points = job.max_points.max(1);
-    let mut sample = Sample {
-        size: max_points,
+    Ok(Columns {
+        vector: vector_column,
         dim,
-        seen: 0,
-        vectors: Vec::new(),
-        ids: Vec::new(),
-        texts: Vec::new(),
-        groups: Vec::new(),
-        distances: Vec::new(),
-        rng: Rng::new(job.seed ^ 0x7e9a),
-    };
-    let mut distances = Vec::new();
-    let mut distance_rng = Rng::new(job.seed ^ 0xd157);
-    let mut groups = Groups::default();
-    let mut non_finite = crate::vectors::NonFinite::default();
-    log(progress, format!("report: reading {}", job.input));
-    let mut rx = read(&input, &columns);
+        text: text_column,
+        id: id_column,
+        chunk_index: first_present(&schema, &[sink::CHUNK_INDEX]),
+        group: group_column,
+        label: label_column,
+        distance: first_present(&schema, &["cluster_distance"]),
+    })
+}
+
+/// One streaming pass over the table: the map's reservoir sample, the
+/// per-topic sizes and vector sums, a sample of `cluster_distance`; rows
+/// with non-finite vectors are counted and left out.
+async fn read_pass(job: &ReportJob, input: &source::Input, cols: &Columns) -> Result<Pass> {
+    let mut pass = Pass::new(job, cols.dim);
+    let mut rx = read(input, &cols.to_read());
     while let Some(sb) = rx.recv().await {
         crate::cancel::check()?;
-        let sb = sb?;
+        pass.add_batch(&sb?, cols)?;
+    }
+    Ok(pass)
+}
+
+/// One batch's columns, as the pass reads them.
+struct BatchColumns {
+    vectors: Vec<f32>,
+    ids: Option<Texts>,
+    texts: Option<Texts>,
+    chunks: Option<arrow::array::Int64Array>,
+    group_ids: Option<arrow::array::Int64Array>,
+    labels: Option<Texts>,
+    distances: Option<arrow::array::Float32Array>,
+}
+
+impl BatchColumns {
+    fn of(sb: &source::SourceBatch, cols: &Columns) -> Result<BatchColumns> {
         let b = &sb.batch;
         let col = |name: &Option<String>| -> Option<ArrayRef> {
             name.as_ref().and_then(|n| b.column_by_name(n).cloned())
         };
-        let vi = b
-            .schema()
-            .index_of(&vector_column)
-            .map_err(Error::internal)?;
-        let v = batch_vectors(&sb, vi, dim, &vector_column)?;
-        let ids = col(&id_column).map(|c| as_strings(&c)).transpose()?;
-        let texts = col(&text_column).map(|c| as_strings(&c)).transpose()?;
-        let chunks = col(&chunk_index).map(|c| int_column(&c)).transpose()?;
-        let group_ids = col(&group_column).map(|c| int_column(&c)).transpose()?;
-        let labels = col(&label_column).map(|c| as_strings(&c)).transpose()?;
-        let dists = col(&distance_column)
-            .map(|c| {
-                arrow::compute::cast(&c, &DataType::Float32)
-                    .map(|a| a.as_primitive::<Float32Type>().clone())
-                    .map_err(Error::internal)
-            })
-            .transpose()?;
-        for (i, row) in v.chunks_exact(dim).enumerate() {
-            if !non_finite.check(row, &sb.file, sb.first_row + i as u64 + 1) {
+        let vi = b.schema().index_of(&cols.vector).map_err(Error::internal)?;
+        Ok(BatchColumns {
+            vectors: batch_vectors(sb, vi, cols.dim, &cols.vector)?,
+            ids: col(&cols.id).map(|c| as_strings(&c)).transpose()?,
+            texts: col(&cols.text).map(|c| as_strings(&c)).transpose()?,
+            chunks: col(&cols.chunk_index).map(|c| int_column(&c)).transpose()?,
+            group_ids: col(&cols.group).map(|c| int_column(&c)).transpose()?,
+            labels: col(&cols.label).map(|c| as_strings(&c)).transpose()?,
+            distances: col(&cols.distance)
+                .map(|c| {
+                    arrow::compute::cast(&c, &DataType::Float32)
+                        .map(|a| a.as_primitive::<Float32Type>().clone())
+                        .map_err(Error::internal)
+                })
+                .transpose()?,
+        })
+    }
+}
+
+impl Pass {
+    fn new(job: &ReportJob, dim: usize) -> Pass {
+        Pass {
+            sample: Sample {
+                size: job.max_points.max(1),
+                dim,
+                seen: 0,
+                vectors: Vec::new(),
+                ids: Vec::new(),
+                texts: Vec::new(),
+                groups: Vec::new(),
+                distances: Vec::new(),
+                rng: Rng::new(job.seed ^ 0x7e9a),
+            },
+            groups: Groups::default(),
+            distances: Vec::new(),
+            distance_rng: Rng::new(job.seed ^ 0xd157),
+            non_finite: crate::vectors::NonFinite::default(),
+        }
+    }
+
+    /// Adds a batch's rows: its topic's tallies, the distance sample and
+    /// the map's sample.
+    fn add_batch(&mut self, sb: &source::SourceBatch, cols: &Columns) -> Result<()> {
+        let c = BatchColumns::of(sb, cols)?;
+        let dim = cols.dim;
+        for (i, row) in c.vectors.chunks_exact(dim).enumerate() {
+            if !self
+                .non_finite
+                .check(row, &sb.file, sb.first_row + i as u64 + 1)
+            {
                 continue;
             }
-            let gid = match &group_ids {
-                Some(g) if g.is_valid(i) => g.value(i),
-                _ => -1,
-            };
-            let g = groups.of(gid, dim, &sb.file)?;
-            let gi = g as usize;
-            groups.sizes[gi] += 1;
-            for (s, &x) in groups.sums[gi].iter_mut().zip(row) {
-                *s += x as f64;
-            }
-            if groups.labels[gi].is_none()
-                && let Some(l) = &labels
-            {
-                groups.labels[gi] = Some(l.value_or_empty(i).to_string());
-            }
-            let d = dists
+            let g = self.tally(row, i, &c, &sb.file)?;
+            let d = c
+                .distances
                 .as_ref()
                 .filter(|d| d.is_valid(i))
                 .map_or(f32::NAN, |d| d.value(i));
-            if dists.is_some() {
-                let seen = sample.seen as usize;
-                if seen < DISTANCE_SAMPLE {
-                    distances.push(d);
-                } else {
-                    let j = distance_rng.below(seen as u64 + 1) as usize;
-                    if j < DISTANCE_SAMPLE {
-                        distances[j] = d;
-                    }
-                }
+            if c.distances.is_some() {
+                self.keep_distance(d);
             }
-            if let Some(slot) = sample.slot() {
-                let mut id = match &ids {
+            if let Some(slot) = self.sample.slot() {
+                let mut id = match &c.ids {
                     Some(s) => s.value_or_empty(i).to_string(),
-                    None => (sample.seen - 1).to_string(),
+                    None => (self.sample.seen - 1).to_string(),
                 };
-                if let Some(c) = &chunks {
-                    id = format!("{id}#{}", c.value(i));
+                if let Some(ch) = &c.chunks {
+                    id = format!("{id}#{}", ch.value(i));
                 }
-                let text = texts
+                let text = c
+                    .texts
                     .as_ref()
                     .map(|t| report::snippet(t.value_or_empty(i), SNIPPET_CHARS))
                     .unwrap_or_default();
-                sample.put(slot, row, id, text, g, d);
+                self.sample.put(slot, row, id, text, g, d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts row `i` (vector `row`) in its topic: size, vector sum, label.
+    fn tally(&mut self, row: &[f32], i: usize, c: &BatchColumns, file: &str) -> Result<u32> {
+        let groups = &mut self.groups;
+        let gid = match &c.group_ids {
+            Some(g) if g.is_valid(i) => g.value(i),
+            _ => -1,
+        };
+        let g = groups.of(gid, row.len(), file)?;
+        let gi = g as usize;
+        groups.sizes[gi] += 1;
+        for (s, &x) in groups.sums[gi].iter_mut().zip(row) {
+            *s += x as f64;
+        }
+        if groups.labels[gi].is_none()
+            && let Some(l) = &c.labels
+        {
+            groups.labels[gi] = Some(l.value_or_empty(i).to_string());
+        }
+        Ok(g)
+    }
+
+    /// Keeps `d` in the distance sample (Algorithm R, by the rows seen).
+    fn keep_distance(&mut self, d: f32) {
+        let seen = self.sample.seen as usize;
+        if seen < DISTANCE_SAMPLE {
+            self.distances.push(d);
+        } else {
+            let j = self.distance_rng.below(seen as u64 + 1) as usize;
+            if j < DISTANCE_SAMPLE {
+                self.distances[j] = d;
             }
         }
     }
-    let rows = sample.seen;
+}
+
+/// Says on stderr which rows were left out (non-finite vectors), and
+/// refuses a table with no row to report; the sentence, for the page.
+fn said_left_off(
+    non_finite: &crate::vectors::NonFinite,
+    first: &str,
+    rows: u64,
+) -> Result<Option<String>> {
     let left_off = non_finite.describe("are left off the map, the topics and their centroids");
     if let Some(why) = &left_off {
         eprintln!("embedflow: {why}");
     }
     if rows == 0 {
         return Err(Error::input(
-            &first,
+            first,
             match &left_off {
                 Some(why) => {
                     format!("has no row with finite vector values: nothing to report; {why}")
@@ -357,33 +542,39 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
             },
         ));
     }
+    Ok(left_off)
+}
 
-    // Topics: in id order, with the topics table's keywords when there is one.
-    let topics_path = match &job.topics_path {
-        Some(p) => Some(p.clone()),
-        None => meta("embedflow.topics.topics_path")
-            .filter(|p| lineage_path_is_beside(&stores, p, &job.input, &input)),
-    };
-    let table = match &topics_path {
-        Some(p) => Some(read_topics(&stores, p).await?),
-        None => None,
-    };
+/// The topics in id order, and each topic's rank in it.
+fn topic_order(groups: &Groups) -> (Vec<u32>, Vec<u32>) {
     let mut order: Vec<u32> = (0..groups.ids.len() as u32).collect();
     order.sort_by_key(|&g| groups.ids[g as usize]);
     let mut rank = vec![0u32; order.len()];
     for (r, &g) in order.iter().enumerate() {
         rank[g as usize] = r as u32;
     }
-    let topics: Vec<Topic> = order
+    (order, rank)
+}
+
+/// Each topic: its label, size, keywords and representative texts (from
+/// the topics table, else the sampled rows nearest its centre).
+fn topic_list(
+    order: &[u32],
+    pass: &Pass,
+    table: Option<&HashMap<i64, Topic>>,
+    group_column: Option<&str>,
+) -> Vec<Topic> {
+    let (groups, sample) = (&pass.groups, &pass.sample);
+    order
         .iter()
         .map(|&g| {
             let g = g as usize;
             let id = groups.ids[g];
-            let known = table.as_ref().and_then(|t| t.get(&id));
+            let known = table.and_then(|t| t.get(&id));
             let label = known
                 .map(|t| t.label.clone())
                 .or_else(|| groups.labels[g].clone())
-                .unwrap_or_else(|| match (&group_column, id) {
+                .unwrap_or_else(|| match (group_column, id) {
                     (None, _) => "all rows".to_string(),
                     (Some(_), -1) => "no cluster".to_string(),
                     (Some(c), id) => format!("{} {id}", c.trim_end_matches("_id")),
@@ -416,7 +607,12 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
                     .collect(),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Cosine similarity of the topics' centroids (the mean of their rows'
+/// vectors), rounded to 3 decimals, in topic order.
+fn centroid_similarity(order: &[u32], groups: &Groups) -> Vec<Vec<f32>> {
     let centroids: Vec<Vec<f64>> = order
         .iter()
         .map(|&g| {
@@ -427,7 +623,7 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
                 .collect()
         })
         .collect();
-    let similarity: Vec<Vec<f32>> = centroids
+    centroids
         .iter()
         .map(|a| {
             centroids
@@ -438,20 +634,15 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
 
-    // The map.
-    let points = sample.ids.len();
-    log(
-        progress,
-        format!("report: laying out {points} of {rows} rows (t-SNE)"),
-    );
-    let layout_started = Instant::now();
+/// The map: the sample laid out by t-SNE (stoppable at once by a signal),
+/// each point with its topic's rank, id and text.
+async fn lay_out(sample: &mut Sample, rank: &[u32], dim: usize, seed: u64) -> Result<MapPoints> {
     let vectors = std::mem::take(&mut sample.vectors);
-    let seed = job.seed;
     let xy = spawn_cpu_stoppable(move || Ok(report::layout::tsne_2d(&vectors, dim, seed))).await?;
-    let layout_seconds = layout_started.elapsed().as_secs_f64();
-    let map = MapPoints {
+    Ok(MapPoints {
         x: xy.iter().step_by(2).map(|&v| report::round2(v)).collect(),
         y: xy
             .iter()
@@ -462,12 +653,20 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
         t: sample.groups.iter().map(|&g| rank[g as usize]).collect(),
         id: std::mem::take(&mut sample.ids),
         text: std::mem::take(&mut sample.texts),
-    };
-    let map_note = format!(
+    })
+}
+
+/// The page's two notes: under the map, and under the topics.
+struct Notes {
+    map: String,
+    topics: String,
+}
+
+/// What the map shows and how it was laid out.
+fn map_note(left_off: Option<&str>, points: usize, rows: u64, seed: u64) -> String {
+    format!(
         "{}{} {}{} rows, placed by t-SNE (perplexity {}, {} epochs, cosine neighbours, PCA start, seed {seed}). Scroll to zoom, drag to pan, hover a point for its text; click a topic in the legend to hide it.",
-        left_off
-            .as_ref()
-            .map_or_else(String::new, |why| format!("{why}. ")),
+        left_off.map_or_else(String::new, |why| format!("{why}. ")),
         if points as u64 == rows {
             "All"
         } else {
@@ -481,20 +680,39 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
         },
         report::layout::PERPLEXITY,
         report::layout::EPOCHS,
-    );
-    let topics_note = match (&table, &topics_path, &group_column) {
-        (Some(_), Some(p), _) => format!("Keywords and representative texts from {p}."),
-        (None, _, Some(c)) => format!(
+    )
+}
+
+/// Where the topics came from.
+fn topics_note(has_table: bool, topics_path: Option<&str>, group_column: Option<&str>) -> String {
+    match (has_table, topics_path, group_column) {
+        (true, Some(p), _) => format!("Keywords and representative texts from {p}."),
+        (false, _, Some(c)) => format!(
             "Grouped by {c}; no topics table (embedflow cluster --topics PATH, or [topics] in a job, makes one with keywords)."
         ),
         _ => "No clusters: embedflow cluster (or [cluster] in a job) assigns them.".to_string(),
-    };
+    }
+}
+
+/// The page's data: lineage rows first, then topics, map and histogram.
+#[allow(clippy::too_many_arguments)]
+fn report_data(
+    job: &ReportJob,
+    lineage: Vec<(String, String)>,
+    cols: &Columns,
+    rows: u64,
+    topics: Vec<Topic>,
+    map: MapPoints,
+    notes: Notes,
+    similarity: Vec<Vec<f32>>,
+    distances: &[f32],
+) -> ReportData {
     let mut lineage_rows = vec![
         ("table".to_string(), job.input.clone()),
         ("rows".to_string(), rows.to_string()),
         (
             "vector column".to_string(),
-            format!("{vector_column} ({dim} dims)"),
+            format!("{} ({} dims)", cols.vector, cols.dim),
         ),
     ];
     lineage_rows.extend(
@@ -502,34 +720,38 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
             .into_iter()
             .map(|(k, v)| (k.trim_start_matches("embedflow.").to_string(), v)),
     );
-    let data = ReportData {
+    ReportData {
         input: job.input.clone(),
         rows,
-        dim,
+        dim: cols.dim,
         lineage: lineage_rows,
         topics,
-        topics_note,
+        topics_note: notes.topics,
         map,
-        map_note,
+        map_note: notes.map,
         similarity,
         distance: Histogram::of(
-            match &distance_column {
+            match &cols.distance {
                 Some(_) => "Distance to the cluster centre (cluster_distance)".to_string(),
                 None => "No cluster_distance column".to_string(),
             },
-            &distances,
+            distances,
             DISTANCE_BINS,
         ),
-    };
+    }
+}
+
+/// Renders and writes the page in one put (a local file under a temporary
+/// name, renamed; an S3 object appears whole): never a half-written report.
+/// Returns its size.
+async fn write_page(job: &ReportJob, target: &store::Location, data: &ReportData) -> Result<usize> {
     let title = job
         .title
         .clone()
         .unwrap_or_else(|| format!("embedflow report: {}", job.input));
-    let html = report::render(&title, &data);
+    let html = report::render(&title, data);
     let bytes = html.len();
     crate::cancel::check()?;
-    // One put: a local file is written under a temporary name and renamed,
-    // an S3 object appears whole; either way no half-written report.
     object_store::ObjectStoreExt::put(
         target.store.as_ref(),
         &target.path,
@@ -537,15 +759,7 @@ pub async fn run_report(job: &ReportJob, progress: bool) -> Result<ReportSummary
     )
     .await
     .map_err(|e| Error::output(&job.output, e.to_string()))?;
-    Ok(ReportSummary {
-        output: job.output.clone(),
-        rows,
-        points,
-        topics: data.topics.len(),
-        bytes,
-        layout_seconds,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(bytes)
 }
 
 /// The topics table of the cluster runner, by topic id.
