@@ -211,8 +211,45 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
     let started = Instant::now();
     let stores = Stores::new(job.s3.clone());
     let input = source::open(&stores, &job.input, None, &CsvOptions::default()).await?;
-    let first = input.files[0].location.display.clone();
     let dim = vector_dim(&input, &job.vector_column).await?;
+    check_columns(job, &input, dim)?;
+    check_outputs(job, &stores, &input).await?;
+    // 1. Sample.
+    let (sample, rows) = sample_rows(job, &input, dim, progress).await?;
+    // 2. Train.
+    let (assigner, trained) = train(job, sample, dim, progress).await?;
+    // 3. Topics: count terms per topic.
+    let keywords = count_keywords(job, &input, &assigner, dim, progress).await?;
+    let topic_labels = keywords.as_ref().map(|kw| topic_labels(&assigner, kw));
+    // 4. Assign and write, keeping the input's lineage.
+    let schema = output_schema(&input, keywords.is_some());
+    let metadata =
+        output_metadata(job, &input, &assigner, trained.sampled, keywords.is_some()).await?;
+    let labelled = Labelled {
+        assigner: &assigner,
+        keywords: keywords.as_deref(),
+        topic_labels: topic_labels.as_deref(),
+    };
+    let outputs = write_outputs(job, &stores, &input, dim, labelled, schema, metadata).await?;
+    let model = assigner.model();
+    Ok(ClusterSummary {
+        rows,
+        k: model.k,
+        dim,
+        sampled: trained.sampled,
+        iterations: model.iterations,
+        converged: model.converged,
+        train_inertia: model.inertia,
+        train_seconds: trained.seconds,
+        seconds: started.elapsed().as_secs_f64(),
+        outputs,
+    })
+}
+
+/// The columns asked for are there, the zero-shot labels have the
+/// vectors' width, and the input has none of the columns the stage adds.
+fn check_columns(job: &ClusterJob, input: &Input, dim: usize) -> Result<()> {
+    let first = input.files[0].location.display.clone();
     for c in [&job.id_column, &job.text_column].into_iter().flatten() {
         if input.schema.field_with_name(c).is_err() {
             return Err(Error::missing_column(&first, c, &input.schema));
@@ -240,6 +277,12 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
             ));
         }
     }
+    Ok(())
+}
+
+/// Every output can be written, and none replaces the input (OUTPUT may be
+/// INPUT itself: labels added in place, by rename) or another output.
+async fn check_outputs(job: &ClusterJob, stores: &Stores, input: &Input) -> Result<()> {
     for out in [
         Some(&job.output),
         job.clusters_path.as_ref(),
@@ -249,7 +292,7 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
     .flatten()
     {
         if *out != job.input {
-            ParquetSink::check_target(&stores, out, job.overwrite).await?;
+            ParquetSink::check_target(stores, out, job.overwrite).await?;
         }
     }
     // OUTPUT may be INPUT itself (labels added in place, by rename); the
@@ -266,19 +309,28 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
     let mut problems: Vec<String> = tables
         .iter()
         .filter_map(|(flag, p)| {
-            store::output_clash(&stores, p, &job.input, &input.files)
+            store::output_clash(stores, p, &job.input, &input.files)
                 .map(|why| format!("{flag}: {p} {why}"))
         })
         .collect();
-    problems.extend(store::same_file_outputs(&stores, &outputs));
+    problems.extend(store::same_file_outputs(stores, &outputs));
     if let Some(p) = problems.into_iter().next() {
         return Err(Error::Job {
             origin: "command line".into(),
             problems: vec![p],
         });
     }
+    Ok(())
+}
 
-    // 1. Sample.
+/// A seeded reservoir sample of the finite rows for training, and how
+/// many finite rows there are; rows with non-finite vectors are named.
+async fn sample_rows(
+    job: &ClusterJob,
+    input: &Input,
+    dim: usize,
+    progress: bool,
+) -> Result<(Vec<f32>, u64)> {
     let size = job
         .train_sample
         .unwrap_or(256 * job.kmeans.k)
@@ -291,7 +343,7 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
         rng: kmeans::Rng::new(job.kmeans.seed ^ 0xa5a5),
     };
     let vcol = [job.vector_column.clone()];
-    let mut rx = read(&input, &vcol);
+    let mut rx = read(input, &vcol);
     let mut non_finite = NonFinite::default();
     while let Some(sb) = rx.recv().await {
         crate::cancel::check()?;
@@ -323,10 +375,23 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
             job.kmeans.k
         ),
     );
+    Ok((std::mem::take(&mut reservoir.rows), rows))
+}
 
-    // 2. Train.
+/// What training took: the rows sampled, the seconds.
+struct Trained {
+    sampled: usize,
+    seconds: f64,
+}
+
+/// k-means on the sample (stopped by a signal between iterations).
+async fn train(
+    job: &ClusterJob,
+    sample: Vec<f32>,
+    dim: usize,
+    progress: bool,
+) -> Result<(Arc<Assigner>, Trained)> {
     let t = Instant::now();
-    let sample = std::mem::take(&mut reservoir.rows);
     let sampled = sample.len() / dim;
     let cfg = job.kmeans.clone();
     let model = tokio::task::spawn_blocking(move || {
@@ -344,18 +409,34 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
         ),
     );
     let assigner = Arc::new(Assigner::new(model, job.zero_shot.clone(), dim));
+    Ok((
+        assigner,
+        Trained {
+            sampled,
+            seconds: train_seconds,
+        },
+    ))
+}
 
-    // 3. Topics: count terms per topic.
-    let keywords = match &job.text_column {
+/// Keywords per topic (c-TF-IDF over the texts of its finite rows), empty
+/// ones for zero-shot labels alone, or none without texts or labels.
+async fn count_keywords(
+    job: &ClusterJob,
+    input: &Input,
+    assigner: &Arc<Assigner>,
+    dim: usize,
+    progress: bool,
+) -> Result<Option<Vec<Vec<(String, f64)>>>> {
+    Ok(match &job.text_column {
         Some(text) => {
             let mut counts = ctfidf::TermCounts::new(assigner.topics(), job.topics.clone());
             let cols = [job.vector_column.clone(), text.clone()];
-            let mut rx = read(&input, &cols);
+            let mut rx = read(input, &cols);
             while let Some(sb) = rx.recv().await {
                 let sb = sb?;
                 let v = batch_vectors(&sb, 0, dim, &job.vector_column)?;
                 let finite = finite_rows(&v, dim);
-                let asg = Arc::clone(&assigner);
+                let asg = Arc::clone(assigner);
                 let a = spawn_cpu(move || Ok(asg.assign(&v))).await?;
                 let texts = as_strings(sb.batch.column(1))?;
                 for (i, &t) in a.topics.iter().enumerate() {
@@ -371,25 +452,31 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
         // without keywords.
         None if job.zero_shot.is_some() => Some(vec![Vec::new(); assigner.topics()]),
         None => None,
-    };
-    let topic_labels: Option<Vec<String>> = keywords.as_ref().map(|kw| {
-        kw.iter()
-            .enumerate()
-            .map(|(t, words)| match assigner.zero_shot_label(t) {
-                Some(l) => l.to_string(),
-                None => {
-                    let mut label = t.to_string();
-                    for (w, _) in words.iter().take(LABEL_WORDS) {
-                        label.push('_');
-                        label.push_str(w);
-                    }
-                    label
-                }
-            })
-            .collect()
-    });
+    })
+}
 
-    // 4. Assign and write, keeping the input's lineage.
+/// Each topic's label: its zero-shot label, else its id and first keywords.
+fn topic_labels(assigner: &Assigner, keywords: &[Vec<(String, f64)>]) -> Vec<String> {
+    keywords
+        .iter()
+        .enumerate()
+        .map(|(t, words)| match assigner.zero_shot_label(t) {
+            Some(l) => l.to_string(),
+            None => {
+                let mut label = t.to_string();
+                for (w, _) in words.iter().take(LABEL_WORDS) {
+                    label.push('_');
+                    label.push_str(w);
+                }
+                label
+            }
+        })
+        .collect()
+}
+
+/// The input's columns and the stage's: cluster and distance, and the
+/// topic columns when there are topics (null for rows left out).
+fn output_schema(input: &Input, topics: bool) -> SchemaRef {
     let mut fields: Vec<Field> = input
         .schema
         .fields()
@@ -399,12 +486,23 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
     // Null for a row whose vector is not finite (left out of the clusters).
     fields.push(Field::new("cluster_id", DataType::Int32, true));
     fields.push(Field::new("cluster_distance", DataType::Float32, true));
-    if keywords.is_some() {
+    if topics {
         fields.push(Field::new("topic_id", DataType::Int32, true));
         fields.push(Field::new("topic_label", DataType::Utf8, true));
         fields.push(Field::new("topic_score", DataType::Float32, true));
     }
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    Arc::new(Schema::new(fields))
+}
+
+/// The input's lineage (its clustering and topics keys replaced) and this
+/// run's: k, metric, seed, sample, iterations, the companion tables.
+async fn output_metadata(
+    job: &ClusterJob,
+    input: &Input,
+    assigner: &Assigner,
+    sampled: usize,
+    topics: bool,
+) -> Result<Vec<(String, String)>> {
     let mut metadata: Vec<(String, String)> = match input.format {
         source::Format::Parquet => source::parquet::key_value_metadata(&input.files[0])
             .await?
@@ -439,7 +537,7 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
     if let Some(p) = &job.clusters_path {
         metadata.push(("embedflow.cluster.clusters_path".into(), p.clone()));
     }
-    if let (Some(p), Some(_)) = (&job.topics_path, &keywords) {
+    if let (Some(p), true) = (&job.topics_path, topics) {
         metadata.push(("embedflow.topics.topics_path".into(), p.clone()));
     }
     if let Some(z) = &job.zero_shot {
@@ -452,22 +550,40 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
             z.min_similarity.to_string(),
         ));
     }
+    Ok(metadata)
+}
+
+/// The trained model and the topics' words and labels, for writing.
+struct Labelled<'a> {
+    assigner: &'a Arc<Assigner>,
+    keywords: Option<&'a [Vec<(String, f64)>]>,
+    topic_labels: Option<&'a [String]>,
+}
+
+/// Assigns and writes every row (committed whole, or aborted), then the
+/// clusters and topics tables; returns what was written, for the summary.
+async fn write_outputs(
+    job: &ClusterJob,
+    stores: &Stores,
+    input: &Input,
+    dim: usize,
+    labelled: Labelled<'_>,
+    schema: SchemaRef,
+    metadata: Vec<(String, String)>,
+) -> Result<Vec<String>> {
+    let Labelled {
+        assigner,
+        keywords,
+        topic_labels,
+    } = labelled;
+    let model = assigner.model();
     let write = WriteOptions {
         overwrite: job.overwrite || job.output == job.input,
         metadata,
         ..WriteOptions::default()
     };
-    let mut sink = ParquetSink::create(&stores, &job.output, Arc::clone(&schema), &write).await?;
-    let result = write_rows(
-        job,
-        &input,
-        &assigner,
-        dim,
-        topic_labels.as_deref(),
-        &schema,
-        &mut sink,
-    )
-    .await;
+    let mut sink = ParquetSink::create(stores, &job.output, Arc::clone(&schema), &write).await?;
+    let result = write_rows(job, input, assigner, dim, topic_labels, &schema, &mut sink).await;
     let tally = match result {
         Ok(r) => r,
         Err(e) => {
@@ -482,25 +598,14 @@ pub async fn run_cluster(job: &ClusterJob, progress: bool) -> Result<ClusterSumm
         ..write
     };
     if let Some(p) = &job.clusters_path {
-        write_clusters(&stores, p, model, &tally, &tables).await?;
+        write_clusters(stores, p, model, &tally, &tables).await?;
         outputs.push(format!("{p} ({} clusters)", model.k));
     }
-    if let (Some(p), Some(kw), Some(labels)) = (&job.topics_path, &keywords, &topic_labels) {
-        write_topics(&stores, p, kw, labels, &tally, &tables).await?;
+    if let (Some(p), Some(kw), Some(labels)) = (&job.topics_path, keywords, topic_labels) {
+        write_topics(stores, p, kw, labels, &tally, &tables).await?;
         outputs.push(format!("{p} ({} topics)", kw.len()));
     }
-    Ok(ClusterSummary {
-        rows,
-        k: model.k,
-        dim,
-        sampled,
-        iterations: model.iterations,
-        converged: model.converged,
-        train_inertia: model.inertia,
-        train_seconds,
-        seconds: started.elapsed().as_secs_f64(),
-        outputs,
-    })
+    Ok(outputs)
 }
 
 /// Columns the stage adds (an input that has them is refused).
