@@ -134,11 +134,81 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
         job.id_column.as_deref(),
     )
     .await?;
-    let queries = match &job.queries {
+    let queries = load_queries(job, &stores, dim).await?;
+    check_output(job, &stores).await?;
+    let n = x.len() / dim;
+    let needed = if queries.is_some() { job.k } else { job.k + 1 };
+    if n < needed {
+        return Err(Error::input(
+            &job.input,
+            format!("{n} rows: k = {} needs more", job.k),
+        ));
+    }
+    let without = neighbors::prepare(&mut x, dim, job.similarity);
+    say_without_score(
+        &display,
+        without,
+        job.similarity,
+        "have no neighbours and are no row's neighbour",
+    );
+    let (query_ids, nq) = match &queries {
+        Some(q) => (Arc::clone(&q.ids), q.x.len() / dim),
+        None => (Arc::clone(&ids), n),
+    };
+    log(
+        progress,
+        match &queries {
+            Some(_) => {
+                format!("{n} vectors of {dim} dims in memory; scoring {nq} query rows against them")
+            }
+            None => format!("{n} vectors of {dim} dims in memory; scoring all pairs"),
+        },
+    );
+    let schema = output_schema(job, &query_ids, &ids);
+    let mut sink = ParquetSink::create(
+        &stores,
+        &job.output,
+        Arc::clone(&schema),
+        &write_options(job),
+    )
+    .await?;
+    let k = job.k;
+    // Shared with the scoring tasks, which run off the I/O runtime.
+    let x = Arc::new(x);
+    let query_x = queries.map(|q| Arc::new(q.x));
+    for start in (0..nq).step_by(NEIGHBOR_BATCH) {
+        let end = (start + NEIGHBOR_BATCH).min(nq);
+        let (x, q) = (Arc::clone(&x), query_x.clone());
+        let found = spawn_cpu(move || {
+            Ok(match &q {
+                Some(q) => neighbors::neighbors(&q[start * dim..end * dim], &x, dim, None, k),
+                None => neighbors::neighbors(&x[start * dim..end * dim], &x, dim, Some(start), k),
+            })
+        })
+        .await?;
+        let batch = neighbor_batch(&found, &ids, query_ids.slice(start, end - start), &schema)?;
+        if let Err(e) = sink.write(&batch).await {
+            sink.abort().await;
+            return Err(e);
+        }
+        log(progress, format!("{end} of {nq} rows"));
+    }
+    sink.commit().await?;
+    Ok((nq as u64, started.elapsed().as_secs_f64()))
+}
+
+/// The rows to find neighbours for, from `--queries` (their vectors of the
+/// same width, prepared as the rows searched), or `None`: every row.
+async fn load_queries(
+    job: &NeighborsJob,
+    stores: &Stores,
+    dim: usize,
+) -> Result<Option<LoadedVectors>> {
+    Ok(match &job.queries {
         None => None,
         Some(q) => {
             let mut loaded =
-                load_vectors(&stores, q, &job.vector_column, job.id_column.as_deref()).await?;
+                load_vectors(stores, q, &job.vector_column, job.id_column.as_deref()).await?;
             if loaded.dim != dim {
                 return Err(Error::input(
                     &loaded.display,
@@ -157,14 +227,18 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             );
             Some(loaded)
         }
-    };
-    ParquetSink::check_target(&stores, &job.output, job.overwrite).await?;
+    })
+}
+
+/// The output can be written, and is none of the inputs, however spelled.
+async fn check_output(job: &NeighborsJob, stores: &Stores) -> Result<()> {
+    ParquetSink::check_target(stores, &job.output, job.overwrite).await?;
     let inputs: Vec<&str> = [Some(&job.input), job.queries.as_ref()]
         .into_iter()
         .flatten()
         .map(String::as_str)
         .collect();
-    let clash = store::output_clash_any(&stores, &job.output, &inputs).await;
+    let clash = store::output_clash_any(stores, &job.output, &inputs).await;
     if let Some(why) = clash {
         let p = format!("OUTPUT: {} {why}", job.output);
         return Err(Error::Job {
@@ -172,38 +246,14 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             problems: vec![p],
         });
     }
-    let n = x.len() / dim;
-    let needed = if queries.is_some() { job.k } else { job.k + 1 };
-    if n < needed {
-        return Err(Error::input(
-            &job.input,
-            format!("{n} rows: k = {} needs more", job.k),
-        ));
-    }
-    let without = neighbors::prepare(&mut x, dim, job.similarity);
-    say_without_score(
-        &display,
-        without,
-        job.similarity,
-        "have no neighbours and are no row's neighbour",
-    );
+    Ok(())
+}
 
-    let (query_ids, nq) = match &queries {
-        Some(q) => (Arc::clone(&q.ids), q.x.len() / dim),
-        None => (Arc::clone(&ids), n),
-    };
-    log(
-        progress,
-        match &queries {
-            Some(_) => {
-                format!("{n} vectors of {dim} dims in memory; scoring {nq} query rows against them")
-            }
-            None => format!("{n} vectors of {dim} dims in memory; scoring all pairs"),
-        },
-    );
+/// The id of each query row, its neighbours' ids and their scores.
+fn output_schema(job: &NeighborsJob, query_ids: &ArrayRef, ids: &ArrayRef) -> SchemaRef {
     let id_name = job.id_column.clone().unwrap_or_else(|| "row".into());
     let id_field = Field::new(&id_name, query_ids.data_type().clone(), true);
-    let schema: SchemaRef = Arc::new(Schema::new(vec![
+    Arc::new(Schema::new(vec![
         id_field.clone(),
         Field::new(
             "neighbor_ids",
@@ -218,8 +268,12 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true))),
             false,
         ),
-    ]));
-    let write = WriteOptions {
+    ]))
+}
+
+/// The output's lineage: k and the similarity.
+fn write_options(job: &NeighborsJob) -> WriteOptions {
+    WriteOptions {
         overwrite: job.overwrite,
         metadata: vec![
             ("embedflow.version".into(), env!("CARGO_PKG_VERSION").into()),
@@ -230,63 +284,50 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             ),
         ],
         ..WriteOptions::default()
-    };
-    let mut sink = ParquetSink::create(&stores, &job.output, Arc::clone(&schema), &write).await?;
-    let k = job.k;
-    // Shared with the scoring tasks, which run off the I/O runtime.
-    let x = Arc::new(x);
-    let query_x = queries.map(|q| Arc::new(q.x));
-    for start in (0..nq).step_by(NEIGHBOR_BATCH) {
-        let end = (start + NEIGHBOR_BATCH).min(nq);
-        let (x, q) = (Arc::clone(&x), query_x.clone());
-        let found = spawn_cpu(move || {
-            Ok(match &q {
-                Some(q) => neighbors::neighbors(&q[start * dim..end * dim], &x, dim, None, k),
-                None => neighbors::neighbors(&x[start * dim..end * dim], &x, dim, Some(start), k),
-            })
-        })
-        .await?;
-        let mut offsets = vec![0i32];
-        let mut take: Vec<u32> = Vec::new();
-        let mut scores: Vec<f32> = Vec::new();
-        for row in &found {
-            for &(r, s) in row {
-                take.push(r);
-                scores.push(s);
-            }
-            offsets.push(take.len() as i32);
-        }
-        let neighbor_ids = arrow::compute::take(&ids, &arrow::array::UInt32Array::from(take), None)
-            .map_err(Error::internal)?;
-        let offs = arrow::buffer::OffsetBuffer::new(offsets.into());
-        let cols: Vec<ArrayRef> = vec![
-            query_ids.slice(start, end - start),
-            Arc::new(
-                ListArray::try_new(
-                    Arc::new(Field::new_list_field(ids.data_type().clone(), true)),
-                    offs.clone(),
-                    neighbor_ids,
-                    None,
-                )
-                .map_err(Error::internal)?,
-            ),
-            Arc::new(
-                ListArray::try_new(
-                    Arc::new(Field::new_list_field(DataType::Float32, true)),
-                    offs,
-                    Arc::new(Float32Array::from(scores)),
-                    None,
-                )
-                .map_err(Error::internal)?,
-            ),
-        ];
-        let batch = RecordBatch::try_new(Arc::clone(&schema), cols).map_err(Error::internal)?;
-        if let Err(e) = sink.write(&batch).await {
-            sink.abort().await;
-            return Err(e);
-        }
-        log(progress, format!("{end} of {nq} rows"));
     }
-    sink.commit().await?;
-    Ok((nq as u64, started.elapsed().as_secs_f64()))
+}
+
+/// One output batch: each query row's neighbours (db rows, as ids) and
+/// scores, as lists.
+fn neighbor_batch(
+    found: &[Vec<(u32, f32)>],
+    ids: &ArrayRef,
+    query_ids: ArrayRef,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let mut offsets = vec![0i32];
+    let mut take: Vec<u32> = Vec::new();
+    let mut scores: Vec<f32> = Vec::new();
+    for row in found {
+        for &(r, s) in row {
+            take.push(r);
+            scores.push(s);
+        }
+        offsets.push(take.len() as i32);
+    }
+    let neighbor_ids = arrow::compute::take(ids, &arrow::array::UInt32Array::from(take), None)
+        .map_err(Error::internal)?;
+    let offs = arrow::buffer::OffsetBuffer::new(offsets.into());
+    let cols: Vec<ArrayRef> = vec![
+        query_ids,
+        Arc::new(
+            ListArray::try_new(
+                Arc::new(Field::new_list_field(ids.data_type().clone(), true)),
+                offs.clone(),
+                neighbor_ids,
+                None,
+            )
+            .map_err(Error::internal)?,
+        ),
+        Arc::new(
+            ListArray::try_new(
+                Arc::new(Field::new_list_field(DataType::Float32, true)),
+                offs,
+                Arc::new(Float32Array::from(scores)),
+                None,
+            )
+            .map_err(Error::internal)?,
+        ),
+    ];
+    RecordBatch::try_new(Arc::clone(schema), cols).map_err(Error::internal)
 }
