@@ -12,8 +12,63 @@ pub fn sql(
     s: &embedflow::cli::SqlOpts,
     opts: &RunOptions,
 ) -> anyhow::Result<ExitCode> {
-    use embedflow::sql::{self, OutputFormat, Session, SqlOptions};
-    use std::io::Write;
+    use embedflow::sql::{OutputFormat, Session, SqlOptions};
+    let Sources {
+        tables,
+        model,
+        s3,
+        exec,
+    } = sources(s, opts)?;
+    let stores = embedflow::store::Stores::new(s3.clone());
+    if let Some(out) = &s.output {
+        refuse_output_clash(rt, &stores, out, &tables)?;
+    }
+    let model = match &model {
+        Some(m) => Some(rt.block_on(pipeline::load_model(&stores, m))?),
+        None => None,
+    };
+    let session = rt.block_on(Session::new(&SqlOptions {
+        tables,
+        model,
+        allow_write: s.allow_write,
+        s3,
+        exec,
+    }))?;
+    let by_ext = s.output.as_deref().and_then(OutputFormat::from_extension);
+    let format = s.format.or(by_ext).unwrap_or(OutputFormat::Table);
+    if format == OutputFormat::Parquet && s.output.is_none() {
+        anyhow::bail!("--format parquet: needs --output FILE.parquet");
+    }
+    let emitter = Emitter {
+        rt,
+        stores: &stores,
+        format,
+        output: s.output.as_deref(),
+    };
+    match script(s)? {
+        Some(script) => {
+            for stmt in embedflow::sql::statements(&script) {
+                let (schema, batches) = rt.block_on(stoppable(session.run(&stmt)))?;
+                if !schema.fields().is_empty() {
+                    emitter.emit(&schema, &batches)?;
+                }
+            }
+        }
+        None => prompt(rt, &session, &emitter)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The tables, model, S3 settings and execution options of a query: from
+/// `--table` and `--model`, and from a job file's outputs and model.
+struct Sources {
+    tables: Vec<(String, String)>,
+    model: Option<embed::ModelOptions>,
+    s3: embedflow::store::S3Options,
+    exec: embed::SessionOptions,
+}
+
+fn sources(s: &embedflow::cli::SqlOpts, opts: &RunOptions) -> anyhow::Result<Sources> {
     let mut tables = Vec::new();
     for t in &s.tables {
         let Some((name, path)) = t.split_once('=') else {
@@ -56,43 +111,50 @@ pub fn sql(
     if s.s3_endpoint.is_some() {
         s3.endpoint = s.s3_endpoint.clone();
     }
-    let stores = embedflow::store::Stores::new(s3.clone());
-    if let Some(out) = &s.output {
-        refuse_output_clash(rt, &stores, out, &tables)?;
-    }
-    let model = match &model {
-        Some(m) => Some(rt.block_on(pipeline::load_model(&stores, m))?),
-        None => None,
-    };
-    let session = rt.block_on(Session::new(&SqlOptions {
+    Ok(Sources {
         tables,
         model,
-        allow_write: s.allow_write,
         s3,
         exec,
-    }))?;
-    let by_ext = s.output.as_deref().and_then(OutputFormat::from_extension);
-    let format = s.format.or(by_ext).unwrap_or(OutputFormat::Table);
-    if format == OutputFormat::Parquet && s.output.is_none() {
-        anyhow::bail!("--format parquet: needs --output FILE.parquet");
-    }
-    let script = match (&s.query, &s.file) {
+    })
+}
+
+/// The statements to run: the query, or a file's; `None` for the prompt.
+fn script(s: &embedflow::cli::SqlOpts) -> anyhow::Result<Option<String>> {
+    Ok(match (&s.query, &s.file) {
         (Some(q), None) => Some(q.clone()),
         (None, Some(f)) => {
             Some(std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?)
         }
         (Some(_), Some(_)) => anyhow::bail!("give a query or --file, not both"),
         (None, None) => None,
-    };
-    let emit = |schema: &arrow::datatypes::SchemaRef,
-                batches: &[arrow::array::RecordBatch]|
-     -> anyhow::Result<()> {
+    })
+}
+
+/// Where a statement's result goes: a Parquet file (committed whole), a
+/// text file, or stdout, in the chosen format.
+struct Emitter<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    stores: &'a embedflow::store::Stores,
+    format: embedflow::sql::OutputFormat,
+    output: Option<&'a str>,
+}
+
+impl Emitter<'_> {
+    fn emit(
+        &self,
+        schema: &arrow::datatypes::SchemaRef,
+        batches: &[arrow::array::RecordBatch],
+    ) -> anyhow::Result<()> {
+        use embedflow::sql::OutputFormat;
+        use std::io::Write;
+        let (rt, stores, format) = (self.rt, self.stores, self.format);
         if format == OutputFormat::Parquet {
-            let out = s.output.as_deref().unwrap_or_default();
+            let out = self.output.unwrap_or_default();
             rt.block_on(async {
                 let w = embedflow::sink::WriteOptions::default();
                 let mut sink =
-                    embedflow::sink::ParquetSink::create(&stores, out, schema.clone(), &w).await?;
+                    embedflow::sink::ParquetSink::create(stores, out, schema.clone(), &w).await?;
                 for b in batches {
                     if let Err(e) = sink.write(b).await {
                         sink.abort().await;
@@ -103,8 +165,8 @@ pub fn sql(
             })?;
             return Ok(());
         }
-        let text = sql::render(schema, batches, format)?;
-        match &s.output {
+        let text = embedflow::sql::render(schema, batches, format)?;
+        match self.output {
             Some(o) => std::fs::write(o, text).with_context(|| format!("cannot write {o}"))?,
             None => {
                 let mut out = std::io::stdout().lock();
@@ -112,78 +174,74 @@ pub fn sql(
             }
         }
         Ok(())
-    };
-    match script {
-        Some(script) => {
-            for stmt in sql::statements(&script) {
-                let (schema, batches) = rt.block_on(stoppable(session.run(&stmt)))?;
-                if !schema.fields().is_empty() {
-                    emit(&schema, &batches)?;
+    }
+}
+
+/// The interactive prompt: statements end with ';', history is kept in
+/// $EMBEDFLOW_HOME/sql_history; \q or Ctrl-D quits, Ctrl-C drops the
+/// statement being typed, and Ctrl-C during a statement stops that
+/// statement, not the prompt.
+fn prompt(
+    rt: &tokio::runtime::Runtime,
+    session: &embedflow::sql::Session,
+    emitter: &Emitter,
+) -> anyhow::Result<()> {
+    use rustyline::error::ReadlineError;
+    let config = rustyline::Config::builder()
+        .max_history_size(1000)?
+        .history_ignore_dups(true)?
+        .build();
+    let mut rl = rustyline::DefaultEditor::with_config(config)?;
+    let history = embedflow::paths::embedflow_home().join("sql_history");
+    let _ = rl.load_history(&history);
+    let mut buf = String::new();
+    loop {
+        let prompt = if buf.is_empty() {
+            "embedflow> "
+        } else {
+            "       ...> "
+        };
+        match rl.readline(prompt) {
+            Ok(line) => {
+                if buf.is_empty() && line.trim() == "\\q" {
+                    break;
                 }
-            }
-        }
-        None => {
-            // Interactive: statements end with ';', history is kept in
-            // $EMBEDFLOW_HOME/sql_history; \q or Ctrl-D quits, Ctrl-C
-            // drops the statement being typed.
-            use rustyline::error::ReadlineError;
-            let config = rustyline::Config::builder()
-                .max_history_size(1000)?
-                .history_ignore_dups(true)?
-                .build();
-            let mut rl = rustyline::DefaultEditor::with_config(config)?;
-            let history = embedflow::paths::embedflow_home().join("sql_history");
-            let _ = rl.load_history(&history);
-            let mut buf = String::new();
-            loop {
-                let prompt = if buf.is_empty() {
-                    "embedflow> "
-                } else {
-                    "       ...> "
-                };
-                match rl.readline(prompt) {
-                    Ok(line) => {
-                        if buf.is_empty() && line.trim() == "\\q" {
-                            break;
-                        }
-                        buf.push_str(&line);
-                        buf.push('\n');
-                        if !line.trim_end().ends_with(';') {
-                            continue;
-                        }
-                        let _ = rl.add_history_entry(buf.trim());
-                        for stmt in sql::statements(&buf) {
-                            match rt.block_on(stoppable(session.run(&stmt))) {
-                                Ok((schema, batches)) if !schema.fields().is_empty() => {
-                                    if let Err(e) = emit(&schema, &batches) {
-                                        eprintln!("error: {e:#}");
-                                    }
-                                }
-                                Ok(_) => {}
-                                // Ctrl-C during a statement stops that
-                                // statement, not the prompt.
-                                Err(Error::Interrupted) => {
-                                    eprintln!("query cancelled");
-                                    embedflow::cancel::reset();
-                                    break;
-                                }
-                                Err(e) => eprintln!("error: {e}"),
+                buf.push_str(&line);
+                buf.push('\n');
+                if !line.trim_end().ends_with(';') {
+                    continue;
+                }
+                let _ = rl.add_history_entry(buf.trim());
+                for stmt in embedflow::sql::statements(&buf) {
+                    match rt.block_on(stoppable(session.run(&stmt))) {
+                        Ok((schema, batches)) if !schema.fields().is_empty() => {
+                            if let Err(e) = emitter.emit(&schema, &batches) {
+                                eprintln!("error: {e:#}");
                             }
                         }
-                        buf.clear();
+                        Ok(_) => {}
+                        // Ctrl-C during a statement stops that
+                        // statement, not the prompt.
+                        Err(Error::Interrupted) => {
+                            eprintln!("query cancelled");
+                            embedflow::cancel::reset();
+                            break;
+                        }
+                        Err(e) => eprintln!("error: {e}"),
                     }
-                    Err(ReadlineError::Interrupted) => buf.clear(),
-                    Err(ReadlineError::Eof) => break,
-                    Err(e) => return Err(e.into()),
                 }
+                buf.clear();
             }
-            if let Some(dir) = history.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let _ = rl.save_history(&history);
+            Err(ReadlineError::Interrupted) => buf.clear(),
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(dir) = history.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = rl.save_history(&history);
+    Ok(())
 }
 
 /// Refuses an `--output` that is one of the registered tables (or a file in
