@@ -118,65 +118,9 @@ pub fn resolve(req: &ShardRequest, env: impl Fn(&str) -> Option<String>) -> Resu
             from: format!("--shard {flag}"),
         }));
     }
-    // The count a user gave (flag, job, manifest variable), if any.
-    let given: Option<(u32, String)> = match (req.count, req.job_count, num(SHARDS_ENV)?) {
-        (Some(n), _, _) => Some((n, format!("--shards {n}"))),
-        (None, Some(n), _) => Some((n, format!("[shard] count = {n}"))),
-        (None, None, Some(n)) => Some((
-            u32::try_from(n)
-                .map_err(|_| Error::Usage(format!("{SHARDS_ENV}={n}: out of range")))?,
-            format!("{SHARDS_ENV}={n}"),
-        )),
-        _ => None,
-    };
-    if let Some((0, from)) = &given {
-        return Err(Error::Usage(format!("{from}: a job has at least 1 shard")));
-    }
+    let given = given_count(req, &num)?;
     refuse_two_schedulers(&num)?;
-    // What the scheduler says: (index, count if it gives one, description).
-    let scheduler: Option<(i64, Option<i64>, String)> = if let Some(id) =
-        num("SLURM_ARRAY_TASK_ID")?
-    {
-        let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-        let step = num("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
-        let count = num("SLURM_ARRAY_TASK_COUNT")?;
-        if (id - min) % step != 0 {
-            return Err(Error::Usage(format!(
-                "SLURM_ARRAY_TASK_ID={id} is not on the array's steps (min {min}, step {step}): shard a job with an array range such as --array=0-3"
-            )));
-        }
-        Some((
-            (id - min) / step,
-            count,
-            format!(
-                "Slurm: SLURM_ARRAY_TASK_ID={id}, SLURM_ARRAY_TASK_MIN={min}{}, SLURM_ARRAY_TASK_COUNT={}",
-                if step == 1 {
-                    String::new()
-                } else {
-                    format!(", SLURM_ARRAY_TASK_STEP={step}")
-                },
-                count.map_or_else(|| "unset".into(), |c| c.to_string())
-            ),
-        ))
-    } else if let Some(i) = num("AWS_BATCH_JOB_ARRAY_INDEX")? {
-        let size = num("AWS_BATCH_JOB_ARRAY_SIZE")?;
-        Some((
-            i,
-            size,
-            format!(
-                "AWS Batch: AWS_BATCH_JOB_ARRAY_INDEX={i}, AWS_BATCH_JOB_ARRAY_SIZE={}",
-                size.map_or_else(|| "unset".into(), |c| c.to_string())
-            ),
-        ))
-    } else {
-        num("JOB_COMPLETION_INDEX")?.map(|i| {
-            (
-                i,
-                None,
-                format!("Kubernetes Indexed Job: JOB_COMPLETION_INDEX={i}"),
-            )
-        })
-    };
+    let scheduler = scheduler_index(&num)?;
     let index = match (req.job_index, &scheduler) {
         (Some(i), _) => Some((i as i64, format!("[shard] index = {i}"))),
         (None, Some((i, _, from))) => Some((*i, from.clone())),
@@ -225,6 +169,76 @@ pub fn resolve(req: &ShardRequest, env: impl Fn(&str) -> Option<String>) -> Resu
             }))
         }
     }
+}
+
+/// The count a user gave (flag, job, manifest variable), if any, with
+/// where it came from.
+fn given_count(
+    req: &ShardRequest,
+    num: &impl Fn(&str) -> Result<Option<i64>>,
+) -> Result<Option<(u32, String)>> {
+    let given: Option<(u32, String)> = match (req.count, req.job_count, num(SHARDS_ENV)?) {
+        (Some(n), _, _) => Some((n, format!("--shards {n}"))),
+        (None, Some(n), _) => Some((n, format!("[shard] count = {n}"))),
+        (None, None, Some(n)) => Some((
+            u32::try_from(n)
+                .map_err(|_| Error::Usage(format!("{SHARDS_ENV}={n}: out of range")))?,
+            format!("{SHARDS_ENV}={n}"),
+        )),
+        _ => None,
+    };
+    if let Some((0, from)) = &given {
+        return Err(Error::Usage(format!("{from}: a job has at least 1 shard")));
+    }
+    Ok(given)
+}
+
+/// What the scheduler says of this task: (index, count if it gives one,
+/// description); Slurm first, then AWS Batch, then Kubernetes.
+fn scheduler_index(
+    num: &impl Fn(&str) -> Result<Option<i64>>,
+) -> Result<Option<(i64, Option<i64>, String)>> {
+    Ok(if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
+        let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let step = num("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+        let count = num("SLURM_ARRAY_TASK_COUNT")?;
+        if (id - min) % step != 0 {
+            return Err(Error::Usage(format!(
+                "SLURM_ARRAY_TASK_ID={id} is not on the array's steps (min {min}, step {step}): shard a job with an array range such as --array=0-3"
+            )));
+        }
+        Some((
+            (id - min) / step,
+            count,
+            format!(
+                "Slurm: SLURM_ARRAY_TASK_ID={id}, SLURM_ARRAY_TASK_MIN={min}{}, SLURM_ARRAY_TASK_COUNT={}",
+                if step == 1 {
+                    String::new()
+                } else {
+                    format!(", SLURM_ARRAY_TASK_STEP={step}")
+                },
+                count.map_or_else(|| "unset".into(), |c| c.to_string())
+            ),
+        ))
+    } else if let Some(i) = num("AWS_BATCH_JOB_ARRAY_INDEX")? {
+        let size = num("AWS_BATCH_JOB_ARRAY_SIZE")?;
+        Some((
+            i,
+            size,
+            format!(
+                "AWS Batch: AWS_BATCH_JOB_ARRAY_INDEX={i}, AWS_BATCH_JOB_ARRAY_SIZE={}",
+                size.map_or_else(|| "unset".into(), |c| c.to_string())
+            ),
+        ))
+    } else {
+        num("JOB_COMPLETION_INDEX")?.map(|i| {
+            (
+                i,
+                None,
+                format!("Kubernetes Indexed Job: JOB_COMPLETION_INDEX={i}"),
+            )
+        })
+    })
 }
 
 fn too_many_shards(n: impl std::fmt::Display, from: &str) -> Error {
