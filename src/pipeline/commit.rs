@@ -232,6 +232,53 @@ async fn commit_under_lease(
     let base = target.current().await?;
     let found = find(c, target, base.as_ref(), count).await?;
     let n = found.record.shards();
+    refuse_running_shards(target, &found).await?;
+    // Every shard finished.
+    refuse_unfinished(target, &found, n)?;
+    let markers: Vec<&ShardMarker> = found.markers.iter().flatten().collect();
+    // Each unit once, by its own shard, with its record.
+    let (seen, mut parts) = recorded_parts(target, &found, &markers, n)?;
+    let incremental = markers.iter().any(|m| m.changes.is_some());
+    if !incremental {
+        refuse_missing_units(target, &found, n)?;
+    }
+    // One table version's worth of properties: the shards must agree.
+    refuse_other_settings(target, &markers)?;
+    let first = markers[0];
+    let changes = if incremental {
+        Some(compare_all(c, target, base.as_ref(), &markers, &found).await?)
+    } else {
+        None
+    };
+    crate::cancel::check()?;
+    parts.sort_by_key(|(u, _)| table::unit_key(u));
+    let parts: Vec<PartFile> = parts.into_iter().map(|(_, p)| p).collect();
+    let schema = shards::schema_from_hex(&first.schema)?;
+    let mut app = first.app.clone();
+    app.push(("embedflow.run".into(), found.record.run().into()));
+    app.push(("embedflow.shards".into(), n.into()));
+    app.push(("embedflow.units".into(), seen.len().into()));
+    lease.confirm().await?;
+    let version = target
+        .commit_overwrite(base.as_ref(), &schema, &parts, &first.properties, &app)
+        .await?;
+    // Committed: a failure to clear the records is cleared by the next run
+    // (it sees the parts are live).
+    if let Err(e) = target.remove_all(&found.dir()).await {
+        tracing::warn!("cannot clear the run's records: {e}");
+    }
+    Ok(CommitReport {
+        table: target.display().to_string(),
+        version,
+        shards: n,
+        units: seen.len(),
+        vectors: markers.iter().map(|m| m.vectors).sum(),
+        changes,
+    })
+}
+
+/// A shard of the run still holding its lease is still running.
+async fn refuse_running_shards(target: &DeltaTarget, found: &Found) -> Result<()> {
     if let Some((_, i, holder)) = target
         .live_shard_leases()
         .await?
@@ -243,7 +290,12 @@ async fn commit_under_lease(
             format!("shard {i} is still running: {holder}; commit when every shard is done"),
         ));
     }
-    // Every shard finished.
+    Ok(())
+}
+
+/// Every shard left its marker; those that did not are named, with the
+/// units they recorded and miss.
+fn refuse_unfinished(target: &DeltaTarget, found: &Found, n: u32) -> Result<()> {
     let unfinished: Vec<String> = (0..n)
         .filter(|&i| found.markers[i as usize].is_none())
         .map(|i| {
@@ -273,11 +325,23 @@ async fn commit_under_lease(
             ),
         ));
     }
-    let markers: Vec<&ShardMarker> = found.markers.iter().flatten().collect();
-    // Each unit once, by its own shard, with its record.
+    Ok(())
+}
+
+/// The parts to commit, each with the unit that wrote it.
+type UnitParts = Vec<(String, PartFile)>;
+
+/// Each unit once, by its own shard, with its record: the parts to commit,
+/// by unit, and the units seen.
+fn recorded_parts<'a>(
+    target: &DeltaTarget,
+    found: &Found,
+    markers: &[&'a ShardMarker],
+    n: u32,
+) -> Result<(HashSet<&'a str>, UnitParts)> {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut parts: Vec<(String, PartFile)> = Vec::new();
-    for m in &markers {
+    for m in markers {
         for u in &m.units {
             let of = ShardOf {
                 shard: Shard {
@@ -314,23 +378,28 @@ async fn commit_under_lease(
             parts.extend(r.parts.iter().map(|p| (u.clone(), p.clone())));
         }
     }
-    let incremental = markers.iter().any(|m| m.changes.is_some());
-    if !incremental {
-        // A full run records every unit it planned (empty ones too).
-        for i in 0..n {
-            let missing = found.missing(i);
-            if !missing.is_empty() {
-                return Err(Error::output(
-                    target.display(),
-                    format!(
-                        "shard {i} finished without units {}; run it again",
-                        some_of(&missing)
-                    ),
-                ));
-            }
+    Ok((seen, parts))
+}
+
+/// A full run records every unit it planned (empty ones too).
+fn refuse_missing_units(target: &DeltaTarget, found: &Found, n: u32) -> Result<()> {
+    for i in 0..n {
+        let missing = found.missing(i);
+        if !missing.is_empty() {
+            return Err(Error::output(
+                target.display(),
+                format!(
+                    "shard {i} finished without units {}; run it again",
+                    some_of(&missing)
+                ),
+            ));
         }
     }
-    // One table version's worth of properties: the shards must agree.
+    Ok(())
+}
+
+/// The shards wrote with one fingerprint (model, options, columns).
+fn refuse_other_settings(target: &DeltaTarget, markers: &[&ShardMarker]) -> Result<()> {
     let first = markers[0];
     let fp = |m: &ShardMarker| {
         m.properties
@@ -347,36 +416,7 @@ async fn commit_under_lease(
             ),
         ));
     }
-    let changes = if incremental {
-        Some(compare_all(c, target, base.as_ref(), &markers, &found).await?)
-    } else {
-        None
-    };
-    crate::cancel::check()?;
-    parts.sort_by_key(|(u, _)| table::unit_key(u));
-    let parts: Vec<PartFile> = parts.into_iter().map(|(_, p)| p).collect();
-    let schema = shards::schema_from_hex(&first.schema)?;
-    let mut app = first.app.clone();
-    app.push(("embedflow.run".into(), found.record.run().into()));
-    app.push(("embedflow.shards".into(), n.into()));
-    app.push(("embedflow.units".into(), seen.len().into()));
-    lease.confirm().await?;
-    let version = target
-        .commit_overwrite(base.as_ref(), &schema, &parts, &first.properties, &app)
-        .await?;
-    // Committed: a failure to clear the records is cleared by the next run
-    // (it sees the parts are live).
-    if let Err(e) = target.remove_all(&found.dir()).await {
-        tracing::warn!("cannot clear the run's records: {e}");
-    }
-    Ok(CommitReport {
-        table: target.display().to_string(),
-        version,
-        shards: n,
-        units: seen.len(),
-        vectors: markers.iter().map(|m| m.vectors).sum(),
-        changes,
-    })
+    Ok(())
 }
 
 /// The whole run's comparison, from the shards' keys: a repeated id across
