@@ -1237,7 +1237,7 @@ ls table/_delta_log";
     assert!(out.starts_with("exit=1\n"), "{out}{err}");
     assert!(
         err.contains(
-            "the commit failed, nothing was committed: the disk is full (no space left on device)"
+            "the commit failed, nothing was committed: the disk is full (no space left on the device)"
         ),
         "{err}"
     );

@@ -228,11 +228,6 @@ impl DeltaTarget {
         &self.location.display
     }
 
-    /// Whether the table is on the local disk (not S3).
-    pub fn is_local(&self) -> bool {
-        self.location.local.is_some()
-    }
-
     /// The path users see of a file inside the table.
     pub fn child_display(&self, name: &str) -> String {
         format!("{}/{name}", self.display().trim_end_matches('/'))
@@ -397,21 +392,7 @@ impl DeltaTarget {
     /// A log that could not be read, in words: a version past the newest,
     /// or a damaged commit file (named, with what to do).
     fn log_error(&self, version: Option<i64>, e: &(dyn std::error::Error + 'static)) -> Error {
-        // The first line of each error of the chain: the library's Display
-        // carries a backtrace under RUST_BACKTRACE.
-        let first_line =
-            |e: &dyn std::error::Error| e.to_string().lines().next().unwrap_or("").to_string();
-        let mut text = first_line(e);
-        let mut cur = e.source();
-        while let Some(inner) = cur {
-            let line = first_line(inner);
-            if !text.contains(&line) {
-                text.push_str(": ");
-                text.push_str(&line);
-            }
-            cur = inner.source();
-        }
-        let text = text.replace("Kernel error: ", "");
+        let text = chain_text(e).replace("Kernel error: ", "");
         let log = self.child_display("_delta_log");
         let newest = self.newest_commit();
         if let (Some(v), Some(n)) = (version, newest)
@@ -543,25 +524,12 @@ impl DeltaTarget {
     }
 
     /// A failed commit in words: a lost race with another writer, a full
-    /// disk, or what the Delta library said.
+    /// disk (or a read-only one: the sink's words), or what the Delta
+    /// library said.
     fn commit_error(&self, e: &(dyn std::error::Error + 'static)) -> Error {
-        let mut chain = Vec::new();
-        let mut cur = Some(e);
-        let mut full = false;
-        while let Some(err) = cur {
-            if err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
-            {
-                full = true;
-            }
-            chain.push(err.to_string());
-            cur = err.source();
-        }
-        let text = chain.join(": ");
-        let why = if full || text.contains("No space left on device") {
-            "the disk is full (no space left on device). Free some space and run the job again"
-                .to_string()
+        let text = chain_text(e);
+        let why = if let Some(words) = crate::sink::io_words_in(e) {
+            format!("{words}. Free some space (or fix the disk) and run the job again")
         } else if text.contains("Failed to commit transaction")
             || text.contains("Tried committing existing table version")
         {
@@ -619,11 +587,11 @@ impl DeltaTarget {
     }
 
     /// Why a part is not the file its record describes (`None`: it is):
-    /// missing, another size, or (with `check_digest`, reading it whole)
-    /// other bytes.
+    /// missing, another size, or (with `check_digest`, on the local disk,
+    /// where reading it back is cheap) other bytes. S3 replaces objects
+    /// whole, so there the size is checked.
     pub async fn disproves(&self, part: &PartFile, check_digest: bool) -> Result<Option<String>> {
-        let key = self.key(&part.path);
-        let meta = match self.location.store.head(&key).await {
+        let meta = match self.location.store.head(&self.key(&part.path)).await {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => {
                 return Ok(Some(format!("{} is missing", part.path)));
@@ -636,18 +604,17 @@ impl DeltaTarget {
                 part.path, meta.size, part.size
             )));
         }
-        let Some(want) = part.sha256.as_deref().filter(|_| check_digest) else {
+        let (Some(want), Some(root), true) =
+            (part.sha256.as_deref(), &self.location.local, check_digest)
+        else {
             return Ok(None);
         };
-        let bytes = match self.location.store.get(&key).await {
-            Ok(g) => g
-                .bytes()
-                .await
-                .map_err(|e| self.store_error(&part.path, e))?,
-            Err(e) => return Err(self.store_error(&part.path, e)),
-        };
-        use sha2::Digest;
-        let got = hex::encode(sha2::Sha256::digest(&bytes));
+        let path = root.join(&part.path);
+        let got = crate::runtime::spawn_cpu(move || {
+            crate::embed::model::file_sha256(&path).map_err(Error::internal)
+        })
+        .await
+        .map_err(|e| Error::output(self.child_display(&part.path), e))?;
         Ok((got != want).then(|| {
             format!(
                 "{} holds other bytes than were written (SHA-256 {got}, recorded {want})",
@@ -770,6 +737,25 @@ impl DeltaTarget {
     fn store_error(&self, name: &str, e: object_store::Error) -> Error {
         Error::output(self.child_display(name), self.location.explain(&e))
     }
+}
+
+/// An error and its sources as one line: the first line of each (the
+/// Delta library's Display carries a backtrace under RUST_BACKTRACE), each
+/// once.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let first_line =
+        |e: &dyn std::error::Error| e.to_string().lines().next().unwrap_or("").to_string();
+    let mut text = first_line(e);
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let line = first_line(inner);
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cur = inner.source();
+    }
+    text
 }
 
 /// Registers Delta's default log store (commits by put-if-absent) for

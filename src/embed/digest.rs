@@ -173,16 +173,12 @@ fn counts(path: &Path, name: &str, graph: &Path) -> bool {
         return false;
     }
     // Another graph, and the external weights of another graph.
-    let other_graph = |stem: &str| {
-        let candidate = path.with_file_name(format!("{stem}.onnx"));
-        candidate != graph
-    };
     if ext == "onnx" {
         return false;
     }
     for suffix in [".onnx_data", ".onnx.data"] {
         if let Some(stem) = name.strip_suffix(suffix) {
-            return !other_graph(stem);
+            return path.with_file_name(format!("{stem}.onnx")) == graph;
         }
     }
     true

@@ -500,18 +500,22 @@ fn remember(cache: &Path, line: &str) -> std::io::Result<()> {
 }
 
 fn hash_file(dir: &Path, path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| {
+    file_sha256(path).map_err(|e| {
         Error::model(
             dir.display(),
             format!("cannot read {}: {e}", path.display()),
         )
-    })?;
+    })
+}
+
+/// SHA-256 (hex) of a file's bytes, read in 1 MiB pieces (never whole in
+/// memory): a model file's digest, and a table part's proof on a resume.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::model(dir.display(), e))?;
+        let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }

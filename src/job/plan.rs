@@ -176,7 +176,7 @@ impl JobPlan {
         if images && topics.as_ref().is_some_and(|t| t.labels.is_empty()) {
             p.push("[topics]: an image job's topics are zero-shot labels (topics.labels); keyword topics are made of texts");
         }
-        let shard = read_shard(&mut root, &mut p, output.format);
+        let shard = read_shard(&mut root, &mut p, output.plan.format);
         let s3 = read_s3(&mut root, &mut p);
         root.finish(&mut p);
         let later = Later {
@@ -192,7 +192,7 @@ impl JobPlan {
             });
         }
         let (Some(in_path), Some(text), Some(model_path), Some(out_path)) =
-            (input.path, input.text, model.path, output.path.clone())
+            (input.path, input.text, model.path, output.path)
         else {
             return Err(Error::internal(
                 "job plan: required field passed validation unset",
@@ -220,7 +220,10 @@ impl JobPlan {
             },
             chunking,
             embed,
-            output: output.into_plan(out_path),
+            output: OutputPlan {
+                path: out_path,
+                ..output.plan
+            },
             s3,
             cluster,
             topics,

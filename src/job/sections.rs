@@ -241,35 +241,11 @@ pub(super) fn read_embed(root: &mut Section, p: &mut Problems, images: bool) -> 
     }
 }
 
-/// `[output]` as read: `path` may still be missing (said in `p`).
+/// `[output]` as read: the plan, and its `path`, which may still be
+/// missing (said in `p`; the plan's own path is empty until then).
 pub(super) struct OutputSection {
     pub path: Option<String>,
-    pub format: OutputKind,
-    pub unit_rows: u64,
-    pub mode: UpdateMode,
-    pub documents_path: Option<String>,
-    pub compression: Compression,
-    pub row_group_size: usize,
-    pub vector_column: String,
-    pub overwrite: bool,
-    pub replace_foreign: bool,
-}
-
-impl OutputSection {
-    pub(super) fn into_plan(self, path: String) -> OutputPlan {
-        OutputPlan {
-            path,
-            format: self.format,
-            unit_rows: self.unit_rows,
-            mode: self.mode,
-            documents_path: self.documents_path,
-            compression: self.compression,
-            row_group_size: self.row_group_size,
-            vector_column: self.vector_column,
-            overwrite: self.overwrite,
-            replace_foreign: self.replace_foreign,
-        }
-    }
+    pub plan: OutputPlan,
 }
 
 /// `[output]`: one Parquet file or a Delta table, and how it is written
@@ -318,15 +294,18 @@ pub(super) fn read_output(root: &mut Section, p: &mut Problems, has_id: bool) ->
     s.finish(p);
     OutputSection {
         path: out_path,
-        format: out_format,
-        unit_rows,
-        mode: update_mode,
-        documents_path,
-        compression,
-        row_group_size,
-        vector_column,
-        overwrite,
-        replace_foreign,
+        plan: OutputPlan {
+            path: String::new(),
+            format: out_format,
+            unit_rows,
+            mode: update_mode,
+            documents_path,
+            compression,
+            row_group_size,
+            vector_column,
+            overwrite,
+            replace_foreign,
+        },
     }
 }
 
@@ -434,8 +413,8 @@ pub(super) fn cross_section(
         sharded,
     } = later;
     let (in_path, model_path, columns) = (&input.path, &model.path, &input.columns);
-    let (out_path, documents_path) = (&output.path, &output.documents_path);
-    if output.format == OutputKind::Delta {
+    let (out_path, documents_path) = (&output.path, &output.plan.documents_path);
+    if output.plan.format == OutputKind::Delta {
         if documents_path.is_some() {
             p.push("output.documents_path: not written with output.format = \"delta\" yet; run a second job with chunking.mode = \"none\" for document vectors, or write Parquet");
         }

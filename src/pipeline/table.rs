@@ -287,6 +287,8 @@ impl TableRun {
         // Parts are many in one folder: it is swept once, here, not before
         // each part (which made a run quadratic in its parts).
         write.sweep = false;
+        // Each part's record keeps the SHA-256 of its bytes as its proof.
+        write.digest = true;
         if let Some(local) = &target.location.local {
             crate::sink::remove_stale_part_temporaries(local, delta::PART_PREFIX);
         }
@@ -472,13 +474,12 @@ impl TableRun {
     }
 
     /// Whether every part of a finished unit is the file its record
-    /// describes: there, of its size and (on the local disk, where reading
-    /// it back is cheap) of its SHA-256. A unit that fails is redone, its
-    /// stray part removed, and the user told.
+    /// describes: there, of its size and (on the local disk) of its
+    /// SHA-256. A unit that fails is redone, its stray part removed, and
+    /// the user told.
     async fn proven(&self, r: &UnitRecord) -> Result<bool> {
-        let digest = self.target.is_local();
         for part in &r.parts {
-            if let Some(why) = self.target.disproves(part, digest).await? {
+            if let Some(why) = self.target.disproves(part, true).await? {
                 eprintln!(
                     "embedflow: redoing unit {} of the interrupted run into {}: {why}",
                     r.unit,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
+pub(crate) use self::parquet::io_words_in;
 pub use self::parquet::{
     Compression, DEFAULT_ROW_GROUP_SIZE, ParquetSink, WriteOptions, remove_stale_part_temporaries,
     sync_file_and_folder,

@@ -60,6 +60,9 @@ pub struct WriteOptions {
     /// (reads the output's folder). A Delta run writes many parts into one
     /// folder and sweeps it once itself ([`remove_stale_part_temporaries`]).
     pub sweep: bool,
+    /// Hash the bytes written (SHA-256), for [`ParquetSink::commit_with_digest`]:
+    /// a table's part records it as its proof; other outputs need not pay.
+    pub digest: bool,
 }
 
 impl Default for WriteOptions {
@@ -71,6 +74,7 @@ impl Default for WriteOptions {
             overwrite: true,
             metadata: Vec::new(),
             sweep: true,
+            digest: false,
         }
     }
 }
@@ -82,7 +86,7 @@ pub struct ParquetSink {
     target: Location,
     overwrite: bool,
     rows: u64,
-    digest: std::sync::Arc<std::sync::Mutex<Sha256>>,
+    digest: Option<std::sync::Arc<std::sync::Mutex<Sha256>>>,
 }
 
 /// The object writer under the Parquet writer: object_store's [`BufWriter`]
@@ -91,14 +95,14 @@ pub struct ParquetSink {
 struct ObjectWriter {
     inner: BufWriter,
     completing: bool,
-    /// SHA-256 of every byte written: the proof a table's unit record keeps
-    /// of its part.
-    digest: std::sync::Arc<std::sync::Mutex<Sha256>>,
+    /// SHA-256 of every byte written (with [`WriteOptions::digest`]): the
+    /// proof a table's unit record keeps of its part.
+    digest: Option<std::sync::Arc<std::sync::Mutex<Sha256>>>,
 }
 
 impl AsyncFileWriter for ObjectWriter {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        if let Ok(mut d) = self.digest.lock() {
+        if let Some(Ok(mut d)) = self.digest.as_ref().map(|d| d.lock()) {
             d.update(&bs);
         }
         Box::pin(async move {
@@ -229,11 +233,13 @@ impl ParquetSink {
                     .collect(),
             ))
             .build();
-        let digest = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
+        let digest = opts
+            .digest
+            .then(|| std::sync::Arc::new(std::sync::Mutex::new(Sha256::new())));
         let object_writer = ObjectWriter {
             inner: BufWriter::new(staging.store.clone(), staging.path.clone()),
             completing: false,
-            digest: std::sync::Arc::clone(&digest),
+            digest: digest.clone(),
         };
         let writer = AsyncArrowWriter::try_new(object_writer, schema, Some(props))
             .map_err(|e| Error::output(&target, e))?;
@@ -284,7 +290,10 @@ impl ParquetSink {
     /// [`commit`](Self::commit), also giving the SHA-256 (hex) of the
     /// file's bytes: what a table's unit record keeps to prove its part.
     pub async fn commit_with_digest(self) -> Result<(u64, String)> {
-        let digest = std::sync::Arc::clone(&self.digest);
+        let digest = self
+            .digest
+            .clone()
+            .ok_or_else(|| Error::internal("a digest asked of a sink that did not hash"))?;
         let rows = self.commit().await?;
         let hex = digest
             .lock()
@@ -409,7 +418,7 @@ fn strip_input(e: Error) -> String {
 /// through the whole chain, inside `io::Error` wrappers too (object_store's
 /// writer wraps its own errors in one), and, last, in the text (`os error
 /// 28`) for errors that keep only their message.
-fn io_words_in(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+pub(crate) fn io_words_in(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
