@@ -131,7 +131,7 @@ pub struct ReportOpts {
     #[arg(long, value_name = "PATH")]
     pub topics: Option<String>,
     /// Rows drawn on the map at most (a seeded random sample of the table).
-    #[arg(long, default_value_t = crate::pipeline::report::DEFAULT_MAX_POINTS)]
+    #[arg(long, default_value_t = crate::analysis::report::DEFAULT_MAX_POINTS)]
     pub max_points: usize,
     /// Seed of the sample and the layout.
     #[arg(long, default_value_t = 0)]

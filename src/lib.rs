@@ -4,6 +4,7 @@
 //! a `FixedSizeList<Float32, dim>` vector column out. One module per stage;
 //! [`pipeline`] is the only one that knows them all.
 
+pub mod analysis;
 pub mod cancel;
 pub mod chunk;
 pub mod cli;

@@ -37,7 +37,7 @@ fn stages_do_not_import_the_job_or_the_pipeline() {
     let src = crate::util::root().join("src");
     let mut found = Vec::new();
     for stage in [
-        "source", "chunk", "embed", "sink", "cluster", "sql", "delta",
+        "source", "chunk", "embed", "sink", "cluster", "sql", "delta", "analysis",
     ] {
         let mut stack = vec![src.join(stage)];
         while let Some(p) = stack.pop() {

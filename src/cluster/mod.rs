@@ -1,7 +1,7 @@
 //! Clustering and topics, pure compute: k-means ([`kmeans`]), class-based
 //! TF-IDF keywords ([`ctfidf`]), exact neighbors ([`neighbors`]) and the
 //! assignment of rows to clusters and zero-shot labels ([`assign`]). The
-//! runners that read and write files are in `pipeline::{cluster, neighbors}`.
+//! runners that read and write files are in `analysis::{cluster, neighbors}`.
 
 pub mod assign;
 pub mod ctfidf;

@@ -14,7 +14,7 @@ pub fn cluster(
     opts: &RunOptions,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
-    use embedflow::pipeline::cluster::{self, ClusterJob};
+    use embedflow::analysis::{ClusterJob, cluster};
     // k, the metric, the n-gram range, … are checked where a job file's
     // [cluster] and [topics] are.
     let (plan, topics) = embedflow::job::cluster_sections("command line", &c.to_table())?;
@@ -81,7 +81,7 @@ pub fn neighbors(
     opts: &RunOptions,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
-    use embedflow::pipeline::neighbors::{self, NeighborsJob};
+    use embedflow::analysis::neighbors::{self, NeighborsJob};
     let job = NeighborsJob {
         input: n.input.clone(),
         output: n.output.clone(),

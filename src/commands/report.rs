@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
+use embedflow::analysis::report::{ReportJob, run_report};
 use embedflow::pipeline::RunOptions;
-use embedflow::pipeline::report::{ReportJob, run_report};
 use embedflow::progress::ProgressMode;
 
 use super::say;

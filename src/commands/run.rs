@@ -19,26 +19,29 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let filtered = plan.input.filter.is_some();
     // [report]: made from the committed output, once the run is done.
-    let report = plan.report.as_ref().map(|r| pipeline::report::ReportJob {
-        input: plan.output.path.clone(),
-        output: r.path.clone(),
-        vector_column: Some(plan.output.vector_column.clone()),
-        text_column: None,
-        id_column: plan.input.id_column.clone(),
-        topics_path: plan.topics.as_ref().and_then(|t| t.topics_path.clone()),
-        max_points: r.max_points,
-        seed: r.seed,
-        title: r.title.clone(),
-        overwrite: true,
-        s3: plan.s3.clone(),
-    });
+    let report = plan
+        .report
+        .as_ref()
+        .map(|r| embedflow::analysis::report::ReportJob {
+            input: plan.output.path.clone(),
+            output: r.path.clone(),
+            vector_column: Some(plan.output.vector_column.clone()),
+            text_column: None,
+            id_column: plan.input.id_column.clone(),
+            topics_path: plan.topics.as_ref().and_then(|t| t.topics_path.clone()),
+            max_points: r.max_points,
+            seed: r.seed,
+            title: r.title.clone(),
+            overwrite: true,
+            s3: plan.s3.clone(),
+        });
     let progress = !quiet && opts.progress != embedflow::progress::ProgressMode::Off;
     let done = rt.block_on(async {
         let checked = pipeline::check(plan).await?;
         let (summary, clusters) = pipeline::run_job(checked, opts).await?;
         let report = match &report {
             Some(r) if summary.vectors_written > 0 => Some(
-                pipeline::report::run_report(r, progress)
+                embedflow::analysis::report::run_report(r, progress)
                     .await
                     .map_err(|e| Error::Job {
                         origin: "[report]".into(),

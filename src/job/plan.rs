@@ -289,7 +289,7 @@ fn read_report(root: &mut Section, p: &mut Problems) -> Option<ReportPlan> {
             path: path.unwrap_or_default(),
             max_points: s
                 .count("max_points", 1, p)
-                .unwrap_or(crate::pipeline::report::DEFAULT_MAX_POINTS),
+                .unwrap_or(crate::analysis::report::DEFAULT_MAX_POINTS),
             seed: s.count("seed", 0, p).unwrap_or(0) as u64,
             title: s.string("title", p),
         })

@@ -12,15 +12,11 @@
 
 mod buckets;
 mod check;
-pub mod cluster;
-mod cluster_tables;
 mod commit;
 mod fingerprint;
 mod incremental;
-pub mod neighbors;
 mod output;
 mod prepare;
-pub mod report;
 mod shards;
 mod table;
 
@@ -30,7 +26,8 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use self::cluster::{ClusterJob, ClusterSummary};
+use crate::analysis::cluster;
+use crate::analysis::{ClusterJob, ClusterSummary};
 use crate::cluster::ZeroShot;
 use crate::delta::DeltaTarget;
 use crate::embed::{self, Device, Embedder, ModelConfig, SessionOptions};

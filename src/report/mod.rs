@@ -3,7 +3,7 @@
 //! with their keywords, how the topics sit next to each other, and their
 //! sizes and distances. Scripts and styles are inline (Apache ECharts,
 //! vendored under `vendor/` with its license), so the file opens from disk
-//! with no network. [`crate::pipeline::report`] streams the table into a
+//! with no network. [`crate::analysis::report`] streams the table into a
 //! [`ReportData`]; this module lays out the map and renders the page.
 
 pub mod layout;

@@ -13,7 +13,7 @@ use crate::source::{self, CsvOptions};
 use crate::store::{self, S3Options, Stores};
 use crate::{Error, Result};
 
-use super::cluster::{batch_vectors, log, read, vector_dim};
+use super::vector_file::{batch_vectors, log, read, vector_dim};
 use crate::cluster::neighbors;
 
 /// What `embedflow neighbors` does.

@@ -17,7 +17,8 @@ use crate::{Error, Result};
 use crate::cluster::{Assigner, kmeans};
 
 /// Rows nearest each centre kept for the clusters table.
-use super::cluster::{ClusterJob, NEAREST, REPRESENTATIVES, batch_vectors, read};
+use super::cluster_job::{ClusterJob, NEAREST, REPRESENTATIVES};
+use super::vector_file::{batch_vectors, read};
 
 /// The rows nearest one centre so far: (distance, id, text), best first.
 #[derive(Default, Clone)]

@@ -12,8 +12,8 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type};
 
-use super::cluster::{batch_vectors, log, read, vector_dim};
 use super::cluster_tables::{Texts, as_strings};
+use super::vector_file::{batch_vectors, log, read, vector_dim};
 use crate::cluster::kmeans::Rng;
 use crate::report::{self, Histogram, MapPoints, ReportData, Topic};
 use crate::runtime::spawn_cpu_stoppable;

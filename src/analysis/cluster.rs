@@ -13,165 +13,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use tokio::sync::mpsc;
 
 use super::cluster_tables::{as_strings, write_clusters, write_rows, write_topics};
-use crate::cluster::{Assigner, TopicOptions, ZeroShot, ctfidf, kmeans};
+use crate::cluster::{Assigner, ctfidf, kmeans};
 use crate::runtime::spawn_cpu;
 use crate::sink::{ParquetSink, WriteOptions};
-use crate::source::{self, CsvOptions, Input, SourceBatch};
-use crate::store::{self, S3Options, Stores};
+use crate::source::{self, CsvOptions, Input};
+use crate::store::{self, Stores};
 use crate::vectors::{NonFinite, finite_rows};
 use crate::{Error, Result};
 
-/// Rows nearest each centre kept for the clusters table.
-pub const NEAREST: usize = 5;
-/// Representative texts per topic.
-pub const REPRESENTATIVES: usize = 3;
-/// Keywords joined into a topic's label.
-pub const LABEL_WORDS: usize = 4;
-
-/// What to cluster and where to write it.
-#[derive(Clone, Debug)]
-pub struct ClusterJob {
-    pub input: String,
-    pub output: String,
-    pub vector_column: String,
-    /// Named in the clusters table (nearest rows); default: the row number.
-    pub id_column: Option<String>,
-    /// Texts for topics; `None`: no topics.
-    pub text_column: Option<String>,
-    pub kmeans: kmeans::Config,
-    /// Rows trained on; `None`: 256·k.
-    pub train_sample: Option<usize>,
-    pub clusters_path: Option<String>,
-    pub topics_path: Option<String>,
-    pub topics: TopicOptions,
-    pub overwrite: bool,
-    pub s3: S3Options,
-    /// Zero-shot topic labels, embedded.
-    pub zero_shot: Option<ZeroShot>,
-}
-
-/// What a run did, printed at the end.
-#[derive(Debug)]
-pub struct ClusterSummary {
-    pub rows: u64,
-    pub k: usize,
-    pub dim: usize,
-    pub sampled: usize,
-    pub iterations: usize,
-    pub converged: bool,
-    pub train_inertia: f64,
-    pub train_seconds: f64,
-    pub seconds: f64,
-    pub outputs: Vec<String>,
-}
-
-impl std::fmt::Display for ClusterSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for o in &self.outputs {
-            writeln!(f, "wrote {o}")?;
-        }
-        writeln!(f, "  rows             {}", self.rows)?;
-        writeln!(f, "  clusters         {} ({} dims)", self.k, self.dim)?;
-        writeln!(f, "  trained on       {} sampled rows", self.sampled)?;
-        writeln!(
-            f,
-            "  iterations       {}{}",
-            self.iterations,
-            if self.converged {
-                " (converged)"
-            } else {
-                " (max_iter reached)"
-            }
-        )?;
-        writeln!(f, "  train inertia    {:.6}", self.train_inertia)?;
-        writeln!(f, "  train seconds    {:.2}", self.train_seconds)?;
-        write!(f, "  seconds          {:.2}", self.seconds)
-    }
-}
-
-/// The vectors of a batch column as a flat `rows × dim` buffer.
-pub(super) fn vectors_of(
-    col: &ArrayRef,
-    dim: usize,
-    file: &str,
-    first_row: u64,
-    name: &str,
-) -> Result<Vec<f32>> {
-    let bad = |row: usize, what: String| {
-        Error::input(
-            file,
-            format!(
-                "row {}, column '{name}': {what}",
-                first_row + row as u64 + 1
-            ),
-        )
-    };
-    crate::vectors::VectorColumn::try_new(col)
-        .and_then(|c| c.into_flat(dim))
-        .map_err(|e| bad(e.row().unwrap_or(0), e.to_string()))
-}
-
-/// The vectors of column `index` of a source batch.
-pub(super) fn batch_vectors(
-    sb: &SourceBatch,
-    index: usize,
-    dim: usize,
-    name: &str,
-) -> Result<Vec<f32>> {
-    vectors_of(sb.batch.column(index), dim, &sb.file, sb.first_row, name)
-}
-
-/// The vector width the column's type declares, or the first row's length.
-pub(super) async fn vector_dim(input: &Input, column: &str) -> Result<usize> {
-    let file = &input.files[0].location.display;
-    let field = input
-        .schema
-        .field_with_name(column)
-        .map_err(|_| Error::missing_column(file, column, &input.schema))?;
-    match crate::vectors::width(field.data_type()) {
-        Ok(Some(n)) => Ok(n),
-        // A variable-size list: the width of its first vector.
-        Ok(None) => {
-            let mut rx = read(input, &[column.to_string()]);
-            match rx.recv().await {
-                Some(Ok(sb)) => {
-                    let c = crate::vectors::VectorColumn::try_new(sb.batch.column(0).as_ref())
-                        .map_err(|e| Error::input(file, format!("column '{column}': {e}")))?;
-                    (0..c.len())
-                        .find_map(|i| c.row(i).map(<[f32]>::len))
-                        .ok_or_else(|| {
-                            Error::input(file, format!("column '{column}': null vector"))
-                        })
-                }
-                Some(Err(e)) => Err(e),
-                None => Err(Error::input(file, "no rows")),
-            }
-        }
-        Err(crate::vectors::VectorError::NotAList(other)) => Err(Error::input(
-            file,
-            format!(
-                "column '{column}': expected a vector column (FixedSizeList<Float32> or List<Float32>), found {other}"
-            ),
-        )),
-        Err(e) => Err(Error::input(file, format!("column '{column}': {e}"))),
-    }
-}
-
-/// Streams `columns` of the input.
-pub(super) fn read(input: &Input, columns: &[String]) -> mpsc::Receiver<Result<SourceBatch>> {
-    let (tx, rx) = mpsc::channel(2);
-    let input = input.clone();
-    let columns = columns.to_vec();
-    tokio::spawn(async move {
-        let _ = source::read(&input, &columns, source::READ_BATCH_ROWS, tx).await;
-    });
-    rx
-}
+use super::cluster_job::{ClusterJob, ClusterSummary, LABEL_WORDS};
+use super::vector_file::{batch_vectors, log, read, vector_dim};
 
 /// Algorithm R over the stream: every row ends in the sample with
 /// probability `size / rows`.
@@ -196,12 +50,6 @@ impl Reservoir {
             }
             self.seen += 1;
         }
-    }
-}
-
-pub(super) fn log(progress: bool, msg: impl std::fmt::Display) {
-    if progress {
-        eprintln!("{msg}");
     }
 }
 
