@@ -13,6 +13,7 @@ pub mod delta;
 pub mod embed;
 pub mod error;
 pub mod job;
+pub mod names;
 pub mod npy;
 pub mod paths;
 pub mod pipeline;

@@ -366,10 +366,7 @@ async fn output_metadata(
     let model = assigner.model();
     metadata.extend([
         ("embedflow.cluster.k".into(), model.k.to_string()),
-        (
-            "embedflow.cluster.metric".into(),
-            model.metric.name().into(),
-        ),
+        ("embedflow.cluster.metric".into(), model.metric.name()),
         ("embedflow.cluster.seed".into(), job.kmeans.seed.to_string()),
         ("embedflow.cluster.train_sample".into(), sampled.to_string()),
         (

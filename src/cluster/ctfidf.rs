@@ -27,7 +27,8 @@ use regex::Regex;
 
 use super::stop_words;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Preprocess {
     /// Lowercase only; Unicode letters and digits make tokens.
     Unicode,

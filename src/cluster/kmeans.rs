@@ -19,20 +19,19 @@ use crate::vectors::normalize_rows;
 /// Rows per distance block: the block's `rows × k` products stay in cache.
 pub const BLOCK_ROWS: usize = 256;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Metric {
-    /// Squared Euclidean distance.
-    L2,
     /// Spherical k-means: `1 − cos`, unit centres.
     Cosine,
+    /// Squared Euclidean distance.
+    L2,
 }
 
 impl Metric {
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::L2 => "l2",
-            Metric::Cosine => "cosine",
-        }
+    /// The name users write.
+    pub fn name(self) -> String {
+        crate::names::name_of(&self)
     }
 }
 

@@ -31,9 +31,7 @@ pub enum Similarity {
 impl Similarity {
     /// The name users write.
     pub fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
+        crate::names::name_of(&self)
     }
 }
 

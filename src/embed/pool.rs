@@ -3,37 +3,27 @@
 /// Why weighted-mean pooling is refused, wherever it is asked for.
 pub const WEIGHTEDMEAN_REFUSED: &str = "\"weightedmean\" pooling is not supported (it weights tokens by position, which embedflow does not implement); choose one of cls, mean, max, mean_sqrt_len, lasttoken";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The pooling modes, named as sentence-transformers' `pooling_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Pooling {
     Cls,
     Mean,
     Max,
     MeanSqrtLen,
+    #[value(name = "lasttoken")]
     LastToken,
 }
 
 impl Pooling {
-    pub const NAMES: [&'static str; 5] = ["cls", "mean", "max", "mean_sqrt_len", "lasttoken"];
-
+    /// The mode named `s` (as a job or a Pooling config writes it).
     pub fn parse(s: &str) -> Option<Pooling> {
-        Some(match s {
-            "cls" => Pooling::Cls,
-            "mean" => Pooling::Mean,
-            "max" => Pooling::Max,
-            "mean_sqrt_len" => Pooling::MeanSqrtLen,
-            "lasttoken" => Pooling::LastToken,
-            _ => return None,
-        })
+        crate::names::parse(s).filter(|p: &Pooling| p.name() == s)
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Pooling::Cls => "cls",
-            Pooling::Mean => "mean",
-            Pooling::Max => "max",
-            Pooling::MeanSqrtLen => "mean_sqrt_len",
-            Pooling::LastToken => "lasttoken",
-        }
+    /// The name users write.
+    pub fn name(self) -> String {
+        crate::names::name_of(&self)
     }
 }
 

@@ -1,14 +1,15 @@
 //! Jobs: a TOML file (or the `embed` flags standing in for one) → a
-//! validated [`JobPlan`]. `spec` reads raw fields; `plan` checks and resolves.
+//! validated [`JobPlan`]. `spec` reads raw fields; `sections` reads and
+//! checks each section into the types of `plan`.
 
 mod plan;
 mod sections;
 mod spec;
 
 pub use plan::{
-    ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OnError, OutputPlan,
-    TopicsPlan, cluster_sections,
+    ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OnError, OutputPlan, TopicsPlan,
 };
+pub use sections::cluster_sections;
 pub use spec::apply_set;
 
 use crate::{Error, Result};

@@ -1,19 +1,11 @@
 //! The validated, resolved form of a job: every default filled in, every
 //! value checked, every problem reported at once.
 
-use toml::Table;
-
-use super::sections::{
-    Later, cross_section, read_chunking, read_embed, read_input, read_model, read_output, read_s3,
-    read_shard,
-};
-use super::spec::{Problems, Section};
 use crate::embed::{Device, ModelOptions};
 use crate::sink::{Compression, OutputKind, UpdateMode};
 use crate::source::{CsvOptions, Format};
 use crate::store::S3Options;
 use crate::text::TextSpec;
-use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
 pub struct JobPlan {
@@ -104,7 +96,8 @@ pub struct ChunkPlan {
     pub keep_text: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum OnEmpty {
     Skip,
     Fail,
@@ -113,7 +106,8 @@ pub enum OnEmpty {
 
 /// What becomes of a row whose input cannot be embedded (an image that
 /// does not decode, is too large, or cannot be read).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum OnError {
     /// Stop the run, naming the file, row and column; nothing is committed.
     Fail,
@@ -159,204 +153,10 @@ pub struct OutputPlan {
     pub replace_foreign: bool,
 }
 
-impl JobPlan {
-    pub(super) fn from_table(origin: &str, table: &Table) -> Result<JobPlan> {
-        let mut p = Problems::default();
-        let mut root = Section::root(table);
-        let name = root.string("name", &mut p);
-        let input = read_input(&mut root, &mut p);
-        let images = input.image_column.is_some();
-        let model = read_model(&mut root, &mut p, images);
-        let chunking = read_chunking(&mut root, &mut p, images);
-        let embed = read_embed(&mut root, &mut p, images);
-        let output = read_output(&mut root, &mut p, input.id_column.is_some());
-        let cluster = read_cluster(&mut root, &mut p);
-        let topics = read_topics(&mut root, cluster.is_some(), &mut p);
-        let report = read_report(&mut root, &mut p);
-        if images && topics.as_ref().is_some_and(|t| t.labels.is_empty()) {
-            p.push("[topics]: an image job's topics are zero-shot labels (topics.labels); keyword topics are made of texts");
-        }
-        let shard = read_shard(&mut root, &mut p, output.plan.format);
-        let s3 = read_s3(&mut root, &mut p);
-        root.finish(&mut p);
-        let later = Later {
-            has_cluster: cluster.is_some(),
-            report: report.as_ref(),
-            sharded: shard.count.is_some(),
-        };
-        cross_section(&input, &model, &chunking, &output, later, &mut p);
-        if !p.0.is_empty() {
-            return Err(Error::Job {
-                origin: origin.to_string(),
-                problems: p.0,
-            });
-        }
-        let (Some(in_path), Some(text), Some(model_path), Some(out_path)) =
-            (input.path, input.text, model.path, output.path)
-        else {
-            return Err(Error::internal(
-                "job plan: required field passed validation unset",
-            ));
-        };
-        Ok(JobPlan {
-            origin: origin.to_string(),
-            name,
-            input: InputPlan {
-                path: in_path,
-                format: input.format,
-                delta: input.delta,
-                version: input.version,
-                csv: input.csv,
-                text,
-                text_source: input.text_source,
-                id_column: input.id_column,
-                columns: input.columns,
-                filter: input.filter,
-                image_column: input.image_column,
-            },
-            model: ModelOptions {
-                path: model_path,
-                ..model.options
-            },
-            chunking,
-            embed,
-            output: OutputPlan {
-                path: out_path,
-                ..output.plan
-            },
-            s3,
-            cluster,
-            topics,
-            shard,
-            report,
-        })
-    }
-}
-
-/// `[cluster]`, or `None` when the section is absent: the job's and
-/// `embedflow cluster`'s flags (through [`cluster_sections`]) alike.
-fn read_cluster(root: &mut Section, p: &mut Problems) -> Option<ClusterPlan> {
-    let mut s = root.table("cluster", p);
-    let cluster = if s.is_present() {
-        let k = s.count("k", 1, p);
-        if k.is_none() && !s.has("k") {
-            p.push("cluster.k: required (the number of clusters)");
-        }
-        let metric = match s.choice("metric", &["cosine", "l2"], p) {
-            Some("l2") => crate::cluster::Metric::L2,
-            _ => crate::cluster::Metric::Cosine,
-        };
-        let d = crate::cluster::kmeans::Config::default();
-        let kmeans = crate::cluster::kmeans::Config {
-            k: k.unwrap_or(1),
-            max_iter: s.count("max_iter", 1, p).unwrap_or(d.max_iter),
-            tol: s.number("tol", 0.0..=1.0, p).unwrap_or(d.tol),
-            seed: s.count("seed", 0, p).unwrap_or(0) as u64,
-            metric,
-            mini_batch: match s.choice("algorithm", &["lloyd", "minibatch"], p) {
-                Some("minibatch") => Some(s.count("batch_size", 1, p).unwrap_or(1024)),
-                _ => {
-                    if s.has("batch_size") {
-                        p.push("cluster.batch_size: only with algorithm = \"minibatch\"");
-                    }
-                    None
-                }
-            },
-        };
-        let train_sample = s.count("train_sample", 1, p);
-        let clusters_path = s.string("clusters_path", p);
-        Some(ClusterPlan {
-            kmeans,
-            train_sample,
-            clusters_path,
-        })
-    } else {
-        None
-    };
-    s.finish(p);
-    cluster
-}
-
-/// `[report]`, or `None` when the section is absent.
-fn read_report(root: &mut Section, p: &mut Problems) -> Option<ReportPlan> {
-    let mut s = root.table("report", p);
-    let report = if s.is_present() {
-        let path = s.string("path", p);
-        if path.is_none() && !s.has("path") {
-            p.push("report.path: required (where the HTML file goes, e.g. \"out/report.html\")");
-        }
-        Some(ReportPlan {
-            path: path.unwrap_or_default(),
-            max_points: s
-                .count("max_points", 1, p)
-                .unwrap_or(crate::analysis::report::DEFAULT_MAX_POINTS),
-            seed: s.count("seed", 0, p).unwrap_or(0) as u64,
-            title: s.string("title", p),
-        })
-    } else {
-        None
-    };
-    s.finish(p);
-    report
-}
-
-/// `[topics]`, or `None` when the section is absent.
-fn read_topics(root: &mut Section, has_cluster: bool, p: &mut Problems) -> Option<TopicsPlan> {
-    let mut s = root.table("topics", p);
-    let topics = if s.is_present() {
-        if !has_cluster {
-            p.push("[topics]: needs a [cluster] section (topics describe clusters)");
-        }
-        let d = crate::cluster::TopicOptions::default();
-        let options = crate::cluster::TopicOptions {
-            preprocess: match s.choice("preprocess", &["unicode", "english"], p) {
-                Some("english") => crate::cluster::Preprocess::English,
-                _ => crate::cluster::Preprocess::Unicode,
-            },
-            english_stop_words: s.choice("stop_words", &["english"], p).is_some(),
-            ngram: s.int_range("ngram_range", p).unwrap_or(d.ngram),
-            bm25_weighting: s.boolean("bm25_weighting", p).unwrap_or(false),
-            reduce_frequent_words: s.boolean("reduce_frequent_words", p).unwrap_or(false),
-            top_n: s.count("top_n", 1, p).unwrap_or(d.top_n),
-        };
-        let labels = s.strings("labels", p).unwrap_or_default();
-        let min_similarity = s.number("min_similarity", -1.0..=1.0, p).unwrap_or(0.7) as f32;
-        let label_prompt_name = s.string("label_prompt_name", p);
-        let topics_path = s.string("topics_path", p);
-        Some(TopicsPlan {
-            options,
-            labels,
-            min_similarity,
-            label_prompt_name,
-            topics_path,
-        })
-    } else {
-        None
-    };
-    s.finish(p);
-    topics
-}
-
-/// The `[cluster]` and `[topics]` sections alone (what `embedflow cluster`'s
-/// flags stand for), checked by the same rules as in a job file.
-pub fn cluster_sections(origin: &str, table: &Table) -> Result<(ClusterPlan, Option<TopicsPlan>)> {
-    let mut p = Problems::default();
-    let mut root = Section::root(table);
-    let cluster = read_cluster(&mut root, &mut p);
-    let topics = read_topics(&mut root, cluster.is_some(), &mut p);
-    root.finish(&mut p);
-    match cluster {
-        Some(c) if p.0.is_empty() => Ok((c, topics)),
-        _ => Err(Error::Job {
-            origin: origin.to_string(),
-            problems: p.0,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Result;
 
     fn plan(toml: &str) -> Result<JobPlan> {
         JobPlan::from_table("job.toml", &toml::from_str(toml).unwrap())

@@ -1,9 +1,12 @@
-//! The job file, read section by section: one reader per section, each
-//! with its own rules (`[cluster]`, `[topics]` and `[report]` have theirs
-//! in plan.rs), then the rules that span sections. Problems are collected,
+//! The job file, read section by section into a [`JobPlan`]: one reader
+//! per section, each with its own rules, then the rules that span
+//! sections. Problems are collected,
 //! never returned early, so that a job file's every mistake is said at once.
 
-use super::plan::{ChunkPlan, EmbedPlan, OnEmpty, OnError, OutputPlan, ReportPlan, ShardSection};
+use super::plan::{
+    ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OnError, OutputPlan,
+    ReportPlan, ShardSection, TopicsPlan,
+};
 use super::spec::{Problems, Section};
 use crate::embed::batch::{DEFAULT_MAX_BATCH_ROWS, default_batch_tokens};
 use crate::embed::{Device, ModelOptions, Pooling, WEIGHTEDMEAN_REFUSED};
@@ -11,6 +14,8 @@ use crate::sink::{Compression, DEFAULT_ROW_GROUP_SIZE, DEFAULT_UNIT_ROWS, Output
 use crate::source::{CsvOptions, Format};
 use crate::store::S3Options;
 use crate::text::TextSpec;
+use crate::{Error, Result};
+use toml::Table;
 
 /// `[input]` as read: what is required may still be missing (said in `p`).
 pub(super) struct InputSection {
@@ -119,8 +124,7 @@ pub(super) fn read_model(root: &mut Section, p: &mut Problems, images: bool) -> 
         p.push(format!("model.pooling: {WEIGHTEDMEAN_REFUSED}"));
         None
     } else {
-        s.choice("pooling", &Pooling::NAMES, p)
-            .and_then(Pooling::parse)
+        s.value::<Pooling>("pooling", p)
     };
     let normalize = s.boolean("normalize", p);
     let prompt_name = s.string("prompt_name", p);
@@ -210,20 +214,13 @@ pub(super) fn read_embed(root: &mut Section, p: &mut Problems, images: bool) -> 
     };
     // Per device: small batches on the CPU, large ones on a GPU.
     let batch_tokens = batch_tokens.unwrap_or_else(|| default_batch_tokens(device));
-    let on_empty = match s.choice("on_empty", &["skip", "fail", "embed"], p) {
-        Some("fail") => OnEmpty::Fail,
-        Some("embed") => OnEmpty::Embed,
-        _ => OnEmpty::Skip,
-    };
+    let on_empty = s.value("on_empty", p).unwrap_or(OnEmpty::Skip);
     if images && on_empty == OnEmpty::Embed {
         p.push(
             "embed.on_empty = \"embed\": an empty image has no vector; use \"skip\" or \"fail\"",
         );
     }
-    let on_error = match s.choice("on_error", &["fail", "skip"], p) {
-        Some("skip") => OnError::Skip,
-        _ => OnError::Fail,
-    };
+    let on_error = s.value("on_error", p).unwrap_or(OnError::Fail);
     let max_image_pixels = s
         .count("max_image_pixels", 1, p)
         .map(|n| n as u64)
@@ -277,13 +274,7 @@ pub(super) fn read_output(root: &mut Section, p: &mut Problems, has_id: bool) ->
         _ => UpdateMode::Full,
     };
     let documents_path = s.string("documents_path", p);
-    let compression = match s.choice("compression", &["zstd", "snappy", "lz4", "gzip", "none"], p) {
-        Some("snappy") => Compression::Snappy,
-        Some("lz4") => Compression::Lz4,
-        Some("gzip") => Compression::Gzip,
-        Some("none") => Compression::None,
-        _ => Compression::Zstd,
-    };
+    let compression = s.value("compression", p).unwrap_or(Compression::Zstd);
     let row_group_size = s
         .count("row_group_size", 1, p)
         .unwrap_or(DEFAULT_ROW_GROUP_SIZE);
@@ -469,5 +460,198 @@ pub(super) fn cross_section(
                 p.push(format!("input.columns: '{c}' is listed twice"));
             }
         }
+    }
+}
+
+impl JobPlan {
+    pub(super) fn from_table(origin: &str, table: &Table) -> Result<JobPlan> {
+        let mut p = Problems::default();
+        let mut root = Section::root(table);
+        let name = root.string("name", &mut p);
+        let input = read_input(&mut root, &mut p);
+        let images = input.image_column.is_some();
+        let model = read_model(&mut root, &mut p, images);
+        let chunking = read_chunking(&mut root, &mut p, images);
+        let embed = read_embed(&mut root, &mut p, images);
+        let output = read_output(&mut root, &mut p, input.id_column.is_some());
+        let cluster = read_cluster(&mut root, &mut p);
+        let topics = read_topics(&mut root, cluster.is_some(), &mut p);
+        let report = read_report(&mut root, &mut p);
+        if images && topics.as_ref().is_some_and(|t| t.labels.is_empty()) {
+            p.push("[topics]: an image job's topics are zero-shot labels (topics.labels); keyword topics are made of texts");
+        }
+        let shard = read_shard(&mut root, &mut p, output.plan.format);
+        let s3 = read_s3(&mut root, &mut p);
+        root.finish(&mut p);
+        let later = Later {
+            has_cluster: cluster.is_some(),
+            report: report.as_ref(),
+            sharded: shard.count.is_some(),
+        };
+        cross_section(&input, &model, &chunking, &output, later, &mut p);
+        if !p.0.is_empty() {
+            return Err(Error::Job {
+                origin: origin.to_string(),
+                problems: p.0,
+            });
+        }
+        let (Some(in_path), Some(text), Some(model_path), Some(out_path)) =
+            (input.path, input.text, model.path, output.path)
+        else {
+            return Err(Error::internal(
+                "job plan: required field passed validation unset",
+            ));
+        };
+        Ok(JobPlan {
+            origin: origin.to_string(),
+            name,
+            input: InputPlan {
+                path: in_path,
+                format: input.format,
+                delta: input.delta,
+                version: input.version,
+                csv: input.csv,
+                text,
+                text_source: input.text_source,
+                id_column: input.id_column,
+                columns: input.columns,
+                filter: input.filter,
+                image_column: input.image_column,
+            },
+            model: ModelOptions {
+                path: model_path,
+                ..model.options
+            },
+            chunking,
+            embed,
+            output: OutputPlan {
+                path: out_path,
+                ..output.plan
+            },
+            s3,
+            cluster,
+            topics,
+            shard,
+            report,
+        })
+    }
+}
+
+/// `[cluster]`, or `None` when the section is absent: the job's and
+/// `embedflow cluster`'s flags (through [`cluster_sections`]) alike.
+fn read_cluster(root: &mut Section, p: &mut Problems) -> Option<ClusterPlan> {
+    let mut s = root.table("cluster", p);
+    let cluster = if s.is_present() {
+        let k = s.count("k", 1, p);
+        if k.is_none() && !s.has("k") {
+            p.push("cluster.k: required (the number of clusters)");
+        }
+        let metric = s
+            .value("metric", p)
+            .unwrap_or(crate::cluster::Metric::Cosine);
+        let d = crate::cluster::kmeans::Config::default();
+        let kmeans = crate::cluster::kmeans::Config {
+            k: k.unwrap_or(1),
+            max_iter: s.count("max_iter", 1, p).unwrap_or(d.max_iter),
+            tol: s.number("tol", 0.0..=1.0, p).unwrap_or(d.tol),
+            seed: s.count("seed", 0, p).unwrap_or(0) as u64,
+            metric,
+            mini_batch: match s.choice("algorithm", &["lloyd", "minibatch"], p) {
+                Some("minibatch") => Some(s.count("batch_size", 1, p).unwrap_or(1024)),
+                _ => {
+                    if s.has("batch_size") {
+                        p.push("cluster.batch_size: only with algorithm = \"minibatch\"");
+                    }
+                    None
+                }
+            },
+        };
+        let train_sample = s.count("train_sample", 1, p);
+        let clusters_path = s.string("clusters_path", p);
+        Some(ClusterPlan {
+            kmeans,
+            train_sample,
+            clusters_path,
+        })
+    } else {
+        None
+    };
+    s.finish(p);
+    cluster
+}
+
+/// `[report]`, or `None` when the section is absent.
+fn read_report(root: &mut Section, p: &mut Problems) -> Option<ReportPlan> {
+    let mut s = root.table("report", p);
+    let report = if s.is_present() {
+        let path = s.string("path", p);
+        if path.is_none() && !s.has("path") {
+            p.push("report.path: required (where the HTML file goes, e.g. \"out/report.html\")");
+        }
+        Some(ReportPlan {
+            path: path.unwrap_or_default(),
+            max_points: s
+                .count("max_points", 1, p)
+                .unwrap_or(crate::analysis::report::DEFAULT_MAX_POINTS),
+            seed: s.count("seed", 0, p).unwrap_or(0) as u64,
+            title: s.string("title", p),
+        })
+    } else {
+        None
+    };
+    s.finish(p);
+    report
+}
+
+/// `[topics]`, or `None` when the section is absent.
+fn read_topics(root: &mut Section, has_cluster: bool, p: &mut Problems) -> Option<TopicsPlan> {
+    let mut s = root.table("topics", p);
+    let topics = if s.is_present() {
+        if !has_cluster {
+            p.push("[topics]: needs a [cluster] section (topics describe clusters)");
+        }
+        let d = crate::cluster::TopicOptions::default();
+        let options = crate::cluster::TopicOptions {
+            preprocess: s
+                .value("preprocess", p)
+                .unwrap_or(crate::cluster::Preprocess::Unicode),
+            english_stop_words: s.choice("stop_words", &["english"], p).is_some(),
+            ngram: s.int_range("ngram_range", p).unwrap_or(d.ngram),
+            bm25_weighting: s.boolean("bm25_weighting", p).unwrap_or(false),
+            reduce_frequent_words: s.boolean("reduce_frequent_words", p).unwrap_or(false),
+            top_n: s.count("top_n", 1, p).unwrap_or(d.top_n),
+        };
+        let labels = s.strings("labels", p).unwrap_or_default();
+        let min_similarity = s.number("min_similarity", -1.0..=1.0, p).unwrap_or(0.7) as f32;
+        let label_prompt_name = s.string("label_prompt_name", p);
+        let topics_path = s.string("topics_path", p);
+        Some(TopicsPlan {
+            options,
+            labels,
+            min_similarity,
+            label_prompt_name,
+            topics_path,
+        })
+    } else {
+        None
+    };
+    s.finish(p);
+    topics
+}
+
+/// The `[cluster]` and `[topics]` sections alone (what `embedflow cluster`'s
+/// flags stand for), checked by the same rules as in a job file.
+pub fn cluster_sections(origin: &str, table: &Table) -> Result<(ClusterPlan, Option<TopicsPlan>)> {
+    let mut p = Problems::default();
+    let mut root = Section::root(table);
+    let cluster = read_cluster(&mut root, &mut p);
+    let topics = read_topics(&mut root, cluster.is_some(), &mut p);
+    root.finish(&mut p);
+    match cluster {
+        Some(c) if p.0.is_empty() => Ok((c, topics)),
+        _ => Err(Error::Job {
+            origin: origin.to_string(),
+            problems: p.0,
+        }),
     }
 }

@@ -231,24 +231,42 @@ impl<'a> Section<'a> {
         problems: &mut Problems,
     ) -> Option<&'static str> {
         let s = self.string(k, problems)?;
-        match choices.iter().find(|c| c.eq_ignore_ascii_case(&s)) {
-            Some(c) => Some(c),
-            None => {
-                let hint = did_you_mean(&s, choices.iter().copied())
-                    .map(|c| format!(" (did you mean \"{c}\"?)"))
-                    .unwrap_or_default();
-                problems.push(format!(
-                    "{}: \"{s}\" is not one of {}{hint}",
-                    self.key(k),
-                    choices
-                        .iter()
-                        .map(|c| format!("\"{c}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-                None
-            }
+        let found = choices.iter().find(|c| c.eq_ignore_ascii_case(&s)).copied();
+        if found.is_none() {
+            problems.push(self.not_one_of(k, &s, choices));
         }
+        found
+    }
+
+    /// The variant of an option enum ([`crate::names`]) named at `k`.
+    pub fn value<T: clap::ValueEnum>(
+        &mut self,
+        k: &'static str,
+        problems: &mut Problems,
+    ) -> Option<T> {
+        let s = self.string(k, problems)?;
+        let found = crate::names::parse::<T>(&s);
+        if found.is_none() {
+            let names = crate::names::names_of::<T>();
+            problems.push(self.not_one_of(k, &s, &names));
+        }
+        found
+    }
+
+    /// `key: "s" is not one of "a", "b" (did you mean "a"?)`.
+    fn not_one_of(&self, k: &str, s: &str, choices: &[impl AsRef<str>]) -> String {
+        let hint = did_you_mean(s, choices.iter().map(AsRef::as_ref))
+            .map(|c| format!(" (did you mean \"{c}\"?)"))
+            .unwrap_or_default();
+        let listed: Vec<String> = choices
+            .iter()
+            .map(|c| format!("\"{}\"", c.as_ref()))
+            .collect();
+        format!(
+            "{}: \"{s}\" is not one of {}{hint}",
+            self.key(k),
+            listed.join(", ")
+        )
     }
 
     /// A single ASCII character (CSV delimiter, quote, …); `\t` is accepted for tab.

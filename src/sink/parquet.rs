@@ -32,7 +32,8 @@ use crate::store::{Location, Stores};
 use crate::{Error, Result};
 
 /// Parquet compression codec of an output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Compression {
     Zstd,
     Snappy,
