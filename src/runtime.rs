@@ -34,3 +34,23 @@ where
         r = spawn_cpu(f) => r,
     }
 }
+
+/// Runs `f` on each item, each on its own scoped thread, and returns the
+/// results in the items' order; a panic in any of them is resumed here.
+/// For a few long, blocking calls at once (sessions built or run side by
+/// side), not for fine-grained work (rayon's).
+pub fn map_threads<T, R, F>(items: impl IntoIterator<Item = T>, f: F) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(T) -> R + Sync,
+{
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items.into_iter().map(|t| s.spawn(move || f(t))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}

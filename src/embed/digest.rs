@@ -90,35 +90,6 @@ impl ModelConfig {
     }
 }
 
-/// Refuses a model folder holding a FIFO, socket or device (at the top or
-/// one folder down, where embedflow reads): reading one would block or
-/// never end.
-pub fn refuse_special_files(dir: &Path) -> Result<()> {
-    let special = |p: &Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir());
-    let listed = |d: &Path| -> Vec<PathBuf> {
-        std::fs::read_dir(d)
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    };
-    for entry in listed(dir) {
-        let inner = if entry.is_dir() {
-            listed(&entry)
-        } else {
-            Vec::new()
-        };
-        if let Some(p) = std::iter::once(entry).chain(inner).find(|p| special(p)) {
-            return Err(Error::model(
-                dir.display(),
-                format!(
-                    "{} is not a regular file (a FIFO, socket or device): a model folder holds files",
-                    p.strip_prefix(dir).unwrap_or(&p).display()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Collects (relative path, path) of the counted files under `dir`.
 fn walk(
     root: &Path,

@@ -1,6 +1,8 @@
-//! Embedding: the model folder, its tokenizer, the ONNX Runtime session, and
+//! Embedding: the model folder, its tokenizer, the backends that make
+//! vectors (an ONNX Runtime session today, behind [`EmbedBackend`]), and
 //! batching by token budget.
 
+pub mod backend;
 pub mod batch;
 pub mod digest;
 pub mod image;
@@ -10,6 +12,7 @@ pub mod remote;
 pub mod session;
 pub mod tokenize;
 
+pub use backend::{BackendInfo, EmbedBackend, InputKind, Needs, open, output_dim};
 pub use model::{ModelConfig, ModelOptions};
 pub use pool::{Pooling, WEIGHTEDMEAN_REFUSED};
 pub use session::{Device, Embedder, SessionOptions};
@@ -27,34 +30,39 @@ pub type Progress<'a> = &'a (dyn Fn(usize, usize) -> bool + Sync);
 /// Embeds `rows` in token-budget batches, longest first, and returns the
 /// vectors in the rows' own order (rows × dim). Each session in `embedders`
 /// takes the next batch when it is free (one session runs them in turn).
-pub fn embed_all(
-    embedders: &mut [Embedder],
+pub fn embed_all<B: EmbedBackend>(
+    embedders: &mut [B],
     rows: &[Encoded],
     batch_tokens: usize,
     max_rows: usize,
     progress: Progress,
 ) -> Result<(Vec<f32>, usize)> {
     let lengths: Vec<usize> = rows.iter().map(Encoded::len).collect();
+    // A backend with a row limit of its own (an API's inputs per request).
+    let max_rows = match embedders.first().and_then(|b| b.needs().max_rows) {
+        Some(limit) => limit.min(max_rows),
+        None => max_rows,
+    };
     let plan = batch::plan(&lengths, batch_tokens, max_rows);
     run_plan(embedders, rows, &plan, progress)
 }
 
 /// Runs the given batches (row indices) on the sessions and scatters the
 /// vectors back into row order. Returns the vectors and their width.
-pub fn run_plan(
-    embedders: &mut [Embedder],
+pub fn run_plan<B: EmbedBackend>(
+    embedders: &mut [B],
     rows: &[Encoded],
     plan: &[Vec<usize>],
     progress: Progress,
 ) -> Result<(Vec<f32>, usize)> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let dim_hint = embedders.first().and_then(Embedder::dim).unwrap_or(0);
+    let dim_hint = embedders.first().and_then(B::dim).unwrap_or(0);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     // One session's loop: take the next batch until none is left or another
     // session failed. Returns (batch index, vectors) for each batch it ran.
     type Ran = Vec<(usize, Vec<f32>)>;
-    let work = |e: &mut Embedder| -> Result<Ran> {
+    let work = |e: &mut B| -> Result<Ran> {
         let mut done = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let k = next.fetch_add(1, Ordering::Relaxed);
@@ -74,13 +82,7 @@ pub fn run_plan(
     let results: Vec<Result<Ran>> = match embedders {
         [] => return Err(crate::Error::internal("no session to embed with")),
         [one] => vec![work(one)],
-        many => std::thread::scope(|s| {
-            let handles: Vec<_> = many.iter_mut().map(|e| s.spawn(|| work(e))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        }),
+        many => crate::runtime::map_threads(many.iter_mut(), work),
     };
     // A real failure wins over the stops it caused in the other sessions.
     let mut batches = Vec::with_capacity(plan.len());
@@ -124,7 +126,7 @@ pub fn embed_texts(
 ) -> Result<(Vec<f32>, usize)> {
     let encoder = TextEncoder::new(model)?;
     let budget = batch::default_batch_tokens(exec.device);
-    let mut embedder = Embedder::new(model, &encoder, exec)?;
+    let mut embedder = open(model, &encoder, exec)?;
     let encoded: Vec<Encoded> = texts
         .par_iter()
         .map(|t| encoder.encode(t))
@@ -136,17 +138,4 @@ pub fn embed_texts(
         batch::DEFAULT_MAX_BATCH_ROWS,
         &|_, _| true,
     )
-}
-
-/// The width of the model's vectors: from the graph's output shape, or by
-/// embedding one empty text when the graph leaves it dynamic.
-pub fn output_dim(embedder: &mut Embedder, encoder: &TextEncoder) -> Result<usize> {
-    if let Some(d) = embedder.dim() {
-        return Ok(d);
-    }
-    let blank = match embedder.image_size() {
-        Some((h, w)) => Encoded::image(vec![0; 3 * h * w]),
-        None => encoder.encode("")?,
-    };
-    Ok(embed_all(std::slice::from_mut(embedder), &[blank], 1, 1, &|_, _| true)?.1)
 }

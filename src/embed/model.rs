@@ -219,41 +219,15 @@ impl ModelConfig {
     pub fn load(overrides: &ModelOptions) -> Result<ModelConfig> {
         let dir = locate(&overrides.path)?;
         let shown = dir.display().to_string();
-        super::digest::refuse_special_files(&dir)?;
+        refuse_special_files(&dir)?;
         let name = dir
             .canonicalize()
             .ok()
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| overrides.path.clone());
 
-        let onnx_path = ["model.onnx", "onnx/model.onnx", "text_model.onnx"]
-            .iter()
-            .map(|r| dir.join(r))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                Error::model(
-                    &shown,
-                    "missing model.onnx (looked for model.onnx, onnx/model.onnx and a CLIP folder's text_model.onnx)",
-                )
-            })?;
-        let vision_path = dir.join("vision_model.onnx");
-        let vision = if vision_path.is_file() {
-            let (processor, processor_file) = super::image::ImageProcessor::load(&dir)
-                .map_err(|m| Error::model(&shown, m))?
-                .ok_or_else(|| {
-                    Error::model(
-                        &shown,
-                        "vision_model.onnx needs preprocessor_config.json (or processor_config.json) to say how images are resized and normalised",
-                    )
-                })?;
-            Some(Vision {
-                onnx_path: vision_path,
-                processor,
-                processor_file,
-            })
-        } else {
-            None
-        };
+        let onnx_path = find_graph(&dir, &shown)?;
+        let vision = load_vision(&dir, &shown)?;
         if overrides.images && vision.is_none() {
             return Err(Error::model(
                 &shown,
@@ -265,67 +239,20 @@ impl ModelConfig {
             return Err(Error::model(&shown, "missing tokenizer.json"));
         }
 
-        // modules.json: which modules, where the pooling config lives, Normalize or not.
-        let modules: Option<Vec<Module>> = read_json(&dir, "modules.json")?;
-        let (pooling_dir, has_normalize) = match &modules {
-            Some(mods) => {
-                let pooling = mods
-                    .iter()
-                    .find(|m| m.kind.ends_with(".Pooling"))
-                    .map(|m| m.path.clone());
-                let norm = mods.iter().any(|m| m.kind.ends_with(".Normalize"));
-                if let Some(other) = mods.iter().find(|m| {
-                    !m.kind.ends_with(".Transformer")
-                        && !m.kind.ends_with(".Pooling")
-                        && !m.kind.ends_with(".Normalize")
-                        && !m.kind.ends_with(".StaticEmbedding")
-                }) {
-                    return Err(Error::model(
-                        &shown,
-                        format!(
-                            "modules.json lists {}, which embedflow cannot run (it supports Transformer, StaticEmbedding, Pooling and Normalize)",
-                            other.kind
-                        ),
-                    ));
-                }
-                (pooling, norm)
-            }
-            None => (Some("1_Pooling".to_string()), false),
-        };
-        let static_embedding = modules
-            .as_ref()
-            .is_some_and(|m| m.iter().any(|m| m.kind.ends_with(".StaticEmbedding")));
-        // A static model means its token vectors (sentence-transformers'
-        // StaticEmbedding pools them itself, whatever a Pooling file says).
-        let pooling_dir = if static_embedding { None } else { pooling_dir };
-        let pool_rel = pooling_dir.map(|d| format!("{d}/config.json"));
-        let pool_cfg: Option<PoolingConfig> = match &pool_rel {
-            Some(rel) => {
-                let cfg = read_json(&dir, rel)?;
-                if cfg.is_none() && modules.is_some() && overrides.pooling.is_none() {
-                    return Err(Error::model(
-                        &shown,
-                        format!(
-                            "missing {rel} (modules.json names a Pooling module); or set model.pooling"
-                        ),
-                    ));
-                }
-                cfg
-            }
-            None => None,
-        };
-        let pool_cfg = pool_cfg.unwrap_or_default();
-        let pooling = match overrides.pooling {
-            Some(p) => p,
-            None if static_embedding => Pooling::Mean,
-            None => pooling_from_config(&pool_cfg).map_err(|m| {
-                Error::model(
-                    &shown,
-                    format!("{}: {m}", pool_rel.as_deref().unwrap_or("pooling")),
-                )
-            })?,
-        };
-
+        let Modules {
+            listed,
+            pooling_dir,
+            has_normalize,
+            static_embedding,
+        } = read_modules(&dir, &shown)?;
+        let (pooling, pool_cfg) = read_pooling(
+            &dir,
+            &shown,
+            overrides,
+            listed,
+            pooling_dir,
+            static_embedding,
+        )?;
         let sbert: SbertConfig = read_json(&dir, "sentence_bert_config.json")?.unwrap_or_default();
         let st: StConfig =
             read_json(&dir, "config_sentence_transformers.json")?.unwrap_or_default();
@@ -343,56 +270,9 @@ impl ModelConfig {
             Family::Transformer
         };
 
-        let max_positions = hf.max_position_embeddings.or(hf
-            .text_config
-            .as_ref()
-            .and_then(|t| t.max_position_embeddings));
-        // As sentence-transformers without a max_seq_length: the smaller of
-        // the position table and the tokenizer's model_max_length.
-        let tokenizer_max = tok_cfg
-            .model_max_length
-            .filter(|m| (1.0..1e9).contains(m))
-            .map(|m| m as usize);
-        let max_seq_length = match overrides.max_seq_length.or(sbert.max_seq_length) {
-            Some(m) => m,
-            None if static_embedding => STATIC_MAX_TOKENS,
-            None => max_positions
-                .into_iter()
-                .chain(tokenizer_max)
-                .min()
-                .unwrap_or(512)
-                .min(512),
-        };
-        if let Some(limit) = max_positions
-            && max_seq_length > limit
-        {
-            return Err(Error::model(
-                &shown,
-                format!(
-                    "max_seq_length {max_seq_length} exceeds the model's max_position_embeddings {limit} (config.json)"
-                ),
-            ));
-        }
-
-        let prompt = match (&overrides.prompt, &overrides.prompt_name) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(n)) => Some(st.prompts.get(n).cloned().ok_or_else(|| {
-                let known = if st.prompts.is_empty() {
-                    "the folder defines no prompts (config_sentence_transformers.json); use model.prompt for a literal prompt".to_string()
-                } else {
-                    format!(
-                        "its prompts are: {}",
-                        st.prompts.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
-                    )
-                };
-                Error::model(&shown, format!("no prompt named '{n}'; {known}"))
-            })?),
-            (None, None) => st
-                .default_prompt_name
-                .as_ref()
-                .and_then(|n| st.prompts.get(n).cloned()),
-        };
-        let prompt = prompt.filter(|p| !p.is_empty());
+        let max_seq_length =
+            max_seq_length(&shown, overrides, &sbert, &hf, &tok_cfg, static_embedding)?;
+        let prompt = pick_prompt(&shown, overrides, &st)?;
 
         Ok(ModelConfig {
             dir,
@@ -445,6 +325,236 @@ impl ModelConfig {
     pub fn onnx_sha256(&self) -> Result<String> {
         sha256_file(&self.dir, self.graph_path())
     }
+}
+
+/// The text graph: `model.onnx`, `onnx/model.onnx` or a CLIP folder's
+/// `text_model.onnx`.
+fn find_graph(dir: &Path, shown: &str) -> Result<PathBuf> {
+    ["model.onnx", "onnx/model.onnx", "text_model.onnx"]
+        .iter()
+        .map(|r| dir.join(r))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::model(
+                shown,
+                "missing model.onnx (looked for model.onnx, onnx/model.onnx and a CLIP folder's text_model.onnx)",
+            )
+        })
+}
+
+/// A CLIP folder's vision graph and its image processor, when it has one.
+fn load_vision(dir: &Path, shown: &str) -> Result<Option<Vision>> {
+    let vision_path = dir.join("vision_model.onnx");
+    let vision = if vision_path.is_file() {
+        let (processor, processor_file) = super::image::ImageProcessor::load(dir)
+            .map_err(|m| Error::model(shown, m))?
+            .ok_or_else(|| {
+                Error::model(
+                    shown,
+                    "vision_model.onnx needs preprocessor_config.json (or processor_config.json) to say how images are resized and normalised",
+                )
+            })?;
+        Some(Vision {
+            onnx_path: vision_path,
+            processor,
+            processor_file,
+        })
+    } else {
+        None
+    };
+    Ok(vision)
+}
+
+/// What modules.json says.
+struct Modules {
+    /// The folder has a modules.json.
+    listed: bool,
+    /// Where the Pooling module's config lives (`None`: no pooling config).
+    pooling_dir: Option<String>,
+    has_normalize: bool,
+    static_embedding: bool,
+}
+
+/// modules.json: the modules (refusing one embedflow cannot run), where
+/// the pooling config lives, Normalize or not, a static model or not.
+fn read_modules(dir: &Path, shown: &str) -> Result<Modules> {
+    // modules.json: which modules, where the pooling config lives, Normalize or not.
+    let modules: Option<Vec<Module>> = read_json(dir, "modules.json")?;
+    let (pooling_dir, has_normalize) = match &modules {
+        Some(mods) => {
+            let pooling = mods
+                .iter()
+                .find(|m| m.kind.ends_with(".Pooling"))
+                .map(|m| m.path.clone());
+            let norm = mods.iter().any(|m| m.kind.ends_with(".Normalize"));
+            if let Some(other) = mods.iter().find(|m| {
+                !m.kind.ends_with(".Transformer")
+                    && !m.kind.ends_with(".Pooling")
+                    && !m.kind.ends_with(".Normalize")
+                    && !m.kind.ends_with(".StaticEmbedding")
+            }) {
+                return Err(Error::model(
+                    shown,
+                    format!(
+                        "modules.json lists {}, which embedflow cannot run (it supports Transformer, StaticEmbedding, Pooling and Normalize)",
+                        other.kind
+                    ),
+                ));
+            }
+            (pooling, norm)
+        }
+        None => (Some("1_Pooling".to_string()), false),
+    };
+    let static_embedding = modules
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|m| m.kind.ends_with(".StaticEmbedding")));
+    // A static model means its token vectors (sentence-transformers'
+    // StaticEmbedding pools them itself, whatever a Pooling file says).
+    let pooling_dir = if static_embedding { None } else { pooling_dir };
+    Ok(Modules {
+        listed: modules.is_some(),
+        pooling_dir,
+        has_normalize,
+        static_embedding,
+    })
+}
+
+/// The pooling: the job's, a static model's mean, or the Pooling module's
+/// config (which must exist where modules.json names one).
+fn read_pooling(
+    dir: &Path,
+    shown: &str,
+    overrides: &ModelOptions,
+    has_modules: bool,
+    pooling_dir: Option<String>,
+    static_embedding: bool,
+) -> Result<(Pooling, PoolingConfig)> {
+    let pool_rel = pooling_dir.map(|d| format!("{d}/config.json"));
+    let pool_cfg: Option<PoolingConfig> = match &pool_rel {
+        Some(rel) => {
+            let cfg = read_json(dir, rel)?;
+            if cfg.is_none() && has_modules && overrides.pooling.is_none() {
+                return Err(Error::model(
+                    shown,
+                    format!(
+                        "missing {rel} (modules.json names a Pooling module); or set model.pooling"
+                    ),
+                ));
+            }
+            cfg
+        }
+        None => None,
+    };
+    let pool_cfg = pool_cfg.unwrap_or_default();
+    let pooling = match overrides.pooling {
+        Some(p) => p,
+        None if static_embedding => Pooling::Mean,
+        None => pooling_from_config(&pool_cfg).map_err(|m| {
+            Error::model(
+                shown,
+                format!("{}: {m}", pool_rel.as_deref().unwrap_or("pooling")),
+            )
+        })?,
+    };
+    Ok((pooling, pool_cfg))
+}
+
+/// The longest input in tokens: the job's, the folder's, a static model's
+/// default, or as sentence-transformers does without one; never past the
+/// position table.
+fn max_seq_length(
+    shown: &str,
+    overrides: &ModelOptions,
+    sbert: &SbertConfig,
+    hf: &HfConfig,
+    tok_cfg: &TokenizerConfig,
+    static_embedding: bool,
+) -> Result<usize> {
+    let max_positions = hf.max_position_embeddings.or(hf
+        .text_config
+        .as_ref()
+        .and_then(|t| t.max_position_embeddings));
+    // As sentence-transformers without a max_seq_length: the smaller of
+    // the position table and the tokenizer's model_max_length.
+    let tokenizer_max = tok_cfg
+        .model_max_length
+        .filter(|m| (1.0..1e9).contains(m))
+        .map(|m| m as usize);
+    let max_seq_length = match overrides.max_seq_length.or(sbert.max_seq_length) {
+        Some(m) => m,
+        None if static_embedding => STATIC_MAX_TOKENS,
+        None => max_positions
+            .into_iter()
+            .chain(tokenizer_max)
+            .min()
+            .unwrap_or(512)
+            .min(512),
+    };
+    if let Some(limit) = max_positions
+        && max_seq_length > limit
+    {
+        return Err(Error::model(
+            shown,
+            format!(
+                "max_seq_length {max_seq_length} exceeds the model's max_position_embeddings {limit} (config.json)"
+            ),
+        ));
+    }
+    Ok(max_seq_length)
+}
+
+/// The prompt put before each text: the job's literal prompt, the named
+/// one, or the folder's default.
+fn pick_prompt(shown: &str, overrides: &ModelOptions, st: &StConfig) -> Result<Option<String>> {
+    let prompt = match (&overrides.prompt, &overrides.prompt_name) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(n)) => Some(st.prompts.get(n).cloned().ok_or_else(|| {
+            let known = if st.prompts.is_empty() {
+                "the folder defines no prompts (config_sentence_transformers.json); use model.prompt for a literal prompt".to_string()
+            } else {
+                format!(
+                    "its prompts are: {}",
+                    st.prompts.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                )
+            };
+            Error::model(shown, format!("no prompt named '{n}'; {known}"))
+        })?),
+        (None, None) => st
+            .default_prompt_name
+            .as_ref()
+            .and_then(|n| st.prompts.get(n).cloned()),
+    };
+    let prompt = prompt.filter(|p| !p.is_empty());
+    Ok(prompt)
+}
+
+/// Refuses a model folder holding a FIFO, socket or device (at the top or
+/// one folder down, where embedflow reads): reading one would block or
+/// never end.
+pub fn refuse_special_files(dir: &Path) -> Result<()> {
+    let special = |p: &Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    let listed = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for entry in listed(dir) {
+        let inner = if entry.is_dir() {
+            listed(&entry)
+        } else {
+            Vec::new()
+        };
+        if let Some(p) = std::iter::once(entry).chain(inner).find(|p| special(p)) {
+            return Err(Error::model(
+                dir.display(),
+                format!(
+                    "{} is not a regular file (a FIFO, socket or device): a model folder holds files",
+                    p.strip_prefix(dir).unwrap_or(&p).display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// sha256 of a file of a model folder, hex. Remembered under

@@ -344,177 +344,10 @@ impl Embedder {
     /// Opens the model graph on `exec.device` (with `exec.threads`
     /// intra-op threads on the CPU, 0 = all cores).
     pub fn new(cfg: &ModelConfig, encoder: &TextEncoder, exec: SessionOptions) -> Result<Embedder> {
-        let env = environment(exec.device)?;
-        let threads = effective_threads(exec.threads);
-        let rt = |e: ort::Error| Error::Runtime(e.to_string());
-        let mut builder = Session::builder(env)
-            .map_err(rt)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| Error::Runtime(e.to_string()))?
-            .with_intra_threads(threads)
-            .map_err(|e| Error::Runtime(e.to_string()))?;
-        let provider = match exec.device {
-            Device::Cpu => "CPUExecutionProvider",
-            Device::Cuda(n) => {
-                let cuda = ort::ep::CUDA::default()
-                    .with_device_id(n as i32)
-                    .build()
-                    .error_on_failure();
-                builder = builder.with_execution_providers([cuda]).map_err(|e| {
-                    Error::Runtime(explain_cuda_failure(exec.device, &e.to_string()))
-                })?;
-                "CUDAExecutionProvider"
-            }
-        };
-        let graph_path = cfg.graph_path();
-        let graph_file = graph_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model.onnx".into());
-        let session = builder.commit_from_file(graph_path).map_err(|e| {
-            let e = e.to_string();
-            if exec.device != Device::Cpu && e.to_ascii_lowercase().contains("cuda") {
-                Error::Runtime(explain_cuda_failure(exec.device, &e))
-            } else {
-                Error::model(
-                    cfg.dir.display(),
-                    format!("{graph_file} cannot be loaded: {e}"),
-                )
-            }
-        })?;
-
-        let names: Vec<String> = session
-            .inputs()
-            .iter()
-            .map(|i| i.name().to_string())
-            .collect();
-        let (allowed, required): (&[&str], &[&str]) = if cfg.images {
-            (&["pixel_values"], &["pixel_values"])
-        } else {
-            (
-                &["input_ids", "attention_mask", "token_type_ids"],
-                &["input_ids", "attention_mask"],
-            )
-        };
-        for n in &names {
-            if !allowed.contains(&n.as_str()) {
-                return Err(Error::model(
-                    cfg.dir.display(),
-                    format!(
-                        "{graph_file} has an input '{n}'; embedflow feeds {}",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
-        }
-        for required in required {
-            if !names.iter().any(|n| n == required) {
-                return Err(Error::model(
-                    cfg.dir.display(),
-                    format!(
-                        "{graph_file} has no '{required}' input (its inputs: {})",
-                        names.join(", ")
-                    ),
-                ));
-            }
-        }
-        let vision = match (&cfg.vision, cfg.images) {
-            (Some(v), true) => {
-                let shape = session
-                    .inputs()
-                    .iter()
-                    .find(|i| i.name() == "pixel_values")
-                    .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
-                    .unwrap_or_default();
-                let made = v.processor.output_size();
-                let graph = match shape.as_slice() {
-                    [_, 3, h, w] if *h > 0 && *w > 0 => Some((*h as usize, *w as usize)),
-                    [_, 3, _, _] => None,
-                    _ => {
-                        return Err(Error::model(
-                            cfg.dir.display(),
-                            format!(
-                                "{graph_file}: pixel_values has shape {shape:?}; expected [batch, 3, height, width]"
-                            ),
-                        ));
-                    }
-                };
-                match (graph, made) {
-                    (Some(g), Some(m)) if g != m => {
-                        return Err(Error::model(
-                            cfg.dir.display(),
-                            format!(
-                                "{} makes {}x{} images, but {graph_file} takes {}x{}",
-                                v.processor_file, m.0, m.1, g.0, g.1
-                            ),
-                        ));
-                    }
-                    (Some(g), _) => Some(g),
-                    (None, Some(m)) => Some(m),
-                    (None, None) => {
-                        return Err(Error::model(
-                            cfg.dir.display(),
-                            format!(
-                                "neither {graph_file} nor {} fixes the image size (no crop_size, no size with height and width)",
-                                v.processor_file
-                            ),
-                        ));
-                    }
-                }
-            }
-            _ => None,
-        };
-        let outputs: Vec<(String, usize)> = session
-            .outputs()
-            .iter()
-            .map(|o| {
-                (
-                    o.name().to_string(),
-                    o.dtype().tensor_shape().map(|s| s.len()).unwrap_or(0),
-                )
-            })
-            .collect();
-        let find = |n: &str| outputs.iter().find(|(name, _)| name == n).cloned();
-        // A CLIP graph's own pooled, projected vectors come first: its
-        // last_hidden_state is there too, but is not what the model embeds.
-        let output = if let Some((n, _)) = find("text_embeds").or_else(|| find("image_embeds")) {
-            Output::Pooled(n)
-        } else if let Some((n, _)) = find("last_hidden_state").or_else(|| find("token_embeddings"))
-        {
-            Output::Tokens(n)
-        } else if let Some((n, _)) = find("sentence_embedding") {
-            Output::Pooled(n)
-        } else {
-            match outputs.first() {
-                Some((n, 3)) => Output::Tokens(n.clone()),
-                Some((n, 2)) => Output::Pooled(n.clone()),
-                _ => {
-                    return Err(Error::model(
-                        cfg.dir.display(),
-                        format!(
-                            "{graph_file} has no last_hidden_state, token_embeddings, sentence_embedding, text_embeds or image_embeds output (its outputs: {})",
-                            outputs
-                                .iter()
-                                .map(|(n, _)| n.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
-            }
-        };
-        let dim = session
-            .outputs()
-            .iter()
-            .find(|o| {
-                o.name()
-                    == match &output {
-                        Output::Tokens(n) | Output::Pooled(n) => n.as_str(),
-                    }
-            })
-            .and_then(|o| o.dtype().tensor_shape().and_then(|s| s.last().copied()))
-            .filter(|&d| d > 0)
-            .map(|d| d as usize);
+        let (session, provider, graph_file) = open_session(cfg, exec)?;
+        let names = check_inputs(cfg, &session, &graph_file)?;
+        let vision = image_size(cfg, &session, &graph_file)?;
+        let (output, dim) = pick_output(cfg, &session, &graph_file)?;
         // A Pooling config that states a width other than the graph's is a
         // folder put together from two models.
         if let (Some(g), Some(h)) = (dim, cfg.dim_hint)
@@ -804,6 +637,210 @@ impl Embedder {
         self.dim = Some(dim);
         Ok(out)
     }
+}
+
+/// Builds the ONNX Runtime session of the model's graph on the device;
+/// returns it, its execution provider and the graph's file name.
+fn open_session(
+    cfg: &ModelConfig,
+    exec: SessionOptions,
+) -> Result<(Session, &'static str, String)> {
+    let env = environment(exec.device)?;
+    let threads = effective_threads(exec.threads);
+    let rt = |e: ort::Error| Error::Runtime(e.to_string());
+    let mut builder = Session::builder(env)
+        .map_err(rt)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| Error::Runtime(e.to_string()))?
+        .with_intra_threads(threads)
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let provider = match exec.device {
+        Device::Cpu => "CPUExecutionProvider",
+        Device::Cuda(n) => {
+            let cuda = ort::ep::CUDA::default()
+                .with_device_id(n as i32)
+                .build()
+                .error_on_failure();
+            builder = builder
+                .with_execution_providers([cuda])
+                .map_err(|e| Error::Runtime(explain_cuda_failure(exec.device, &e.to_string())))?;
+            "CUDAExecutionProvider"
+        }
+    };
+    let graph_path = cfg.graph_path();
+    let graph_file = graph_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model.onnx".into());
+    let session = builder.commit_from_file(graph_path).map_err(|e| {
+        let e = e.to_string();
+        if exec.device != Device::Cpu && e.to_ascii_lowercase().contains("cuda") {
+            Error::Runtime(explain_cuda_failure(exec.device, &e))
+        } else {
+            Error::model(
+                cfg.dir.display(),
+                format!("{graph_file} cannot be loaded: {e}"),
+            )
+        }
+    })?;
+    Ok((session, provider, graph_file))
+}
+
+/// The graph takes what embedflow feeds: token ids and masks for text,
+/// pixels for images. Returns the graph's input names.
+fn check_inputs(cfg: &ModelConfig, session: &Session, graph_file: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = session
+        .inputs()
+        .iter()
+        .map(|i| i.name().to_string())
+        .collect();
+    let (allowed, required): (&[&str], &[&str]) = if cfg.images {
+        (&["pixel_values"], &["pixel_values"])
+    } else {
+        (
+            &["input_ids", "attention_mask", "token_type_ids"],
+            &["input_ids", "attention_mask"],
+        )
+    };
+    for n in &names {
+        if !allowed.contains(&n.as_str()) {
+            return Err(Error::model(
+                cfg.dir.display(),
+                format!(
+                    "{graph_file} has an input '{n}'; embedflow feeds {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    for required in required {
+        if !names.iter().any(|n| n == required) {
+            return Err(Error::model(
+                cfg.dir.display(),
+                format!(
+                    "{graph_file} has no '{required}' input (its inputs: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(names)
+}
+
+/// An image model's input size: the graph's, or the processor's when the
+/// graph leaves it open; both must agree.
+fn image_size(
+    cfg: &ModelConfig,
+    session: &Session,
+    graph_file: &str,
+) -> Result<Option<(usize, usize)>> {
+    let vision = match (&cfg.vision, cfg.images) {
+        (Some(v), true) => {
+            let shape = session
+                .inputs()
+                .iter()
+                .find(|i| i.name() == "pixel_values")
+                .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
+                .unwrap_or_default();
+            let made = v.processor.output_size();
+            let graph = match shape.as_slice() {
+                [_, 3, h, w] if *h > 0 && *w > 0 => Some((*h as usize, *w as usize)),
+                [_, 3, _, _] => None,
+                _ => {
+                    return Err(Error::model(
+                        cfg.dir.display(),
+                        format!(
+                            "{graph_file}: pixel_values has shape {shape:?}; expected [batch, 3, height, width]"
+                        ),
+                    ));
+                }
+            };
+            match (graph, made) {
+                (Some(g), Some(m)) if g != m => {
+                    return Err(Error::model(
+                        cfg.dir.display(),
+                        format!(
+                            "{} makes {}x{} images, but {graph_file} takes {}x{}",
+                            v.processor_file, m.0, m.1, g.0, g.1
+                        ),
+                    ));
+                }
+                (Some(g), _) => Some(g),
+                (None, Some(m)) => Some(m),
+                (None, None) => {
+                    return Err(Error::model(
+                        cfg.dir.display(),
+                        format!(
+                            "neither {graph_file} nor {} fixes the image size (no crop_size, no size with height and width)",
+                            v.processor_file
+                        ),
+                    ));
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok(vision)
+}
+
+/// The output embedflow reads (pooled vectors, or token states to pool),
+/// and the vectors' width when the graph fixes it.
+fn pick_output(
+    cfg: &ModelConfig,
+    session: &Session,
+    graph_file: &str,
+) -> Result<(Output, Option<usize>)> {
+    let outputs: Vec<(String, usize)> = session
+        .outputs()
+        .iter()
+        .map(|o| {
+            (
+                o.name().to_string(),
+                o.dtype().tensor_shape().map(|s| s.len()).unwrap_or(0),
+            )
+        })
+        .collect();
+    let find = |n: &str| outputs.iter().find(|(name, _)| name == n).cloned();
+    // A CLIP graph's own pooled, projected vectors come first: its
+    // last_hidden_state is there too, but is not what the model embeds.
+    let output = if let Some((n, _)) = find("text_embeds").or_else(|| find("image_embeds")) {
+        Output::Pooled(n)
+    } else if let Some((n, _)) = find("last_hidden_state").or_else(|| find("token_embeddings")) {
+        Output::Tokens(n)
+    } else if let Some((n, _)) = find("sentence_embedding") {
+        Output::Pooled(n)
+    } else {
+        match outputs.first() {
+            Some((n, 3)) => Output::Tokens(n.clone()),
+            Some((n, 2)) => Output::Pooled(n.clone()),
+            _ => {
+                return Err(Error::model(
+                    cfg.dir.display(),
+                    format!(
+                        "{graph_file} has no last_hidden_state, token_embeddings, sentence_embedding, text_embeds or image_embeds output (its outputs: {})",
+                        outputs
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    };
+    let dim = session
+        .outputs()
+        .iter()
+        .find(|o| {
+            o.name()
+                == match &output {
+                    Output::Tokens(n) | Output::Pooled(n) => n.as_str(),
+                }
+        })
+        .and_then(|o| o.dtype().tensor_shape().and_then(|s| s.last().copied()))
+        .filter(|&d| d > 0)
+        .map(|d| d as usize);
+    Ok((output, dim))
 }
 
 fn dim_mismatch(dir: impl std::fmt::Display, graph: &str, got: usize, hint: usize) -> Error {

@@ -22,7 +22,7 @@ use datafusion::logical_expr::{
 use rayon::prelude::*;
 
 use crate::embed::batch::{DEFAULT_MAX_BATCH_ROWS, default_batch_tokens};
-use crate::embed::{self, Embedder, Encoded, ModelConfig, SessionOptions, TextEncoder};
+use crate::embed::{self, EmbedBackend, Encoded, ModelConfig, SessionOptions, TextEncoder};
 
 /// Vectors of one call, row-major, and which rows are valid (not null).
 type Embedded = (Vec<f32>, Vec<bool>);
@@ -131,7 +131,7 @@ impl EmbedFn {
 struct ModelThread {
     model: ModelConfig,
     dim: usize,
-    embedder: Embedder,
+    embedder: Box<dyn EmbedBackend>,
     /// One encoder per prompt name asked for (`None`: the model's default).
     encoders: HashMap<Option<String>, Arc<TextEncoder>>,
 }
@@ -139,8 +139,8 @@ struct ModelThread {
 impl ModelThread {
     fn new(model: ModelConfig, exec: SessionOptions) -> crate::Result<ModelThread> {
         let encoder = Arc::new(TextEncoder::new(&model)?);
-        let mut embedder = Embedder::new(&model, &encoder, exec)?;
-        let dim = embed::output_dim(&mut embedder, &encoder)?;
+        let mut embedder = embed::open(&model, &encoder, exec)?;
+        let dim = embed::output_dim(embedder.as_mut(), &encoder)?;
         let mut encoders = HashMap::new();
         encoders.insert(None, encoder);
         Ok(ModelThread {
@@ -193,7 +193,7 @@ impl ModelThread {
             .collect::<crate::Result<_>>()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         tracing::info!(texts = encoded.len(), "embed()");
-        let budget = default_batch_tokens(self.embedder.device());
+        let budget = default_batch_tokens(self.embedder.info().device);
         let (vectors, _) = embed::embed_all(
             std::slice::from_mut(&mut self.embedder),
             &encoded,
