@@ -8,7 +8,7 @@ use arrow::datatypes::FieldRef;
 use crate::chunk;
 use crate::delta::DeltaTarget;
 use crate::embed::{
-    self, Device, Embedder, ModelConfig, ModelOptions, SessionOptions, TextEncoder,
+    self, Device, EmbedBackend, Embedder, ModelConfig, ModelOptions, SessionOptions, TextEncoder,
 };
 use crate::job::JobPlan;
 use crate::runtime::spawn_cpu;
@@ -40,7 +40,7 @@ pub struct CheckedJob {
     pub sessions: Vec<SessionOptions>,
     /// The first of them, which the check probed the graph with; [`run`]
     /// takes it rather than loading the model a second time.
-    pub embedder: Option<Embedder>,
+    pub embedder: Option<Box<dyn EmbedBackend>>,
 }
 
 /// The model folder, downloaded into the cache first when it lives on an
@@ -61,172 +61,258 @@ pub async fn load_model(stores: &Stores, overrides: &ModelOptions) -> Result<Mod
 /// Checks what can be checked without running: the input exists and has the
 /// columns, the model folder is complete, the chunk window fits the model,
 /// the outputs can be written. Every problem found is reported at once.
+///
+/// First the facts (input, model, tokenizer, a probed session), each load
+/// saying its own problem; then the named checks over them; then the
+/// checked job, if nothing was found.
 #[tracing::instrument(name = "check", skip_all, fields(job = %plan.origin))]
 pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
-    let mut errors: Vec<Error> = Vec::new();
     let stores = Arc::new(Stores::new(plan.s3.clone()));
-    let input = if plan.input.delta {
-        source::open_table(&stores, &plan.input.path, plan.input.version).await
-    } else {
-        source::open(
-            &stores,
-            &plan.input.path,
-            plan.input.format,
-            &plan.input.csv,
-        )
-        .await
-    };
-    let input = input.map_err(|e| errors.push(e)).ok();
-    let model = load_model(&stores, &plan.model)
-        .await
-        .map_err(|e| errors.push(e))
-        .ok();
-    let mut encoder = None;
-    if let Some(m) = &model {
-        let m = m.clone();
-        match spawn_cpu(move || TextEncoder::new(&m)).await {
-            Ok(e) => encoder = Some(Arc::new(e)),
-            Err(e) => errors.push(e),
-        }
-    }
-    let build_ok = match plan.embed.device {
-        Device::Cuda(_) => match embed::session::check_build(embed::session::Build::Cuda) {
-            Ok(()) => true,
-            Err(e) => {
-                errors.push(e);
-                false
-            }
-        },
-        Device::Cpu => true,
-    };
-    // The graph against the tokenizer, on the job's device and threads (a
-    // process loads one build of ONNX Runtime, CPU or CUDA): the session is
-    // the one the run will use.
-    let mut embedder = None;
-    let mut sessions = Vec::new();
-    if let (true, Some(m), Some(enc)) = (build_ok, &model, &encoder) {
-        let (m, enc) = (m.clone(), Arc::clone(enc));
-        let threads = embed::session::worker_threads(
-            plan.embed.device,
-            plan.embed.threads,
-            plan.embed.workers,
-            m.graph_bytes(),
-        );
-        sessions = threads
-            .into_iter()
-            .map(|threads| SessionOptions {
-                device: plan.embed.device,
-                threads,
+    let mut errors: Vec<Error> = Vec::new();
+    let f = Facts::load(&plan, &stores, &mut errors).await;
+    errors.extend(check_outputs(&plan, &stores, f.input.as_ref()).await);
+    let columns = f
+        .input
+        .as_ref()
+        .map(|input| Columns::of(&plan, input, &mut errors))
+        .unwrap_or_default();
+    let documents_passthrough = columns.passthrough;
+    let passthrough = chunk_passthrough(&plan, &documents_passthrough);
+    errors.extend(check_topics(&plan, &f, &passthrough));
+    errors.extend(check_cluster_k(&plan, f.input.as_ref()));
+    let window = f
+        .encoder
+        .as_ref()
+        .map(|enc| chunk_window(&plan, enc, &mut errors));
+    match (errors.len(), f.input, f.model, f.encoder, window) {
+        (0, Some(input), Some(model), Some(encoder), Some((max_tokens, overlap))) => {
+            Ok(CheckedJob {
+                plan,
+                stores,
+                input,
+                model,
+                encoder,
+                read_columns: columns.read,
+                documents_passthrough,
+                passthrough,
+                max_tokens,
+                overlap,
+                sessions: f.sessions,
+                embedder: f.embedder,
             })
-            .collect();
-        let exec = sessions[0];
-        let probed = spawn_cpu(move || {
-            let mut e = Embedder::new(&m, &enc, exec)?;
-            e.probe(&m.dir, &enc)?;
-            Ok(e)
-        })
-        .await;
-        match probed {
-            Ok(e) => embedder = Some(e),
-            Err(e) => errors.push(e),
+        }
+        (1, ..) => Err(errors.remove(0)),
+        (0, ..) => Err(Error::internal("check failed without an error")),
+        _ => Err(Error::Job {
+            origin: plan.origin.clone(),
+            problems: errors.iter().map(|e| e.to_string()).collect(),
+        }),
+    }
+}
+
+/// What the checks look at, each loaded once; `None` where it could not be
+/// (its problem is among the errors).
+struct Facts {
+    input: Option<source::Input>,
+    model: Option<ModelConfig>,
+    encoder: Option<Arc<TextEncoder>>,
+    /// The sessions the run opens, and the first, probed.
+    sessions: Vec<SessionOptions>,
+    embedder: Option<Box<dyn EmbedBackend>>,
+}
+
+impl Facts {
+    async fn load(plan: &JobPlan, stores: &Stores, errors: &mut Vec<Error>) -> Facts {
+        let input = keep(errors, open_input(plan, stores).await);
+        let model = keep(errors, load_model(stores, &plan.model).await);
+        let encoder = match &model {
+            Some(m) => {
+                let m = m.clone();
+                let enc = spawn_cpu(move || TextEncoder::new(&m)).await;
+                keep(errors, enc.map(Arc::new))
+            }
+            None => None,
+        };
+        let build = keep(errors, check_build(plan.embed.device));
+        let (mut sessions, mut embedder) = (Vec::new(), None);
+        if let (Some(()), Some(m), Some(enc)) = (build, &model, &encoder) {
+            sessions = session_options(plan, m);
+            embedder = keep(errors, probe(m, enc, sessions[0]).await);
+        }
+        Facts {
+            input,
+            model,
+            encoder,
+            sessions,
+            embedder,
         }
     }
+}
 
-    let checked = match plan.output.format {
-        OutputKind::Parquet => {
-            ParquetSink::check_target(&stores, &plan.output.path, plan.output.overwrite)
-                .await
-                .map(|_| ())
-        }
-        OutputKind::Delta => {
-            DeltaTarget::check(
-                &stores,
-                &plan.output.path,
-                plan.output.overwrite,
-                plan.output.replace_foreign,
-            )
+/// The value, or `None` with its problem kept.
+fn keep<T>(errors: &mut Vec<Error>, r: Result<T>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
+/// The input: a Delta table (at its version), or files.
+async fn open_input(plan: &JobPlan, stores: &Stores) -> Result<source::Input> {
+    let i = &plan.input;
+    if i.delta {
+        source::open_table(stores, &i.path, i.version).await
+    } else {
+        source::open(stores, &i.path, i.format, &i.csv).await
+    }
+}
+
+/// A CUDA job needs the CUDA build of ONNX Runtime.
+fn check_build(device: Device) -> Result<()> {
+    match device {
+        Device::Cuda(_) => embed::session::check_build(embed::session::Build::Cuda),
+        Device::Cpu => Ok(()),
+    }
+}
+
+/// The sessions a run opens, for the plan's device, threads and workers.
+fn session_options(plan: &JobPlan, m: &ModelConfig) -> Vec<SessionOptions> {
+    let e = &plan.embed;
+    embed::session::worker_threads(e.device, e.threads, e.workers, m.graph_bytes())
+        .into_iter()
+        .map(|threads| SessionOptions {
+            device: e.device,
+            threads,
+        })
+        .collect()
+}
+
+/// The graph against the tokenizer, on the job's device and threads (a
+/// process loads one build of ONNX Runtime, CPU or CUDA): the session is
+/// the one the run will use.
+async fn probe(
+    m: &ModelConfig,
+    enc: &Arc<TextEncoder>,
+    exec: SessionOptions,
+) -> Result<Box<dyn EmbedBackend>> {
+    let (m, enc) = (m.clone(), Arc::clone(enc));
+    spawn_cpu(move || {
+        let mut e = Embedder::new(&m, &enc, exec)?;
+        e.probe(&m.dir, &enc)?;
+        Ok(Box::new(e) as Box<dyn EmbedBackend>)
+    })
+    .await
+}
+
+/// The outputs can be written (and a Delta table is one embedflow may
+/// write), and none is the input or another output.
+async fn check_outputs(
+    plan: &JobPlan,
+    stores: &Stores,
+    input: Option<&source::Input>,
+) -> Vec<Error> {
+    let o = &plan.output;
+    let main = match o.format {
+        OutputKind::Parquet => ParquetSink::check_target(stores, &o.path, o.overwrite)
             .await
+            .map(|_| ()),
+        OutputKind::Delta => {
+            DeltaTarget::check(stores, &o.path, o.overwrite, o.replace_foreign).await
         }
     };
-    if let Err(e) = checked {
-        errors.push(e);
-    }
-    if let Some(out) = &plan.output.documents_path
-        && let Err(e) = ParquetSink::check_target(&stores, out, plan.output.overwrite).await
+    let mut errors: Vec<Error> = main.err().into_iter().collect();
+    if let Some(out) = &o.documents_path
+        && let Err(e) = ParquetSink::check_target(stores, out, o.overwrite).await
     {
         errors.push(e);
     }
-    errors.extend(output_clashes(&plan, &stores, input.as_ref()));
+    errors.extend(output_clashes(plan, stores, input));
+    errors
+}
 
-    let mut read_columns: Vec<String> = Vec::new();
-    let mut passthrough: Vec<FieldRef> = Vec::new();
-    if let Some(input) = &input {
+/// The columns a run reads and copies.
+#[derive(Default)]
+struct Columns {
+    /// Read from the input: the copied ones, then the text's and the
+    /// filter's.
+    read: Vec<String>,
+    /// Copied to the documents output.
+    passthrough: Vec<FieldRef>,
+}
+
+impl Columns {
+    /// Every column named exists, and the text (or image) column holds
+    /// what the job says.
+    fn of(plan: &JobPlan, input: &source::Input, errors: &mut Vec<Error>) -> Columns {
         let schema = &input.schema;
         let first = input.files[0].location.display.as_str();
-        let missing = |c: &str| Error::missing_column(first, c, schema);
-        let mut wanted: Vec<String> = match &plan.input.columns {
-            Some(cols) => cols.clone(),
-            None => schema.fields().iter().map(|f| f.name().clone()).collect(),
-        };
-        // An image job copies no image bytes to its output unless asked
-        // (input.columns): a path column is kept, the bytes are not.
-        if plan.input.columns.is_none()
-            && let Some(col) = &plan.input.image_column
-            && schema.field_with_name(col).is_ok_and(|f| {
-                matches!(
-                    f.data_type(),
-                    arrow::datatypes::DataType::Binary
-                        | arrow::datatypes::DataType::LargeBinary
-                        | arrow::datatypes::DataType::BinaryView
-                )
-            })
-        {
-            wanted.retain(|c| c != col);
-        }
-        if let Some(id) = &plan.input.id_column
-            && !wanted.contains(id)
-        {
-            wanted.insert(0, id.clone());
-        }
+        let wanted = wanted_columns(plan, schema);
+        let mut passthrough = Vec::new();
         for c in &wanted {
             match schema.field_with_name(c) {
                 Ok(f) => passthrough.push(Arc::new(f.clone())),
-                Err(_) => errors.push(missing(c)),
+                Err(_) => errors.push(Error::missing_column(first, c, schema)),
             }
         }
         let content = match &plan.input.image_column {
             Some(col) => image_column_check(schema, first, col),
             None => plan.input.text.check(schema, first),
         };
-        if let Err(e) = content {
-            errors.push(e);
-        }
-        read_columns = wanted;
-        for c in plan.input.text.columns() {
-            if !read_columns.contains(&c) {
-                read_columns.push(c);
+        errors.extend(content.err());
+        let mut read = wanted;
+        let mut add = |cols: Vec<String>| {
+            for c in cols {
+                if !read.contains(&c) {
+                    read.push(c);
+                }
             }
-        }
+        };
+        add(plan.input.text.columns());
         if let Some(sql) = &plan.input.filter {
             match RowFilter::columns(sql, schema) {
-                Ok(cols) => {
-                    for c in cols {
-                        if !read_columns.contains(&c) {
-                            read_columns.push(c);
-                        }
-                    }
-                }
+                Ok(cols) => add(cols),
                 Err(e) => errors.push(e),
             }
         }
+        Columns { read, passthrough }
     }
+}
 
-    let documents_passthrough = passthrough;
-    let passthrough = chunk_passthrough(&plan, &documents_passthrough);
+/// The columns copied: `input.columns`, or all of them (an image job's
+/// bytes left out unless listed), the id column first if not among them.
+fn wanted_columns(plan: &JobPlan, schema: &arrow::datatypes::Schema) -> Vec<String> {
+    let mut wanted: Vec<String> = match &plan.input.columns {
+        Some(cols) => cols.clone(),
+        None => schema.fields().iter().map(|f| f.name().clone()).collect(),
+    };
+    // An image job copies no image bytes to its output unless asked
+    // (input.columns): a path column is kept, the bytes are not.
+    if plan.input.columns.is_none()
+        && let Some(col) = &plan.input.image_column
+        && schema.field_with_name(col).is_ok_and(|f| {
+            matches!(
+                f.data_type(),
+                arrow::datatypes::DataType::Binary
+                    | arrow::datatypes::DataType::LargeBinary
+                    | arrow::datatypes::DataType::BinaryView
+            )
+        })
+    {
+        wanted.retain(|c| c != col);
+    }
+    if let Some(id) = &plan.input.id_column
+        && !wanted.contains(id)
+    {
+        wanted.insert(0, id.clone());
+    }
+    wanted
+}
+
+/// Keyword topics need their texts in the output; a label prompt must be
+/// one of the model's.
+fn check_topics(plan: &JobPlan, f: &Facts, passthrough: &[FieldRef]) -> Vec<Error> {
+    let mut errors = Vec::new();
     if plan.topics.is_some()
         && plan.input.image_column.is_none()
-        && input.is_some()
-        && topics_text_column(&plan, &passthrough).is_none()
+        && f.input.is_some()
+        && topics_text_column(plan, passthrough).is_none()
     {
         errors.push(Error::Job {
             origin: plan.origin.clone(),
@@ -235,7 +321,7 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
             ],
         });
     }
-    if let (Some(t), Some(m)) = (&plan.topics, &model)
+    if let (Some(t), Some(m)) = (&plan.topics, &f.model)
         && let Some(name) = &t.label_prompt_name
         && !m.prompts.contains_key(name)
     {
@@ -247,73 +333,48 @@ pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
             ),
         ));
     }
-    // k-means needs k vectors: with one vector per row (no chunking, no
-    // filter) the row count of a Parquet input tells before any embedding.
-    if let (Some(cp), Some(rows)) = (&plan.cluster, input.as_ref().and_then(|i| i.total_rows))
-        && !plan.chunking.enabled
-        && plan.input.filter.is_none()
-        && rows < cp.kmeans.k as u64
-    {
-        errors.push(Error::Job {
-            origin: plan.origin.clone(),
-            problems: vec![format!(
-                "cluster.k: {} clusters need at least {} vectors, and the input has {rows} rows (one vector each with chunking.mode = \"none\"); lower cluster.k",
-                cp.kmeans.k, cp.kmeans.k
-            )],
-        });
-    }
-    let mut window = None;
-    if let Some(enc) = &encoder {
-        let fits = enc.default_max_tokens();
-        let max_tokens = plan.chunking.max_tokens.unwrap_or(fits);
-        let overlap = plan
-            .chunking
-            .overlap
-            .unwrap_or(chunk::DEFAULT_OVERLAP.min(max_tokens / 4));
-        if plan.chunking.enabled && overlap >= max_tokens {
-            errors.push(Error::Job {
-                origin: plan.origin.clone(),
-                problems: vec![format!(
-                    "chunking.overlap: must be smaller than the chunk window ({max_tokens} tokens), found {overlap}"
-                )],
-            });
-        }
-        if plan.chunking.enabled && max_tokens > fits {
-            errors.push(Error::Job {
-                origin: plan.origin.clone(),
-                problems: vec![format!(
-                    "chunking.max_tokens: {max_tokens} is more than the model takes ({fits} = max_seq_length {} minus special and prompt tokens)",
-                    enc.max_seq_length()
-                )],
-            });
-        }
-        window = Some((max_tokens, overlap));
-    }
+    errors
+}
 
-    match (errors.len(), input, model, encoder, window) {
-        (0, Some(input), Some(model), Some(encoder), Some((max_tokens, overlap))) => {
-            Ok(CheckedJob {
-                plan,
-                stores,
-                input,
-                model,
-                encoder,
-                read_columns,
-                documents_passthrough,
-                passthrough,
-                max_tokens,
-                overlap,
-                sessions,
-                embedder,
-            })
-        }
-        (1, ..) => Err(errors.remove(0)),
-        (0, ..) => Err(Error::internal("check failed without an error")),
-        _ => Err(Error::Job {
-            origin: plan.origin.clone(),
-            problems: errors.iter().map(|e| e.to_string()).collect(),
-        }),
+/// k-means needs k vectors: with one vector per row (no chunking, no
+/// filter) the row count of a Parquet input tells before any embedding.
+fn check_cluster_k(plan: &JobPlan, input: Option<&source::Input>) -> Option<Error> {
+    let (cp, rows) = (plan.cluster.as_ref()?, input?.total_rows?);
+    let one_each = !plan.chunking.enabled && plan.input.filter.is_none();
+    (one_each && rows < cp.kmeans.k as u64).then(|| Error::Job {
+        origin: plan.origin.clone(),
+        problems: vec![format!(
+            "cluster.k: {} clusters need at least {} vectors, and the input has {rows} rows (one vector each with chunking.mode = \"none\"); lower cluster.k",
+            cp.kmeans.k, cp.kmeans.k
+        )],
+    })
+}
+
+/// The chunk window (max tokens, overlap): the job's, or what the model
+/// takes; it must fit the model and the overlap the window.
+fn chunk_window(plan: &JobPlan, enc: &TextEncoder, errors: &mut Vec<Error>) -> (usize, usize) {
+    let fits = enc.default_max_tokens();
+    let max_tokens = plan.chunking.max_tokens.unwrap_or(fits);
+    let overlap = plan
+        .chunking
+        .overlap
+        .unwrap_or(chunk::DEFAULT_OVERLAP.min(max_tokens / 4));
+    let problem = |text: String| Error::Job {
+        origin: plan.origin.clone(),
+        problems: vec![text],
+    };
+    if plan.chunking.enabled && overlap >= max_tokens {
+        errors.push(problem(format!(
+            "chunking.overlap: must be smaller than the chunk window ({max_tokens} tokens), found {overlap}"
+        )));
     }
+    if plan.chunking.enabled && max_tokens > fits {
+        errors.push(problem(format!(
+            "chunking.max_tokens: {max_tokens} is more than the model takes ({fits} = max_seq_length {} minus special and prompt tokens)",
+            enc.max_seq_length()
+        )));
+    }
+    (max_tokens, overlap)
 }
 
 /// Every output of the job (by the field that names it), checked against the

@@ -10,40 +10,44 @@
 //! unit of work (one input batch of [`source::READ_BATCH_ROWS`] rows and its
 //! chunks), whatever the size of the input.
 
-mod buckets;
 mod check;
-mod commit;
-mod fingerprint;
-mod incremental;
+mod embedding;
+mod finish;
 mod output;
 mod prepare;
-mod shards;
+mod stage;
 mod table;
+mod unit;
+mod write;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::analysis::cluster;
 use crate::analysis::{ClusterJob, ClusterSummary};
 use crate::cluster::ZeroShot;
-use crate::delta::DeltaTarget;
-use crate::embed::{self, Device, Embedder, ModelConfig, SessionOptions};
+use crate::embed::digest::ModelDigest;
+use crate::embed::{self, Device, ModelConfig, SessionOptions};
 use crate::job::JobPlan;
 use crate::progress::{Counters, ProgressMode, Reporter, Summary, TableSummary};
 use crate::runtime::spawn_cpu;
-use crate::sink::{self, OutputKind, OutputLayout, ParquetSink, WriteOptions};
+use crate::sink::{self, OutputKind, OutputLayout, WriteOptions};
 use crate::source::{self, RowFilter, SourceBatch};
 use crate::{Error, Result};
 
 use check::topics_text_column;
 pub use check::{CheckedJob, check, load_model};
-pub use commit::{CommitReport, commit, discard_runs, status};
-use output::{Rows, hidden_sibling, lineage, write_unit};
-use prepare::{PrepareStage, WorkUnit};
-use table::{DoneUnits, TableRun};
+use embedding::{EmbedStage, Ready};
+use output::{Rows, hidden_sibling, lineage};
+use prepare::PrepareStage;
+use stage::{Stop, join_stages};
+pub use table::{CommitReport, commit_shards as commit, discard_runs, status};
+use table::{DoneUnits, TableStart, UnitFilter, Update};
+use unit::WorkUnit;
+use write::{Output, WriteStage, Written};
 
 /// Batches read ahead of the prepare stage.
 pub const SOURCE_QUEUE: usize = 2;
@@ -222,109 +226,141 @@ pub async fn run_job(
 }
 
 /// Runs a checked job to completion. On any error nothing is committed.
+///
+/// The wiring: the embed stage starts building its sessions at once; the
+/// output is opened once the vectors' width is known; then read → prepare
+/// → embed → write run joined by bounded channels, and the output is
+/// committed only after every stage has ended well.
 #[tracing::instrument(name = "embedding", skip_all)]
 pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summary> {
     crate::cancel::check()?;
-    if opts.shard.is_some() && c.plan.output.format != OutputKind::Delta {
+    refuse_sharded_file(&c.plan, opts)?;
+    let started = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let stop = Stop::default();
+    let (src_tx, src_rx) = mpsc::channel::<Result<SourceBatch>>(SOURCE_QUEUE);
+    let (prep_tx, prep_rx) = mpsc::channel::<Result<WorkUnit>>(PREPARED_QUEUE);
+    let (emb_tx, emb_rx) = mpsc::channel::<Result<WorkUnit>>(EMBEDDED_QUEUE);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let embed_thread = embed_stage(&mut c, &counters, &stop).spawn(prep_rx, emb_tx, ready_tx)?;
+    let (ready, digest) = sessions_ready(ready_rx, &c.model).await?;
+    let rows = output_rows(&c, ready.dim)?;
+    let write = write_options(&c, &digest, &ready);
+    let prepare = Arc::new(prepare_stage(&c, &counters)?);
+    let fingerprint = table::output_fingerprint(&write.metadata, &rows.schema);
+    let (output, update) = open_output(
+        &mut c,
+        opts,
+        &rows,
+        &write,
+        &prepare,
+        &digest.folder,
+        &fingerprint,
+    )
+    .await?;
+    let skip = unit_filter(&output, update.as_ref());
+    tracing::info!(
+        files = c.input.files.len(),
+        rows = ?c.input.total_rows,
+        model = %c.model.name,
+        dim = ready.dim,
+        "starting"
+    );
+    let total_rows = c.input.total_rows.filter(|_| c.plan.input.filter.is_none());
+    let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
+    let input_version = c.input.table.as_ref().map(|t| t.version);
+    let source_task = read_stage(&c, update.as_ref(), src_tx);
+    let prepare_thread = prepare.spawn(skip, stop.clone(), src_rx, prep_tx)?;
+    let writer = WriteStage {
+        output,
+        rows: &rows,
+        stores: &c.stores,
+        counters: Arc::clone(&counters),
+        stop,
+    };
+    let (output, written) = writer.run(emb_rx).await;
+    let joined = join_stages(source_task, prepare_thread, embed_thread).await;
+    reporter.finish();
+    let mut written = match written.and_then(|w| joined.map(|()| w)) {
+        Ok(w) => w,
+        Err(e) => {
+            output.abort().await;
+            return Err(e);
+        }
+    };
+    let facts = finish::Facts {
+        counters: &counters,
+        write: &write,
+        rows: &rows,
+        fingerprint,
+        input_version,
+        update,
+        shard: opts.shard.as_ref(),
+    };
+    let table = finish::commit(output, facts)
+        .await?
+        .map(|(table, vectors)| {
+            written.vectors = vectors;
+            table
+        });
+    Ok(summary(&c, &counters, &ready, written, table, started))
+}
+
+/// What the prepare stage skips: units an interrupted run finished, and
+/// in an incremental run the rows that did not change.
+fn unit_filter(output: &Output, update: Option<&Update>) -> UnitFilter {
+    UnitFilter {
+        done: match output {
+            Output::Table(t) => t.done_units(),
+            Output::File { .. } => DoneUnits::default(),
+        },
+        todo: update
+            .and_then(|u| u.diff.as_ref())
+            .map(|d| Arc::clone(&d.todo)),
+    }
+}
+
+/// A shard of a Parquet file could not be committed as one file.
+fn refuse_sharded_file(plan: &JobPlan, opts: &RunOptions) -> Result<()> {
+    if opts.shard.is_some() && plan.output.format != OutputKind::Delta {
         return Err(Error::Usage(
             "a sharded run writes a Delta table: set output.format = \"delta\" (shards of one Parquet file could not be committed as one)".into(),
         ));
     }
-    let started = Instant::now();
-    let plan = c.plan.clone();
-    let counters = Arc::new(Counters::default());
-    // Set on Ctrl-C or when the writer fails: the stages stop at their next
-    // batch instead of finishing work nobody will write.
-    let cancel = Arc::new(AtomicBool::new(false));
-    let (src_tx, mut src_rx) = mpsc::channel::<Result<SourceBatch>>(SOURCE_QUEUE);
-    let (prep_tx, mut prep_rx) = mpsc::channel::<Result<WorkUnit>>(PREPARED_QUEUE);
-    let (emb_tx, mut emb_rx) = mpsc::channel::<Result<WorkUnit>>(EMBEDDED_QUEUE);
+    Ok(())
+}
 
-    let (model, encoder, probed) = (c.model.clone(), Arc::clone(&c.encoder), c.embedder.take());
-    let sessions = std::mem::take(&mut c.sessions);
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(usize, Device, String)>>();
-    let (batch_tokens, max_rows) = (plan.embed.batch_tokens, plan.embed.max_batch_rows);
-    let embed_counters = Arc::clone(&counters);
-    let embed_cancel = Arc::clone(&cancel);
-    let embed_span = tracing::info_span!("embed_stage");
-    let embed_thread = std::thread::Builder::new()
-        .name("embedflow-embed".into())
-        .spawn(move || {
-            let _span = embed_span.entered();
-            // The thread that runs the sessions also builds them (taking
-            // the one the check probed with for the first), and says the
-            // vectors' width.
-            let built =
-                open_sessions(&model, &encoder, &sessions, probed).and_then(|mut sessions| {
-                    let dim = embed::output_dim(&mut sessions[0], &encoder)?;
-                    Ok((sessions, dim))
-                });
-            let (mut embedders, dim) = match built {
-                Ok((s, dim)) => {
-                    let first = &s[0];
-                    let _ = ready_tx.send(Ok((dim, first.device(), first.provider().to_string())));
-                    (s, dim)
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let c = embed_counters;
-            let mut rows_before = 0u64;
-            while let Some(item) = prep_rx.blocking_recv() {
-                let unit = item.and_then(|mut u| {
-                    let t = Instant::now();
-                    // Progress moves with each inference batch: the unit's
-                    // rows advance in proportion to its chunks embedded.
-                    let rows = u.row_chunks.len() as u64;
-                    let chunks = u.encoded.len().max(1) as u64;
-                    let done = std::sync::atomic::AtomicU64::new(0);
-                    let progress = |n: usize, tokens: usize| {
-                        let done = done.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-                        c.rows_embedded
-                            .fetch_max(rows_before + rows * done / chunks, Ordering::Relaxed);
-                        Counters::add(&c.tokens_embedded, tokens as u64);
-                        !embed_cancel.load(Ordering::Relaxed) && !crate::cancel::requested()
-                    };
-                    let (v, d) = embed::embed_all(
-                        &mut embedders,
-                        &u.encoded,
-                        batch_tokens,
-                        max_rows,
-                        &progress,
-                    )?;
-                    rows_before += rows;
-                    c.rows_embedded.store(rows_before, Ordering::Relaxed);
-                    if !v.is_empty() && d != dim {
-                        return Err(Error::internal(format!(
-                            "vector width changed from {dim} to {d}"
-                        )));
-                    }
-                    tracing::debug!(
-                        chunks = u.encoded.len(),
-                        seconds = t.elapsed().as_secs_f64(),
-                        "embedded a unit"
-                    );
-                    u.vectors = v;
-                    u.encoded = Vec::new();
-                    Ok(u)
-                });
-                let failed = unit.is_err();
-                if emb_tx.blocking_send(unit).is_err() || failed {
-                    return;
-                }
-            }
-        })
-        .map_err(Error::internal)?;
-    // Hashing the model folder is CPU work too: off the I/O runtime, while
-    // the embed thread builds its session.
-    let model = c.model.clone();
-    let (ready, digest) = tokio::join!(ready_rx, spawn_cpu(move || model.digest()));
-    let (dim, device, provider) = ready
+/// The embed stage, with the sessions the check chose (and the one it
+/// probed with).
+fn embed_stage(c: &mut CheckedJob, counters: &Arc<Counters>, stop: &Stop) -> EmbedStage {
+    EmbedStage {
+        model: c.model.clone(),
+        encoder: Arc::clone(&c.encoder),
+        sessions: std::mem::take(&mut c.sessions),
+        probed: c.embedder.take(),
+        batch_tokens: c.plan.embed.batch_tokens,
+        max_rows: c.plan.embed.max_batch_rows,
+        counters: Arc::clone(counters),
+        stop: stop.clone(),
+    }
+}
+
+/// Waits for the embed stage's sessions, hashing the model folder
+/// meanwhile: CPU work too, off the I/O runtime.
+async fn sessions_ready(
+    ready: oneshot::Receiver<Result<Ready>>,
+    model: &ModelConfig,
+) -> Result<(Ready, ModelDigest)> {
+    let model = model.clone();
+    let (ready, digest) = tokio::join!(ready, spawn_cpu(move || model.digest()));
+    let ready = ready
         .map_err(|_| Error::internal("the embed stage ended before its session was built"))??;
-    let digest = digest?;
-    let sha = digest.folder.clone();
+    Ok((ready, digest?))
+}
+
+/// The shapes of the rows this run writes.
+fn output_rows(c: &CheckedJob, dim: usize) -> Result<Rows> {
+    let plan = &c.plan;
     let layout = OutputLayout {
         chunk_columns: plan.chunking.enabled,
         chunk_text: plan.chunking.keep_text,
@@ -333,15 +369,34 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         content_hash: plan.output.format == OutputKind::Delta,
         vector_list: plan.output.format == OutputKind::Delta,
     };
-    let write = WriteOptions {
-        compression: plan.output.compression,
-        row_group_size: plan.output.row_group_size,
-        overwrite: plan.output.overwrite,
-        metadata: lineage(&c, &digest, dim, &provider, device),
+    Ok(Rows {
+        chunk_columns: c
+            .passthrough
+            .iter()
+            .map(|f| c.documents_passthrough.iter().position(|d| d == f))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::internal("a chunk column is not a document column"))?,
+        schema: sink::output_schema(&c.passthrough, &layout)?,
+        docs_schema: sink::documents_schema(&c.documents_passthrough, &layout)?,
+        dim,
+        vector_column: plan.output.vector_column.clone(),
+    })
+}
+
+/// How the output is written, with the lineage it records.
+fn write_options(c: &CheckedJob, digest: &ModelDigest, ready: &Ready) -> WriteOptions {
+    WriteOptions {
+        compression: c.plan.output.compression,
+        row_group_size: c.plan.output.row_group_size,
+        overwrite: c.plan.output.overwrite,
+        metadata: lineage(c, digest, ready.dim, &ready.provider, ready.device),
         ..WriteOptions::default()
-    };
-    let schema = sink::output_schema(&c.passthrough, &layout)?;
-    let docs_schema = sink::documents_schema(&c.documents_passthrough, &layout)?;
+    }
+}
+
+/// The prepare stage, with the job's row filter over the columns read.
+fn prepare_stage(c: &CheckedJob, counters: &Arc<Counters>) -> Result<PrepareStage> {
+    let plan = &c.plan;
     let filter = match &plan.input.filter {
         Some(sql) => {
             let read_schema = c
@@ -359,15 +414,14 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
         }
         None => None,
     };
-
-    let prepare = Arc::new(PrepareStage {
+    Ok(PrepareStage {
         passthrough_idx: (0..c.documents_passthrough.len()).collect(),
         plan: plan.clone(),
         encoder: Arc::clone(&c.encoder),
         filter,
         max_tokens: c.max_tokens,
         overlap: c.overlap,
-        counters: Arc::clone(&counters),
+        counters: Arc::clone(counters),
         hash_rows: plan.output.format == OutputKind::Delta,
         images: match (&c.model.vision, c.model.images) {
             (Some(v), true) => Some(prepare::ImageStage {
@@ -378,109 +432,44 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             }),
             _ => None,
         },
-    });
-    let stores = &c.stores;
-    let mut output = match plan.output.format {
-        OutputKind::Parquet => {
-            let out =
-                ParquetSink::create(stores, &plan.output.path, Arc::clone(&schema), &write).await?;
-            let docs = match &plan.output.documents_path {
-                Some(p) => {
-                    match ParquetSink::create(stores, p, Arc::clone(&docs_schema), &write).await {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            out.abort().await;
-                            return Err(e);
-                        }
-                    }
-                }
-                None => None,
-            };
-            Output::File { out, docs }
-        }
-        OutputKind::Delta => {
-            let target = Arc::new(DeltaTarget::resolve(stores, &plan.output.path)?);
-            let shard = match opts.shard.clone() {
-                Some(s) => Some(shards::assign(&c.input, plan.output.unit_rows, s).await?),
-                None => None,
-            };
-            if let Some(s) = &shard {
-                c.input = shards::restrict(&c.input, s);
-            }
-            let run = TableRun::start(
-                target,
-                &c.input,
-                &fingerprint::job_fingerprint(&plan, c.max_tokens, c.overlap),
-                &sha,
-                plan.output.unit_rows,
-                Arc::clone(&schema),
-                write.clone(),
-                shard,
-            )
-            .await?;
-            if run.resumed() > 0 {
-                eprintln!(
-                    "embedflow: resuming the interrupted run into {}: {} units already done",
-                    run.display(),
-                    run.resumed()
-                );
-            }
-            Output::Table(Box::new(run))
-        }
-    };
-    let fingerprint = fingerprint::output_fingerprint(&write.metadata, &schema);
-    let mut update = None;
-    let mut todo = None;
-    if let Output::Table(run) = &mut output {
-        // From here to the write loop, a failure gives the lease back.
-        let started = async {
-            let u =
-                incremental::start_update(run, &c, &plan, &prepare, &fingerprint, &write.metadata)
-                    .await?;
-            let t = u.diff.as_ref().map(|d| Arc::clone(&d.todo));
-            Ok::<_, Error>((u, t))
-        }
-        .await;
-        match started {
-            Ok((u, t)) => (update, todo) = (Some(u), t),
-            Err(e) => {
-                run.abandon().await;
-                return Err(e);
-            }
-        }
+    })
+}
+
+/// Opens the output: the files, or the table run (see [`table::open`]).
+async fn open_output(
+    c: &mut CheckedJob,
+    opts: &RunOptions,
+    rows: &Rows,
+    write: &WriteOptions,
+    prepare: &Arc<PrepareStage>,
+    model_sha: &str,
+    fingerprint: &str,
+) -> Result<(Output, Option<Update>)> {
+    if c.plan.output.format == OutputKind::Parquet {
+        let out = Output::create_files(&c.stores, &c.plan, rows, write).await?;
+        return Ok((out, None));
     }
-    let done_units = match &output {
-        Output::Table(t) => t.done_units(),
-        Output::File { .. } => DoneUnits::default(),
+    let start = TableStart {
+        shard: opts.shard.clone(),
+        schema: Arc::clone(&rows.schema),
+        write,
+        keys: Arc::clone(prepare) as Arc<dyn table::RowKeys>,
+        model_sha,
+        fingerprint,
     };
-    let rows = Rows {
-        chunk_columns: c
-            .passthrough
-            .iter()
-            .map(|f| c.documents_passthrough.iter().position(|d| d == f))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::internal("a chunk column is not a document column"))?,
-        schema: Arc::clone(&schema),
-        docs_schema,
-        dim,
-        vector_column: plan.output.vector_column.clone(),
-    };
+    let (run, update) = table::open(c, start).await?;
+    Ok((Output::Table(Box::new(run)), Some(update)))
+}
 
-    tracing::info!(
-        files = c.input.files.len(),
-        rows = ?c.input.total_rows,
-        model = %c.model.name,
-        dim,
-        "starting"
-    );
-    let total_rows = c.input.total_rows.filter(|_| plan.input.filter.is_none());
-    let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
-
-    let read_columns = c.read_columns.clone();
-    let input_version = c.input.table.as_ref().map(|t| t.version);
-    let mut input = c.input;
-    // An incremental run reads only the files holding rows to embed.
-    if let Some(d) = update.as_ref().and_then(|u| u.diff.as_ref()) {
+/// Starts reading the input; an incremental run reads only the files
+/// holding rows to embed.
+fn read_stage(
+    c: &CheckedJob,
+    update: Option<&Update>,
+    out: mpsc::Sender<Result<SourceBatch>>,
+) -> tokio::task::JoinHandle<Result<()>> {
+    let mut input = c.input.clone();
+    if let Some(d) = update.and_then(|u| u.diff.as_ref()) {
         input.files = std::mem::take(&mut input.files)
             .into_iter()
             .enumerate()
@@ -488,268 +477,39 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             .map(|(_, f)| f)
             .collect();
     }
-    let source_task = tokio::spawn(async move {
-        source::read(&input, &read_columns, source::READ_BATCH_ROWS, src_tx).await
-    });
+    let read_columns = c.read_columns.clone();
+    tokio::spawn(
+        async move { source::read(&input, &read_columns, source::READ_BATCH_ROWS, out).await },
+    )
+}
 
-    let prepare_cancel = Arc::clone(&cancel);
-    let prepare_stage = Arc::clone(&prepare);
-    let prepare_span = tracing::info_span!("prepare_stage");
-    let prepare_thread = std::thread::Builder::new()
-        .name("embedflow-prepare".into())
-        .spawn(move || {
-            let _span = prepare_span.entered();
-            while let Some(item) = src_rx.blocking_recv() {
-                if prepare_cancel.load(Ordering::Relaxed) || crate::cancel::requested() {
-                    return;
-                }
-                // Units an interrupted run finished are in its parts already.
-                if let Ok(sb) = &item
-                    && done_units.contains(&sb.file, sb.first_row)
-                {
-                    continue;
-                }
-                let unit = item.and_then(|sb| {
-                    // An incremental run embeds its new and changed rows only.
-                    let mask = match todo.as_ref() {
-                        Some(t) => {
-                            let f = done_units.file_index(&sb.file).ok_or_else(|| {
-                                Error::internal(format!("a batch of an unlisted file {}", sb.file))
-                            })?;
-                            Some(t.mask(f as u32, sb.first_row, sb.batch.num_rows()))
-                        }
-                        None => None,
-                    };
-                    prepare_stage.unit(sb, mask.as_deref())
-                });
-                let failed = unit.is_err();
-                if prep_tx.blocking_send(unit).is_err() || failed {
-                    return;
-                }
-            }
-        })
-        .map_err(Error::internal)?;
-
-    let mut written = 0u64;
-    let mut docs_written = 0u64;
-    let mut result: Result<()> = Ok(());
-    loop {
-        // The stop flag first: a signal that came during the last write is
-        // seen here, before another unit is taken.
-        let item = tokio::select! {
-            biased;
-            _ = crate::cancel::wait() => {
-                result = Err(Error::Interrupted);
-                break;
-            }
-            item = emb_rx.recv() => item,
-        };
-        let Some(item) = item else { break };
-        let step = match item {
-            Ok(unit) => match &mut output {
-                Output::File { out, docs } => write_unit(unit, &rows, out, docs.as_mut()).await,
-                Output::Table(t) => t.write(stores, unit, &rows).await,
-            },
-            Err(e) => Err(e),
-        };
-        match step {
-            Ok((n, d)) => {
-                written += n;
-                docs_written += d;
-                Counters::add(&counters.vectors_written, n);
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
-    if result.is_err() {
-        cancel.store(true, Ordering::Relaxed);
-    }
-    drop(emb_rx);
-    // A stage that panicked closes its channel like one that finished:
-    // join them all before anything is committed.
-    let joined = join_stages(source_task, prepare_thread, embed_thread).await;
-    reporter.finish();
-    if let Err(e) = result.and(joined) {
-        match output {
-            Output::File { out, docs } => {
-                out.abort().await;
-                if let Some(d) = docs {
-                    d.abort().await;
-                }
-            }
-            Output::Table(mut t) => t.abandon().await,
-        }
-        return Err(e);
-    }
-    let mut table = None;
-    match output {
-        // The commit point: `commit` refuses once a stop was asked for; the
-        // documents file follows the main output whatever comes after it,
-        // so the pair is committed together or not at all.
-        Output::File { mut out, docs } => {
-            // What the run did, for the lineage (`embedflow report` shows
-            // it). Counts only, no clock time: one job over one input
-            // writes the same file every time.
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
-            out.append_metadata(&[
-                ("embedflow.run.rows_read".into(), load(&counters.rows_read)),
-                (
-                    "embedflow.run.rows_skipped".into(),
-                    load(&counters.rows_skipped),
-                ),
-                ("embedflow.run.chunks".into(), load(&counters.chunks)),
-                ("embedflow.run.tokens".into(), load(&counters.tokens)),
-            ]);
-            let committed = out.commit().await;
-            let docs_committed = match docs {
-                Some(d) if committed.is_ok() => d.commit_unconditionally().await.map(Some),
-                Some(d) => {
-                    d.abort().await;
-                    Ok(None)
-                }
-                None => Ok(None),
-            };
-            committed?;
-            docs_committed?;
-        }
-        Output::Table(t) => {
-            let app = write
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-                .collect();
-            let mut properties = write.metadata.clone();
-            properties.push((fingerprint::FINGERPRINT.into(), fingerprint.clone()));
-            if let Some(v) = input_version {
-                properties.push((incremental::INPUT_VERSION.into(), v.to_string()));
-            }
-            let target = t.target();
-            let diff = update.as_ref().and_then(|u| u.diff.as_ref());
-            let outcome = match &opts.shard {
-                // A shard leaves its parts, keys and marker; `embedflow
-                // commit` makes the version.
-                Some(s) => {
-                    let marker = table::ShardMarker {
-                        shard: s.index,
-                        count: s.count,
-                        changes: diff.map(|d| d.changes.clone()),
-                        schema: shards::schema_to_hex(&schema)?,
-                        properties,
-                        app,
-                        ..Default::default()
-                    };
-                    let keys = diff.map(incremental::Diff::keys_path);
-                    t.finish_shard(marker, keys.as_deref()).await?
-                }
-                None => {
-                    let outcome = t.commit(&properties, app).await?;
-                    if let (Some(d), Some(v)) = (diff, outcome.version)
-                        && input_version.is_some()
-                    {
-                        incremental::save_keys(&target, d, v).await;
-                    }
-                    outcome
-                }
-            };
-            written = outcome.vectors;
-            let update = update.take();
-            table = Some(TableSummary {
-                version: outcome.version,
-                shard: opts.shard.as_ref().map(|s| (s.index, s.count)),
-                units: outcome.units,
-                units_resumed: outcome.units_resumed,
-                changes: update
-                    .as_ref()
-                    .and_then(|u| u.diff.as_ref())
-                    .map(|d| d.changes.clone()),
-                full_because: update.and_then(|u| u.full_because),
-            });
-        }
-    }
-
-    Ok(Summary {
-        output: plan.output.path.clone(),
-        documents: plan.output.documents_path.clone(),
+/// What the run did, printed at the end.
+fn summary(
+    c: &CheckedJob,
+    counters: &Counters,
+    ready: &Ready,
+    written: Written,
+    table: Option<TableSummary>,
+    started: Instant,
+) -> Summary {
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    Summary {
+        output: c.plan.output.path.clone(),
+        documents: c.plan.output.documents_path.clone(),
         model: c.model.name.clone(),
-        provider: match device {
-            Device::Cpu => provider,
-            Device::Cuda(_) => format!("{provider} ({device})"),
+        provider: match ready.device {
+            Device::Cpu => ready.provider.clone(),
+            Device::Cuda(_) => format!("{} ({})", ready.provider, ready.device),
         },
-        dim,
-        rows_read: counters.rows_read.load(Ordering::Relaxed),
-        rows_skipped: counters.rows_skipped.load(Ordering::Relaxed),
-        chunks: counters.chunks.load(Ordering::Relaxed),
-        tokens: counters.tokens.load(Ordering::Relaxed),
-        vectors_written: written,
-        documents_written: docs_written,
+        dim: ready.dim,
+        rows_read: load(&counters.rows_read),
+        rows_skipped: load(&counters.rows_skipped),
+        chunks: load(&counters.chunks),
+        tokens: load(&counters.tokens),
+        vectors_written: written.vectors,
+        documents_written: written.documents,
         seconds: started.elapsed().as_secs_f64(),
         table,
-        images: plan.input.image_column.is_some(),
-    })
-}
-
-/// Where the rows go: one file (and its documents file), or a table. One
-/// lives per run, so the file variant's size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Output {
-    File {
-        out: ParquetSink,
-        docs: Option<ParquetSink>,
-    },
-    Table(Box<TableRun>),
-}
-
-/// The sessions a run embeds with, as the check chose them: the one it
-/// probed with first, the others opened at once, each on its own thread.
-fn open_sessions(
-    model: &ModelConfig,
-    encoder: &embed::TextEncoder,
-    sessions: &[SessionOptions],
-    probed: Option<Embedder>,
-) -> Result<Vec<Embedder>> {
-    if sessions.is_empty() {
-        return Err(Error::internal("the check chose no session to embed with"));
+        images: c.plan.input.image_column.is_some(),
     }
-    tracing::info!(
-        sessions = sessions.len(),
-        threads = ?sessions.iter().map(|s| s.threads).collect::<Vec<_>>(),
-        "opening the embedding sessions"
-    );
-    let skip = usize::from(probed.is_some());
-    let opened: Vec<Result<Embedder>> = std::thread::scope(|s| {
-        let handles: Vec<_> = sessions[skip..]
-            .iter()
-            .map(|&o| s.spawn(move || Embedder::new(model, encoder, o)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    probed.map(Ok).into_iter().chain(opened).collect()
-}
-
-async fn join_stages(
-    source_task: tokio::task::JoinHandle<Result<()>>,
-    prepare: std::thread::JoinHandle<()>,
-    embed: std::thread::JoinHandle<()>,
-) -> Result<()> {
-    let source = source_task
-        .await
-        .map_err(|e| Error::internal(format!("source stage: {e}")))?;
-    let threads = tokio::task::spawn_blocking(move || {
-        let p = prepare
-            .join()
-            .map_err(|_| Error::internal("the prepare stage panicked"));
-        let e = embed
-            .join()
-            .map_err(|_| Error::internal("the embed stage panicked"));
-        p.and(e)
-    })
-    .await
-    .map_err(Error::internal)?;
-    source.and(threads)
 }

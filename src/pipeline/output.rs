@@ -12,7 +12,7 @@ use crate::sink::{self, ParquetSink};
 use crate::{Error, Result};
 
 use super::check::CheckedJob;
-use super::prepare::WorkUnit;
+use super::unit::WorkUnit;
 
 /// Key-value metadata recorded in every output: where the vectors came from.
 pub(super) fn lineage(

@@ -7,7 +7,7 @@ use arrow::array::{
     UInt32Array, UInt64Array,
 };
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::DataType;
 use rayon::prelude::*;
 
 use crate::chunk;
@@ -19,28 +19,9 @@ use crate::sink::UpdateMode;
 use crate::source::{RowFilter, SourceBatch};
 use crate::{Error, Result};
 
-/// One input batch on its way through the stages.
-pub(super) struct WorkUnit {
-    /// The input file the rows come from, and the first row's index in it
-    /// (0-based): where the batch sits in the input.
-    pub(super) file: Arc<str>,
-    pub(super) first_row: u64,
-    /// Passthrough columns of the rows that survived the filter.
-    pub(super) batch: RecordBatch,
-    /// Per row of `batch`: how many chunks it has (0 = skipped).
-    pub(super) row_chunks: Vec<u32>,
-    /// Per chunk: the row of `batch` it belongs to.
-    pub(super) chunk_row: Vec<u32>,
-    pub(super) chunk_index: Vec<i32>,
-    pub(super) chunk_start: Vec<i64>,
-    pub(super) chunk_end: Vec<i64>,
-    pub(super) chunk_text: Vec<String>,
-    pub(super) encoded: Vec<Encoded>,
-    pub(super) vectors: Vec<f32>,
-    /// Per row of `batch`, when the output records it: SHA-256 of the
-    /// text embedded and the passthrough values.
-    pub(super) row_hash: Vec<[u8; 32]>,
-}
+use super::stage::{Stop, spawn_thread};
+use super::table::{RowKeys, UnitFilter, keys_schema};
+use super::unit::WorkUnit;
 
 /// What the prepare stage needs, shared with its rayon workers.
 pub(super) struct PrepareStage {
@@ -133,6 +114,48 @@ pub(super) struct ChunkOut {
 }
 
 impl PrepareStage {
+    /// Starts the stage on its own thread: each read batch becomes a unit,
+    /// but for the units `skip` says are done and the rows it masks.
+    pub(super) fn spawn(
+        self: Arc<Self>,
+        skip: UnitFilter,
+        stop: Stop,
+        input: tokio::sync::mpsc::Receiver<Result<SourceBatch>>,
+        output: tokio::sync::mpsc::Sender<Result<WorkUnit>>,
+    ) -> Result<std::thread::JoinHandle<()>> {
+        let span = tracing::info_span!("prepare_stage");
+        spawn_thread("prepare", span, move || self.run(skip, stop, input, output))
+    }
+
+    fn run(
+        &self,
+        skip: UnitFilter,
+        stop: Stop,
+        mut input: tokio::sync::mpsc::Receiver<Result<SourceBatch>>,
+        output: tokio::sync::mpsc::Sender<Result<WorkUnit>>,
+    ) {
+        while let Some(item) = input.blocking_recv() {
+            if stop.is_set() {
+                return;
+            }
+            // Units an interrupted run finished are in its parts already.
+            if let Ok(sb) = &item
+                && skip.done(sb)
+            {
+                continue;
+            }
+            // An incremental run embeds its new and changed rows only.
+            let unit = item.and_then(|sb| {
+                let mask = skip.mask(&sb)?;
+                self.unit(sb, mask.as_deref())
+            });
+            let failed = unit.is_err();
+            if output.blocking_send(unit).is_err() || failed {
+                return;
+            }
+        }
+    }
+
     /// The rows of a read batch this job embeds: those `todo` marks (an
     /// incremental run's new and changed rows; all when `None`) that pass
     /// the filter, with their 0-based positions in the file.
@@ -176,45 +199,6 @@ impl PrepareStage {
             .ok_or_else(|| Error::internal("images as binary"))?
             .clone();
         Ok(Contents::Images { data, paths })
-    }
-
-    /// An incremental run's keys of a read batch: for each row it would
-    /// embed, its file, position, id (as text) and content hash.
-    pub(super) fn keys(&self, sb: &SourceBatch, file: u32, name: &str) -> Result<RecordBatch> {
-        let (batch, at) = self.selected(sb, None)?;
-        let texts = self.contents(&batch)?;
-        let passthrough = batch
-            .project(&self.passthrough_idx)
-            .map_err(Error::internal)?;
-        let hashes = content_hashes(&texts, &passthrough)?;
-        let ids = match &self.plan.input.id_column {
-            Some(c) => batch
-                .column_by_name(c)
-                .map(|a| arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8))
-                .transpose()
-                .map_err(Error::internal)?,
-            None => None,
-        }
-        .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
-        let ids = ids
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| Error::internal("ids as text"))?;
-        // Rows whose text is skipped are never in the table: not keys.
-        let keep: Vec<usize> = self.kept_rows(&texts).collect();
-        self.require_ids(&sb.file, ids, keep.iter().map(|&i| (i, at[i])))?;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt32Array::from(vec![file; keep.len()])),
-            Arc::new(StringArray::from(vec![name; keep.len()])),
-            Arc::new(UInt64Array::from_iter_values(keep.iter().map(|&i| at[i]))),
-            Arc::new(StringArray::from_iter_values(
-                keep.iter().map(|&i| ids.value(i)),
-            )),
-            Arc::new(BinaryArray::from_iter_values(
-                keep.iter().map(|&i| hashes[i].as_slice()),
-            )),
-        ];
-        RecordBatch::try_new(keys_schema(), columns).map_err(Error::internal)
     }
 
     /// The rows a table holds: all but those whose text is empty, when
@@ -423,42 +407,13 @@ impl PrepareStage {
             .images
             .as_ref()
             .ok_or_else(|| Error::internal("an image row without the image stage"))?;
-        let n = data.len();
-        let mut skip = vec![false; n];
-        for (i, s) in skip.iter_mut().enumerate() {
-            if contents.is_empty(i) {
-                let what = if paths { "image path" } else { "image" };
-                *s = self.empty_row(what, contents.is_null(i), file, rows[i], ids, i)?;
-                if !*s {
-                    return Err(Error::internal("on_empty = embed in an image job"));
-                }
-            }
-        }
-        // Paths are read first, all of a unit's at once (a few at a time).
-        let fetched: Vec<Option<std::result::Result<bytes::Bytes, String>>> = if paths {
-            let wanted: Vec<(usize, String)> = (0..n)
-                .filter(|&i| !skip[i])
-                .map(|i| (i, String::from_utf8_lossy(data.value(i)).trim().to_string()))
-                .collect();
-            // A read that hangs (a slow store) ends at the first signal.
-            let read = stage.runtime.block_on(async {
-                tokio::select! {
-                    biased;
-                    _ = crate::cancel::wait() => Err(Error::Interrupted),
-                    r = read_images(&stage.stores, file, wanted) => Ok(r),
-                }
-            })?;
-            let mut out: Vec<Option<_>> = (0..n).map(|_| None).collect();
-            for (i, r) in read {
-                out[i] = Some(r);
-            }
-            out
-        } else {
-            (0..n).map(|_| None).collect()
+        let skip = self.empty_images(paths, contents, file, rows, ids)?;
+        let fetched = match paths {
+            true => fetch_images(stage, data, &skip, file)?,
+            false => (0..data.len()).map(|_| None).collect(),
         };
-        let col = &self.plan.input.text_source;
         let max_pixels = self.plan.embed.max_image_pixels;
-        let prepared: Vec<Option<std::result::Result<Vec<u8>, String>>> = (0..n)
+        let prepared: Vec<Option<std::result::Result<Vec<u8>, String>>> = (0..data.len())
             .into_par_iter()
             .map(|i| {
                 if skip[i] {
@@ -476,49 +431,115 @@ impl PrepareStage {
                 )
             })
             .collect();
-        let mut out = Vec::with_capacity(n);
-        for (i, p) in prepared.into_iter().enumerate() {
-            out.push(match p {
-                None => Ok(Vec::new()),
-                Some(Ok(pixels)) => Ok(vec![ChunkOut {
-                    start: 0,
-                    end: 0,
-                    text: None,
-                    encoded: crate::embed::Encoded::image(pixels),
-                }]),
-                Some(Err(why)) => {
-                    let shown = if paths {
-                        format!(" ({})", String::from_utf8_lossy(data.value(i)).trim())
-                    } else {
-                        String::new()
-                    };
-                    let message = format!(
-                        "input {file}: row {}{}: column {col}{shown}: {why}",
-                        rows[i],
-                        self.id_of(ids, i)
-                    );
-                    match self.plan.embed.on_error {
-                        OnError::Fail => Err(Error::Data(format!(
-                            "{message}; set embed.on_error = \"skip\" to leave such rows out"
-                        ))),
-                        OnError::Skip => {
-                            let k = stage
-                                .reported
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if k < REPORTED_BAD_ROWS {
-                                eprintln!("embedflow: skipped: {message}");
-                            } else if k == REPORTED_BAD_ROWS {
-                                eprintln!(
-                                    "embedflow: more rows skipped for bad images; the summary counts them"
-                                );
-                            }
-                            Ok(Vec::new())
-                        }
-                    }
+        let out = prepared.into_iter().enumerate().map(|(i, p)| match p {
+            None => Ok(Vec::new()),
+            Some(Ok(pixels)) => Ok(vec![ChunkOut {
+                start: 0,
+                end: 0,
+                text: None,
+                encoded: crate::embed::Encoded::image(pixels),
+            }]),
+            Some(Err(why)) => {
+                let shown = match paths {
+                    true => format!(" ({})", String::from_utf8_lossy(data.value(i)).trim()),
+                    false => String::new(),
+                };
+                let message = format!(
+                    "input {file}: row {}{}: column {}{shown}: {why}",
+                    rows[i],
+                    self.id_of(ids, i),
+                    self.plan.input.text_source
+                );
+                self.bad_image(stage, message)
+            }
+        });
+        Ok(out.collect())
+    }
+
+    /// Which image rows are empty and skipped (`embed.on_empty`).
+    fn empty_images(
+        &self,
+        paths: bool,
+        contents: &Contents,
+        file: &str,
+        rows: &[u64],
+        ids: Option<&ArrayRef>,
+    ) -> Result<Vec<bool>> {
+        let mut skip = vec![false; contents.len()];
+        for (i, s) in skip.iter_mut().enumerate() {
+            if contents.is_empty(i) {
+                let what = if paths { "image path" } else { "image" };
+                *s = self.empty_row(what, contents.is_null(i), file, rows[i], ids, i)?;
+                if !*s {
+                    return Err(Error::internal("on_empty = embed in an image job"));
                 }
-            });
+            }
         }
-        Ok(out)
+        Ok(skip)
+    }
+
+    /// A row whose image cannot be embedded: the run fails, or the row is
+    /// left out and said (the first few by name, then a count).
+    fn bad_image(&self, stage: &ImageStage, message: String) -> Result<Vec<ChunkOut>> {
+        match self.plan.embed.on_error {
+            OnError::Fail => Err(Error::Data(format!(
+                "{message}; set embed.on_error = \"skip\" to leave such rows out"
+            ))),
+            OnError::Skip => {
+                let k = stage
+                    .reported
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k < REPORTED_BAD_ROWS {
+                    eprintln!("embedflow: skipped: {message}");
+                } else if k == REPORTED_BAD_ROWS {
+                    eprintln!(
+                        "embedflow: more rows skipped for bad images; the summary counts them"
+                    );
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+impl RowKeys for PrepareStage {
+    /// An incremental run's keys of a read batch: for each row it would
+    /// embed, its file, position, id (as text) and content hash.
+    fn keys(&self, sb: &SourceBatch, file: u32, name: &str) -> Result<RecordBatch> {
+        let (batch, at) = self.selected(sb, None)?;
+        let texts = self.contents(&batch)?;
+        let passthrough = batch
+            .project(&self.passthrough_idx)
+            .map_err(Error::internal)?;
+        let hashes = content_hashes(&texts, &passthrough)?;
+        let ids = match &self.plan.input.id_column {
+            Some(c) => batch
+                .column_by_name(c)
+                .map(|a| arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8))
+                .transpose()
+                .map_err(Error::internal)?,
+            None => None,
+        }
+        .ok_or_else(|| Error::internal("an incremental run without input.id_column"))?;
+        let ids = ids
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::internal("ids as text"))?;
+        // Rows whose text is skipped are never in the table: not keys.
+        let keep: Vec<usize> = self.kept_rows(&texts).collect();
+        self.require_ids(&sb.file, ids, keep.iter().map(|&i| (i, at[i])))?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(vec![file; keep.len()])),
+            Arc::new(StringArray::from(vec![name; keep.len()])),
+            Arc::new(UInt64Array::from_iter_values(keep.iter().map(|&i| at[i]))),
+            Arc::new(StringArray::from_iter_values(
+                keep.iter().map(|&i| ids.value(i)),
+            )),
+            Arc::new(BinaryArray::from_iter_values(
+                keep.iter().map(|&i| hashes[i].as_slice()),
+            )),
+        ];
+        RecordBatch::try_new(keys_schema(), columns).map_err(Error::internal)
     }
 }
 
@@ -555,17 +576,32 @@ pub(super) fn content_hashes(texts: &Contents, batch: &RecordBatch) -> Result<Ve
         .collect())
 }
 
-/// Columns of an incremental run's keys file.
-pub(super) fn keys_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("file", DataType::UInt32, false),
-        // The file's name (relative to a Delta input), for a later run
-        // that reuses the keys of files that did not change.
-        Field::new("path", DataType::Utf8, false),
-        Field::new("row", DataType::UInt64, false),
-        Field::new("id", DataType::Utf8, true),
-        Field::new("hash", DataType::Binary, false),
-    ]))
+/// The image files a unit's path column names, all read at once (a few
+/// at a time); `None` for the rows skipped.
+#[allow(clippy::type_complexity)]
+fn fetch_images(
+    stage: &ImageStage,
+    data: &LargeBinaryArray,
+    skip: &[bool],
+    file: &str,
+) -> Result<Vec<Option<std::result::Result<bytes::Bytes, String>>>> {
+    let wanted: Vec<(usize, String)> = (0..data.len())
+        .filter(|&i| !skip[i])
+        .map(|i| (i, String::from_utf8_lossy(data.value(i)).trim().to_string()))
+        .collect();
+    // A read that hangs (a slow store) ends at the first signal.
+    let read = stage.runtime.block_on(async {
+        tokio::select! {
+            biased;
+            _ = crate::cancel::wait() => Err(Error::Interrupted),
+            r = read_images(&stage.stores, file, wanted) => Ok(r),
+        }
+    })?;
+    let mut out: Vec<Option<_>> = (0..data.len()).map(|_| None).collect();
+    for (i, r) in read {
+        out[i] = Some(r);
+    }
+    Ok(out)
 }
 
 /// Reads the image files a path column names, a few at a time: a path

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 /// The table property holding the output fingerprint of the run that wrote
 /// the version: an incremental run copies rows only from a table whose
 /// fingerprint is its own.
-pub(super) const FINGERPRINT: &str = "embedflow.fingerprint";
+pub(crate) const FINGERPRINT: &str = "embedflow.fingerprint";
 
 /// Lineage keys that do not change the vectors (where and how they ran).
 const EXECUTION_KEYS: [&str; 4] = [
@@ -23,7 +23,7 @@ const EXECUTION_KEYS: [&str; 4] = [
 /// A hash of what decides the output's vectors and columns: the lineage
 /// (model sha256, pooling, normalisation, max length, prompt, text, chunking,
 /// filter) and the output schema.
-pub(super) fn output_fingerprint(lineage: &[(String, String)], schema: &SchemaRef) -> String {
+pub(crate) fn output_fingerprint(lineage: &[(String, String)], schema: &SchemaRef) -> String {
     let mut h = Sha256::new();
     for (k, v) in lineage {
         if !EXECUTION_KEYS.contains(&k.as_str()) {
@@ -37,7 +37,7 @@ pub(super) fn output_fingerprint(lineage: &[(String, String)], schema: &SchemaRe
 }
 
 /// Why a table's fingerprint is not the run's, in the lineage's words.
-pub(super) fn fingerprint_change(
+pub(crate) fn fingerprint_change(
     table: &HashMap<String, String>,
     lineage: &[(String, String)],
 ) -> String {
@@ -88,7 +88,7 @@ fn changed_files(old: &str, new: &str) -> String {
 }
 
 /// A hash of what in a job decides the rows and vectors it writes.
-pub(super) fn job_fingerprint(
+pub(crate) fn job_fingerprint(
     plan: &crate::job::JobPlan,
     max_tokens: usize,
     overlap: usize,

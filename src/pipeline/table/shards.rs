@@ -11,10 +11,10 @@ use crate::shard::{Assignment, FileShape, Shard};
 use crate::source::{self, Format, Input};
 use crate::{Error, Result};
 
-use super::table::ShardOf;
+use super::run::ShardOf;
 
 /// The run's assignment of units to `shard.count` shards.
-pub(super) async fn assign(input: &Input, unit_rows: u64, shard: Shard) -> Result<ShardOf> {
+pub(crate) async fn assign(input: &Input, unit_rows: u64, shard: Shard) -> Result<ShardOf> {
     let mut shapes = Vec::with_capacity(input.files.len());
     for f in &input.files {
         shapes.push(match input.format {
@@ -37,7 +37,7 @@ pub(super) async fn assign(input: &Input, unit_rows: u64, shard: Shard) -> Resul
 /// The input as `s` reads it: every file still listed (file indices are
 /// the whole listing's), each restricted to the row groups of its units;
 /// another shard's CSV file is not read at all.
-pub(super) fn restrict(input: &Input, s: &ShardOf) -> Input {
+pub(crate) fn restrict(input: &Input, s: &ShardOf) -> Input {
     let mut groups: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
     for (i, f) in input.files.iter().enumerate() {
         let name: Arc<str> = Arc::from(f.location.display.as_str());
@@ -59,14 +59,14 @@ pub(super) fn restrict(input: &Input, s: &ShardOf) -> Input {
 
 /// A schema as text (an Arrow IPC stream with no batch, in hex), for a
 /// shard's marker.
-pub(super) fn schema_to_hex(schema: &Schema) -> Result<String> {
+pub(crate) fn schema_to_hex(schema: &Schema) -> Result<String> {
     let mut w =
         arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(Error::internal)?;
     w.finish().map_err(Error::internal)?;
     Ok(hex::encode(w.into_inner().map_err(Error::internal)?))
 }
 
-pub(super) fn schema_from_hex(text: &str) -> Result<SchemaRef> {
+pub(crate) fn schema_from_hex(text: &str) -> Result<SchemaRef> {
     let bytes = hex::decode(text).map_err(Error::internal)?;
     let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .map_err(Error::internal)?;

@@ -25,33 +25,33 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// Rows a bucket is sized for, on the larger side.
-pub(super) const BUCKET_ROWS: u64 = 131_072;
+pub(crate) const BUCKET_ROWS: u64 = 131_072;
 /// At most this many bucket files per side are open at once; past
 /// `BUCKET_ROWS × MAX_BUCKETS` rows, buckets grow instead.
-pub(super) const MAX_BUCKETS: u64 = 512;
+pub(crate) const MAX_BUCKETS: u64 = 512;
 /// Write buffer per bucket file.
 const SPILL_BUFFER: usize = 16 << 10;
 
 /// How many buckets a comparison of `rows` (the larger side) needs.
-pub(super) fn buckets_for(rows: u64) -> usize {
+pub(crate) fn buckets_for(rows: u64) -> usize {
     rows.div_ceil(BUCKET_ROWS).clamp(1, MAX_BUCKETS) as usize
 }
 
 /// A row: its file (an index in a listing) and its row within the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Pos {
+pub(crate) struct Pos {
     pub file: u32,
     pub row: u64,
 }
 
 /// A set of rows, one bit per row of each file.
 #[derive(Clone, Debug, Default)]
-pub(super) struct RowSet {
+pub(crate) struct RowSet {
     files: Vec<Vec<u64>>,
 }
 
 impl RowSet {
-    pub(super) fn insert(&mut self, p: Pos) {
+    pub(crate) fn insert(&mut self, p: Pos) {
         let f = p.file as usize;
         if self.files.len() <= f {
             self.files.resize_with(f + 1, Vec::new);
@@ -64,7 +64,7 @@ impl RowSet {
         words[w] |= 1u64 << (p.row % 64);
     }
 
-    pub(super) fn contains(&self, p: Pos) -> bool {
+    pub(crate) fn contains(&self, p: Pos) -> bool {
         self.files
             .get(p.file as usize)
             .and_then(|w| w.get((p.row / 64) as usize))
@@ -72,14 +72,14 @@ impl RowSet {
     }
 
     /// Whether file `file` holds a row of the set.
-    pub(super) fn touches(&self, file: u32) -> bool {
+    pub(crate) fn touches(&self, file: u32) -> bool {
         self.files
             .get(file as usize)
             .is_some_and(|w| w.iter().any(|&x| x != 0))
     }
 
     /// Which of rows `first..first + n` of `file` are in the set.
-    pub(super) fn mask(&self, file: u32, first: u64, n: usize) -> Vec<bool> {
+    pub(crate) fn mask(&self, file: u32, first: u64, n: usize) -> Vec<bool> {
         (first..first + n as u64)
             .map(|row| self.contains(Pos { file, row }))
             .collect()
@@ -87,13 +87,13 @@ impl RowSet {
 }
 
 /// One side's keys, spilled to bucket files.
-pub(super) struct Spill {
+pub(crate) struct Spill {
     paths: Vec<PathBuf>,
     writers: Vec<BufWriter<File>>,
 }
 
 impl Spill {
-    pub(super) fn create(dir: &Path, side: &str, buckets: usize) -> Result<Spill> {
+    pub(crate) fn create(dir: &Path, side: &str, buckets: usize) -> Result<Spill> {
         let mut paths = Vec::with_capacity(buckets);
         let mut writers = Vec::with_capacity(buckets);
         for b in 0..buckets {
@@ -106,7 +106,7 @@ impl Spill {
     }
 
     /// Appends a key. The hash is the content hash (at most 255 bytes).
-    pub(super) fn push(&mut self, id: Option<&[u8]>, hash: &[u8], at: Pos) -> Result<()> {
+    pub(crate) fn push(&mut self, id: Option<&[u8]>, hash: &[u8], at: Pos) -> Result<()> {
         let b = bucket_of(id, self.writers.len());
         let w = &mut self.writers[b];
         let hash_len = u8::try_from(hash.len())
@@ -130,7 +130,7 @@ impl Spill {
     }
 
     /// Flushes and closes the writers: the bucket files, in bucket order.
-    pub(super) fn finish(self) -> Result<Vec<PathBuf>> {
+    pub(crate) fn finish(self) -> Result<Vec<PathBuf>> {
         for (w, p) in self.writers.into_iter().zip(&self.paths) {
             w.into_inner()
                 .map_err(|e| spill_error(p, e.into_error()))?
@@ -219,7 +219,7 @@ impl Keys {
 
 /// What the comparison found.
 #[derive(Debug, Default)]
-pub(super) struct Outcome {
+pub(crate) struct Outcome {
     pub rows: u64,
     pub unchanged: u64,
     pub changed: u64,
@@ -234,7 +234,7 @@ pub(super) struct Outcome {
 
 /// A source id found twice: the id and its two rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Repeated {
+pub(crate) struct Repeated {
     pub id: String,
     pub first: Pos,
     pub again: Pos,
@@ -242,7 +242,7 @@ pub(super) struct Repeated {
 
 /// Joins the buckets one by one (`new` and `old` in bucket order), calling
 /// `between` before each so that a stop is seen.
-pub(super) fn join(
+pub(crate) fn join(
     new: &[PathBuf],
     old: &[PathBuf],
     mut between: impl FnMut() -> Result<()>,

@@ -13,11 +13,11 @@ use crate::shard::Shard;
 use crate::{Error, Result};
 
 use super::buckets::{self, Spill};
-use super::check::CheckedJob;
 use super::fingerprint;
 use super::incremental;
+use super::run::{self, RunRecord, ShardMarker, ShardOf, UnitRecord};
 use super::shards;
-use super::table::{self, RunRecord, ShardMarker, ShardOf, UnitRecord};
+use crate::pipeline::check::CheckedJob;
 
 /// A sharded run of the job, as the table holds it.
 struct Found {
@@ -31,7 +31,7 @@ struct Found {
 
 impl Found {
     fn dir(&self) -> String {
-        table::run_dir(self.record.run())
+        run::run_dir(self.record.run())
     }
 
     /// The units planned for shard `i` that have no record, by name.
@@ -40,7 +40,7 @@ impl Found {
             .assignment
             .units_of(i)
             .into_iter()
-            .map(table::unit_name)
+            .map(run::unit_name)
             .filter(|n| !self.records.contains_key(n))
             .collect()
     }
@@ -50,7 +50,7 @@ impl Found {
             .assignment
             .units_of(i)
             .into_iter()
-            .filter(|u| self.records.contains_key(&table::unit_name(*u)))
+            .filter(|u| self.records.contains_key(&run::unit_name(*u)))
             .count()
     }
 }
@@ -112,42 +112,7 @@ async fn find(
                 rec.shards()
             )));
         }
-        let shard = Shard {
-            index: 0,
-            count: rec.shards(),
-            from: String::new(),
-        };
-        let plan = shards::assign(&c.input, plan.output.unit_rows, shard).await?;
-        let dir = table::run_dir(rec.run());
-        let mut markers = Vec::with_capacity(rec.shards() as usize);
-        for i in 0..rec.shards() {
-            let m = target
-                .read_state(&table::shard_marker_name(&dir, i))
-                .await?
-                .map(|b| serde_json::from_slice::<ShardMarker>(&b))
-                .transpose()
-                .map_err(|e| {
-                    Error::output(
-                        target.display(),
-                        format!("shard {i}'s marker is unreadable ({e}); run that shard again"),
-                    )
-                })?;
-            markers.push(m);
-        }
-        let mut records = HashMap::new();
-        for name in target.list(&format!("{dir}/units")).await? {
-            if let Some(b) = target.read_state(&name).await?
-                && let Ok(r) = serde_json::from_slice::<UnitRecord>(&b)
-            {
-                records.insert(r.unit.clone(), r);
-            }
-        }
-        return Ok(Found {
-            record: rec,
-            plan,
-            markers,
-            records,
-        });
+        return read_run(c, target, rec).await;
     }
     let mut message = format!(
         "no sharded run of this job to commit (from table version {})",
@@ -161,6 +126,47 @@ async fn find(
         message.push_str(&some_of_by(&others, "; "));
     }
     Err(Error::output(target.display(), message))
+}
+
+/// A sharded run's plan (units to shards), its shards' markers and its
+/// unit records.
+async fn read_run(c: &CheckedJob, target: &DeltaTarget, rec: RunRecord) -> Result<Found> {
+    let shard = Shard {
+        index: 0,
+        count: rec.shards(),
+        from: String::new(),
+    };
+    let plan = shards::assign(&c.input, c.plan.output.unit_rows, shard).await?;
+    let dir = run::run_dir(rec.run());
+    let mut markers = Vec::with_capacity(rec.shards() as usize);
+    for i in 0..rec.shards() {
+        let m = target
+            .read_state(&run::shard_marker_name(&dir, i))
+            .await?
+            .map(|b| serde_json::from_slice::<ShardMarker>(&b))
+            .transpose()
+            .map_err(|e| {
+                Error::output(
+                    target.display(),
+                    format!("shard {i}'s marker is unreadable ({e}); run that shard again"),
+                )
+            })?;
+        markers.push(m);
+    }
+    let mut records = HashMap::new();
+    for name in target.list(&format!("{dir}/units")).await? {
+        if let Some(b) = target.read_state(&name).await?
+            && let Ok(r) = serde_json::from_slice::<UnitRecord>(&b)
+        {
+            records.insert(r.unit.clone(), r);
+        }
+    }
+    Ok(Found {
+        record: rec,
+        plan,
+        markers,
+        records,
+    })
 }
 
 /// Which units to name in a message: the first few, and how many more.
@@ -251,7 +257,7 @@ async fn commit_under_lease(
         None
     };
     crate::cancel::check()?;
-    parts.sort_by_key(|(u, _)| table::unit_key(u));
+    parts.sort_by_key(|(u, _)| run::unit_key(u));
     let parts: Vec<PartFile> = parts.into_iter().map(|(_, p)| p).collect();
     let schema = shards::schema_from_hex(&first.schema)?;
     let mut app = first.app.clone();
@@ -419,19 +425,12 @@ fn refuse_other_settings(target: &DeltaTarget, markers: &[&ShardMarker]) -> Resu
     Ok(())
 }
 
-/// The whole run's comparison, from the shards' keys: a repeated id across
-/// shards is refused, and rows deleted from the source are counted.
-async fn compare_all(
-    c: &CheckedJob,
+/// Each shard's keys file, copied from the table's state into `dir`.
+async fn fetch_keys(
     target: &DeltaTarget,
-    base: Option<&TableState>,
     markers: &[&ShardMarker],
-    found: &Found,
-) -> Result<Changes> {
-    let dir = tempfile::Builder::new()
-        .prefix("embedflow-commit-")
-        .tempdir()
-        .map_err(|e| Error::internal(format!("cannot make a temporary folder: {e}")))?;
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>> {
     let mut keys = Vec::new();
     for m in markers {
         let name = m.keys.as_ref().ok_or_else(|| {
@@ -446,10 +445,27 @@ async fn compare_all(
                 format!("shard {}'s keys are gone; run it again", m.shard),
             )
         })?;
-        let path = dir.path().join(format!("keys-s{}.parquet", m.shard));
+        let path = dir.join(format!("keys-s{}.parquet", m.shard));
         std::fs::write(&path, &bytes).map_err(Error::internal)?;
         keys.push(path);
     }
+    Ok(keys)
+}
+
+/// The whole run's comparison, from the shards' keys: a repeated id across
+/// shards is refused, and rows deleted from the source are counted.
+async fn compare_all(
+    c: &CheckedJob,
+    target: &DeltaTarget,
+    base: Option<&TableState>,
+    markers: &[&ShardMarker],
+    found: &Found,
+) -> Result<Changes> {
+    let dir = tempfile::Builder::new()
+        .prefix("embedflow-commit-")
+        .tempdir()
+        .map_err(|e| Error::internal(format!("cannot make a temporary folder: {e}")))?;
+    let keys = fetch_keys(target, markers, dir.path()).await?;
     let old = match base {
         Some(b) if !b.files.is_empty() => {
             Some(crate::source::table_state_input(&c.stores, target, b).await?)
@@ -633,7 +649,7 @@ pub async fn discard_runs(target: &DeltaTarget) -> Result<Vec<String>> {
                 parts += 1;
             }
         }
-        target.remove_all(&table::run_dir(&run)).await?;
+        target.remove_all(&run::run_dir(&run)).await?;
         gone.push(format!("run {run} ({parts} uncommitted part files)"));
     }
     Ok(gone)

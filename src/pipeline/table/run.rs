@@ -22,12 +22,12 @@ use sha2::{Digest, Sha256};
 use crate::delta::{self, DeltaTarget, Lease, PartFile, TableState};
 use crate::shard::{Assignment, Shard};
 use crate::sink::{ParquetSink, WriteOptions};
-use crate::source::Input;
+use crate::source::{Input, SourceBatch};
 use crate::store::Stores;
 use crate::{Error, Result};
 
-use super::output::{Rows, write_unit};
-use super::prepare::WorkUnit;
+use crate::pipeline::output::{Rows, write_unit};
+use crate::pipeline::unit::WorkUnit;
 
 /// The unit of an incremental run's copied rows.
 const COPY_UNIT: &str = "copy";
@@ -35,9 +35,9 @@ const COPY_UNIT: &str = "copy";
 const COPY_PART_ROWS: u64 = 262_144;
 
 /// Where a unit sits: (input file index, unit index within the file).
-pub(super) type UnitId = (usize, u64);
+pub(crate) type UnitId = (usize, u64);
 
-pub(super) fn unit_name((file, index): UnitId) -> String {
+pub(crate) fn unit_name((file, index): UnitId) -> String {
     format!("f{file}-u{index}")
 }
 
@@ -50,7 +50,7 @@ fn parse_unit(name: &str) -> Option<UnitId> {
 /// What a run is: compared with an interrupted run's to tell why it cannot
 /// be resumed.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub(super) struct RunRecord {
+pub(crate) struct RunRecord {
     run: String,
     model_sha256: String,
     /// A hash of the job as checked (model options, chunking, columns, …).
@@ -72,7 +72,7 @@ impl RunRecord {
     /// The record of a run of this job over this input from this table
     /// version, named by a hash of it: the same in every shard and in the
     /// commit step.
-    pub(super) fn new(
+    pub(crate) fn new(
         input: &Input,
         job_fingerprint: &str,
         model_sha256: &str,
@@ -104,20 +104,20 @@ impl RunRecord {
         Ok(record)
     }
 
-    pub(super) fn run(&self) -> &str {
+    pub(crate) fn run(&self) -> &str {
         &self.run
     }
 
-    pub(super) fn shards(&self) -> u32 {
+    pub(crate) fn shards(&self) -> u32 {
         self.shards
     }
 
-    pub(super) fn unit_rows(&self) -> u64 {
+    pub(crate) fn unit_rows(&self) -> u64 {
         self.unit_rows
     }
 
     /// Why `self` (an earlier run) is not the run `now`.
-    pub(super) fn differs(&self, now: &RunRecord) -> String {
+    pub(crate) fn differs(&self, now: &RunRecord) -> String {
         let mut why = Vec::new();
         if self.model_sha256 != now.model_sha256 {
             why.push("the model file changed".to_string());
@@ -157,16 +157,16 @@ fn show_version(v: Option<i64>) -> String {
 
 /// One finished unit, as recorded.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct UnitRecord {
-    pub(super) unit: String,
+pub(crate) struct UnitRecord {
+    pub(crate) unit: String,
     /// Empty when no row of the unit gave a vector.
-    pub(super) parts: Vec<PartFile>,
-    pub(super) documents: u64,
-    pub(super) vectors: u64,
+    pub(crate) parts: Vec<PartFile>,
+    pub(crate) documents: u64,
+    pub(crate) vectors: u64,
 }
 
 /// A run into a table, from the lease to the commit.
-pub(super) struct TableRun {
+pub(crate) struct TableRun {
     target: Arc<DeltaTarget>,
     lease: Option<Lease>,
     base: Option<TableState>,
@@ -184,14 +184,14 @@ pub(super) struct TableRun {
 
 /// This process's shard and the run's assignment of units to shards.
 #[derive(Clone, Debug)]
-pub(super) struct ShardOf {
-    pub(super) shard: Shard,
-    pub(super) assignment: Arc<Assignment>,
+pub(crate) struct ShardOf {
+    pub(crate) shard: Shard,
+    pub(crate) assignment: Arc<Assignment>,
 }
 
 impl ShardOf {
     /// Whether unit `name` (a unit or copy unit's name) is this shard's.
-    pub(super) fn owns(&self, name: &str) -> bool {
+    pub(crate) fn owns(&self, name: &str) -> bool {
         match parse_unit(name) {
             Some((f, u)) => self.assignment.shard_of(f, u) == Some(self.shard.index),
             None => name == copy_unit_name(Some(self.shard.index)),
@@ -215,9 +215,38 @@ struct OpenUnit {
     vectors: u64,
 }
 
+/// Which batches the prepare stage skips, and which rows of a batch it
+/// embeds: units an interrupted run finished (or another shard's) are
+/// skipped; an incremental run embeds its new and changed rows only.
+#[derive(Default)]
+pub(crate) struct UnitFilter {
+    pub(crate) done: DoneUnits,
+    /// An incremental run's rows to embed, by input file index.
+    pub(crate) todo: Option<Arc<super::buckets::RowSet>>,
+}
+
+impl UnitFilter {
+    /// Whether the batch's unit is done (or another shard's).
+    pub(crate) fn done(&self, sb: &SourceBatch) -> bool {
+        self.done.contains(&sb.file, sb.first_row)
+    }
+
+    /// The rows of the batch to embed; `None`: all of them.
+    pub(crate) fn mask(&self, sb: &SourceBatch) -> Result<Option<Vec<bool>>> {
+        let Some(t) = &self.todo else {
+            return Ok(None);
+        };
+        let f = self
+            .done
+            .file_index(&sb.file)
+            .ok_or_else(|| Error::internal(format!("a batch of an unlisted file {}", sb.file)))?;
+        Ok(Some(t.mask(f as u32, sb.first_row, sb.batch.num_rows())))
+    }
+}
+
 /// Which units the prepare stage skips: those an interrupted run finished.
 #[derive(Clone, Debug, Default)]
-pub(super) struct DoneUnits {
+pub(crate) struct DoneUnits {
     files: HashMap<Arc<str>, usize>,
     unit_rows: u64,
     done: HashSet<UnitId>,
@@ -227,13 +256,13 @@ pub(super) struct DoneUnits {
 
 impl DoneUnits {
     /// The index of an input file (by the name its batches carry).
-    pub(super) fn file_index(&self, file: &Arc<str>) -> Option<usize> {
+    pub(crate) fn file_index(&self, file: &Arc<str>) -> Option<usize> {
         self.files.get(file).copied()
     }
 
     /// Whether the batch of `file` starting at `first_row` is another
     /// shard's.
-    pub(super) fn foreign(&self, file: &Arc<str>, first_row: u64) -> bool {
+    pub(crate) fn foreign(&self, file: &Arc<str>, first_row: u64) -> bool {
         let (Some(s), Some(&f)) = (&self.shard, self.files.get(file)) else {
             return false;
         };
@@ -241,13 +270,13 @@ impl DoneUnits {
     }
 
     /// Whether this is a shard's run.
-    pub(super) fn sharded(&self) -> bool {
+    pub(crate) fn sharded(&self) -> bool {
         self.shard.is_some()
     }
 
     /// Whether the batch of `file` starting at `first_row` is to be
     /// skipped: its unit is done, or another shard's.
-    pub(super) fn contains(&self, file: &Arc<str>, first_row: u64) -> bool {
+    pub(crate) fn contains(&self, file: &Arc<str>, first_row: u64) -> bool {
         if self.done.is_empty() && self.shard.is_none() {
             return false;
         }
@@ -268,11 +297,66 @@ pub struct TableOutcome {
     pub vectors: u64,
 }
 
+/// The lease a run writes under: a shard's own (no whole run or commit may
+/// be writing), or the table's (no shard may be).
+async fn take_lease(
+    target: &Arc<DeltaTarget>,
+    record: &RunRecord,
+    shard: Option<&ShardOf>,
+) -> Result<Lease> {
+    match shard {
+        // Shards run side by side, each under its own lease; the table's
+        // lease (a whole run, a commit) keeps them out.
+        Some(s) => {
+            let lease = target
+                .acquire_shard_lease(&record.run, s.shard.index)
+                .await?;
+            if let Some(holder) = target.live_lease().await? {
+                lease.release().await;
+                return Err(Error::output(
+                    target.display(),
+                    format!(
+                        "a whole run or a commit is writing this table: {holder}. Start the shards when it is done"
+                    ),
+                ));
+            }
+            Ok(lease)
+        }
+        None => {
+            let lease = target.acquire_lease().await?;
+            let shards = target.live_shard_leases().await?;
+            if let Some((run, i, holder)) = shards.first() {
+                lease.release().await;
+                return Err(Error::output(
+                    target.display(),
+                    format!(
+                        "shard {i} of the sharded run {run} is writing this table: {holder}. Wait for the shards and commit them (`embedflow commit JOB`)"
+                    ),
+                ));
+            }
+            Ok(lease)
+        }
+    }
+}
+
+/// The table as it is under the lease: a commit between the first read and
+/// the lease would make this another run.
+async fn base_under_lease(target: &DeltaTarget, record: &RunRecord) -> Result<Option<TableState>> {
+    let now = target.current().await?;
+    if now.as_ref().map(TableState::version) != record.base_version {
+        return Err(Error::output(
+            target.display(),
+            "the table got a new version while this run started; run it again",
+        ));
+    }
+    Ok(now)
+}
+
 impl TableRun {
     /// Takes the table's lease, reads the table, and picks up the records
     /// of an interrupted run of the same job (or clears those of another).
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn start(
+    pub(crate) async fn start(
         target: Arc<DeltaTarget>,
         input: &Input,
         job_fingerprint: &str,
@@ -303,51 +387,9 @@ impl TableRun {
             shard.as_ref().map_or(1, |s| s.shard.count),
         )?;
         drop(first);
-        let lease = match &shard {
-            // Shards run side by side, each under its own lease; the
-            // table's lease (a whole run, a commit) keeps them out.
-            Some(s) => {
-                let lease = target
-                    .acquire_shard_lease(&record.run, s.shard.index)
-                    .await?;
-                if let Some(holder) = target.live_lease().await? {
-                    lease.release().await;
-                    return Err(Error::output(
-                        target.display(),
-                        format!(
-                            "a whole run or a commit is writing this table: {holder}. Start the shards when it is done"
-                        ),
-                    ));
-                }
-                lease
-            }
-            None => {
-                let lease = target.acquire_lease().await?;
-                let shards = target.live_shard_leases().await?;
-                if let Some((run, i, holder)) = shards.first() {
-                    lease.release().await;
-                    return Err(Error::output(
-                        target.display(),
-                        format!(
-                            "shard {i} of the sharded run {run} is writing this table: {holder}. Wait for the shards and commit them (`embedflow commit JOB`)"
-                        ),
-                    ));
-                }
-                lease
-            }
-        };
-        // The table as it is under the lease: a commit between the first
-        // read and the lease would make this another run.
-        let now = target.current().await;
-        let base = match now {
-            Ok(now) if now.as_ref().map(TableState::version) == record.base_version => now,
-            Ok(_) => {
-                lease.release().await;
-                return Err(Error::output(
-                    target.display(),
-                    "the table got a new version while this run started; run it again",
-                ));
-            }
+        let lease = take_lease(&target, &record, shard.as_ref()).await?;
+        let base = match base_under_lease(&target, &record).await {
+            Ok(base) => base,
             Err(e) => {
                 lease.release().await;
                 return Err(e);
@@ -400,41 +442,7 @@ impl TableRun {
             .map(|b| b.files.iter().map(|f| f.path.as_str()).collect())
             .unwrap_or_default();
         for run in runs.iter().filter(|r| **r != self.record.run) {
-            let dir = self.run_dir(run);
-            let old = t
-                .read_state(&format!("{dir}/run.json"))
-                .await?
-                .and_then(|b| serde_json::from_slice::<RunRecord>(&b).ok());
-            let committed = live
-                .iter()
-                .any(|f| f.starts_with(&format!("{}{run}-", delta::PART_PREFIX)));
-            // A shard never clears another sharded run: its shards may be
-            // running or waiting for their commit.
-            if !committed
-                && self.shard.is_some()
-                && let Some(o) = old.as_ref().filter(|o| o.shards > 1)
-            {
-                return Err(Error::output(
-                    t.display(),
-                    format!(
-                        "the table holds the unfinished sharded run {run} ({} shards), which this shard is not part of: {}. Commit it with the job it ran (`embedflow commit JOB`), or discard it with `embedflow unlock JOB --discard`",
-                        o.shards,
-                        o.differs(&self.record)
-                    ),
-                ));
-            }
-            if !committed {
-                match &old {
-                    Some(o) => eprintln!(
-                        "embedflow: not resuming the interrupted run into {}: {}; starting afresh",
-                        t.display(),
-                        o.differs(&self.record)
-                    ),
-                    None => tracing::warn!("removing the records of an unreadable run {run}"),
-                }
-                self.remove_parts_of(run).await?;
-            }
-            self.target.remove_all(&dir).await?;
+            self.clear_run(run, &live).await?;
         }
         let dir = self.run_dir(&self.record.run);
         if runs.contains(&self.record.run) {
@@ -473,6 +481,49 @@ impl TableRun {
         Ok(())
     }
 
+    /// Clears the records of another run (and its parts, unless the table
+    /// holds them: a run that committed and was stopped before it cleaned
+    /// up). A shard refuses to clear another unfinished sharded run.
+    async fn clear_run(&self, run: &str, live: &HashSet<&str>) -> Result<()> {
+        let dir = self.run_dir(run);
+        let old = self
+            .target
+            .read_state(&format!("{dir}/run.json"))
+            .await?
+            .and_then(|b| serde_json::from_slice::<RunRecord>(&b).ok());
+        let committed = live
+            .iter()
+            .any(|f| f.starts_with(&format!("{}{run}-", delta::PART_PREFIX)));
+        // A shard never clears another sharded run: its shards may be
+        // running or waiting for their commit.
+        if !committed
+            && self.shard.is_some()
+            && let Some(o) = old.as_ref().filter(|o| o.shards > 1)
+        {
+            return Err(Error::output(
+                self.target.display(),
+                format!(
+                    "the table holds the unfinished sharded run {run} ({} shards), which this shard is not part of: {}. Commit it with the job it ran (`embedflow commit JOB`), or discard it with `embedflow unlock JOB --discard`",
+                    o.shards,
+                    o.differs(&self.record)
+                ),
+            ));
+        }
+        if !committed {
+            match &old {
+                Some(o) => eprintln!(
+                    "embedflow: not resuming the interrupted run into {}: {}; starting afresh",
+                    self.target.display(),
+                    o.differs(&self.record)
+                ),
+                None => tracing::warn!("removing the records of an unreadable run {run}"),
+            }
+            self.remove_parts_of(run).await?;
+        }
+        self.target.remove_all(&dir).await?;
+        Ok(())
+    }
+
     /// Whether every part of a finished unit is the file its record
     /// describes: there, of its size and (on the local disk) of its
     /// SHA-256. A unit that fails is redone, its stray part removed, and
@@ -505,7 +556,7 @@ impl TableRun {
     }
 
     /// Units already done, for the prepare stage to skip.
-    pub(super) fn done_units(&self) -> DoneUnits {
+    pub(crate) fn done_units(&self) -> DoneUnits {
         DoneUnits {
             files: self.files.clone(),
             unit_rows: self.record.unit_rows,
@@ -514,17 +565,17 @@ impl TableRun {
         }
     }
 
-    pub(super) fn resumed(&self) -> usize {
+    pub(crate) fn resumed(&self) -> usize {
         self.done.len()
     }
 
-    pub(super) fn display(&self) -> &str {
+    pub(crate) fn display(&self) -> &str {
         self.target.display()
     }
 
     /// Writes a batch into its unit's part; a batch of a new unit finishes
     /// the one before.
-    pub(super) async fn write(
+    pub(crate) async fn write(
         &mut self,
         stores: &Stores,
         u: WorkUnit,
@@ -600,19 +651,19 @@ impl TableRun {
         Ok(())
     }
 
-    pub(super) fn target(&self) -> Arc<DeltaTarget> {
+    pub(crate) fn target(&self) -> Arc<DeltaTarget> {
         Arc::clone(&self.target)
     }
 
     /// The state the run started from.
-    pub(super) fn base(&self) -> Option<&TableState> {
+    pub(crate) fn base(&self) -> Option<&TableState> {
         self.base.as_ref()
     }
 
     /// Copies the unchanged rows of an incremental run into parts of this
     /// run (one "copy" unit: done again whole if interrupted; nothing is
     /// embedded for it).
-    pub(super) async fn copy(
+    pub(crate) async fn copy(
         &mut self,
         stores: &Stores,
         mut rows: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
@@ -629,7 +680,7 @@ impl TableRun {
         while let Some(batch) = rows.recv().await {
             crate::cancel::check()?;
             let batch = batch?;
-            let batch = super::incremental::conform(batch, &self.schema)?;
+            let batch = conform(batch, &self.schema)?;
             if open.is_none() {
                 let name = self.part_name(&format!("{unit}-{}", parts.len()));
                 let path = self.target.child_display(&name);
@@ -674,7 +725,7 @@ impl TableRun {
 
     /// Finishes the last unit and commits every part as one table version;
     /// then clears the run's records and releases the lease.
-    pub(super) async fn commit(
+    pub(crate) async fn commit(
         mut self,
         properties: &[(String, String)],
         app: Vec<(String, serde_json::Value)>,
@@ -740,7 +791,7 @@ impl TableRun {
     /// Ends a shard: the open unit finished, its keys (an incremental run's)
     /// and its marker written for the commit step, its lease released.
     /// Nothing is committed.
-    pub(super) async fn finish_shard(
+    pub(crate) async fn finish_shard(
         mut self,
         mut marker: ShardMarker,
         keys: Option<&std::path::Path>,
@@ -798,7 +849,7 @@ impl TableRun {
 
     /// Stops: the open part is dropped, the records stay for a resume, the
     /// lease is released.
-    pub(super) async fn abandon(&mut self) {
+    pub(crate) async fn abandon(&mut self) {
         if let Some(OpenUnit {
             sink: Some(sink), ..
         }) = self.open.take()
@@ -811,38 +862,61 @@ impl TableRun {
     }
 }
 
+/// The table's schema is the new output's: the copied rows are written as
+/// they are.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Error::internal)?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| {
+        Error::internal(format!(
+            "the table's rows do not fit the output's columns ({e}); run with output.mode = \"full\""
+        ))
+    })
+}
+
 /// A run's folder in the table's state.
-pub(super) fn run_dir(run: &str) -> String {
+pub(crate) fn run_dir(run: &str) -> String {
     format!("{}/runs/{run}", delta::STATE_DIR)
 }
 
 /// Where a shard's marker lives in its run's folder.
-pub(super) fn shard_marker_name(run_dir: &str, shard: u32) -> String {
+pub(crate) fn shard_marker_name(run_dir: &str, shard: u32) -> String {
     format!("{run_dir}/shards/s{shard}.json")
 }
 
 /// What a finished shard leaves for the commit step.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(super) struct ShardMarker {
-    pub(super) shard: u32,
-    pub(super) count: u32,
+pub(crate) struct ShardMarker {
+    pub(crate) shard: u32,
+    pub(crate) count: u32,
     /// Its finished units (resumed ones included), in input order.
-    pub(super) units: Vec<String>,
-    pub(super) units_resumed: usize,
-    pub(super) vectors: u64,
+    pub(crate) units: Vec<String>,
+    pub(crate) units_resumed: usize,
+    pub(crate) vectors: u64,
     /// An incremental run's comparison of this shard's rows.
-    pub(super) changes: Option<crate::progress::Changes>,
+    pub(crate) changes: Option<crate::progress::Changes>,
     /// The state file of its keys (an incremental run's).
-    pub(super) keys: Option<String>,
+    pub(crate) keys: Option<String>,
     /// The output schema, as an Arrow IPC stream (hex).
-    pub(super) schema: String,
+    pub(crate) schema: String,
     /// The table properties and commit info the version will carry.
-    pub(super) properties: Vec<(String, String)>,
-    pub(super) app: Vec<(String, serde_json::Value)>,
+    pub(crate) properties: Vec<(String, String)>,
+    pub(crate) app: Vec<(String, serde_json::Value)>,
 }
 
 /// Units in input order: file, then unit index (the copy unit last).
-pub(super) fn unit_key(name: &str) -> (usize, u64) {
+pub(crate) fn unit_key(name: &str) -> (usize, u64) {
     parse_unit(name).unwrap_or((usize::MAX, u64::MAX))
 }
 

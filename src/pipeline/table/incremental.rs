@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::sync::mpsc;
@@ -27,19 +27,40 @@ use crate::source::{self, Input, SourceBatch};
 use crate::{Error, Result};
 
 use super::buckets::{self, Pos, RowSet, Spill};
-use super::check::CheckedJob;
 use super::fingerprint;
-use super::prepare::{PrepareStage, keys_schema};
-use super::table::{DoneUnits, TableRun};
+use super::run::{DoneUnits, TableRun};
 use crate::job::JobPlan;
+use crate::pipeline::check::CheckedJob;
 use crate::sink::UpdateMode;
 
 /// Rows per row group of the saved keys: what their writer buffers.
 const KEYS_ROW_GROUP: usize = 65_536;
 
+/// Each row's key for the comparison with the table: the prepare stage
+/// knows what a row embeds (its text or image and passthrough values), the
+/// table run only compares and copies.
+pub(crate) trait RowKeys: Send + Sync {
+    /// The keys ([`keys_schema`]) of the rows of a read batch that would be
+    /// embedded: file index, file name, row, id as text, content hash.
+    fn keys(&self, sb: &SourceBatch, file: u32, name: &str) -> Result<RecordBatch>;
+}
+
+/// Columns of an incremental run's keys file.
+pub(crate) fn keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::UInt32, false),
+        // The file's name (relative to a Delta input), for a later run
+        // that reuses the keys of files that did not change.
+        Field::new("path", DataType::Utf8, false),
+        Field::new("row", DataType::UInt64, false),
+        Field::new("id", DataType::Utf8, true),
+        Field::new("hash", DataType::Binary, false),
+    ]))
+}
+
 /// The comparison's result, with its files in a folder removed when this
 /// is dropped.
-pub(super) struct Diff {
+pub(crate) struct Diff {
     pub changes: Changes,
     dir: tempfile::TempDir,
     /// Source rows to embed (new and changed), by input file index.
@@ -54,13 +75,13 @@ impl Diff {
     /// This run's keys, saved with the table version it commits so that the
     /// next run over a Delta input need not read the files that did not
     /// change.
-    pub(super) fn keys_path(&self) -> PathBuf {
+    pub(crate) fn keys_path(&self) -> PathBuf {
         self.dir.path().join("keys.parquet")
     }
 
     /// The unchanged rows of the table, streamed: the table's files that
     /// hold one, read in order, each batch filtered to its kept rows.
-    pub(super) fn unchanged_rows(&self) -> mpsc::Receiver<Result<RecordBatch>> {
+    pub(crate) fn unchanged_rows(&self) -> mpsc::Receiver<Result<RecordBatch>> {
         let (tx, rx) = mpsc::channel(2);
         let Some(old) = &self.old else {
             return rx;
@@ -123,9 +144,9 @@ fn small_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<std::fs::F
 }
 
 /// Reads the input once for its keys and compares them with the table.
-pub(super) async fn compare(
+pub(crate) async fn compare(
     c: &CheckedJob,
-    prepare: Arc<PrepareStage>,
+    row_keys: Arc<dyn RowKeys>,
     id_column: &str,
     target: &DeltaTarget,
     base: Option<&TableState>,
@@ -146,7 +167,7 @@ pub(super) async fn compare(
     let new_rows = write_keys(
         input,
         read_columns,
-        prepare,
+        row_keys,
         saved.as_ref(),
         &keys_path,
         units,
@@ -179,21 +200,7 @@ pub(super) async fn compare(
     })
     .await
     .map_err(Error::internal)??;
-    let outcome = joined.map_err(|r| {
-        let name = |p: Pos| input.display_of(p.file as usize);
-        Error::Data(format!(
-            "input {}: the id column {id_column} holds {} more than once (rows {} and {}{}); an incremental run needs one row per id (or set output.mode = \"full\")",
-            name(r.first),
-            r.id,
-            r.first.row + 1,
-            r.again.row + 1,
-            if r.first.file == r.again.file {
-                String::new()
-            } else {
-                format!(" of {}", name(r.again))
-            }
-        ))
-    })?;
+    let outcome = joined.map_err(|r| repeated_id(input, id_column, &r))?;
     Ok(Diff {
         changes: Changes {
             rows: outcome.rows,
@@ -210,6 +217,23 @@ pub(super) async fn compare(
     })
 }
 
+/// An id found twice in the input, in words.
+fn repeated_id(input: &Input, id_column: &str, r: &buckets::Repeated) -> Error {
+    let name = |p: Pos| input.display_of(p.file as usize);
+    Error::Data(format!(
+        "input {}: the id column {id_column} holds {} more than once (rows {} and {}{}); an incremental run needs one row per id (or set output.mode = \"full\")",
+        name(r.first),
+        r.id,
+        r.first.row + 1,
+        r.again.row + 1,
+        if r.first.file == r.again.file {
+            String::new()
+        } else {
+            format!(" of {}", name(r.again))
+        }
+    ))
+}
+
 /// Spills the source's keys (the saved keys file) to buckets.
 fn spill_new(keys: &Path, dir: &Path, buckets: usize) -> Result<Vec<PathBuf>> {
     let mut spill = Spill::create(dir, "new", buckets)?;
@@ -218,7 +242,7 @@ fn spill_new(keys: &Path, dir: &Path, buckets: usize) -> Result<Vec<PathBuf>> {
 }
 
 /// Adds a keys file's rows to a spill.
-pub(super) fn spill_keys_file(keys: &Path, spill: &mut Spill) -> Result<()> {
+pub(crate) fn spill_keys_file(keys: &Path, spill: &mut Spill) -> Result<()> {
     let file = std::fs::File::open(keys).map_err(Error::internal)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(8192).build())
@@ -244,7 +268,7 @@ pub(super) fn spill_keys_file(keys: &Path, spill: &mut Spill) -> Result<()> {
 
 /// Spills the table's keys (its id and content hash columns, one key per
 /// chunk row) to buckets.
-pub(super) async fn spill_old(
+pub(crate) async fn spill_old(
     old: Option<&Input>,
     id_column: &str,
     dir: &Path,
@@ -291,21 +315,21 @@ pub(super) async fn spill_old(
 }
 
 /// How a table run updates its table.
-pub(super) struct Update {
+pub(crate) struct Update {
     /// What changed, for an incremental run over an existing table.
-    pub(super) diff: Option<Diff>,
+    pub(crate) diff: Option<Diff>,
     /// Why every row is embedded although the job is incremental.
-    pub(super) full_because: Option<String>,
+    pub(crate) full_because: Option<String>,
 }
 
 /// Decides how a table run updates the table; an incremental one compares
 /// the input with the table and copies the unchanged rows before any
 /// embedding.
-pub(super) async fn start_update(
+pub(crate) async fn start_update(
     run: &mut TableRun,
     c: &CheckedJob,
     plan: &JobPlan,
-    prepare: &Arc<PrepareStage>,
+    row_keys: &Arc<dyn RowKeys>,
     fingerprint: &str,
     lineage: &[(String, String)],
 ) -> Result<Update> {
@@ -334,7 +358,7 @@ pub(super) async fn start_update(
     let base = run.base().filter(|_| full_because.is_none());
     let diff = until_stopped(compare(
         c,
-        Arc::clone(prepare),
+        Arc::clone(row_keys),
         id,
         &target,
         base,
@@ -356,13 +380,13 @@ pub(super) async fn start_update(
 }
 
 /// Where a table keeps the keys of the run that wrote a version.
-pub(super) fn saved_keys_name(table_version: i64) -> String {
+pub(crate) fn saved_keys_name(table_version: i64) -> String {
     format!("{}/keys/v{table_version}.parquet", crate::delta::STATE_DIR)
 }
 
 /// Saves a committed run's keys beside the table, and drops older ones. A
 /// failure costs the next run a full read of its input, nothing else.
-pub(super) async fn save_keys(target: &DeltaTarget, diff: &Diff, version: i64) {
+pub(crate) async fn save_keys(target: &DeltaTarget, diff: &Diff, version: i64) {
     let saved = async {
         let bytes = std::fs::read(diff.keys_path()).map_err(Error::internal)?;
         let name = saved_keys_name(version);
@@ -383,7 +407,7 @@ pub(super) async fn save_keys(target: &DeltaTarget, diff: &Diff, version: i64) {
 }
 
 /// The table property naming the version of a Delta input a run read.
-pub(super) const INPUT_VERSION: &str = "embedflow.input_version";
+pub(crate) const INPUT_VERSION: &str = "embedflow.input_version";
 
 /// Keys an earlier run saved, and the input files they still hold for.
 struct SavedKeys {
@@ -496,7 +520,7 @@ async fn until_stopped<T>(work: impl std::future::Future<Output = Result<T>>) ->
 async fn write_keys(
     input: &Input,
     read_columns: &[String],
-    prepare: Arc<PrepareStage>,
+    row_keys: Arc<dyn RowKeys>,
     saved: Option<&SavedKeys>,
     path: &Path,
     units: DoneUnits,
@@ -540,7 +564,7 @@ async fn write_keys(
             let f = *files
                 .get(&sb.file)
                 .ok_or_else(|| Error::internal("a batch of an unlisted file"))?;
-            let keys = prepare.keys(&sb, f as u32, &names[f])?;
+            let keys = row_keys.keys(&sb, f as u32, &names[f])?;
             rows += keys.num_rows() as u64;
             w.write(&keys).map_err(Error::internal)?;
         }
@@ -553,27 +577,4 @@ async fn write_keys(
     let hashed = hashing.await.map_err(Error::internal)?;
     let read = reading.await.map_err(Error::internal)?;
     read.and(hashed)
-}
-
-/// The table's schema is the new output's: the copied rows are written as
-/// they are.
-pub(super) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                arrow::compute::cast(c, f.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(Error::internal)?;
-    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| {
-        Error::internal(format!(
-            "the table's rows do not fit the output's columns ({e}); run with output.mode = \"full\""
-        ))
-    })
 }
