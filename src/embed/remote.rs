@@ -49,7 +49,7 @@ pub async fn fetch(stores: &Stores, url: &str) -> Result<PathBuf> {
     let mut metas = match listed {
         Ok(m) => m,
         Err(object_store::Error::NotFound { .. }) => {
-            return Err(Error::model(url, root.explain_missing().await));
+            return Err(Error::model(url, root.explain_missing().await.message("")));
         }
         Err(e) => return Err(Error::model(url, root.explain(&e))),
     };

@@ -157,8 +157,8 @@ impl ParquetSink {
             Err(object_store::Error::NotFound { .. }) => {
                 if loc.s3.is_some() {
                     let missing = loc.explain_missing().await;
-                    if !missing.starts_with("no such key") {
-                        return Err(Error::output(target, missing));
+                    if missing != crate::store::Missing::NoSuchKey {
+                        return Err(Error::output(target, missing.message("")));
                     }
                 }
             }

@@ -155,10 +155,7 @@ impl Stores {
         } else if root.local.as_ref().is_some_and(|p| p.is_dir()) {
             Missing::EmptyDirectory
         } else if root.s3.is_some() {
-            match root.explain_missing().await {
-                m if m.starts_with("no such key") => Missing::NoSuchKey,
-                m => Missing::Explained(m),
-            }
+            root.explain_missing().await
         } else {
             Missing::NoSuchPath
         }))

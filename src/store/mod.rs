@@ -127,8 +127,7 @@ impl Location {
                 | object_store::Error::Unauthenticated { .. }
         ) || text.contains("403 Forbidden")
             || text.contains("401 Unauthorized");
-        let missing =
-            matches!(e, object_store::Error::NotFound { .. }) || text.contains("404 Not Found");
+        let missing = is_not_found(e);
         match e {
             _ if denied => format!(
                 "access denied for {}: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (or the role this machine runs as) and the bucket's policy{}",
@@ -166,16 +165,16 @@ impl Location {
         }
     }
 
-    /// For a key that was not found: says whether the bucket or the key is
+    /// For a key that was not found: whether the bucket or the key is
     /// missing (S3 servers do not all tell them apart on a GET or HEAD).
-    pub async fn explain_missing(&self) -> String {
+    pub async fn explain_missing(&self) -> Missing {
         let Some(b) = &self.s3 else {
-            return "no such file or directory".into();
+            return Missing::NoSuchPath;
         };
         match b.store.list(None).next().await {
             // A missing bucket explains itself (NoSuchBucket).
-            Some(Err(e)) => self.explain(&e),
-            _ => format!("no such key: {}", self.url()),
+            Some(Err(e)) if !is_missing_key(&e) => Missing::Explained(self.explain(&e)),
+            _ => Missing::NoSuchKey,
         }
     }
 
@@ -195,6 +194,17 @@ impl S3Bucket {
             self.bucket, self.endpoint
         )
     }
+}
+
+/// A "not found" from the store; S3 LIST requests report every status as
+/// a generic error, so its status is read from the text too.
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. }) || e.to_string().contains("404 Not Found")
+}
+
+/// A "not found" that is not a missing bucket's.
+fn is_missing_key(e: &object_store::Error) -> bool {
+    is_not_found(e) && s3_error_code(&e.to_string()).as_deref() != Some("NoSuchBucket")
 }
 
 /// The `<Code>` of an S3 error body, if the message carries one.
