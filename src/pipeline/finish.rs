@@ -6,48 +6,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Result;
 use crate::progress::{Counters, TableSummary};
-use crate::shard::Shard;
-use crate::sink::{ParquetSink, WriteOptions};
+use crate::sink::ParquetSink;
 
-use super::output::Rows;
-use super::table::{self, TableCommit, Update};
+use super::table::{self, TableCommit};
 use super::write::Output;
 
-/// What the commit records besides the rows.
-pub(super) struct Facts<'a> {
-    pub(super) counters: &'a Counters,
-    pub(super) write: &'a WriteOptions,
-    pub(super) rows: &'a Rows,
-    /// The output fingerprint (table properties).
-    pub(super) fingerprint: String,
-    /// The Delta input's version, when the input is a Delta table.
-    pub(super) input_version: Option<i64>,
-    pub(super) update: Option<Update>,
-    pub(super) shard: Option<&'a Shard>,
-}
-
-/// Commits the output; for a table, says what the run did to it and how
-/// many vectors it holds from this run (resumed units included).
-pub(super) async fn commit(output: Output, f: Facts<'_>) -> Result<Option<(TableSummary, u64)>> {
+/// Commits the output: the files with the run's counts in their lineage,
+/// or the table with what `table` says (see [`table::commit`]); for a
+/// table, says what the run did to it and how many vectors it holds from
+/// this run (resumed units included).
+pub(super) async fn commit(
+    output: Output,
+    counters: &Counters,
+    table: TableCommit<'_>,
+) -> Result<Option<(TableSummary, u64)>> {
     match output {
         // The commit point: `commit` refuses once a stop was asked for; the
         // documents file follows the main output whatever comes after it,
         // so the pair is committed together or not at all.
         Output::File { out, docs } => {
-            commit_files(out, docs, f.counters).await?;
+            commit_files(out, docs, counters).await?;
             Ok(None)
         }
-        Output::Table(t) => {
-            let c = TableCommit {
-                write: f.write,
-                schema: &f.rows.schema,
-                fingerprint: f.fingerprint,
-                input_version: f.input_version,
-                update: f.update,
-                shard: f.shard,
-            };
-            table::commit(*t, c).await.map(Some)
-        }
+        Output::Table(t) => table::commit(*t, table).await.map(Some),
     }
 }
 

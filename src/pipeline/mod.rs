@@ -45,7 +45,7 @@ use output::{Rows, hidden_sibling, lineage};
 use prepare::PrepareStage;
 use stage::{Stop, join_stages};
 pub use table::{CommitReport, commit_shards as commit, discard_runs, status};
-use table::{DoneUnits, TableStart, UnitFilter, Update};
+use table::{DoneUnits, TableCommit, TableStart, UnitFilter, Update};
 use unit::WorkUnit;
 use write::{Output, WriteStage, Written};
 
@@ -288,16 +288,15 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             return Err(e);
         }
     };
-    let facts = finish::Facts {
-        counters: &counters,
+    let table = TableCommit {
         write: &write,
-        rows: &rows,
+        schema: &rows.schema,
         fingerprint,
         input_version,
         update,
         shard: opts.shard.as_ref(),
     };
-    let table = finish::commit(output, facts)
+    let table = finish::commit(output, &counters, table)
         .await?
         .map(|(table, vectors)| {
             written.vectors = vectors;
