@@ -89,7 +89,7 @@ fn main() {
     );
 
     let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
-    let sorted = batch::plan(&lengths, CPU_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS);
+    let sorted = batch::plan(&lengths, CPU_BATCH_TOKENS, DEFAULT_MAX_BATCH_ROWS, true);
     let unsorted = batch::plan_unsorted(encoded.len(), fixed_rows);
     let padded = |plan: &[Vec<usize>]| -> usize {
         plan.iter()

@@ -372,9 +372,34 @@ pub struct EmbedOpts {
     /// Output Parquet file, local or s3://bucket/key.parquet.
     pub output: String,
 
-    /// Model folder (local or s3://bucket/folder/), or the name of one under $EMBEDFLOW_MODELS / $EMBEDFLOW_HOME/models.
+    /// Model folder (local or s3://bucket/folder/), or the name of one under $EMBEDFLOW_MODELS / $EMBEDFLOW_HOME/models; with --provider, the remote model's name (e.g. text-embedding-3-small).
     #[arg(long, help_heading = "Model")]
     pub model: String,
+    /// A remote model through an API: openai (OpenAI, Azure OpenAI, and OpenAI-compatible servers). The key is read from $OPENAI_API_KEY.
+    #[arg(long, help_heading = "Remote model")]
+    pub provider: Option<String>,
+    /// The API's base URL, e.g. http://127.0.0.1:8080/v1 [default: $OPENAI_BASE_URL, else OpenAI's].
+    #[arg(long, help_heading = "Remote model", requires = "provider")]
+    pub base_url: Option<String>,
+    /// Ask the API for vectors of this width (OpenAI's text-embedding-3 models).
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        help_heading = "Remote model",
+        requires = "provider"
+    )]
+    pub dimensions: Option<i64>,
+    /// How texts are counted and cut: cl100k_base, o200k_base, or a tokenizer.json [default: the model's encoding, else cl100k_base].
+    #[arg(long, help_heading = "Remote model", requires = "provider")]
+    pub tokenizer: Option<String>,
+    /// Requests in flight at once [default: 4].
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        help_heading = "Remote model",
+        requires = "provider"
+    )]
+    pub concurrency: Option<i64>,
     /// Maximum tokens per text, special tokens included (default: the model's max_seq_length).
     #[arg(long, allow_negative_numbers = true, help_heading = "Model")]
     pub max_seq_length: Option<i64>,
@@ -555,7 +580,17 @@ impl EmbedOpts {
         if !csv.is_empty() {
             put("input", "csv", Some(Value::Table(csv)));
         }
-        put("model", "path", Some(Value::String(self.model.clone())));
+        match &self.provider {
+            Some(provider) => {
+                put("model", "provider", Some(Value::String(provider.clone())));
+                put("model", "name", Some(Value::String(self.model.clone())));
+            }
+            None => put("model", "path", Some(Value::String(self.model.clone()))),
+        }
+        put("model", "base_url", s(&self.base_url));
+        put("model", "dimensions", i(&self.dimensions));
+        put("model", "tokenizer", s(&self.tokenizer));
+        put("embed", "concurrency", i(&self.concurrency));
         put("model", "max_seq_length", i(&self.max_seq_length));
         put("model", "pooling", s(&self.pooling));
         put("model", "normalize", self.normalize.map(Value::Boolean));

@@ -32,6 +32,10 @@ pub enum Error {
     #[error("{0}")]
     Data(String),
 
+    /// A remote embedding API failed or refused (the key is never in it).
+    #[error("embedding API: {0}")]
+    Api(String),
+
     /// Flags or the environment ask for something impossible (a shard
     /// index without a count, two counts that disagree).
     #[error("{0}")]

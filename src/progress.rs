@@ -160,6 +160,81 @@ pub struct Summary {
     pub table: Option<TableSummary>,
     /// An image job: rows are images (no chunks, no tokens).
     pub images: bool,
+    /// What a remote model's requests did.
+    pub api: Option<ApiSummary>,
+}
+
+/// A remote model's requests in a run: what was sent, retried and billed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiSummary {
+    pub requests: u64,
+    /// Retries by cause.
+    pub retries_rate_limited: u64,
+    pub retries_server_error: u64,
+    pub retries_timeout: u64,
+    pub retries_connection: u64,
+    pub retries_bad_answer: u64,
+    /// Requests split in halves because the server found them too large.
+    pub splits: u64,
+    /// Tokens the server counted (its `usage`).
+    pub tokens_billed: u64,
+    /// Tokens sent in answers without `usage`, as counted here.
+    pub tokens_unreported: u64,
+    /// Dollars, from `model.price_per_million_tokens`.
+    pub estimated_cost: Option<f64>,
+}
+
+impl ApiSummary {
+    fn retries(&self) -> u64 {
+        self.retries_rate_limited
+            + self.retries_server_error
+            + self.retries_timeout
+            + self.retries_connection
+            + self.retries_bad_answer
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests,
+            "retries": {
+                "rate_limited": self.retries_rate_limited,
+                "server_error": self.retries_server_error,
+                "timeout": self.retries_timeout,
+                "connection": self.retries_connection,
+                "bad_answer": self.retries_bad_answer,
+            },
+            "splits": self.splits,
+            "tokens_billed": self.tokens_billed,
+            "tokens_unreported": self.tokens_unreported,
+            "estimated_cost": self.estimated_cost,
+        })
+    }
+}
+
+impl fmt::Display for ApiSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  requests         {} ({} retried: {} rate limited, {} server errors, {} timeouts, {} connections, {} bad answers; {} split)",
+            self.requests,
+            self.retries(),
+            self.retries_rate_limited,
+            self.retries_server_error,
+            self.retries_timeout,
+            self.retries_connection,
+            self.retries_bad_answer,
+            self.splits
+        )?;
+        let unreported = match self.tokens_unreported {
+            0 => String::new(),
+            n => format!(" (+{n} counted here: the server did not say)"),
+        };
+        write!(f, "  tokens billed    {}{unreported}", self.tokens_billed)?;
+        if let Some(c) = self.estimated_cost {
+            write!(f, "\n  estimated cost   ${c:.4}")?;
+        }
+        writeln!(f)
+    }
 }
 
 /// How a run's summary is printed.
@@ -252,6 +327,7 @@ impl Summary {
             "documents_written": self.documents_written,
             "seconds": self.seconds,
             "table": table,
+            "api": self.api.as_ref().map(ApiSummary::to_json),
         })
         .to_string()
     }
@@ -339,6 +415,9 @@ impl fmt::Display for Summary {
             if let Some(why) = &t.full_because {
                 writeln!(f, "  full run         every row embedded: {why}")?;
             }
+        }
+        if let Some(a) = &self.api {
+            write!(f, "{a}")?;
         }
         if self.images {
             writeln!(f, "  seconds          {:.2}", self.seconds)?;

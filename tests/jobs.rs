@@ -4,10 +4,15 @@ use crate::util::*;
 
 #[test]
 fn every_job_under_jobs_validates() {
-    // Every .toml under jobs/, the scale-out examples' included.
+    // Every .toml under jobs/, the scale-out examples' included; the
+    // remote-model examples need a server and its key
+    // (remote::the_remote_example_jobs_validate_against_a_server).
     fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
+            if p.ends_with("jobs/remote") {
+                continue;
+            }
             if p.is_dir() {
                 walk(&p, out);
             } else if p.extension().is_some_and(|e| e == "toml") {

@@ -15,6 +15,7 @@ mod images;
 mod io;
 mod jobs;
 mod model;
+mod remote;
 mod report;
 mod s3;
 mod safety;

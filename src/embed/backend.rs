@@ -4,8 +4,9 @@
 //! needs. ONNX Runtime sessions (text, and CLIP's image graph) are the
 //! backends today; a remote API plugs in beside them.
 
-use super::model::ModelConfig;
-use super::session::{Device, Embedder, SessionOptions};
+use std::sync::Arc;
+
+use super::session::{Device, Embedder};
 use super::tokenize::{Encoded, TextEncoder};
 use crate::Result;
 
@@ -47,6 +48,28 @@ pub trait EmbedBackend: Send {
     fn dim(&self) -> Option<usize>;
     /// Embeds one batch; returns rows × dim floats in the rows' order.
     fn embed(&mut self, rows: &[&Encoded]) -> Result<Vec<f32>>;
+
+    /// Another backend sharing this one's connection, limits and
+    /// counters (a remote API's next request thread); `None` where each
+    /// backend is opened on its own (an ONNX Runtime session).
+    fn sibling(&self) -> Option<Box<dyn EmbedBackend>> {
+        None
+    }
+
+    /// The remote API behind this backend, for the run's summary and
+    /// lineage.
+    fn remote(&self) -> Option<Arc<dyn Remote>> {
+        None
+    }
+}
+
+/// A remote API shared by a run's backends: what it did and what its
+/// server said it runs.
+pub trait Remote: Send + Sync {
+    /// The requests, retries and tokens so far.
+    fn summary(&self) -> crate::progress::ApiSummary;
+    /// The model string the server answered the probe with.
+    fn server_model(&self) -> Option<String>;
 }
 
 impl EmbedBackend for Embedder {
@@ -93,16 +116,14 @@ impl EmbedBackend for Box<dyn EmbedBackend> {
     fn embed(&mut self, rows: &[&Encoded]) -> Result<Vec<f32>> {
         (**self).embed(rows)
     }
-}
 
-/// Opens the backend a model folder runs on: an ONNX Runtime session on
-/// `exec.device` (its text graph, or its vision graph for an image job).
-pub fn open(
-    model: &ModelConfig,
-    encoder: &TextEncoder,
-    exec: SessionOptions,
-) -> Result<Box<dyn EmbedBackend>> {
-    Ok(Box::new(Embedder::new(model, encoder, exec)?))
+    fn sibling(&self) -> Option<Box<dyn EmbedBackend>> {
+        (**self).sibling()
+    }
+
+    fn remote(&self) -> Option<Arc<dyn Remote>> {
+        (**self).remote()
+    }
 }
 
 /// The width of the backend's vectors: declared, or found by embedding one

@@ -72,6 +72,9 @@ impl ModelConfig {
     /// The digest of everything in the folder that decides this
     /// configuration's vectors (see the module's documentation).
     pub fn digest(&self) -> Result<ModelDigest> {
+        if let Some(api) = &self.api {
+            return self.api_digest(api);
+        }
         let graph = self.graph_path().to_path_buf();
         let mut found = Vec::new();
         walk(&self.dir, &self.dir, &graph, 0, &mut found)?;
@@ -79,14 +82,21 @@ impl ModelConfig {
         for (rel, path) in found {
             files.insert(rel, sha256_file(&self.dir, &path)?);
         }
+        Ok(ModelDigest::of(files))
+    }
+}
+
+impl ModelDigest {
+    /// The digest of `files` (name → value): SHA-256 over each pair.
+    pub fn of(files: BTreeMap<String, String>) -> ModelDigest {
         let mut h = Sha256::new();
         for (rel, sha) in &files {
             h.update(format!("{rel}\0{sha}\n").as_bytes());
         }
-        Ok(ModelDigest {
+        ModelDigest {
             folder: hex::encode(h.finalize()),
             files,
-        })
+        }
     }
 }
 

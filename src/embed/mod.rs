@@ -2,8 +2,10 @@
 //! vectors (an ONNX Runtime session today, behind [`EmbedBackend`]), and
 //! batching by token budget.
 
+pub mod api;
 pub mod backend;
 pub mod batch;
+pub mod bpe;
 pub mod digest;
 pub mod image;
 pub mod model;
@@ -12,7 +14,7 @@ pub mod remote;
 pub mod session;
 pub mod tokenize;
 
-pub use backend::{BackendInfo, EmbedBackend, InputKind, Needs, open, output_dim};
+pub use backend::{BackendInfo, EmbedBackend, InputKind, Needs, Remote, output_dim};
 pub use model::{ModelConfig, ModelOptions};
 pub use pool::{Pooling, WEIGHTEDMEAN_REFUSED};
 pub use session::{Device, Embedder, SessionOptions};
@@ -21,6 +23,20 @@ pub use tokenize::{Encoded, TextEncoder};
 use rayon::prelude::*;
 
 use crate::Result;
+
+/// Opens the backend a model runs on: its remote API (probed), or an ONNX
+/// Runtime session on `exec.device` (its text graph, or its vision graph
+/// for an image job).
+pub fn open(
+    model: &ModelConfig,
+    encoder: &TextEncoder,
+    exec: SessionOptions,
+) -> Result<Box<dyn EmbedBackend>> {
+    if model.api.is_some() {
+        return Ok(Box::new(api::ApiBackend::open(model)?));
+    }
+    Ok(Box::new(Embedder::new(model, encoder, exec)?))
+}
 
 /// Called after each inference batch with its rows and tokens; returning
 /// false stops the work with [`Error::Interrupted`](crate::Error::Interrupted).
@@ -43,7 +59,8 @@ pub fn embed_all<B: EmbedBackend>(
         Some(limit) => limit.min(max_rows),
         None => max_rows,
     };
-    let plan = batch::plan(&lengths, batch_tokens, max_rows);
+    let padded = embedders.first().is_none_or(|b| b.needs().padded);
+    let plan = batch::plan(&lengths, batch_tokens, max_rows, padded);
     run_plan(embedders, rows, &plan, progress)
 }
 

@@ -24,6 +24,8 @@ pub struct ModelOptions {
     pub prompt: Option<String>,
     /// The job embeds images: run the folder's vision graph.
     pub images: bool,
+    /// A remote model (`model.provider`): no folder, `path` unused.
+    pub api: Option<super::api::ApiSettings>,
 }
 
 /// What kind of model a folder holds.
@@ -86,6 +88,8 @@ pub struct ModelConfig {
     /// A static model (sentence-transformers' `StaticEmbedding`, model2vec):
     /// a token table, no special tokens, no truncation.
     pub static_embedding: bool,
+    /// A remote model, called over HTTP: no folder, no graph.
+    pub api: Option<super::api::ApiSettings>,
 }
 
 /// The "max_seq_length" of a static model, which truncates nothing: a
@@ -217,6 +221,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, rel: &str) -> Result<Opti
 impl ModelConfig {
     /// Reads the model folder and applies the job's overrides.
     pub fn load(overrides: &ModelOptions) -> Result<ModelConfig> {
+        if let Some(api) = &overrides.api {
+            return ModelConfig::for_api(overrides, api);
+        }
         let dir = locate(&overrides.path)?;
         let shown = dir.display().to_string();
         refuse_special_files(&dir)?;
@@ -291,6 +298,7 @@ impl ModelConfig {
             prompts: st.prompts,
             dim_hint: pool_cfg.word_embedding_dimension,
             static_embedding,
+            api: None,
         })
     }
 

@@ -465,7 +465,7 @@ impl Embedder {
         let one = |ids: Vec<u32>| Encoded {
             type_ids: vec![0; ids.len()],
             ids,
-            pixels: Vec::new(),
+            ..Default::default()
         };
         let first = self.embed(&[&one(vec![top])]);
         if let (Ok(v), Some(hint)) = (&first, self.dim_hint)

@@ -7,6 +7,7 @@ use tokenizers::{
     TruncationStrategy,
 };
 
+use super::bpe::Bpe;
 use super::model::ModelConfig;
 use crate::chunk;
 use crate::{Error, Result};
@@ -20,6 +21,9 @@ pub struct Encoded {
     /// A prepared image for a vision graph (interleaved 8-bit RGB, at the
     /// graph's height and width); empty for a text.
     pub pixels: Vec<u8>,
+    /// What a remote API is sent (the prompt and the text, cut at the
+    /// input limit); empty for a local model.
+    pub text: String,
 }
 
 /// Pixels an image counts as one token for, in batch budgets: a 224 × 224
@@ -52,10 +56,16 @@ impl Encoded {
 /// Tokenizes texts for the model and for the chunker. Cheap to share across
 /// threads (`&self` only).
 pub struct TextEncoder {
-    /// Truncating tokenizer for model input.
+    /// Truncating tokenizer for model input (a tokenizer.json).
     model: Tokenizer,
     /// Untruncated tokenizer for chunking (offsets into the original text).
     full: Tokenizer,
+    /// OpenAI's byte-pair encoding instead of a tokenizer.json (a remote
+    /// model that names one): `model` and `full` are then unused.
+    bpe: Option<Bpe>,
+    /// Keep the text each row is cut to ([`Encoded::text`]): a remote
+    /// model is sent texts, not token ids.
+    send_text: bool,
     prompt: Option<String>,
     do_lower_case: bool,
     max_seq_length: usize,
@@ -94,6 +104,9 @@ pub fn correct_xlmr_pre_tokenizer(tokenizer: &mut serde_json::Value) -> bool {
 
 impl TextEncoder {
     pub fn new(cfg: &ModelConfig) -> Result<TextEncoder> {
+        if let Some(name) = cfg.api.as_ref().and_then(|a| a.bpe.as_deref()) {
+            return Self::with_bpe(cfg, Bpe::named(name)?);
+        }
         let bad = |e: &dyn std::fmt::Display| {
             Error::model(
                 cfg.dir.display(),
@@ -153,6 +166,8 @@ impl TextEncoder {
         let mut enc = TextEncoder {
             model,
             full,
+            bpe: None,
+            send_text: cfg.api.is_some(),
             prompt: cfg.prompt.clone(),
             do_lower_case: cfg.do_lower_case,
             max_seq_length: cfg.max_seq_length,
@@ -188,8 +203,43 @@ impl TextEncoder {
         Ok(enc)
     }
 
+    /// A remote model's encoder: OpenAI's byte-pair encoding, no special
+    /// tokens, the prompt prepended, cut at the input limit.
+    fn with_bpe(cfg: &ModelConfig, bpe: Bpe) -> Result<TextEncoder> {
+        // An empty tokenizer: never run (every method asks `bpe` first).
+        let none = Tokenizer::new(tokenizers::models::bpe::BPE::default());
+        let prompt_tokens = cfg.prompt.as_deref().map_or(0, |p| bpe.ids(p).len());
+        if prompt_tokens >= cfg.max_seq_length {
+            return Err(Error::model(
+                &cfg.name,
+                format!(
+                    "the prompt takes {prompt_tokens} tokens of the {} an input may have",
+                    cfg.max_seq_length
+                ),
+            ));
+        }
+        Ok(TextEncoder {
+            model: none.clone(),
+            full: none,
+            bpe: Some(bpe),
+            send_text: true,
+            prompt: cfg.prompt.clone(),
+            do_lower_case: false,
+            max_seq_length: cfg.max_seq_length,
+            add_special: false,
+            special_tokens: 0,
+            prompt_tokens,
+            pool_skip: 0,
+            pad_id: 0,
+            pre_tokenizer_corrected: false,
+        })
+    }
+
     /// Tokens for the model: the prompt and the text, truncated to max_seq_length.
     pub fn encode(&self, text: &str) -> Result<Encoded> {
+        if let Some(bpe) = &self.bpe {
+            return Ok(self.encode_bpe(bpe, text));
+        }
         let lowered;
         let text = if self.do_lower_case {
             lowered = text.to_lowercase();
@@ -214,10 +264,15 @@ impl TextEncoder {
             }
             .map_err(tok_err)?;
             if end == text.len() || enc.len() >= self.max_seq_length {
+                let text = match self.send_text {
+                    true => self.sent_text(&enc, part),
+                    false => String::new(),
+                };
                 return Ok(Encoded {
                     ids: enc.get_ids().to_vec(),
                     type_ids: enc.get_type_ids().to_vec(),
                     pixels: Vec::new(),
+                    text,
                 });
             }
             let longer = cut_before_space(text, end.saturating_mul(2));
@@ -226,9 +281,64 @@ impl TextEncoder {
         }
     }
 
+    /// What a remote model is sent for `part` encoded as `enc`: the prompt
+    /// and the text, cut after the last token kept when it was truncated.
+    fn sent_text(&self, enc: &tokenizers::Encoding, part: &str) -> String {
+        let whole = match &self.prompt {
+            Some(p) => format!("{p}{part}"),
+            None => part.to_string(),
+        };
+        if enc.get_overflowing().is_empty() && enc.len() < self.max_seq_length {
+            return whole;
+        }
+        let end = enc
+            .get_offsets()
+            .iter()
+            .zip(enc.get_special_tokens_mask())
+            .filter(|(_, special)| **special == 0)
+            .map(|((_, e), _)| *e)
+            .max()
+            .unwrap_or(0);
+        whole[..whole.floor_char_boundary(end)].to_string()
+    }
+
+    /// [`encode`](Self::encode) with a byte-pair encoding: the prompt and
+    /// the text, cut after max_seq_length tokens. A long text is encoded a
+    /// growing prefix at a time, as with a tokenizer.json.
+    fn encode_bpe(&self, bpe: &Bpe, text: &str) -> Encoded {
+        let whole = match &self.prompt {
+            Some(p) => format!("{p}{text}"),
+            None => text.to_string(),
+        };
+        let max = self.max_seq_length;
+        let mut end = cut_before_space(&whole, WINDOW.min(whole.len().max(1)));
+        loop {
+            let pieces = bpe.pieces(&whole[..end]);
+            if end == whole.len() || pieces.len() >= max {
+                let kept = &pieces[..pieces.len().min(max)];
+                let cut = if pieces.len() > max {
+                    kept.last().map_or(0, |(_, r)| r.end)
+                } else {
+                    end
+                };
+                return Encoded {
+                    ids: kept.iter().map(|(id, _)| *id).collect(),
+                    type_ids: vec![0; kept.len()],
+                    pixels: Vec::new(),
+                    text: whole[..cut].to_string(),
+                };
+            }
+            let longer = cut_before_space(&whole, end.saturating_mul(2));
+            end = if longer > end { longer } else { whole.len() };
+        }
+    }
+
     /// Token ids of `text` alone, no special tokens, no truncation, no prompt
     /// (what a chunk's window holds).
     pub fn encode_untruncated_ids(&self, text: &str) -> Result<Vec<u32>> {
+        if let Some(bpe) = &self.bpe {
+            return Ok(bpe.ids(text));
+        }
         Ok(self
             .full
             .encode(text, false)
@@ -250,6 +360,11 @@ impl TextEncoder {
         let mut from = 0;
         while from < text.len() {
             let to = from + cut_before_space(&text[from..], WINDOW);
+            if let Some(bpe) = &self.bpe {
+                bpe_tokens(bpe, text, from..to, &mut out);
+                from = to;
+                continue;
+            }
             let enc = self.full.encode(&text[from..to], false).map_err(tok_err)?;
             let words = enc.get_word_ids();
             out.reserve(enc.len());
@@ -284,6 +399,9 @@ impl TextEncoder {
     /// Token ids the tokenizer can give, added tokens included: the model's
     /// embedding table must have at least this many rows.
     pub fn vocab_size(&self) -> usize {
+        if self.bpe.is_some() {
+            return 0;
+        }
         self.model.get_vocab_size(true)
     }
 
@@ -295,6 +413,9 @@ impl TextEncoder {
     /// The tokenizer's algorithm (WordPiece, Unigram, BPE, …), its
     /// vocabulary size and the special tokens added around each text.
     pub fn describe(&self) -> (String, usize, usize) {
+        if let Some(bpe) = &self.bpe {
+            return (format!("BPE ({})", bpe.name), 0, 0);
+        }
         let kind = serde_json::to_value(self.model.get_model())
             .ok()
             .and_then(|v| v["type"].as_str().map(str::to_string))
@@ -339,6 +460,29 @@ pub fn cut_before_space(text: &str, limit: usize) -> usize {
             let b = head.len();
             if b > 0 { b } else { text.ceil_char_boundary(1) }
         }
+    }
+}
+
+/// The chunker's tokens of `text[window]` by a byte-pair encoding: a
+/// token starts a word when whitespace comes before it or begins it.
+fn bpe_tokens(bpe: &Bpe, text: &str, window: std::ops::Range<usize>, out: &mut Vec<chunk::Token>) {
+    let from = window.start;
+    let part = &text[window];
+    for (_, r) in bpe.pieces(part) {
+        let (start, end) = (from + r.start, from + r.end);
+        let space_before = text[..start]
+            .chars()
+            .next_back()
+            .is_none_or(char::is_whitespace);
+        let space_first = text[start..]
+            .chars()
+            .next()
+            .is_some_and(char::is_whitespace);
+        out.push(chunk::Token {
+            start,
+            end,
+            word_start: space_before || space_first,
+        });
     }
 }
 

@@ -114,9 +114,13 @@ pub(super) struct ModelSection {
     pub options: ModelOptions,
 }
 
-/// `[model]`: its folder and the options that override the folder's files.
+/// `[model]`: its folder and the options that override the folder's files,
+/// or a remote model (`provider`).
 pub(super) fn read_model(root: &mut Section, p: &mut Problems, images: bool) -> ModelSection {
     let mut s = root.table("model", p);
+    if s.peek_str("provider").is_some() || s.has("provider") {
+        return read_remote_model(s, p, images);
+    }
     let model_path = s.required_string("path", p);
     let max_seq_length = s.count("max_seq_length", 2, p);
     let pooling = if s.peek_str("pooling") == Some("weightedmean") {
@@ -143,6 +147,107 @@ pub(super) fn read_model(root: &mut Section, p: &mut Problems, images: bool) -> 
             prompt_name,
             prompt,
             images,
+            api: None,
+        },
+    }
+}
+
+/// `[model]` with `provider`: a remote model by name, its server and key
+/// variable, its tokenizer and the provider's limits.
+fn read_remote_model(mut s: Section, p: &mut Problems, images: bool) -> ModelSection {
+    use crate::embed::api::{self, ApiSettings, Limits, Pacing};
+    let provider = s.choice("provider", &["openai"], p);
+    let name = s.required_string("name", p);
+    // Marked known without reading it: the value is never echoed.
+    if s.has("api_key") {
+        p.push(format!(
+            "model.api_key: a key is never read from a job file; put it in ${} (or name another variable in model.api_key_env)",
+            api::DEFAULT_KEY_ENV
+        ));
+    }
+    for (key, why) in [
+        ("path", "a remote model has no folder; model.name names it"),
+        ("pooling", "a remote model pools on its server"),
+        (
+            "max_seq_length",
+            "a remote model's input limit is model.max_input_tokens",
+        ),
+        (
+            "prompt_name",
+            "a remote model has no named prompts; use model.prompt",
+        ),
+    ] {
+        if s.has(key) {
+            p.push(format!("model.{key}: {why}"));
+        }
+    }
+    let base_url = s
+        .string("base_url", p)
+        .or_else(|| {
+            std::env::var("OPENAI_BASE_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+        })
+        .unwrap_or_else(|| api::OPENAI_BASE_URL.to_string());
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+        || url::Url::parse(&base_url).is_err()
+    {
+        p.push(format!(
+            "model.base_url: expected an http:// or https:// URL, found {base_url:?}"
+        ));
+    }
+    if let Err(e) = crate::store::refuse_userinfo("model.base_url", &base_url) {
+        p.push(e.to_string());
+    }
+    let (bpe, tokenizer_file) = match s.string("tokenizer", p) {
+        Some(t) if crate::embed::bpe::ENCODINGS.contains(&t.as_str()) => (Some(t), None),
+        Some(t) => (None, Some(std::path::PathBuf::from(t))),
+        None => (None, None),
+    };
+    let d = Limits::OPENAI;
+    let limits = Limits {
+        max_input_tokens: s
+            .count("max_input_tokens", 1, p)
+            .unwrap_or(d.max_input_tokens),
+        max_inputs_per_request: s
+            .count("max_inputs_per_request", 1, p)
+            .unwrap_or(d.max_inputs_per_request),
+        max_tokens_per_request: s
+            .count("max_tokens_per_request", 1, p)
+            .unwrap_or(d.max_tokens_per_request),
+        max_request_bytes: s
+            .count("max_request_bytes", 1024, p)
+            .unwrap_or(d.max_request_bytes),
+    };
+    let settings = ApiSettings {
+        provider: provider.unwrap_or("openai").to_string(),
+        model: name.clone().unwrap_or_default(),
+        base_url,
+        api_key_env: s
+            .string("api_key_env", p)
+            .unwrap_or_else(|| api::DEFAULT_KEY_ENV.to_string()),
+        api_version: s.string("api_version", p),
+        dimensions: s.count("dimensions", 1, p),
+        bpe,
+        tokenizer_file,
+        limits,
+        pacing: Pacing::default(),
+        price_per_million_tokens: s.number("price_per_million_tokens", 0.0..=1e9, p),
+    };
+    let normalize = s.boolean("normalize", p);
+    let prompt = s.string("prompt", p);
+    s.finish(p);
+    if images {
+        p.push("model.provider: a remote model embeds texts; an image column needs a CLIP model folder");
+    }
+    ModelSection {
+        path: name.map(|n| format!("{}:{n}", settings.provider)),
+        options: ModelOptions {
+            path: String::new(),
+            normalize,
+            prompt,
+            api: Some(settings),
+            ..ModelOptions::default()
         },
     }
 }
@@ -184,12 +289,27 @@ pub(super) fn read_chunking(root: &mut Section, p: &mut Problems, images: bool) 
 
 /// `[embed]`: batches, threads and sessions, the device, and what becomes
 /// of empty and bad rows.
-pub(super) fn read_embed(root: &mut Section, p: &mut Problems, images: bool) -> EmbedPlan {
+pub(super) fn read_embed(
+    root: &mut Section,
+    p: &mut Problems,
+    images: bool,
+    api: Option<&mut crate::embed::api::ApiSettings>,
+) -> EmbedPlan {
     let mut s = root.table("embed", p);
     let batch_tokens = s.count("batch_tokens", 1, p);
     let max_batch_rows = s
         .count("max_batch_rows", 1, p)
-        .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
+        .unwrap_or(match api.is_some() {
+            // As many inputs a request as a careful client sends.
+            true => DEFAULT_API_BATCH_ROWS,
+            false => DEFAULT_MAX_BATCH_ROWS,
+        });
+    let remote = api.is_some();
+    let batch_tokens = match &api {
+        Some(a) => Some(batch_tokens.unwrap_or(a.limits.max_tokens_per_request)),
+        None => batch_tokens,
+    };
+    read_pacing(&mut s, p, api);
     // A count from 0 (auto) to MAX_THREADS, as --threads and --workers.
     let mut up_to_max = |key: &'static str, zero: &str, p: &mut Problems| {
         let n = s.count(key, 0, p).unwrap_or(0);
@@ -221,6 +341,9 @@ pub(super) fn read_embed(root: &mut Section, p: &mut Problems, images: bool) -> 
         );
     }
     let on_error = s.value("on_error", p).unwrap_or(OnError::Fail);
+    if remote && device != Device::Cpu {
+        p.push("embed.device: a remote model runs on its server; leave embed.device out");
+    }
     let max_image_pixels = s
         .count("max_image_pixels", 1, p)
         .map(|n| n as u64)
@@ -235,6 +358,45 @@ pub(super) fn read_embed(root: &mut Section, p: &mut Problems, images: bool) -> 
         on_empty,
         on_error,
         max_image_pixels,
+    }
+}
+
+/// Inputs one request holds by default with a remote model.
+pub const DEFAULT_API_BATCH_ROWS: usize = 512;
+
+/// `[embed]`'s keys for a remote model: requests at once, the pace, the
+/// retries and each attempt's time limit. Refused for a local model.
+fn read_pacing(
+    s: &mut Section,
+    p: &mut Problems,
+    api: Option<&mut crate::embed::api::ApiSettings>,
+) {
+    let keys = [
+        "concurrency",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_retries",
+        "timeout_seconds",
+    ];
+    let Some(api) = api else {
+        for k in keys {
+            if s.has(k) {
+                p.push(format!(
+                    "embed.{k}: only for a remote model (model.provider)"
+                ));
+            }
+        }
+        return;
+    };
+    let d = &mut api.pacing;
+    d.concurrency = s.count("concurrency", 1, p).unwrap_or(d.concurrency);
+    d.requests_per_minute = s.count("requests_per_minute", 1, p).map(|n| n as u64);
+    d.tokens_per_minute = s.count("tokens_per_minute", 1, p).map(|n| n as u64);
+    d.max_retries = s
+        .count("max_retries", 0, p)
+        .map_or(d.max_retries, |n| n.min(100) as u32);
+    if let Some(t) = s.number("timeout_seconds", 0.1..=86_400.0, p) {
+        d.timeout = std::time::Duration::from_secs_f64(t);
     }
 }
 
@@ -470,9 +632,9 @@ impl JobPlan {
         let name = root.string("name", &mut p);
         let input = read_input(&mut root, &mut p);
         let images = input.image_column.is_some();
-        let model = read_model(&mut root, &mut p, images);
+        let mut model = read_model(&mut root, &mut p, images);
         let chunking = read_chunking(&mut root, &mut p, images);
-        let embed = read_embed(&mut root, &mut p, images);
+        let embed = read_embed(&mut root, &mut p, images, model.options.api.as_mut());
         let output = read_output(&mut root, &mut p, input.id_column.is_some());
         let cluster = read_cluster(&mut root, &mut p);
         let topics = read_topics(&mut root, cluster.is_some(), &mut p);

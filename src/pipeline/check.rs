@@ -7,6 +7,7 @@ use arrow::datatypes::FieldRef;
 
 use crate::chunk;
 use crate::delta::DeltaTarget;
+use crate::embed::api::ApiBackend;
 use crate::embed::{
     self, Device, EmbedBackend, Embedder, ModelConfig, ModelOptions, SessionOptions, TextEncoder,
 };
@@ -46,7 +47,7 @@ pub struct CheckedJob {
 /// The model folder, downloaded into the cache first when it lives on an
 /// object store.
 pub async fn load_model(stores: &Stores, overrides: &ModelOptions) -> Result<ModelConfig> {
-    if !store::is_remote(&overrides.path) {
+    if overrides.api.is_some() || !store::is_remote(&overrides.path) {
         let o = overrides.clone();
         return spawn_cpu(move || ModelConfig::load(&o)).await;
     }
@@ -175,6 +176,14 @@ fn check_build(device: Device) -> Result<()> {
 /// The sessions a run opens, for the plan's device, threads and workers.
 fn session_options(plan: &JobPlan, m: &ModelConfig) -> Vec<SessionOptions> {
     let e = &plan.embed;
+    if let Some(api) = &m.api {
+        // One request thread per request in flight.
+        let one = SessionOptions {
+            device: Device::Cpu,
+            threads: 1,
+        };
+        return vec![one; api.pacing.concurrency.max(1)];
+    }
     embed::session::worker_threads(e.device, e.threads, e.workers, m.graph_bytes())
         .into_iter()
         .map(|threads| SessionOptions {
@@ -193,6 +202,12 @@ async fn probe(
     exec: SessionOptions,
 ) -> Result<Box<dyn EmbedBackend>> {
     let (m, enc) = (m.clone(), Arc::clone(enc));
+    if m.api.is_some() {
+        // One small request: the key, URL, model and dimensions checked
+        // before any row is read.
+        return spawn_cpu(move || Ok(Box::new(ApiBackend::open(&m)?) as Box<dyn EmbedBackend>))
+            .await;
+    }
     spawn_cpu(move || {
         let mut e = Embedder::new(&m, &enc, exec)?;
         e.probe(&m.dir, &enc)?;

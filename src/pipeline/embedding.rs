@@ -21,6 +21,8 @@ pub(super) struct Ready {
     pub(super) device: Device,
     /// The execution provider of the first session.
     pub(super) provider: String,
+    /// The remote API the run embeds through, if any (its counters).
+    pub(super) api: Option<Arc<dyn embed::Remote>>,
 }
 
 /// The embed stage, built once per run.
@@ -65,6 +67,7 @@ impl EmbedStage {
                     dim,
                     device: info.device,
                     provider: info.provider,
+                    api: sessions[0].remote(),
                 };
                 let _ = ready.send(Ok(r));
                 (sessions, dim)
@@ -160,6 +163,15 @@ fn open_sessions(
         threads = ?sessions.iter().map(|s| s.threads).collect::<Vec<_>>(),
         "opening the embedding sessions"
     );
+    // A remote API's request threads share the probed one's connection.
+    if let Some(first) = &probed
+        && first.sibling().is_some()
+    {
+        let more: Vec<_> = (1..sessions.len())
+            .filter_map(|_| first.sibling())
+            .collect();
+        return Ok(probed.into_iter().chain(more).collect());
+    }
     let skip = usize::from(probed.is_some());
     let opened = crate::runtime::map_threads(sessions[skip..].iter().copied(), |o| {
         embed::open(model, encoder, o)

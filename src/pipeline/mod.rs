@@ -388,7 +388,14 @@ fn write_options(c: &CheckedJob, digest: &ModelDigest, ready: &Ready) -> WriteOp
         compression: c.plan.output.compression,
         row_group_size: c.plan.output.row_group_size,
         overwrite: c.plan.output.overwrite,
-        metadata: lineage(c, digest, ready.dim, &ready.provider, ready.device),
+        metadata: lineage(
+            c,
+            digest,
+            ready.dim,
+            &ready.provider,
+            ready.device,
+            ready.api.as_ref().and_then(|a| a.server_model()).as_deref(),
+        ),
         ..WriteOptions::default()
     }
 }
@@ -510,5 +517,6 @@ fn summary(
         seconds: started.elapsed().as_secs_f64(),
         table,
         images: c.plan.input.image_column.is_some(),
+        api: ready.api.as_ref().map(|a| a.summary()),
     }
 }

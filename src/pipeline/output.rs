@@ -21,6 +21,7 @@ pub(super) fn lineage(
     dim: usize,
     provider: &str,
     device: Device,
+    server_model: Option<&str>,
 ) -> Vec<(String, String)> {
     let m = &c.model;
     let p = &c.plan;
@@ -77,11 +78,18 @@ pub(super) fn lineage(
     if let Some(f) = &p.input.filter {
         kv.push(("embedflow.filter", f.clone()));
     }
+    if let Some(api) = &m.api {
+        // A remote model: what was asked of whom (never the key), and what
+        // the server said it ran; no graph, no pooling of ours.
+        kv.retain(|(k, _)| !matches!(*k, "embedflow.onnxruntime" | "embedflow.pooling"));
+        kv.extend(api.lineage(server_model));
+    }
     // A reduced-precision folder (scripts/quantize-model) says how it was
     // made and what its quality gate measured: the vectors carry that.
-    if let Some(q) = std::fs::read_to_string(m.dir.join("quantization.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    if m.api.is_none()
+        && let Some(q) = std::fs::read_to_string(m.dir.join("quantization.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
     {
         kv.push(("embedflow.model_quantization", q.to_string()));
     }

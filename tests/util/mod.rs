@@ -11,6 +11,7 @@ use arrow::array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow::compute::concat_batches;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+pub mod api;
 pub mod s3;
 
 pub fn root() -> PathBuf {
