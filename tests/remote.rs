@@ -283,6 +283,64 @@ fn the_remote_example_jobs_validate_against_a_server() {
 }
 
 #[test]
+fn validate_counts_the_tokens_the_server_bills_and_a_budget_refuses_more() {
+    let server = api::server();
+    let proxy = FaultProxy::start(&server.url);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Not Hangul: llama.cpp's WordPiece splits it otherwise than the model's.
+    let hangul = |t: &str| t.chars().any(|c| ('\u{ac00}'..='\u{d7a3}').contains(&c));
+    let texts: Vec<(i64, String)> = texts_under(60, 300)
+        .into_iter()
+        .filter(|t| !hangul(&t.1))
+        .take(24)
+        .collect();
+    documents_of(&d.join("in.parquet"), &texts);
+    let job = api_job(d, "job.toml", "in.parquet", "o.parquet", &proxy.url, "");
+    let price = ["--set", "model.price_per_million_tokens=2.5"];
+    let o = run(d, &[&["validate", job.as_str()][..], &price[..]].concat());
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.contains("sends "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let tokens: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        line.contains("(24 inputs from 24 rows), estimated cost $"),
+        "{line}"
+    );
+    assert_eq!(proxy.requests(), 1, "validate sent more than its probe");
+
+    // The server bills what validate counted.
+    let o = run(
+        d,
+        &[&["run", job.as_str(), "--summary", "json"][..], &price[..]].concat(),
+    );
+    assert_code(&o, 0);
+    let s: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(s["api"]["tokens_billed"], tokens, "{s}");
+    let cost = s["api"]["estimated_cost"].as_f64().unwrap();
+    assert!((cost - 2.5 * tokens as f64 / 1e6).abs() < 1e-12, "{s}");
+
+    // One token under the budget: refused before any row is sent.
+    std::fs::remove_file(d.join("o.parquet")).unwrap();
+    proxy.clear();
+    let budget = format!("embed.max_tokens_per_run={}", tokens - 1);
+    let o = run(d, &["run", &job, "--set", &budget]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains(&format!(
+            "this run would send {tokens} tokens (24 inputs from 24 rows)"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(rows_sent(&proxy), Vec::<String>::new());
+    assert!(!d.join("o.parquet").exists());
+}
+
+#[test]
 fn a_table_through_the_api_never_sends_a_row_twice() {
     let server = api::server();
     let proxy = FaultProxy::start(&server.url);

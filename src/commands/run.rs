@@ -134,6 +134,14 @@ pub fn validate(
                         c.model.name,
                     ));
                 }
+                match rt.block_on(remote_estimate(&c)) {
+                    Ok(Some(line)) if !quiet => say(line),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {path}: {e:#}");
+                    }
+                }
             }
             Err(e @ Error::Job { .. }) => {
                 failed += 1;
@@ -150,6 +158,29 @@ pub fn validate(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// For a remote model, what a run would send and cost, counted before
+/// anything is sent (the same chunks and cuts as the run).
+async fn remote_estimate(c: &pipeline::CheckedJob) -> embedflow::Result<Option<String>> {
+    let Some(api) = &c.model.api else {
+        return Ok(None);
+    };
+    let e = pipeline::estimate_all(c).await?;
+    let cost = match api.price_per_million_tokens {
+        Some(p) => format!(", estimated cost ${:.4}", p * e.tokens as f64 / 1e6),
+        None => " (set model.price_per_million_tokens for its cost)".to_string(),
+    };
+    let incremental = match c.plan.output.format {
+        embedflow::sink::OutputKind::Delta => {
+            "; an incremental or resumed run sends only what its table lacks"
+        }
+        _ => "",
+    };
+    Ok(Some(format!(
+        "  sends {} tokens to {} ({} inputs from {} rows){cost}{incremental}",
+        e.tokens, api.model, e.chunks, e.rows
+    )))
 }
 
 /// The run options with this process's shard: from `--shard`/`--shards`,

@@ -377,6 +377,7 @@ fn read_pacing(
         "tokens_per_minute",
         "max_retries",
         "timeout_seconds",
+        "max_tokens_per_run",
     ];
     let Some(api) = api else {
         for k in keys {
@@ -395,6 +396,7 @@ fn read_pacing(
     d.max_retries = s
         .count("max_retries", 0, p)
         .map_or(d.max_retries, |n| n.min(100) as u32);
+    d.max_tokens_per_run = s.count("max_tokens_per_run", 1, p).map(|n| n as u64);
     if let Some(t) = s.number("timeout_seconds", 0.1..=86_400.0, p) {
         d.timeout = std::time::Duration::from_secs_f64(t);
     }

@@ -12,6 +12,7 @@
 
 mod check;
 mod embedding;
+mod estimate;
 mod finish;
 mod output;
 mod prepare;
@@ -41,6 +42,7 @@ use crate::{Error, Result};
 use check::topics_text_column;
 pub use check::{CheckedJob, check, load_model};
 use embedding::{EmbedStage, Ready};
+pub use estimate::{Estimate, estimate_all};
 use output::{Rows, hidden_sibling, lineage};
 use prepare::PrepareStage;
 use stage::{Stop, join_stages};
@@ -259,6 +261,11 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     )
     .await?;
     let skip = unit_filter(&output, update.as_ref());
+    let budget = unit_filter(&output, update.as_ref());
+    if let Err(e) = estimate::check_budget(&c, update.as_ref(), budget).await {
+        output.abort().await;
+        return Err(e);
+    }
     tracing::info!(
         files = c.input.files.len(),
         rows = ?c.input.total_rows,

@@ -88,6 +88,8 @@ pub struct Pacing {
     pub max_retries: u32,
     /// One attempt's time limit.
     pub timeout: Duration,
+    /// A run that would send more tokens is refused before it sends any.
+    pub max_tokens_per_run: Option<u64>,
 }
 
 impl Default for Pacing {
@@ -98,6 +100,7 @@ impl Default for Pacing {
             tokens_per_minute: None,
             max_retries: 6,
             timeout: Duration::from_secs(120),
+            max_tokens_per_run: None,
         }
     }
 }
