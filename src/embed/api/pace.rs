@@ -30,10 +30,10 @@ impl Bucket {
         }
     }
 
-    /// Takes `cost` units; returns how long to wait before sending.
+    /// Takes `cost` units; returns how long to wait before sending. A
+    /// request larger than the depth is charged in full: it waits for its
+    /// excess, so the rate holds whatever the requests' sizes.
     fn take(&mut self, cost: f64, now: Instant) -> Duration {
-        // A request larger than the depth still goes, alone.
-        let cost = cost.min(self.depth);
         let tat = self.tat.map_or(now, |t| t.max(now));
         let new_tat = tat + Duration::from_secs_f64(cost / self.rate);
         self.tat = Some(new_tat);
@@ -188,5 +188,11 @@ mod tests {
         }
         // 1,000 tokens: 60 at once, then 940 at 10 a second.
         assert!((sent_by.as_secs_f64() - 94.0).abs() < 1e-6, "{sent_by:?}");
+        // Requests twice the depth: each waits for its excess, and the
+        // rate holds (ten of 120 tokens: 1,200 by 114 s, not at once).
+        let mut b = Bucket::per_minute(600);
+        let waits: Vec<f64> = (0..10).map(|_| b.take(120.0, t0).as_secs_f64()).collect();
+        assert!((waits[0] - 6.0).abs() < 1e-6, "{waits:?}");
+        assert!((waits[9] - 114.0).abs() < 1e-6, "{waits:?}");
     }
 }
