@@ -176,6 +176,8 @@ pub struct ApiSummary {
     pub retries_bad_answer: u64,
     /// Requests split in halves because the server found them too large.
     pub splits: u64,
+    /// Inputs the server refused on their own, left out (`on_error = "skip"`).
+    pub refused: u64,
     /// Tokens the server counted (its `usage`).
     pub tokens_billed: u64,
     /// Tokens sent in answers without `usage`, as counted here.
@@ -204,6 +206,7 @@ impl ApiSummary {
                 "bad_answer": self.retries_bad_answer,
             },
             "splits": self.splits,
+            "refused": self.refused,
             "tokens_billed": self.tokens_billed,
             "tokens_unreported": self.tokens_unreported,
             "estimated_cost": self.estimated_cost,
@@ -215,7 +218,7 @@ impl fmt::Display for ApiSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "  requests         {} ({} retried: {} rate limited, {} server errors, {} timeouts, {} connections, {} bad answers; {} split)",
+            "  requests         {} ({} retried: {} rate limited, {} server errors, {} timeouts, {} connections, {} bad answers; {} split; {} inputs refused)",
             self.requests,
             self.retries(),
             self.retries_rate_limited,
@@ -223,7 +226,8 @@ impl fmt::Display for ApiSummary {
             self.retries_timeout,
             self.retries_connection,
             self.retries_bad_answer,
-            self.splits
+            self.splits,
+            self.refused
         )?;
         let unreported = match self.tokens_unreported {
             0 => String::new(),

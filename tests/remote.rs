@@ -606,6 +606,47 @@ fn lasting_faults_stop_the_run_with_the_cause_and_nothing_written() {
 }
 
 #[test]
+fn an_input_the_server_refuses_follows_on_error() {
+    let server = api::server();
+    let proxy = FaultProxy::start(&server.url);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let texts = texts_under(24, 300);
+    documents_of(&d.join("in.parquet"), &texts);
+    let bad: &'static str = Box::leak(texts[9].1.clone().into_boxed_str());
+    proxy.always(Some(Fault::RefuseInput(bad)));
+    let extra = "[embed]\nconcurrency = 1\nmax_batch_rows = 8";
+    // fail (the default): the run stops naming the input, nothing written.
+    let o = faulted(d, &proxy, "o", extra);
+    assert_code(&o, 1);
+    let start: String = bad.chars().take(30).collect();
+    let err = stderr(&o);
+    assert!(
+        err.contains("this input is not allowed") && err.contains(&start),
+        "{err}"
+    );
+    assert!(!d.join("o.parquet").exists());
+    // skip: the others are embedded, that row is left out, named, counted.
+    let o = faulted(d, &proxy, "o", &format!("{extra}\non_error = \"skip\""));
+    proxy.always(None);
+    assert_code(&o, 2);
+    assert!(
+        stderr(&o).contains("the embedding API refused its input"),
+        "{}",
+        stderr(&o)
+    );
+    let s: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (s["rows_skipped"].as_u64(), s["api"]["refused"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    let (batch, _) = read_parquet(&d.join("o.parquet"));
+    let ids = ints(&batch, "id");
+    assert_eq!(ids, (0..24).filter(|&i| i != 9).collect::<Vec<i64>>());
+}
+
+#[test]
 fn a_wrong_key_is_one_clear_error_before_any_row_and_never_echoed() {
     let server = api::server();
     if server.key.is_empty() {

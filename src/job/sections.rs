@@ -233,6 +233,7 @@ fn read_remote_model(mut s: Section, p: &mut Problems, images: bool) -> ModelSec
         limits,
         pacing: Pacing::default(),
         price_per_million_tokens: s.number("price_per_million_tokens", 0.0..=1e9, p),
+        skip_refused: false,
     };
     let normalize = s.boolean("normalize", p);
     let prompt = s.string("prompt", p);
@@ -637,6 +638,9 @@ impl JobPlan {
         let mut model = read_model(&mut root, &mut p, images);
         let chunking = read_chunking(&mut root, &mut p, images);
         let embed = read_embed(&mut root, &mut p, images, model.options.api.as_mut());
+        if let Some(api) = model.options.api.as_mut() {
+            api.skip_refused = embed.on_error == OnError::Skip;
+        }
         let output = read_output(&mut root, &mut p, input.id_column.is_some());
         let cluster = read_cluster(&mut root, &mut p);
         let topics = read_topics(&mut root, cluster.is_some(), &mut p);

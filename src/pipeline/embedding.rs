@@ -136,14 +136,44 @@ impl EmbedStage {
                 "vector width changed from {dim} to {d}"
             )));
         }
+        u.vectors = v;
+        self.leave_out_refused(&mut u, dim);
         tracing::debug!(
             chunks = u.encoded.len(),
             seconds = t.elapsed().as_secs_f64(),
             "embedded a unit"
         );
-        u.vectors = v;
         u.encoded = Vec::new();
         Ok(u)
+    }
+
+    /// Rows an API refused on their own (`embed.on_error = "skip"`: their
+    /// vectors come back NaN, which no answer may hold) are left out,
+    /// named and counted as skipped.
+    fn leave_out_refused(&self, u: &mut WorkUnit, dim: usize) {
+        let skips = self.model.api.as_ref().is_some_and(|a| a.skip_refused);
+        if dim == 0 || !skips {
+            return;
+        }
+        let refused: Vec<usize> = u
+            .vectors
+            .chunks_exact(dim)
+            .enumerate()
+            .filter(|(_, v)| v[0].is_nan())
+            .map(|(c, _)| c)
+            .collect();
+        if refused.is_empty() {
+            return;
+        }
+        for &c in &refused {
+            let text: String = u.encoded[c].text.chars().take(60).collect();
+            eprintln!(
+                "embedflow: skipped a row of {} (from row {}): the embedding API refused its input \"{text}…\"",
+                u.file, u.first_row
+            );
+        }
+        let rows = u.drop_chunk_rows(&refused, dim);
+        Counters::add(&self.counters.rows_skipped, rows.len() as u64);
     }
 }
 

@@ -29,3 +29,45 @@ pub(super) struct WorkUnit {
     /// text embedded and the passthrough values.
     pub(super) row_hash: Vec<[u8; 32]>,
 }
+
+impl WorkUnit {
+    /// Leaves out, after embedding, the rows of the chunks at `chunks`
+    /// (indices into the chunk columns): all their chunks go, and the rows
+    /// count as skipped (0 chunks). Returns the rows left out.
+    pub(super) fn drop_chunk_rows(&mut self, chunks: &[usize], dim: usize) -> Vec<u32> {
+        let mut rows: Vec<u32> = chunks.iter().map(|&c| self.chunk_row[c]).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let keep: Vec<bool> = self
+            .chunk_row
+            .iter()
+            .map(|r| rows.binary_search(r).is_err())
+            .collect();
+        retain_kept(&mut self.chunk_index, &keep);
+        retain_kept(&mut self.chunk_start, &keep);
+        retain_kept(&mut self.chunk_end, &keep);
+        if !self.chunk_text.is_empty() {
+            retain_kept(&mut self.chunk_text, &keep);
+        }
+        retain_kept(&mut self.chunk_row, &keep);
+        if dim > 0 {
+            let mut vectors = Vec::with_capacity(self.vectors.len());
+            for (c, v) in self.vectors.chunks_exact(dim).enumerate() {
+                if keep[c] {
+                    vectors.extend_from_slice(v);
+                }
+            }
+            self.vectors = vectors;
+        }
+        for &r in &rows {
+            self.row_chunks[r as usize] = 0;
+        }
+        rows
+    }
+}
+
+/// Keeps the items of `v` whose place in `keep` is true.
+fn retain_kept<T>(v: &mut Vec<T>, keep: &[bool]) {
+    let mut k = keep.iter();
+    v.retain(|_| *k.next().unwrap_or(&true));
+}

@@ -56,6 +56,8 @@ pub enum Fault {
     NoUsage,
     /// 413 for a request of more than `n` inputs (passed on otherwise).
     TooLargeOver(usize),
+    /// 400 for a request holding this input (passed on otherwise).
+    RefuseInput(&'static str),
 }
 
 /// The proxy: `url` stands in for the server's.
@@ -282,6 +284,10 @@ impl Shared {
             Some(Fault::Hang(d)) => {
                 std::thread::sleep(d);
                 return;
+            }
+            Some(Fault::RefuseInput(t)) if inputs.iter().any(|i| i == t) => {
+                let body = br#"{"error": {"message": "this input is not allowed"}}"#;
+                return respond(&client, 400, "", body);
             }
             Some(Fault::TooLargeOver(n)) if inputs.len() > n => {
                 return respond(

@@ -54,6 +54,10 @@ pub struct ApiSettings {
     pub pacing: Pacing,
     /// Dollars per million tokens, for the estimated cost.
     pub price_per_million_tokens: Option<f64>,
+    /// An input the server refuses on its own (`embed.on_error = "skip"`)
+    /// gets a NaN vector, which the embed stage leaves out, instead of
+    /// stopping the run.
+    pub skip_refused: bool,
 }
 
 /// The provider's limits on what one request may hold.
@@ -172,6 +176,8 @@ pub struct ApiCounters {
     pub retries_bad_answer: AtomicU64,
     /// Requests split in two because the server found them too large.
     pub splits: AtomicU64,
+    /// Inputs the server refused on their own, left out (`on_error = "skip"`).
+    pub refused: AtomicU64,
     /// Tokens the server said it counted (its `usage`).
     pub tokens_billed: AtomicU64,
     /// Tokens sent in answers without `usage` (counted by us).
@@ -344,6 +350,7 @@ impl Api {
             retries_connection: get(&c.retries_connection),
             retries_bad_answer: get(&c.retries_bad_answer),
             splits: get(&c.splits),
+            refused: get(&c.refused),
             tokens_billed: billed,
             tokens_unreported: unreported,
             estimated_cost: self
@@ -464,6 +471,7 @@ mod tests {
             limits: Limits::OPENAI,
             pacing: Pacing::default(),
             price_per_million_tokens: None,
+            skip_refused: false,
         };
         assert_eq!(s.url(), "http://127.0.0.1:8080/v1/embeddings");
         assert_eq!(s.host(), "127.0.0.1:8080");

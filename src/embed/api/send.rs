@@ -85,6 +85,19 @@ impl Api {
                     todo.push(mid..r.end);
                     todo.push(r.start..mid);
                 }
+                Err(Failure::Refused {
+                    status: 400 | 422,
+                    message,
+                }) if self.settings.skip_refused && r.len() == 1 => {
+                    let what = describe_request(id, &r, texts);
+                    tracing::warn!(
+                        "{what}: the server refused it, left out: {}",
+                        scrub(&message, &self.key)
+                    );
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    let dim = self.dim().unwrap_or(1);
+                    done.push((r.start, vec![f32::NAN; dim]));
+                }
                 Err(f) => {
                     let what = describe_request(id, &r, texts);
                     return Err(f.into_error(&self.settings, &self.key, &what));
@@ -240,6 +253,13 @@ impl Api {
             message,
         };
         let a = wire::read_answer(body, rows).map_err(bad)?;
+        if let Some(i) = a.vectors.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "input {} has a vector with {} in it",
+                i / a.dim.max(1),
+                a.vectors[i]
+            )));
+        }
         if let Some(d) = self.dim()
             && a.dim != d
         {
