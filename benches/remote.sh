@@ -10,8 +10,9 @@
 # tokens (the server is shared; the client's cost is ours), best of ROUNDS.
 #
 # Then pacing: embedflow with embed.tokens_per_minute set to PACE_SHARE of
-# the server's measured ceiling, for about PACE_SECONDS; reports the share
-# of the limit used over the run.
+# the server's measured ceiling, through a limiter that enforces that very
+# limit as OpenAI does (benches/limit_proxy.py), for about PACE_SECONDS;
+# reports the share of the limit used and the 429s the limiter answered.
 #
 # Usage: benches/remote.sh [ROUNDS] [ROWS]
 #   CONCURRENCY (8), PACE_SECONDS (300), PACE_SHARE (0.5), EMBEDFLOW_BIN
@@ -105,9 +106,17 @@ t = pa.concat_tables([t] * reps).slice(0, n)
 t = t.set_column(0, "tweet_id", pa.array(range(n), pa.int64()))
 pq.write_table(t, sys.argv[2])
 PY
+# In front of the server, a limiter as OpenAI's (benches/limit_proxy.py: a
+# bucket of `limit` tokens refilled at `limit` a minute, 429 when empty).
+proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$py" benches/limit_proxy.py "$proxy_port" "$url" "$limit" "$work/limits.json" &
+proxy_pid=$!
+trap 'kill "$EMBEDFLOW_TEST_EMBED_PID" "$proxy_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+sleep 1
 line=$(embedflow_run embed "$work/pace.parquet" "$work/pace_out.parquet" --provider openai --model "$model" \
-  --base-url "$url" --tokenizer "$minilm" --text-column text --id-column tweet_id --chunking none \
+  --base-url "http://127.0.0.1:$proxy_port/v1" --tokenizer "$minilm" --text-column text --id-column tweet_id --chunking none \
   --concurrency "$conc" --set model.max_input_tokens=256 --set "embed.tokens_per_minute=$limit")
+echo "limiter: $(cat "$work/limits.json") (limited = 429s answered)"
 "$py" -c "
 import json,sys
 b=json.loads(sys.argv[1]); limit=int(sys.argv[2])

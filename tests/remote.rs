@@ -647,6 +647,32 @@ fn an_input_the_server_refuses_follows_on_error() {
 }
 
 #[test]
+fn azure_openai_gets_its_api_key_header_and_api_version() {
+    let server = api::server();
+    let proxy = FaultProxy::start(&server.url);
+    proxy.always(Some(Fault::AzureFront));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let texts = texts_under(12, 300);
+    documents_of(&d.join("in.parquet"), &texts);
+    let job = api_job(d, "job.toml", "in.parquet", "o.parquet", &proxy.url, "");
+    let o = run(
+        d,
+        &["run", &job, "--set", "model.api_version=\"2024-02-01\""],
+    );
+    assert_code(&o, 0);
+    assert_eq!(rows_sent(&proxy).len(), texts.len());
+    // Without api_version the key goes as a Bearer token: Azure refuses it.
+    let o = run(d, &["run", &job]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("refused the key from $OPENAI_API_KEY"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn a_wrong_key_is_one_clear_error_before_any_row_and_never_echoed() {
     let server = api::server();
     if server.key.is_empty() {

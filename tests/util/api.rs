@@ -58,6 +58,10 @@ pub enum Fault {
     TooLargeOver(usize),
     /// 400 for a request holding this input (passed on otherwise).
     RefuseInput(&'static str),
+    /// Azure OpenAI's front: the key only in an `api-key` header (no
+    /// `Authorization`) and an `api-version` in the query, else 401; passed
+    /// on with the key as the server's Bearer token.
+    AzureFront,
 }
 
 /// The proxy: `url` stands in for the server's.
@@ -197,6 +201,43 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     Some(Request { head, body })
 }
 
+/// An Azure-style request as the server's own: `api-key` becomes a
+/// Bearer token and the query goes; `None` when it is not Azure's shape.
+fn azure_to_bearer(req: &Request) -> Option<Request> {
+    let mut lines = req.head.lines();
+    let first = lines.next()?;
+    let (method, rest) = first.split_once(' ')?;
+    let (target, version) = rest.rsplit_once(' ')?;
+    let (path, query) = target.split_once('?')?;
+    if !query
+        .split('&')
+        .any(|kv| kv.starts_with("api-version=") && kv.len() > 12)
+    {
+        return None;
+    }
+    let mut key = None;
+    let mut head = format!("{method} {path} {version}\r\n");
+    for line in lines {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("authorization:") {
+            return None;
+        }
+        if lower.starts_with("api-key:") {
+            key = Some(line[8..].trim().to_string());
+            continue;
+        }
+        if !line.is_empty() {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+    }
+    head.push_str(&format!("Authorization: Bearer {}\r\n\r\n", key?));
+    Some(Request {
+        head,
+        body: req.body.clone(),
+    })
+}
+
 /// The request passed on to the server (one request, then closed).
 fn forward(req: &Request, upstream: &str) -> Option<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(upstream).ok()?;
@@ -299,6 +340,16 @@ impl Shared {
             }
             _ => {}
         }
+        let req = match fault {
+            Some(Fault::AzureFront) => match azure_to_bearer(&req) {
+                Some(r) => r,
+                None => {
+                    let body = br#"{"error": {"message": "Access denied due to missing api-key or api-version"}}"#;
+                    return respond(&client, 401, "", body);
+                }
+            },
+            _ => req,
+        };
         let Some((status, body)) = forward(&req, upstream) else {
             return respond(
                 &client,
