@@ -257,15 +257,14 @@ impl TextEncoder {
             end = cut_before_space(text, WINDOW);
         }
         loop {
-            let part = &text[..end];
-            let enc = match &self.prompt {
-                Some(p) => self.model.encode(format!("{p}{part}"), self.add_special),
-                None => self.model.encode(part, self.add_special),
-            }
-            .map_err(tok_err)?;
+            let input = self.with_prompt(&text[..end]);
+            let enc = self
+                .model
+                .encode(input.as_ref(), self.add_special)
+                .map_err(tok_err)?;
             if end == text.len() || enc.len() >= self.max_seq_length {
                 let text = match self.send_text {
-                    true => self.sent_text(&enc, part),
+                    true => self.sent_text(&enc, &input),
                     false => String::new(),
                 };
                 return Ok(Encoded {
@@ -281,15 +280,20 @@ impl TextEncoder {
         }
     }
 
-    /// What a remote model is sent for `part` encoded as `enc`: the prompt
-    /// and the text, cut after the last token kept when it was truncated.
-    fn sent_text(&self, enc: &tokenizers::Encoding, part: &str) -> String {
-        let whole = match &self.prompt {
-            Some(p) => format!("{p}{part}"),
-            None => part.to_string(),
-        };
+    /// The prompt and the text, as the model reads them.
+    fn with_prompt<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        match &self.prompt {
+            Some(p) => format!("{p}{text}").into(),
+            None => text.into(),
+        }
+    }
+
+    /// What a remote model is sent for `whole` (the prompt and the text)
+    /// encoded as `enc`: cut after the last token kept when it was
+    /// truncated.
+    fn sent_text(&self, enc: &tokenizers::Encoding, whole: &str) -> String {
         if enc.get_overflowing().is_empty() && enc.len() < self.max_seq_length {
-            return whole;
+            return whole.to_string();
         }
         let end = enc
             .get_offsets()
@@ -306,10 +310,7 @@ impl TextEncoder {
     /// the text, cut after max_seq_length tokens. A long text is encoded a
     /// growing prefix at a time, as with a tokenizer.json.
     fn encode_bpe(&self, bpe: &Bpe, text: &str) -> Encoded {
-        let whole = match &self.prompt {
-            Some(p) => format!("{p}{text}"),
-            None => text.to_string(),
-        };
+        let whole = self.with_prompt(text);
         let max = self.max_seq_length;
         let mut end = cut_before_space(&whole, WINDOW.min(whole.len().max(1)));
         loop {

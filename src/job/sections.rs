@@ -155,69 +155,15 @@ pub(super) fn read_model(root: &mut Section, p: &mut Problems, images: bool) -> 
 /// `[model]` with `provider`: a remote model by name, its server and key
 /// variable, its tokenizer and the provider's limits.
 fn read_remote_model(mut s: Section, p: &mut Problems, images: bool) -> ModelSection {
-    use crate::embed::api::{self, ApiSettings, Limits, Pacing};
+    use crate::embed::api::{self, ApiSettings, Pacing};
     let provider = s.choice("provider", &["openai"], p);
     let name = s.required_string("name", p);
-    // Marked known without reading it: the value is never echoed.
-    if s.has("api_key") {
-        p.push(format!(
-            "model.api_key: a key is never read from a job file; put it in ${} (or name another variable in model.api_key_env)",
-            api::DEFAULT_KEY_ENV
-        ));
-    }
-    for (key, why) in [
-        ("path", "a remote model has no folder; model.name names it"),
-        ("pooling", "a remote model pools on its server"),
-        (
-            "max_seq_length",
-            "a remote model's input limit is model.max_input_tokens",
-        ),
-        (
-            "prompt_name",
-            "a remote model has no named prompts; use model.prompt",
-        ),
-    ] {
-        if s.has(key) {
-            p.push(format!("model.{key}: {why}"));
-        }
-    }
-    let base_url = s
-        .string("base_url", p)
-        .or_else(|| {
-            std::env::var("OPENAI_BASE_URL")
-                .ok()
-                .filter(|u| !u.trim().is_empty())
-        })
-        .unwrap_or_else(|| api::OPENAI_BASE_URL.to_string());
-    if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
-        || url::Url::parse(&base_url).is_err()
-    {
-        p.push(format!(
-            "model.base_url: expected an http:// or https:// URL, found {base_url:?}"
-        ));
-    }
-    if let Err(e) = crate::store::refuse_userinfo("model.base_url", &base_url) {
-        p.push(e.to_string());
-    }
+    refuse_local_keys(&mut s, p);
+    let base_url = read_base_url(&mut s, p);
     let (bpe, tokenizer_file) = match s.string("tokenizer", p) {
         Some(t) if crate::embed::bpe::ENCODINGS.contains(&t.as_str()) => (Some(t), None),
         Some(t) => (None, Some(std::path::PathBuf::from(t))),
         None => (None, None),
-    };
-    let d = Limits::OPENAI;
-    let limits = Limits {
-        max_input_tokens: s
-            .count("max_input_tokens", 1, p)
-            .unwrap_or(d.max_input_tokens),
-        max_inputs_per_request: s
-            .count("max_inputs_per_request", 1, p)
-            .unwrap_or(d.max_inputs_per_request),
-        max_tokens_per_request: s
-            .count("max_tokens_per_request", 1, p)
-            .unwrap_or(d.max_tokens_per_request),
-        max_request_bytes: s
-            .count("max_request_bytes", 1024, p)
-            .unwrap_or(d.max_request_bytes),
     };
     let settings = ApiSettings {
         provider: provider.unwrap_or("openai").to_string(),
@@ -230,7 +176,7 @@ fn read_remote_model(mut s: Section, p: &mut Problems, images: bool) -> ModelSec
         dimensions: s.count("dimensions", 1, p),
         bpe,
         tokenizer_file,
-        limits,
+        limits: read_limits(&mut s, p),
         pacing: Pacing::default(),
         price_per_million_tokens: s.number("price_per_million_tokens", 0.0..=1e9, p),
         skip_refused: false,
@@ -250,6 +196,76 @@ fn read_remote_model(mut s: Section, p: &mut Problems, images: bool) -> ModelSec
             api: Some(settings),
             ..ModelOptions::default()
         },
+    }
+}
+
+/// `[model]` keys a remote model does not take: a key in the file (marked
+/// known without reading it: the value is never echoed), and a folder's.
+fn refuse_local_keys(s: &mut Section, p: &mut Problems) {
+    if s.has("api_key") {
+        p.push(format!(
+            "model.api_key: a key is never read from a job file; put it in ${} (or name another variable in model.api_key_env)",
+            crate::embed::api::DEFAULT_KEY_ENV
+        ));
+    }
+    for (key, why) in [
+        ("path", "a remote model has no folder; model.name names it"),
+        ("pooling", "a remote model pools on its server"),
+        (
+            "max_seq_length",
+            "a remote model's input limit is model.max_input_tokens",
+        ),
+        (
+            "prompt_name",
+            "a remote model has no named prompts; use model.prompt",
+        ),
+    ] {
+        if s.has(key) {
+            p.push(format!("model.{key}: {why}"));
+        }
+    }
+}
+
+/// `model.base_url`, else `$OPENAI_BASE_URL`, else OpenAI's: an http(s)
+/// URL without credentials in it.
+fn read_base_url(s: &mut Section, p: &mut Problems) -> String {
+    let base_url = s
+        .string("base_url", p)
+        .or_else(|| {
+            std::env::var("OPENAI_BASE_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+        })
+        .unwrap_or_else(|| crate::embed::api::OPENAI_BASE_URL.to_string());
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+        || url::Url::parse(&base_url).is_err()
+    {
+        p.push(format!(
+            "model.base_url: expected an http:// or https:// URL, found {base_url:?}"
+        ));
+    }
+    if let Err(e) = crate::store::refuse_userinfo("model.base_url", &base_url) {
+        p.push(e.to_string());
+    }
+    base_url
+}
+
+/// The provider's limits on a request, OpenAI's by default.
+fn read_limits(s: &mut Section, p: &mut Problems) -> crate::embed::api::Limits {
+    let d = crate::embed::api::Limits::OPENAI;
+    crate::embed::api::Limits {
+        max_input_tokens: s
+            .count("max_input_tokens", 1, p)
+            .unwrap_or(d.max_input_tokens),
+        max_inputs_per_request: s
+            .count("max_inputs_per_request", 1, p)
+            .unwrap_or(d.max_inputs_per_request),
+        max_tokens_per_request: s
+            .count("max_tokens_per_request", 1, p)
+            .unwrap_or(d.max_tokens_per_request),
+        max_request_bytes: s
+            .count("max_request_bytes", 1024, p)
+            .unwrap_or(d.max_request_bytes),
     }
 }
 

@@ -13,10 +13,11 @@ use crate::source::SourceBatch;
 use crate::{Error, Result};
 
 use super::check::CheckedJob;
-use super::stage::Stop;
+use super::stage::{Stop, join_threads};
 use super::table::{UnitFilter, Update};
 use super::unit::WorkUnit;
-use super::{PREPARED_QUEUE, SOURCE_QUEUE, prepare_stage, read_stage};
+use super::write::Output;
+use super::{PREPARED_QUEUE, SOURCE_QUEUE, prepare_stage, read_stage, unit_filter};
 
 /// Rows, inputs and tokens a run would send.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,17 +49,11 @@ pub(super) async fn estimate(
         }
     }
     drop(prep_rx);
-    let source = source_task
-        .await
-        .map_err(|e| Error::internal(format!("source stage: {e}")))?;
-    tokio::task::spawn_blocking(move || prepare_thread.join())
-        .await
-        .map_err(Error::internal)?
-        .map_err(|_| Error::internal("the prepare stage panicked"))?;
+    let joined = join_threads(source_task, vec![("prepare", prepare_thread)]).await;
     if let Some(e) = failed {
         return Err(e);
     }
-    source?;
+    joined?;
     let get = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Estimate {
         rows: get(&counters.rows_read) - get(&counters.rows_skipped),
@@ -77,11 +72,12 @@ pub async fn estimate_all(c: &CheckedJob) -> Result<Estimate> {
 }
 
 /// A run with `embed.max_tokens_per_run` stops before it sends more: the
-/// rows this run would embed are counted first.
+/// rows this run would embed (past `output`'s done units and `update`'s
+/// unchanged rows) are counted first. Nothing is read without the setting.
 pub(super) async fn check_budget(
     c: &CheckedJob,
+    output: &Output,
     update: Option<&Update>,
-    skip: UnitFilter,
 ) -> Result<()> {
     let Some(api) = &c.model.api else {
         return Ok(());
@@ -89,7 +85,7 @@ pub(super) async fn check_budget(
     let Some(max) = api.pacing.max_tokens_per_run else {
         return Ok(());
     };
-    let e = estimate(c, update, skip).await?;
+    let e = estimate(c, update, unit_filter(output, update)).await?;
     if e.tokens > max {
         return Err(Error::Usage(format!(
             "this run would send {} tokens ({} inputs from {} rows) to {}, more than embed.max_tokens_per_run = {max}; nothing was sent (raise the limit, or embed fewer rows with input.filter)",

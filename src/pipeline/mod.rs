@@ -261,8 +261,7 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     )
     .await?;
     let skip = unit_filter(&output, update.as_ref());
-    let budget = unit_filter(&output, update.as_ref());
-    if let Err(e) = estimate::check_budget(&c, update.as_ref(), budget).await {
+    if let Err(e) = estimate::check_budget(&c, &output, update.as_ref()).await {
         output.abort().await;
         return Err(e);
     }

@@ -46,17 +46,26 @@ pub(super) async fn join_stages(
     prepare: std::thread::JoinHandle<()>,
     embed: std::thread::JoinHandle<()>,
 ) -> Result<()> {
+    join_threads(source_task, vec![("prepare", prepare), ("embed", embed)]).await
+}
+
+/// Waits for the reading task and every stage thread named (all joined,
+/// whatever one of them did); the first failure is the result.
+pub(super) async fn join_threads(
+    source_task: tokio::task::JoinHandle<Result<()>>,
+    threads: Vec<(&'static str, std::thread::JoinHandle<()>)>,
+) -> Result<()> {
     let source = source_task
         .await
         .map_err(|e| Error::internal(format!("source stage: {e}")))?;
     let threads = tokio::task::spawn_blocking(move || {
-        let p = prepare
-            .join()
-            .map_err(|_| Error::internal("the prepare stage panicked"));
-        let e = embed
-            .join()
-            .map_err(|_| Error::internal("the embed stage panicked"));
-        p.and(e)
+        threads
+            .into_iter()
+            .map(|(name, t)| {
+                t.join()
+                    .map_err(|_| Error::internal(format!("the {name} stage panicked")))
+            })
+            .fold(Ok(()), Result::and)
     })
     .await
     .map_err(Error::internal)?;

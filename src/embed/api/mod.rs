@@ -188,19 +188,6 @@ impl ApiCounters {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
-
-    pub fn retries(&self) -> u64 {
-        [
-            &self.retries_rate_limited,
-            &self.retries_server_error,
-            &self.retries_timeout,
-            &self.retries_connection,
-            &self.retries_bad_answer,
-        ]
-        .iter()
-        .map(|c| Self::get(c))
-        .sum()
-    }
 }
 
 /// A remote model: its settings, its key, one HTTP client, one pacer and
