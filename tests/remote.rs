@@ -363,13 +363,21 @@ fn a_table_through_the_api_never_sends_a_row_twice() {
         want.len()
     );
 
-    // Unchanged: no row sent, and the summary says no request.
+    // Unchanged: no request at all, not even the probe (the width is the
+    // table's), and the summary says none.
     proxy.clear();
     let o = run(d, &["run", &job, "--summary", "json"]);
     assert_code(&o, 0);
-    assert_eq!(rows_sent(&proxy), Vec::<String>::new());
+    assert_eq!(proxy.requests(), 0, "an unchanged rerun sent a request");
     let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(summary["api"]["requests"], 0, "{summary}");
+    // Nor does validating it.
+    assert_code(&run(d, &["validate", &job]), 0);
+    assert_eq!(
+        proxy.requests(),
+        0,
+        "validate of an unchanged rerun sent a request"
+    );
 
     // Five rows changed: those five, nothing else.
     let mut changed = texts.clone();
@@ -385,9 +393,40 @@ fn a_table_through_the_api_never_sends_a_row_twice() {
     let mut five: Vec<String> = changed[10..15].iter().map(|t| t.1.clone()).collect();
     five.sort();
     assert_eq!(sent, five);
+    // The probe, asked before the first row, and the five rows' request.
+    assert_eq!(proxy.requests(), 2);
     let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert!(
         summary["api"]["tokens_billed"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(table_by_id(d, "table").0.len(), texts.len());
+
+    // The server now runs another model behind the same URL and name:
+    // the table's vectors and new ones would not belong together, so the
+    // probe before the first row finds it and every row is embedded anew.
+    for t in &mut changed[20..22] {
+        t.1.push_str(" (again)");
+    }
+    documents_of(&d.join("in.parquet"), &changed);
+    proxy.clear();
+    proxy.always(Some(Fault::ModelSays("another-model.gguf")));
+    let o = run(d, &["run", &job, "--summary", "json"]);
+    proxy.always(None);
+    assert_code(&o, 0);
+    let err = stderr(&o);
+    assert!(
+        err.contains("now answers with model \"another-model.gguf\"")
+            && err.contains("every row is embedded again"),
+        "{err}"
+    );
+    assert_eq!(rows_sent(&proxy).len(), texts.len(), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        summary["table"]["full_because"]
+            .as_str()
+            .map(|s| s.contains("api_server_model")),
+        Some(true),
         "{summary}"
     );
     assert_eq!(table_by_id(d, "table").0.len(), texts.len());

@@ -70,6 +70,11 @@ pub trait Remote: Send + Sync {
     fn summary(&self) -> crate::progress::ApiSummary;
     /// The model string the server answered the probe with.
     fn server_model(&self) -> Option<String>;
+    /// Its width and model string were assumed, not asked for yet.
+    fn unconfirmed(&self) -> bool;
+    /// Asks the server (one probe request): `Some(what changed)` when it
+    /// does not answer as assumed.
+    fn confirm(&self) -> crate::Result<Option<String>>;
 }
 
 impl EmbedBackend for Embedder {

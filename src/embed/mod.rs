@@ -33,7 +33,7 @@ pub fn open(
     exec: SessionOptions,
 ) -> Result<Box<dyn EmbedBackend>> {
     if model.api.is_some() {
-        return Ok(Box::new(api::ApiBackend::open(model)?));
+        return Ok(Box::new(api::ApiBackend::open(model, None)?));
     }
     Ok(Box::new(Embedder::new(model, encoder, exec)?))
 }

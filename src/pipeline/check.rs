@@ -13,7 +13,7 @@ use crate::embed::{
 };
 use crate::job::JobPlan;
 use crate::runtime::spawn_cpu;
-use crate::sink::{self, OutputKind, ParquetSink};
+use crate::sink::{self, OutputKind, ParquetSink, UpdateMode};
 use crate::source::{self, RowFilter};
 use crate::store::{self, Stores};
 use crate::{Error, Result};
@@ -68,9 +68,23 @@ pub async fn load_model(stores: &Stores, overrides: &ModelOptions) -> Result<Mod
 /// checked job, if nothing was found.
 #[tracing::instrument(name = "check", skip_all, fields(job = %plan.origin))]
 pub async fn check(plan: JobPlan) -> Result<CheckedJob> {
+    check_with(plan, Probe::Deferred).await
+}
+
+/// When a remote model is asked for its width: at once, or (an
+/// incremental run into a table of its vectors) only before the first row
+/// the run embeds, so that an unchanged rerun sends no request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Probe {
+    Deferred,
+    First,
+}
+
+/// [`check`], with the remote model probed as `probe` says.
+pub(super) async fn check_with(plan: JobPlan, probe: Probe) -> Result<CheckedJob> {
     let stores = Arc::new(Stores::new(plan.s3.clone()));
     let mut errors: Vec<Error> = Vec::new();
-    let f = Facts::load(&plan, &stores, &mut errors).await;
+    let f = Facts::load(&plan, &stores, probe, &mut errors).await;
     errors.extend(check_outputs(&plan, &stores, f.input.as_ref()).await);
     let columns = f
         .input
@@ -123,7 +137,7 @@ struct Facts {
 }
 
 impl Facts {
-    async fn load(plan: &JobPlan, stores: &Stores, errors: &mut Vec<Error>) -> Facts {
+    async fn load(plan: &JobPlan, stores: &Stores, when: Probe, errors: &mut Vec<Error>) -> Facts {
         let input = keep(errors, open_input(plan, stores).await);
         let model = keep(errors, load_model(stores, &plan.model).await);
         let encoder = match &model {
@@ -138,7 +152,11 @@ impl Facts {
         let (mut sessions, mut embedder) = (Vec::new(), None);
         if let (Some(()), Some(m), Some(enc)) = (build, &model, &encoder) {
             sessions = session_options(plan, m);
-            embedder = keep(errors, probe(m, enc, sessions[0]).await);
+            let assumed = match when {
+                Probe::Deferred => table_vectors(plan, stores, m).await,
+                Probe::First => None,
+            };
+            embedder = keep(errors, probe(m, enc, sessions[0], assumed).await);
         }
         Facts {
             input,
@@ -200,13 +218,18 @@ async fn probe(
     m: &ModelConfig,
     enc: &Arc<TextEncoder>,
     exec: SessionOptions,
+    assumed: Option<(usize, String)>,
 ) -> Result<Box<dyn EmbedBackend>> {
     let (m, enc) = (m.clone(), Arc::clone(enc));
     if m.api.is_some() {
         // One small request: the key, URL, model and dimensions checked
-        // before any row is read.
-        return spawn_cpu(move || Ok(Box::new(ApiBackend::open(&m)?) as Box<dyn EmbedBackend>))
-            .await;
+        // before any row is read (or, `assumed`, before the first row
+        // embedded).
+        return spawn_cpu(move || {
+            let assumed = assumed.as_ref().map(|(d, s)| (*d, s.as_str()));
+            Ok(Box::new(ApiBackend::open(&m, assumed)?) as Box<dyn EmbedBackend>)
+        })
+        .await;
     }
     spawn_cpu(move || {
         let mut e = Embedder::new(&m, &enc, exec)?;
@@ -214,6 +237,37 @@ async fn probe(
         Ok(Box::new(e) as Box<dyn EmbedBackend>)
     })
     .await
+}
+
+/// The width and server model string of the vectors in the job's table,
+/// for an incremental run of a remote model that wrote them with the
+/// job's settings (provider, host, model, dimensions, tokenizer).
+async fn table_vectors(
+    plan: &JobPlan,
+    stores: &Stores,
+    m: &ModelConfig,
+) -> Option<(usize, String)> {
+    let api = m.api.as_ref()?;
+    let o = &plan.output;
+    if o.format != OutputKind::Delta || o.mode != UpdateMode::Incremental {
+        return None;
+    }
+    let state = DeltaTarget::resolve(stores, &o.path)
+        .ok()?
+        .current()
+        .await
+        .ok()??;
+    let props = state.properties();
+    let name = ("embedflow.model", m.name.clone());
+    let same = api
+        .lineage(None)
+        .into_iter()
+        .filter(|(k, _)| *k != "embedflow.api_server_model")
+        .chain([name])
+        .all(|(k, v)| props.get(k) == Some(&v));
+    let dim = props.get("embedflow.dim")?.parse().ok()?;
+    let server_model = props.get("embedflow.api_server_model")?;
+    same.then(|| (dim, server_model.clone()))
 }
 
 /// The outputs can be written (and a Delta table is one embedflow may

@@ -39,6 +39,7 @@ use crate::sink::{self, OutputKind, OutputLayout, WriteOptions};
 use crate::source::{self, RowFilter, SourceBatch};
 use crate::{Error, Result};
 
+use check::Probe;
 use check::topics_text_column;
 pub use check::{CheckedJob, check, load_model};
 use embedding::{EmbedStage, Ready};
@@ -233,8 +234,35 @@ pub async fn run_job(
 /// output is opened once the vectors' width is known; then read → prepare
 /// → embed → write run joined by bounded channels, and the output is
 /// committed only after every stage has ended well.
+///
+/// A remote model whose width was taken from the table (see
+/// [`check::Probe`]) is asked before the first row; where its server no
+/// longer answers as the table's vectors were made, the job is checked
+/// again with the model probed first, and every row is embedded anew.
+pub async fn run_embedding(c: CheckedJob, opts: &RunOptions) -> Result<Summary> {
+    let plan = c.plan.clone();
+    match embed_run(c, opts).await? {
+        Ran::Done(summary) => Ok(*summary),
+        Ran::ServerChanged(why) => {
+            eprintln!("embedflow: {why}: every row is embedded again");
+            let c = check::check_with(plan, Probe::First).await?;
+            match embed_run(c, opts).await? {
+                Ran::Done(summary) => Ok(*summary),
+                Ran::ServerChanged(why) => Err(Error::internal(why)),
+            }
+        }
+    }
+}
+
+/// How a run ended: done, or stopped before its first row because the
+/// remote model no longer answers as the table's vectors were made.
+enum Ran {
+    Done(Box<Summary>),
+    ServerChanged(String),
+}
+
 #[tracing::instrument(name = "embedding", skip_all)]
-pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summary> {
+async fn embed_run(mut c: CheckedJob, opts: &RunOptions) -> Result<Ran> {
     crate::cancel::check()?;
     refuse_sharded_file(&c.plan, opts)?;
     let started = Instant::now();
@@ -261,9 +289,12 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
     )
     .await?;
     let skip = unit_filter(&output, update.as_ref());
-    if let Err(e) = estimate::check_budget(&c, &output, update.as_ref()).await {
-        output.abort().await;
-        return Err(e);
+    match before_rows(&c, &output, update.as_ref(), &ready).await {
+        Ok(None) => {}
+        done => {
+            output.abort().await;
+            return done.map(|why| Ran::ServerChanged(why.unwrap_or_default()));
+        }
     }
     tracing::info!(
         files = c.input.files.len(),
@@ -308,7 +339,29 @@ pub async fn run_embedding(mut c: CheckedJob, opts: &RunOptions) -> Result<Summa
             written.vectors = vectors;
             table
         });
-    Ok(summary(&c, &counters, &ready, written, table, started))
+    let summary = summary(&c, &counters, &ready, written, table, started);
+    Ok(Ran::Done(Box::new(summary)))
+}
+
+/// Before the first row is read: the token budget; and a remote model
+/// whose width was taken from the table is asked for it, when the run has
+/// rows to embed (an unchanged rerun sends no request). `Some(why)` when
+/// its server no longer answers as the table's vectors were made.
+async fn before_rows(
+    c: &CheckedJob,
+    output: &Output,
+    update: Option<&Update>,
+    ready: &Ready,
+) -> Result<Option<String>> {
+    estimate::check_budget(c, output, update).await?;
+    let Some(api) = ready.api.clone().filter(|a| a.unconfirmed()) else {
+        return Ok(None);
+    };
+    let diff = update.and_then(|u| u.diff.as_ref());
+    if diff.is_some_and(|d| d.changes.changed + d.changes.new == 0) {
+        return Ok(None);
+    }
+    spawn_cpu(move || api.confirm()).await
 }
 
 /// What the prepare stage skips: units an interrupted run finished, and

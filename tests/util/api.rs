@@ -54,6 +54,9 @@ pub enum Fault {
     Narrow(usize),
     /// Pass it on, then remove `usage`.
     NoUsage,
+    /// Pass it on, with this as the model the server says it ran (the
+    /// server's model swapped behind the same URL and name).
+    ModelSays(&'static str),
     /// 413 for a request of more than `n` inputs (passed on otherwise).
     TooLargeOver(usize),
     /// 400 for a request holding this input (passed on otherwise).
@@ -403,6 +406,9 @@ fn damage(f: Fault, body: Vec<u8>) -> Option<Vec<u8>> {
         }
         Fault::NoUsage => {
             v.as_object_mut()?.remove("usage");
+        }
+        Fault::ModelSays(m) => {
+            v["model"] = serde_json::json!(m);
         }
         _ => {}
     }

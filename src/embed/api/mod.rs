@@ -11,7 +11,7 @@ mod config;
 pub mod pace;
 pub mod wire;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -203,6 +203,8 @@ pub struct Api {
     /// probe with.
     dim: OnceLock<usize>,
     server_model: OnceLock<String>,
+    /// Width and model string were assumed, not yet asked for.
+    unconfirmed: AtomicBool,
     /// Numbers requests in errors and logs.
     next_request: AtomicU64,
     runtime: Runtime,
@@ -254,6 +256,7 @@ impl Api {
             counters: ApiCounters::default(),
             dim: OnceLock::new(),
             server_model: OnceLock::new(),
+            unconfirmed: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
             runtime,
         })
@@ -280,6 +283,58 @@ impl Api {
     /// or `dimensions` fails here, once, with the server's words. Returns
     /// the vectors' width.
     pub fn probe(&self) -> Result<usize> {
+        let (dim, model) = self.probe_request()?;
+        let _ = self.dim.set(dim);
+        if let Some(m) = model {
+            let _ = self.server_model.set(m);
+        }
+        Ok(dim)
+    }
+
+    /// Takes the width and model string of vectors already embedded (an
+    /// incremental run's table) instead of asking: a run with nothing to
+    /// embed sends no request. [`Api::confirm`] asks before the first row.
+    pub fn assume(&self, dim: usize, server_model: &str) {
+        let _ = self.dim.set(dim);
+        if !server_model.is_empty() {
+            let _ = self.server_model.set(server_model.to_string());
+        }
+        self.unconfirmed.store(true, Ordering::Relaxed);
+    }
+
+    /// The probe, for an [`Api::assume`]d model: `Some(what changed)` when
+    /// the server's answer is not what was assumed (the table's vectors
+    /// and new ones would not belong together).
+    pub fn confirm(&self) -> Result<Option<String>> {
+        let (dim, model) = self.probe_request()?;
+        self.unconfirmed.store(false, Ordering::Relaxed);
+        let mut changed = Vec::new();
+        if let Some(&d) = self.dim.get()
+            && d != dim
+        {
+            changed.push(format!("{dim} values a vector where the table's have {d}"));
+        }
+        let (was, now) = (
+            self.server_model().unwrap_or(""),
+            model.as_deref().unwrap_or(""),
+        );
+        if was != now {
+            changed.push(format!(
+                "model \"{now}\" where the table's vectors came from \"{was}\""
+            ));
+        }
+        Ok((!changed.is_empty()).then(|| {
+            format!(
+                "the server at {} now answers with {}",
+                self.settings.host(),
+                changed.join(" and ")
+            )
+        }))
+    }
+
+    /// The probe's request: its width (checked against `dimensions`) and
+    /// the model string the server answered with.
+    fn probe_request(&self) -> Result<(usize, Option<String>)> {
         let texts = ["embedflow probe"];
         let answer = self
             .runtime
@@ -295,7 +350,7 @@ impl Api {
             )));
         }
         // The probe is not the run's work: its request and tokens are
-        // left out of the counters (an unchanged rerun reports none).
+        // left out of the counters.
         self.counters.requests.store(0, Ordering::Relaxed);
         self.counters.tokens_billed.store(0, Ordering::Relaxed);
         self.counters.tokens_unreported.store(0, Ordering::Relaxed);
@@ -305,11 +360,7 @@ impl Api {
             server_model = answer.model.as_deref().unwrap_or("(not said)"),
             "the embedding API answered the probe"
         );
-        let _ = self.dim.set(answer.dim);
-        if let Some(m) = answer.model {
-            let _ = self.server_model.set(m);
-        }
-        Ok(answer.dim)
+        Ok((answer.dim, answer.model))
     }
 
     /// The model string the server answered the probe with.
@@ -362,6 +413,14 @@ impl Remote for Api {
     fn server_model(&self) -> Option<String> {
         Api::server_model(self).map(str::to_string)
     }
+
+    fn unconfirmed(&self) -> bool {
+        self.unconfirmed.load(Ordering::Relaxed)
+    }
+
+    fn confirm(&self) -> Result<Option<String>> {
+        Api::confirm(self)
+    }
 }
 
 /// One request thread of the run: a backend of the embed stage. Its
@@ -373,14 +432,23 @@ pub struct ApiBackend {
 }
 
 impl ApiBackend {
-    /// The remote model of `model`, probed (see [`Api::probe`]).
-    pub fn open(model: &crate::embed::ModelConfig) -> Result<ApiBackend> {
+    /// The remote model of `model`, probed (see [`Api::probe`]), or with
+    /// the width and model string of `assumed` (see [`Api::assume`]).
+    pub fn open(
+        model: &crate::embed::ModelConfig,
+        assumed: Option<(usize, &str)>,
+    ) -> Result<ApiBackend> {
         let settings = model
             .api
             .clone()
             .ok_or_else(|| Error::internal("a remote backend for a local model"))?;
         let api = Api::open(settings)?;
-        api.probe()?;
+        match assumed {
+            Some((dim, server_model)) => api.assume(dim, server_model),
+            None => {
+                api.probe()?;
+            }
+        }
         Ok(ApiBackend {
             api: Arc::new(api),
             normalize: model.normalize,

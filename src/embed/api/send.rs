@@ -260,7 +260,8 @@ impl Api {
                 a.vectors[i]
             )));
         }
-        if let Some(d) = self.dim()
+        // The probe (request 0) finds the width, or confirms one assumed.
+        if let Some(d) = self.dim().filter(|_| id != 0)
             && a.dim != d
         {
             return Err(bad(format!(

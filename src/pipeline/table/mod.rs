@@ -62,10 +62,18 @@ pub(super) async fn open(c: &mut CheckedJob, s: TableStart<'_>) -> Result<(Table
     if let Some(sh) = &shard {
         c.input = shards::restrict(&c.input, sh);
     }
+    // A whole run resumes only units whose vectors were made as this run's
+    // are: a remote model's width and model string are its server's
+    // answer, known at run time only. (A shard's records are named as its
+    // commit step finds them; the commit compares the shards' fingerprints.)
+    let mut job = fingerprint::job_fingerprint(&plan, c.max_tokens, c.overlap);
+    if shard.is_none() {
+        job = format!("{job}-{}", s.fingerprint);
+    }
     let mut run = TableRun::start(
         target,
         &c.input,
-        &fingerprint::job_fingerprint(&plan, c.max_tokens, c.overlap),
+        &job,
         s.model_sha,
         plan.output.unit_rows,
         s.schema,

@@ -123,7 +123,10 @@ impl RunRecord {
             why.push("the model file changed".to_string());
         }
         if self.job != now.job {
-            why.push("the job changed (model options, chunking, columns or filter)".into());
+            why.push(
+                "the job changed (model options, chunking, columns, filter, or a remote model's answers)"
+                    .into(),
+            );
         }
         if self.input != now.input {
             why.push("the input files changed".into());
