@@ -94,8 +94,12 @@ pub enum Command {
     Cluster(Box<ClusterOpts>),
     /// SQL over embedded datasets: vector functions, embed('text'), semantic search.
     Sql(SqlOpts),
-    /// Exact k nearest neighbors of every row (item-item recommendations).
+    /// k nearest neighbors of every row (item-item recommendations): from
+    /// the table's index when it has one, else exact.
     Neighbors(NeighborsOpts),
+    /// Build an approximate nearest-neighbour index (IVF) of a table's
+    /// vectors, kept with the table; `neighbors` searches it.
+    Index(IndexOpts),
     /// Break the lease of a Delta table whose writer is gone (another host
     /// that crashed); a dead process on this host is noticed by itself.
     Unlock(UnlockOpts),
@@ -211,9 +215,48 @@ pub struct NeighborsOpts {
     /// cosine, or inner_product (raw dot product).
     #[arg(long, value_enum, default_value_t = Similarity::Cosine)]
     pub similarity: Similarity,
+    /// Search this index (built by `embedflow index`) [default: the table's
+    /// own, when it has one that fits].
+    #[arg(long, value_name = "DIR", conflicts_with = "exact")]
+    pub index: Option<String>,
+    /// Lists an index search probes: more is slower and finds more of the
+    /// exact neighbours [default: the index's, measured to reach its target recall].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "exact")]
+    pub nprobe: Option<u32>,
+    /// Score every pair, even where the table has an index.
+    #[arg(long)]
+    pub exact: bool,
     /// Fail if the output exists instead of replacing it.
     #[arg(long)]
     pub no_overwrite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IndexOpts {
+    /// The table: a Parquet file, folder or glob, or a Delta table; local or s3://.
+    pub table: String,
+    /// Where the index goes [default: with the table: TABLE/_embedflow/index/vVERSION
+    /// for a Delta table, PATH.index beside Parquet files].
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<String>,
+    #[arg(long, default_value = "embedding")]
+    pub vector_column: String,
+    /// cosine, or inner_product (raw dot product): what searches rank by.
+    #[arg(long, value_enum, default_value_t = Similarity::Cosine)]
+    pub metric: Similarity,
+    /// Lists (k-means centroids) [default: √rows].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lists: Option<u32>,
+    /// The recall@10 the index's default nprobe must reach, measured at
+    /// build against the exact search on rows of the table.
+    #[arg(long, default_value_t = 0.95)]
+    pub target_recall: f64,
+    /// Rows of the table the recall is measured on.
+    #[arg(long, default_value_t = 1000)]
+    pub recall_queries: usize,
+    /// Seed of the samples and of k-means.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug)]

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod delta;
 pub mod embed;
 pub mod error;
+pub mod index;
 pub mod job;
 pub mod names;
 pub mod npy;

@@ -112,6 +112,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Cluster(c) => commands::cluster::cluster(&rt, &c, &opts, cli.quiet),
         Command::Neighbors(n) => commands::cluster::neighbors(&rt, &n, &opts, cli.quiet),
+        Command::Index(i) => commands::cluster::index(&rt, &i, &opts, cli.quiet),
         Command::Sql(s) => commands::sql::sql(&rt, &s, &opts),
         Command::Validate(v) => commands::run::validate(&rt, &v, &opts, cli.quiet),
         Command::Unlock(u) => commands::run::unlock(&rt, &u),

@@ -12,6 +12,7 @@ mod golden;
 mod gpu;
 mod hostile;
 mod images;
+mod index;
 mod io;
 mod jobs;
 mod model;

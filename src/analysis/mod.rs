@@ -7,8 +7,11 @@
 pub mod cluster;
 mod cluster_job;
 mod cluster_tables;
+pub mod index;
 pub mod neighbors;
+mod neighbors_index;
+mod neighbors_io;
 pub mod report;
-mod vector_file;
+pub(crate) mod vector_file;
 
 pub use cluster_job::{ClusterJob, ClusterSummary};

@@ -8,7 +8,7 @@ use crate::source::{self, Input, SourceBatch};
 use crate::{Error, Result};
 
 /// The vectors of a batch column as a flat `rows × dim` buffer.
-pub(super) fn vectors_of(
+pub(crate) fn vectors_of(
     col: &ArrayRef,
     dim: usize,
     file: &str,
@@ -30,7 +30,7 @@ pub(super) fn vectors_of(
 }
 
 /// The vectors of column `index` of a source batch.
-pub(super) fn batch_vectors(
+pub(crate) fn batch_vectors(
     sb: &SourceBatch,
     index: usize,
     dim: usize,
@@ -40,7 +40,7 @@ pub(super) fn batch_vectors(
 }
 
 /// The vector width the column's type declares, or the first row's length.
-pub(super) async fn vector_dim(input: &Input, column: &str) -> Result<usize> {
+pub(crate) async fn vector_dim(input: &Input, column: &str) -> Result<usize> {
     let file = &input.files[0].location.display;
     let field = input
         .schema
@@ -76,7 +76,7 @@ pub(super) async fn vector_dim(input: &Input, column: &str) -> Result<usize> {
 }
 
 /// Streams `columns` of the input.
-pub(super) fn read(input: &Input, columns: &[String]) -> mpsc::Receiver<Result<SourceBatch>> {
+pub(crate) fn read(input: &Input, columns: &[String]) -> mpsc::Receiver<Result<SourceBatch>> {
     let (tx, rx) = mpsc::channel(2);
     let input = input.clone();
     let columns = columns.to_vec();
@@ -87,7 +87,7 @@ pub(super) fn read(input: &Input, columns: &[String]) -> mpsc::Receiver<Result<S
 }
 
 /// Prints a step of a run when progress is on.
-pub(super) fn log(progress: bool, msg: impl std::fmt::Display) {
+pub(crate) fn log(progress: bool, msg: impl std::fmt::Display) {
     if progress {
         eprintln!("{msg}");
     }

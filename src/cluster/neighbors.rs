@@ -61,6 +61,42 @@ impl PartialOrd for Cand {
     }
 }
 
+/// The `k` best (score, row) pairs offered, the worst on top of a heap;
+/// among equal scores the smaller row wins.
+pub struct TopK {
+    heap: BinaryHeap<Cand>,
+    k: usize,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> TopK {
+        TopK {
+            heap: BinaryHeap::with_capacity(k + 1),
+            k,
+        }
+    }
+
+    /// Keeps `row` if it is among the `k` best so far.
+    #[inline]
+    pub fn offer(&mut self, score: f32, row: u32) {
+        if self.heap.len() < self.k {
+            self.heap.push(Cand { score, row });
+        } else if let Some(top) = self.heap.peek()
+            && (score > top.score || (score == top.score && row < top.row))
+        {
+            self.heap.pop();
+            self.heap.push(Cand { score, row });
+        }
+    }
+
+    /// The rows kept, best first.
+    pub fn into_sorted(self) -> Vec<(u32, f32)> {
+        let mut v: Vec<(u32, f32)> = self.heap.into_iter().map(|c| (c.row, c.score)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+}
+
 /// For each query row (`queries`, `q × dim`): the `k` best rows of `db`
 /// (`n × dim`), best first, as (db row, score). `self_offset = Some(s)`
 /// says query `i` is db row `s + i`, which is then left out.
@@ -73,8 +109,7 @@ pub fn block_neighbors(
 ) -> Vec<Vec<(u32, f32)>> {
     let n = db.len() / dim;
     let q = queries.len() / dim;
-    let mut heaps: Vec<BinaryHeap<Cand>> =
-        (0..q).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+    let mut heaps: Vec<TopK> = (0..q).map(|_| TopK::new(k)).collect();
     let mut scores = vec![0f32; q * DB_BLOCK];
     for block in (0..n).step_by(DB_BLOCK) {
         let m = DB_BLOCK.min(n - block);
@@ -87,28 +122,13 @@ pub fn block_neighbors(
                 let r = (block + j) as u32;
                 // A NaN score (a row without a direction or with a
                 // non-finite value) ranks nowhere.
-                if own == Some(r as usize) || !score.is_finite() {
-                    continue;
-                }
-                if heap.len() < k {
-                    heap.push(Cand { score, row: r });
-                } else if let Some(top) = heap.peek()
-                    && (score > top.score || (score == top.score && r < top.row))
-                {
-                    heap.pop();
-                    heap.push(Cand { score, row: r });
+                if own != Some(r as usize) && score.is_finite() {
+                    heap.offer(score, r);
                 }
             }
         }
     }
-    heaps
-        .into_iter()
-        .map(|h| {
-            let mut v: Vec<(u32, f32)> = h.into_iter().map(|c| (c.row, c.score)).collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            v
-        })
-        .collect()
+    heaps.into_iter().map(TopK::into_sorted).collect()
 }
 
 /// Neighbors in `db` of every query row, query blocks in parallel.

@@ -81,7 +81,7 @@ pub fn neighbors(
     opts: &RunOptions,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
-    use embedflow::analysis::neighbors::{self, NeighborsJob};
+    use embedflow::analysis::neighbors::{self, IndexUse, NeighborsJob};
     let job = NeighborsJob {
         input: n.input.clone(),
         output: n.output.clone(),
@@ -90,6 +90,12 @@ pub fn neighbors(
         id_column: n.id_column.clone(),
         k: n.k as usize,
         similarity: n.similarity,
+        index: match (&n.index, n.exact) {
+            (_, true) => IndexUse::Exact,
+            (Some(d), false) => IndexUse::At(d.clone()),
+            (None, false) => IndexUse::Auto,
+        },
+        nprobe: n.nprobe.map(|p| p as usize),
         overwrite: !n.no_overwrite,
         s3: Default::default(),
     };
@@ -102,6 +108,37 @@ pub fn neighbors(
             n.k,
             rows as f64 / secs.max(1e-9)
         ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn index(
+    rt: &tokio::runtime::Runtime,
+    o: &embedflow::cli::IndexOpts,
+    opts: &RunOptions,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    use embedflow::analysis::index::{IndexJob, run_index};
+    if !(0.0..=1.0).contains(&o.target_recall) {
+        anyhow::bail!("--target-recall {} is not between 0 and 1", o.target_recall);
+    }
+    let job = IndexJob {
+        table: o.table.clone(),
+        output: o.output.clone(),
+        vector_column: o.vector_column.clone(),
+        build: embedflow::index::BuildOptions {
+            lists: o.lists.map(|l| l as usize),
+            metric: o.metric,
+            target_recall: o.target_recall,
+            recall_queries: o.recall_queries.max(1),
+            seed: o.seed,
+            progress: !quiet && opts.progress != ProgressMode::Off,
+        },
+        s3: Default::default(),
+    };
+    let summary = rt.block_on(run_index(&job))?;
+    if !quiet {
+        say(&summary);
     }
     Ok(ExitCode::SUCCESS)
 }

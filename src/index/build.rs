@@ -1,0 +1,449 @@
+//! Building an IVF index from a table, streamed three times:
+//!
+//! 1. **sample**: a seeded reservoir of rows to train the centroids on
+//!    (64 a list) and to measure recall with;
+//! 2. **assign**: each row's list (four bytes a row kept), and the exact
+//!    neighbours of the recall sample, batch by batch;
+//! 3. **place**: each row's vector written at its place in its list.
+//!
+//! Then the recall curve is measured ([`super::tune`]) and the folder is
+//! published ([`super::files::publish`]), `index.json` last.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::analysis::vector_file::{batch_vectors, log, read};
+use crate::cluster::kmeans::{self, Rng};
+use crate::cluster::neighbors::{self, Similarity, TopK};
+use crate::runtime::spawn_cpu;
+use crate::source::Input;
+use crate::store::Stores;
+use crate::{Error, Result};
+
+use super::files::{self, CENTROIDS, META, OFFSETS, ROWS, VECTORS};
+use super::{FORMAT, IndexMeta, Ivf, RECALL_K, SourceId};
+
+/// A row that is in no list (no score: NaN, or a zero vector for cosine).
+const NO_LIST: u32 = u32::MAX;
+/// Training rows per list.
+const TRAIN_PER_LIST: usize = 64;
+
+/// How to build.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Lists (centroids); default ≈ √rows.
+    pub lists: Option<usize>,
+    pub metric: Similarity,
+    /// The recall@10 the default `nprobe` must reach on the sample.
+    pub target_recall: f64,
+    /// Rows of the table recall is measured on.
+    pub recall_queries: usize,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            lists: None,
+            metric: Similarity::Cosine,
+            target_recall: 0.95,
+            recall_queries: 1000,
+            seed: 0,
+            progress: false,
+        }
+    }
+}
+
+/// What is being indexed.
+pub struct Table<'a> {
+    /// As the command named it.
+    pub path: &'a str,
+    pub input: &'a Input,
+    pub column: &'a str,
+    pub dim: usize,
+}
+
+/// Builds the index of `t` and puts it at `dir`.
+pub async fn build(
+    stores: &Stores,
+    t: &Table<'_>,
+    dir: &str,
+    opts: &BuildOptions,
+) -> Result<IndexMeta> {
+    let started = Instant::now();
+    let dim = t.dim;
+    let expected = t.input.total_rows.unwrap_or(1_000_000);
+    let lists = opts.lists.unwrap_or(default_lists(expected));
+    let sample = sample_pass(t, opts, lists * TRAIN_PER_LIST).await?;
+    if sample.rows > u64::from(u32::MAX - 1) {
+        return Err(Error::input(
+            t.path,
+            format!(
+                "{} rows: an index holds at most {}",
+                sample.rows,
+                u32::MAX - 1
+            ),
+        ));
+    }
+    if sample.rows_scored() == 0 {
+        return Err(Error::input(
+            t.path,
+            format!("column '{}': no vector with a score to index", t.column),
+        ));
+    }
+    let lists = opts
+        .lists
+        .unwrap_or(default_lists(sample.rows))
+        .min(sample.len());
+    log(
+        opts.progress,
+        format!(
+            "{} rows of {dim} dims; training {lists} lists on {} of them",
+            sample.rows,
+            sample.len()
+        ),
+    );
+    let centroids = train(&sample, dim, lists, opts).await?;
+    let queries = Arc::new(sample.queries(opts.recall_queries, opts.seed, dim));
+    let assigned = assign_pass(t, opts.metric, &centroids, &queries).await?;
+    log(opts.progress, "rows assigned to their lists; placing them");
+    let built = staging_dir(stores, dir)?;
+    let offsets = offsets_of(&assigned.counts);
+    place_pass(t, opts.metric, &assigned.labels, &offsets, built.path()).await?;
+    let ivf = read_back(built.path(), dim, centroids, offsets)?;
+    let curve = super::tune::curve(&ivf, &queries, &assigned.exact, opts.target_recall);
+    let meta = IndexMeta {
+        format: FORMAT,
+        kind: "ivf_flat".into(),
+        metric: opts.metric.name(),
+        dim,
+        lists,
+        vector_column: t.column.to_string(),
+        rows: sample.rows,
+        entries: ivf.entries() as u64,
+        nprobe: super::tune::smallest_reaching(&curve, opts.target_recall, lists),
+        target_recall: opts.target_recall,
+        recall_curve: curve,
+        recall_queries: queries.rows.len(),
+        source: SourceId::of(t.path, t.input),
+        seed: opts.seed,
+        embedflow: env!("CARGO_PKG_VERSION").into(),
+        build_seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_vec_pretty(&meta).map_err(Error::internal)?;
+    std::fs::write(built.path().join(META), json).map_err(|e| Error::output(dir, e))?;
+    files::publish(stores, built.path(), dir).await?;
+    Ok(meta)
+}
+
+/// Lists for `rows` rows: √rows, at least 1.
+pub fn default_lists(rows: u64) -> usize {
+    ((rows as f64).sqrt().round() as usize).max(1)
+}
+
+/// A seeded reservoir of rows with a score, and the rows counted.
+struct Sample {
+    x: Vec<f32>,
+    at: Vec<u32>,
+    rows: u64,
+    scored: u64,
+    dim: usize,
+}
+
+impl Sample {
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    fn rows_scored(&self) -> u64 {
+        self.scored
+    }
+
+    /// Up to `n` rows of the sample, drawn at random, for measuring recall.
+    fn queries(&self, n: usize, seed: u64, dim: usize) -> Queries {
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        let mut rng = Rng::new(seed ^ 0x51);
+        for i in (1..idx.len()).rev() {
+            idx.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        idx.truncate(n);
+        idx.sort_unstable();
+        Queries {
+            x: idx
+                .iter()
+                .flat_map(|&i| self.x[i * dim..(i + 1) * dim].iter().copied())
+                .collect(),
+            rows: idx.iter().map(|&i| self.at[i]).collect(),
+        }
+    }
+}
+
+/// Rows of the table to measure recall on, and where they are.
+pub(super) struct Queries {
+    pub(super) x: Vec<f32>,
+    pub(super) rows: Vec<u32>,
+}
+
+/// Pass 1: the rows counted, and a reservoir of `cap` of them.
+async fn sample_pass(t: &Table<'_>, opts: &BuildOptions, cap: usize) -> Result<Sample> {
+    let dim = t.dim;
+    let mut s = Sample {
+        x: Vec::new(),
+        at: Vec::new(),
+        rows: 0,
+        scored: 0,
+        dim,
+    };
+    let mut rng = Rng::new(opts.seed);
+    let mut rx = read(t.input, &[t.column.to_string()]);
+    while let Some(sb) = rx.recv().await {
+        crate::cancel::check()?;
+        let mut v = batch_vectors(&sb?, 0, dim, t.column)?;
+        neighbors::prepare(&mut v, dim, opts.metric);
+        for row in v.chunks_exact(dim) {
+            let at = s.rows as u32;
+            s.rows += 1;
+            if row[0].is_nan() {
+                continue;
+            }
+            s.scored += 1;
+            if s.at.len() < cap {
+                s.x.extend_from_slice(row);
+                s.at.push(at);
+            } else {
+                let j = rng.below(s.scored) as usize;
+                if j < cap {
+                    s.x[j * dim..(j + 1) * dim].copy_from_slice(row);
+                    s.at[j] = at;
+                }
+            }
+        }
+    }
+    debug_assert_eq!(s.dim, dim);
+    Ok(s)
+}
+
+/// The centroids: k-means on the sample (spherical for cosine), unit rows
+/// for cosine.
+async fn train(sample: &Sample, dim: usize, lists: usize, opts: &BuildOptions) -> Result<Vec<f32>> {
+    let cfg = kmeans::Config {
+        k: lists,
+        max_iter: 20,
+        tol: 1e-4,
+        seed: opts.seed,
+        metric: match opts.metric {
+            Similarity::Cosine => kmeans::Metric::Cosine,
+            Similarity::InnerProduct => kmeans::Metric::L2,
+        },
+        mini_batch: None,
+    };
+    let x = sample.x.clone();
+    let model = spawn_cpu(move || {
+        kmeans::fit_until(&x, dim, &cfg, None, &crate::cancel::requested).ok_or(Error::Interrupted)
+    })
+    .await?;
+    Ok(model.centroids)
+}
+
+/// What pass 2 found.
+struct Assigned {
+    /// Each row's list ([`NO_LIST`] for a row without a score).
+    labels: Vec<u32>,
+    counts: Vec<u64>,
+    /// The exact [`RECALL_K`] neighbours of each recall query.
+    exact: Vec<Vec<(u32, f32)>>,
+}
+
+/// Pass 2: each row's list (its best-scoring centroid), and the exact
+/// neighbours of the recall queries among all rows.
+async fn assign_pass(
+    t: &Table<'_>,
+    metric: Similarity,
+    centroids: &[f32],
+    queries: &Arc<Queries>,
+) -> Result<Assigned> {
+    let dim = t.dim;
+    let lists = centroids.len() / dim;
+    let centroids = Arc::new(centroids.to_vec());
+    let mut labels: Vec<u32> = Vec::new();
+    let mut counts = vec![0u64; lists];
+    let mut heaps: Vec<TopK> = (0..queries.rows.len())
+        .map(|_| TopK::new(RECALL_K + 1))
+        .collect();
+    let mut rx = read(t.input, &[t.column.to_string()]);
+    while let Some(sb) = rx.recv().await {
+        crate::cancel::check()?;
+        let mut v = batch_vectors(&sb?, 0, dim, t.column)?;
+        let first = labels.len() as u32;
+        let (c, q) = (Arc::clone(&centroids), Arc::clone(queries));
+        let (l, h) = spawn_cpu(move || {
+            neighbors::prepare(&mut v, dim, metric);
+            let labels = nearest_lists(&v, &c, dim);
+            let found = neighbors::block_neighbors(&q.x, &v, dim, None, RECALL_K + 1);
+            Ok((labels, found))
+        })
+        .await?;
+        for &label in &l {
+            if label != NO_LIST {
+                counts[label as usize] += 1;
+            }
+        }
+        labels.extend(l);
+        for (heap, found) in heaps.iter_mut().zip(h) {
+            for (r, s) in found {
+                heap.offer(s, first + r);
+            }
+        }
+    }
+    let exact = heaps
+        .into_iter()
+        .zip(&queries.rows)
+        .map(|(h, &own)| {
+            let mut v = h.into_sorted();
+            v.retain(|c| c.0 != own);
+            v.truncate(RECALL_K);
+            v
+        })
+        .collect();
+    Ok(Assigned {
+        labels,
+        counts,
+        exact,
+    })
+}
+
+/// Each row's best-scoring centroid ([`NO_LIST`] for a row of NaN).
+fn nearest_lists(x: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {
+    let n = x.len() / dim;
+    let mut labels = vec![0u32; n];
+    let mut scores = vec![0f32; n];
+    let c = kmeans::Centres::new(centroids, dim, kmeans::Metric::Cosine);
+    // Cosine mode ranks by the largest dot product, which is what both
+    // metrics probe by (rows are unit rows for cosine).
+    kmeans::nearest(x, &vec![0.0; n], &c, &mut labels, &mut scores);
+    for (l, row) in labels.iter_mut().zip(x.chunks_exact(dim)) {
+        if row[0].is_nan() {
+            *l = NO_LIST;
+        }
+    }
+    labels
+}
+
+/// Entry offsets of the lists from their sizes.
+fn offsets_of(counts: &[u64]) -> Vec<u64> {
+    let mut offsets = Vec::with_capacity(counts.len() + 1);
+    offsets.push(0);
+    for c in counts {
+        offsets.push(offsets.last().copied().unwrap_or(0) + c);
+    }
+    offsets
+}
+
+/// A folder to build in: beside `dir` when it is on this disk (so that
+/// publishing renames), else under the system's temporary folder.
+fn staging_dir(stores: &Stores, dir: &str) -> Result<tempfile::TempDir> {
+    let loc = stores.resolve(dir)?;
+    let made = match loc.local.as_ref().and_then(|p| p.parent()) {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).map_err(|e| Error::output(dir, e))?;
+            tempfile::Builder::new()
+                .prefix(".embedflow-index-")
+                .tempdir_in(parent)
+        }
+        None => tempfile::Builder::new()
+            .prefix("embedflow-index-")
+            .tempdir(),
+    };
+    made.map_err(|e| Error::output(dir, format!("cannot make a folder to build in: {e}")))
+}
+
+/// Pass 3: each row's vector (and its position) at its place in its list.
+async fn place_pass(
+    t: &Table<'_>,
+    metric: Similarity,
+    labels: &[u32],
+    offsets: &[u64],
+    built: &Path,
+) -> Result<()> {
+    let dim = t.dim;
+    let entries = *offsets.last().unwrap_or(&0);
+    let vectors =
+        std::fs::File::create(built.join(VECTORS)).map_err(|e| Error::output(t.path, e))?;
+    vectors
+        .set_len(entries * dim as u64 * 4)
+        .map_err(|e| Error::output(t.path, e))?;
+    let vectors = Arc::new(vectors);
+    let mut next: Vec<u64> = offsets[..offsets.len() - 1].to_vec();
+    let mut rows = vec![0u32; entries as usize];
+    let mut at = 0usize;
+    let mut rx = read(t.input, &[t.column.to_string()]);
+    while let Some(sb) = rx.recv().await {
+        crate::cancel::check()?;
+        let mut v = batch_vectors(&sb?, 0, dim, t.column)?;
+        let n = v.len() / dim;
+        // Where each of the batch's rows goes.
+        let mut places = Vec::with_capacity(n);
+        for (j, &l) in labels[at..at + n].iter().enumerate() {
+            if l != NO_LIST {
+                let e = next[l as usize];
+                next[l as usize] += 1;
+                rows[e as usize] = (at + j) as u32;
+                places.push((j, e));
+            }
+        }
+        at += n;
+        let f = Arc::clone(&vectors);
+        spawn_cpu(move || {
+            neighbors::prepare(&mut v, dim, metric);
+            for (j, e) in places {
+                let bytes: &[u8] = bytemuck::cast_slice(&v[j * dim..(j + 1) * dim]);
+                f.write_all_at(bytes, e * dim as u64 * 4)
+                    .map_err(|e| Error::output("the index's vectors", e))?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    if at != labels.len() {
+        return Err(Error::input(
+            t.path,
+            format!(
+                "{at} rows read where the pass before read {}: the table changed while it was indexed",
+                labels.len()
+            ),
+        ));
+    }
+    std::fs::write(built.join(ROWS), bytemuck::cast_slice::<u32, u8>(&rows))
+        .map_err(|e| Error::output(t.path, e))?;
+    vectors.sync_all().map_err(|e| Error::output(t.path, e))?;
+    Ok(())
+}
+
+/// The index just placed, in memory (its centroids and offsets written
+/// beside it), to measure its recall.
+fn read_back(built: &Path, dim: usize, centroids: Vec<f32>, offsets: Vec<u64>) -> Result<Ivf> {
+    let io = |e: std::io::Error| Error::output(built.display().to_string(), e);
+    std::fs::write(
+        built.join(CENTROIDS),
+        bytemuck::cast_slice::<f32, u8>(&centroids),
+    )
+    .map_err(io)?;
+    std::fs::write(
+        built.join(OFFSETS),
+        bytemuck::cast_slice::<u64, u8>(&offsets),
+    )
+    .map_err(io)?;
+    let vectors = super::files::read_floats(&built.join(VECTORS)).map_err(io)?;
+    let rows = std::fs::read(built.join(ROWS)).map_err(io)?;
+    let lists = centroids.len() / dim;
+    Ok(Ivf {
+        meta: IndexMeta::placeholder(dim, lists),
+        centroids,
+        offsets,
+        vectors,
+        rows: bytemuck::pod_collect_to_vec(&rows),
+    })
+}

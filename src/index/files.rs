@@ -1,0 +1,182 @@
+//! An index folder on disk or S3: `index.json` (written last: a folder
+//! without it is no index), and four little-endian arrays —
+//! `centroids.f32` (lists × dim), `offsets.u64` (lists + 1 entry
+//! offsets), `vectors.f32` (entries × dim, list after list) and
+//! `rows.u32` (each entry's row position). numpy reads each with
+//! `np.fromfile(path, dtype="<f4")` (or `<u8`, `<u4`).
+
+// The arrays are the machine's own floats and integers, written and read
+// as bytes: little-endian machines only.
+#[cfg(target_endian = "big")]
+compile_error!("index files are little-endian");
+
+use std::path::Path;
+
+use object_store::ObjectStoreExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::source::Input;
+use crate::store::{self, Location, Stores};
+use crate::{Error, Result};
+
+use super::{FORMAT, IndexMeta, Ivf};
+
+pub(super) const META: &str = "index.json";
+pub(super) const CENTROIDS: &str = "centroids.f32";
+pub(super) const OFFSETS: &str = "offsets.u64";
+pub(super) const VECTORS: &str = "vectors.f32";
+pub(super) const ROWS: &str = "rows.u32";
+
+/// Where the index of `path` lives unless told: a Delta table's under its
+/// `_embedflow/index/v<version>` folder (the version it indexes); files'
+/// beside them, in `<path>.index`.
+pub fn default_dir(path: &str, input: &Input) -> Result<String> {
+    let base = path.trim_end_matches('/');
+    if let Some(t) = &input.table {
+        return Ok(format!(
+            "{base}/{}/index/v{}",
+            crate::delta::STATE_DIR,
+            t.version
+        ));
+    }
+    if store::is_glob(path) {
+        return Err(Error::Usage(format!(
+            "{path} is a pattern: say where its index lives with --index DIR (or -o DIR)"
+        )));
+    }
+    Ok(format!("{base}.index"))
+}
+
+/// The index's description, or `None` where the folder holds no index.
+pub async fn read_meta(stores: &Stores, dir: &str) -> Result<Option<IndexMeta>> {
+    let loc = stores.resolve(&child(dir, META))?;
+    let bytes = match loc.store.get(&loc.path).await {
+        Ok(r) => r.bytes().await.map_err(|e| Error::input(&loc.display, e))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::input(&loc.display, e)),
+    };
+    let meta: IndexMeta = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(&loc.display, format!("not an embedflow index: {e}")))?;
+    if meta.format != FORMAT || meta.kind != "ivf_flat" {
+        return Err(Error::input(
+            &loc.display,
+            format!(
+                "an index of format {} ({}); this embedflow reads format {FORMAT} (ivf_flat): build it again with `embedflow index`",
+                meta.format, meta.kind
+            ),
+        ));
+    }
+    Ok(Some(meta))
+}
+
+/// The whole index in memory, each array checked against the description.
+pub async fn load(stores: &Stores, dir: &str, meta: IndexMeta) -> Result<Ivf> {
+    let (lists, dim, entries) = (meta.lists, meta.dim, meta.entries as usize);
+    let centroids =
+        bytemuck::pod_collect_to_vec(&array(stores, dir, CENTROIDS, lists * dim * 4).await?);
+    let offsets: Vec<u64> =
+        bytemuck::pod_collect_to_vec(&array(stores, dir, OFFSETS, (lists + 1) * 8).await?);
+    let vectors =
+        bytemuck::pod_collect_to_vec(&array(stores, dir, VECTORS, entries * dim * 4).await?);
+    let rows: Vec<u32> =
+        bytemuck::pod_collect_to_vec(&array(stores, dir, ROWS, entries * 4).await?);
+    let corrupt = |what: &str| Error::input(dir, format!("a corrupt index: {what}"));
+    if offsets.first() != Some(&0)
+        || offsets.last() != Some(&(entries as u64))
+        || offsets.windows(2).any(|w| w[0] > w[1])
+    {
+        return Err(corrupt(
+            "its list offsets do not cover its entries in order",
+        ));
+    }
+    if rows.iter().any(|&r| u64::from(r) >= meta.rows) {
+        return Err(corrupt("a row position past the table's rows"));
+    }
+    Ok(Ivf {
+        meta,
+        centroids,
+        offsets,
+        vectors,
+        rows,
+    })
+}
+
+/// A file of the index, which must have `len` bytes.
+async fn array(stores: &Stores, dir: &str, name: &str, len: usize) -> Result<bytes::Bytes> {
+    let loc = stores.resolve(&child(dir, name))?;
+    let bytes = loc
+        .store
+        .get(&loc.path)
+        .await
+        .map_err(|e| Error::input(&loc.display, format!("a file of the index: {e}")))?
+        .bytes()
+        .await
+        .map_err(|e| Error::input(&loc.display, e))?;
+    if bytes.len() != len {
+        return Err(Error::input(
+            &loc.display,
+            format!(
+                "a corrupt index: {} bytes where index.json says {len}",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A local file of little-endian f32s, read straight into its floats.
+pub(super) fn read_floats(path: &Path) -> std::io::Result<Vec<f32>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len() as usize;
+    let mut v = vec![0f32; len / 4];
+    f.read_exact(bytemuck::cast_slice_mut(&mut v))?;
+    Ok(v)
+}
+
+pub(super) fn child(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+/// Puts the index built in the local folder `built` at `dir`: its arrays
+/// first, its `index.json` last (the old one removed first), so that a
+/// stop halfway leaves no folder that reads as an index.
+pub(super) async fn publish(stores: &Stores, built: &Path, dir: &str) -> Result<()> {
+    let meta_loc = stores.resolve(&child(dir, META))?;
+    match meta_loc.store.delete(&meta_loc.path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(Error::output(&meta_loc.display, e)),
+    }
+    for name in [CENTROIDS, OFFSETS, VECTORS, ROWS, META] {
+        let to = stores.resolve(&child(dir, name))?;
+        put_file(&built.join(name), &to).await?;
+    }
+    Ok(())
+}
+
+/// Copies a local file to `to` (a rename where both are on this disk).
+async fn put_file(from: &Path, to: &Location) -> Result<()> {
+    if let Some(local) = &to.local {
+        if let Some(parent) = local.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::output(&to.display, e))?;
+        }
+        if std::fs::rename(from, local).is_ok() {
+            return Ok(());
+        }
+    }
+    let mut w = object_store::buffered::BufWriter::new(to.store.clone(), to.path.clone());
+    let mut f = tokio::fs::File::open(from)
+        .await
+        .map_err(|e| Error::output(&to.display, e))?;
+    let copied = tokio::io::copy(&mut f, &mut w).await;
+    match copied {
+        Ok(_) => w
+            .shutdown()
+            .await
+            .map_err(|e| Error::output(&to.display, e)),
+        Err(e) => {
+            let _ = w.abort().await;
+            Err(Error::output(&to.display, e))
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Approximate nearest-neighbour indexes of a table's vectors, built by
+//! `embedflow index` and used by `neighbors`.
+//!
+//! IVF-flat: the coarse quantizer is our k-means (one list per centroid),
+//! each list holds its rows' vectors as they are scored (unit rows for
+//! cosine) with their row positions in the table. A search scores a
+//! query's `nprobe` best centroids, then every vector of those lists
+//! exactly ([`search`]). Building streams the table three times (a sample
+//! to train on, the lists' sizes, the vectors placed in their lists):
+//! memory is the sample, four bytes a row and one batch, never the table
+//! ([`build`]). The build measures recall@10 against the exact search on
+//! a sample of rows for growing `nprobe` and keeps the smallest that
+//! reaches the target as the index's default ([`tune`]).
+//!
+//! On disk, a folder ([`files`]): `index.json` (what was indexed, from
+//! which table version or file, how, and the measured recall curve),
+//! `centroids.npy`, `vectors.f32` and `rows.u32`. It lives with its table
+//! (see [`default_dir`]) and names what it indexed, so that an index of
+//! another table, another version or another file is never used silently.
+
+mod build;
+mod files;
+mod search;
+mod tune;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::neighbors::Similarity;
+use crate::source::Input;
+
+pub use build::{BuildOptions, Table, build, default_lists};
+pub use files::{default_dir, load, read_meta};
+pub use search::{Ivf, recall};
+
+/// The on-disk format this build writes and reads.
+pub const FORMAT: u32 = 1;
+/// recall@k is measured with this k.
+pub const RECALL_K: usize = 10;
+
+/// What an index holds and how it was made (`index.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IndexMeta {
+    pub format: u32,
+    /// `ivf_flat`.
+    pub kind: String,
+    /// `cosine` or `inner_product`.
+    pub metric: String,
+    pub dim: usize,
+    pub lists: usize,
+    pub vector_column: String,
+    /// Rows of the table, and those indexed (a row without a score, NaN
+    /// or for cosine a zero vector, is not).
+    pub rows: u64,
+    pub entries: u64,
+    /// The `nprobe` a search uses unless told: the smallest measured to
+    /// reach `target_recall`.
+    pub nprobe: usize,
+    pub target_recall: f64,
+    /// recall@10 against the exact search, by `nprobe`, measured on
+    /// `recall_queries` rows of the table (each left out of its own list).
+    pub recall_curve: Vec<RecallPoint>,
+    pub recall_queries: usize,
+    pub source: SourceId,
+    pub seed: u64,
+    pub embedflow: String,
+    pub build_seconds: f64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RecallPoint {
+    pub nprobe: usize,
+    pub recall: f64,
+}
+
+/// What was indexed: a Delta table at a version, or files as they were.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SourceId {
+    /// The table or files as the command named them (for messages).
+    pub path: String,
+    /// A Delta table's version.
+    pub delta_version: Option<i64>,
+    /// Each file: its name (relative to a table, else its last
+    /// component), size and the store's version of it (ETag, else
+    /// modification time).
+    pub files: Vec<FileId>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FileId {
+    pub name: String,
+    pub size: u64,
+    pub version: Option<String>,
+}
+
+impl SourceId {
+    pub fn of(path: &str, input: &Input) -> SourceId {
+        let files = input
+            .files
+            .iter()
+            .map(|f| FileId {
+                name: match &input.table {
+                    Some(_) => input.relative_name(f).to_string(),
+                    None => f
+                        .location
+                        .path
+                        .filename()
+                        .unwrap_or(f.location.display.as_str())
+                        .to_string(),
+                },
+                size: f.size,
+                version: f.version.clone(),
+            })
+            .collect();
+        SourceId {
+            path: path.to_string(),
+            delta_version: input.table.as_ref().map(|t| t.version),
+            files,
+        }
+    }
+
+    /// Why an index of `self` does not index `now` (`None`: it does).
+    pub fn differs(&self, now: &SourceId) -> Option<String> {
+        match (self.delta_version, now.delta_version) {
+            (Some(a), Some(b)) if a != b => {
+                return Some(format!(
+                    "it indexes version {a} of the table, which is at version {b} now"
+                ));
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Some("it indexes another kind of input (a Delta table / files)".into());
+            }
+            _ => {}
+        }
+        if self.files == now.files {
+            return None;
+        }
+        let changed = self
+            .files
+            .iter()
+            .filter(|f| !now.files.contains(f))
+            .map(|f| f.name.as_str())
+            .chain(
+                now.files
+                    .iter()
+                    .filter(|f| !self.files.iter().any(|o| o.name == f.name))
+                    .map(|f| f.name.as_str()),
+            )
+            .take(3)
+            .collect::<Vec<_>>();
+        Some(format!(
+            "the files it indexed changed since it was built ({} then, {} now; {})",
+            self.files.len(),
+            now.files.len(),
+            changed.join(", ")
+        ))
+    }
+}
+
+impl IndexMeta {
+    pub fn similarity(&self) -> Option<Similarity> {
+        <Similarity as clap::ValueEnum>::from_str(&self.metric, false).ok()
+    }
+
+    /// The recall measured at `nprobe`, or at the largest `nprobe` below
+    /// it that was measured (a lower bound).
+    pub fn expected_recall(&self, nprobe: usize) -> Option<f64> {
+        self.recall_curve
+            .iter()
+            .rev()
+            .find(|p| p.nprobe <= nprobe)
+            .map(|p| p.recall)
+    }
+
+    /// A description of an index being built (its recall not measured).
+    pub(crate) fn placeholder(dim: usize, lists: usize) -> IndexMeta {
+        IndexMeta {
+            format: FORMAT,
+            kind: "ivf_flat".into(),
+            metric: Similarity::Cosine.name(),
+            dim,
+            lists,
+            vector_column: "embedding".into(),
+            rows: 0,
+            entries: 0,
+            nprobe: 1,
+            target_recall: 0.95,
+            recall_curve: Vec::new(),
+            recall_queries: 0,
+            source: SourceId {
+                path: String::new(),
+                delta_version: None,
+                files: Vec::new(),
+            },
+            seed: 0,
+            embedflow: String::new(),
+            build_seconds: 0.0,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `embedflow index` and `neighbors` from an index: real MiniLM vectors of
+//! real tweets, recall against the exact search, and indexes that do not
+//! fit their table (another file, version, metric) never used silently.
+
+use std::path::Path;
+
+use arrow::array::{Array, Int64Array, ListArray};
+
+use crate::util::*;
+
+/// Each row's neighbour ids, from a `neighbors` output.
+fn neighbour_ids(path: &Path) -> Vec<Vec<i64>> {
+    let (b, _) = read_parquet(path);
+    let l = b
+        .column_by_name("neighbor_ids")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap()
+        .clone();
+    (0..l.len())
+        .map(|i| {
+            let v = l.value(i);
+            let v = v.as_any().downcast_ref::<Int64Array>().unwrap();
+            v.values().to_vec()
+        })
+        .collect()
+}
+
+/// recall@k of `got` against `exact`, averaged over rows.
+fn recall(got: &[Vec<i64>], exact: &[Vec<i64>]) -> f64 {
+    let per_row = got
+        .iter()
+        .zip(exact)
+        .map(|(g, e)| e.iter().filter(|id| g.contains(id)).count() as f64 / e.len().max(1) as f64);
+    per_row.sum::<f64>() / exact.len() as f64
+}
+
+/// MiniLM vectors of the 2,000 tweets of ../shared/data/health_tweets_2k.csv,
+/// into `out` (Parquet; `delta` adds the Delta table's settings).
+fn embed_tweets(d: &Path, out: &str, delta: &str) {
+    let csv = shared().join("data/health_tweets_2k.csv");
+    let job = format!(
+        "[input]\npath = \"{}\"\ntext_column = \"text\"\nid_column = \"tweet_id\"\n\
+         [model]\npath = \"{}\"\n[chunking]\nmode = \"none\"\n[embed]\non_empty = \"skip\"\n\
+         [output]\npath = \"{out}\"\n{}",
+        csv.display(),
+        minilm().display(),
+        delta
+    );
+    std::fs::write(d.join("embed.toml"), job).unwrap();
+    assert_code(&embedflow(d, &["run", "embed.toml"]), 0);
+}
+
+#[test]
+fn neighbors_from_the_index_find_the_exact_ones_at_the_measured_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    embed_tweets(d, "tweets.parquet", "");
+    let o = embedflow(d, &["index", "tweets.parquet"]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("wrote the index of tweets.parquet to tweets.parquet.index"),
+        "{out}"
+    );
+    let index_json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("tweets.parquet.index/index.json")).unwrap(),
+    )
+    .unwrap();
+    // √2000 lists; the default nprobe reached the target on the sample.
+    assert_eq!(index_json["lists"], 45, "{index_json}");
+    assert_eq!(index_json["rows"], 2000);
+    let curve = index_json["recall_curve"].as_array().unwrap();
+    let last = curve.last().unwrap();
+    assert!(last["recall"].as_f64().unwrap() >= 0.95, "{index_json}");
+    assert_eq!(last["nprobe"], index_json["nprobe"]);
+
+    let args = [
+        "neighbors",
+        "tweets.parquet",
+        "--k",
+        "10",
+        "--id-column",
+        "tweet_id",
+    ];
+    let o = embedflow(
+        d,
+        &[&args[..1], &["tweets.parquet", "ann.parquet"], &args[2..]].concat(),
+    );
+    assert_code(&o, 0);
+    let o = embedflow(
+        d,
+        &[
+            &args[..1],
+            &["tweets.parquet", "exact.parquet", "--exact"],
+            &args[2..],
+        ]
+        .concat(),
+    );
+    assert_code(&o, 0);
+    let (ann, kv) = read_parquet(&d.join("ann.parquet"));
+    assert_eq!(
+        meta(&kv, "embedflow.neighbors.index"),
+        "tweets.parquet.index"
+    );
+    assert_eq!(
+        meta(&kv, "embedflow.neighbors.nprobe"),
+        index_json["nprobe"].to_string()
+    );
+    assert_eq!(ann.num_rows(), 2000);
+    let (_, kv) = read_parquet(&d.join("exact.parquet"));
+    assert_eq!(meta(&kv, "embedflow.neighbors.index"), "exact");
+    let got = neighbour_ids(&d.join("ann.parquet"));
+    let exact = neighbour_ids(&d.join("exact.parquet"));
+    let r = recall(&got, &exact);
+    println!("recall@10 of neighbors from the index: {r:.4} (measured at build: {last})");
+    assert!(r >= 0.95, "recall@10 {r}");
+    // Probing every list is the exact search.
+    let o = embedflow(
+        d,
+        &[
+            &args[..1],
+            &["tweets.parquet", "all.parquet", "--nprobe", "45"],
+            &args[2..],
+        ]
+        .concat(),
+    );
+    assert_code(&o, 0);
+    let all = neighbour_ids(&d.join("all.parquet"));
+    assert!(recall(&all, &exact) > 0.999, "{}", recall(&all, &exact));
+}
+
+#[test]
+fn an_index_that_does_not_fit_is_never_used_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    embed_tweets(d, "table", "format = \"delta\"");
+    let o = embedflow(d, &["index", "table", "--lists", "20"]);
+    assert_code(&o, 0);
+    assert!(d.join("table/_embedflow/index/v0/index.json").exists());
+    // Another spelling of the table finds the same index.
+    let o = embedflow(d, &["neighbors", "./table/", "nn.parquet"]);
+    assert_code(&o, 0);
+    let (_, kv) = read_parquet(&d.join("nn.parquet"));
+    assert!(meta(&kv, "embedflow.neighbors.index").ends_with("_embedflow/index/v0"));
+
+    // Another metric: said, and searched exactly; named, refused.
+    let o = embedflow(
+        d,
+        &[
+            "neighbors",
+            "table",
+            "ip.parquet",
+            "--similarity",
+            "inner_product",
+        ],
+    );
+    assert_code(&o, 0);
+    assert!(
+        stderr(&o).contains("it ranks by cosine, this run by inner_product"),
+        "{}",
+        stderr(&o)
+    );
+    let (_, kv) = read_parquet(&d.join("ip.parquet"));
+    assert_eq!(meta(&kv, "embedflow.neighbors.index"), "exact");
+    let named = ["--index", "table/_embedflow/index/v0"];
+    let o = embedflow(
+        d,
+        &[
+            &[
+                "neighbors",
+                "table",
+                "ip2.parquet",
+                "--similarity",
+                "inner_product",
+            ][..],
+            &named,
+        ]
+        .concat(),
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("this index does not fit"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!d.join("ip2.parquet").exists());
+
+    // A new version of the table: the index of version 0 is another
+    // table's now.
+    embed_tweets(d, "table", "format = \"delta\"\nmode = \"full\"");
+    let o = embedflow(
+        d,
+        &[&["neighbors", "table", "v1.parquet"][..], &named].concat(),
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("it indexes version 0 of the table, which is at version 1 now"),
+        "{}",
+        stderr(&o)
+    );
+    // Parquet: a file rewritten since its index was built.
+    embed_tweets(d, "t.parquet", "");
+    assert_code(&embedflow(d, &["index", "t.parquet", "--lists", "10"]), 0);
+    let (b, _) = read_parquet(&d.join("t.parquet"));
+    write_batch(&d.join("t.parquet"), &b.slice(0, 1500));
+    let o = embedflow(d, &["neighbors", "t.parquet", "stale.parquet"]);
+    assert_code(&o, 0);
+    assert!(
+        stderr(&o).contains("the files it indexed changed since it was built"),
+        "{}",
+        stderr(&o)
+    );
+    // A corrupt index is an error naming it, never a wrong answer.
+    assert_code(&embedflow(d, &["index", "t.parquet", "--lists", "10"]), 0);
+    let vectors = d.join("t.parquet.index/vectors.f32");
+    let len = std::fs::metadata(&vectors).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&vectors)
+        .unwrap()
+        .set_len(len - 4)
+        .unwrap();
+    let o = embedflow(d, &["neighbors", "t.parquet", "bad.parquet"]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("a corrupt index"), "{}", stderr(&o));
+    assert!(!d.join("bad.parquet").exists());
+}
