@@ -45,6 +45,13 @@ impl std::fmt::Display for IndexSummary {
             "  nprobe           {} (recall@10 {reached:.3} on {} rows of the table; target {})",
             m.nprobe, m.recall_queries, m.target_recall
         )?;
+        let for_queries = m.expected_recall(m.query_nprobe).unwrap_or(0.0);
+        writeln!(
+            f,
+            "  query nprobe     {} for rows from outside the table (recall@10 {for_queries:.3} on the table's rows; target {:.3})",
+            m.query_nprobe,
+            index::query_target(m.target_recall)
+        )?;
         let curve: Vec<String> = m
             .recall_curve
             .iter()

@@ -73,7 +73,12 @@ pub(super) async fn choose(
         );
         return Ok(None);
     }
-    let nprobe = job.nprobe.unwrap_or(meta.nprobe).clamp(1, meta.lists);
+    // Rows from outside the table are found less often than its own.
+    let default = match job.queries {
+        Some(_) => meta.query_nprobe,
+        None => meta.nprobe,
+    };
+    let nprobe = job.nprobe.unwrap_or(default).clamp(1, meta.lists);
     let ivf = index::load(stores, &dir, meta).await?;
     Ok(Some(Chosen { ivf, dir, nprobe }))
 }

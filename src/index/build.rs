@@ -101,18 +101,22 @@ pub async fn build(
     log(
         opts.progress,
         format!(
-            "{} rows of {dim} dims; training {lists} lists on {} of them",
+            "{:.1} s: {} rows of {dim} dims; training {lists} lists on {} of them",
+            started.elapsed().as_secs_f64(),
             sample.rows,
             sample.len()
         ),
     );
+    let at = |what: &str| format!("{:.1} s: {what}", started.elapsed().as_secs_f64());
     let centroids = train(&sample, dim, lists, opts).await?;
+    log(opts.progress, at("trained; assigning rows to their lists"));
     let queries = Arc::new(sample.queries(opts.recall_queries, opts.seed, dim));
     let assigned = assign_pass(t, opts.metric, &centroids, &queries).await?;
-    log(opts.progress, "rows assigned to their lists; placing them");
+    log(opts.progress, at("assigned; placing rows in their lists"));
     let built = staging_dir(stores, dir)?;
     let offsets = offsets_of(&assigned.counts);
     place_pass(t, opts.metric, &assigned.labels, &offsets, built.path()).await?;
+    log(opts.progress, at("placed; measuring recall"));
     let ivf = read_back(built.path(), dim, centroids, offsets)?;
     let curve = super::tune::curve(&ivf, &queries, &assigned.exact, opts.target_recall);
     let meta = IndexMeta {
@@ -125,6 +129,11 @@ pub async fn build(
         rows: sample.rows,
         entries: ivf.entries() as u64,
         nprobe: super::tune::smallest_reaching(&curve, opts.target_recall, lists),
+        query_nprobe: super::tune::smallest_reaching(
+            &curve,
+            super::query_target(opts.target_recall),
+            lists,
+        ),
         target_recall: opts.target_recall,
         recall_curve: curve,
         recall_queries: queries.rows.len(),
@@ -282,7 +291,7 @@ async fn assign_pass(
         let (l, h) = spawn_cpu(move || {
             neighbors::prepare(&mut v, dim, metric);
             let labels = nearest_lists(&v, &c, dim);
-            let found = neighbors::block_neighbors(&q.x, &v, dim, None, RECALL_K + 1);
+            let found = neighbors::neighbors(&q.x, &v, dim, None, RECALL_K + 1);
             Ok((labels, found))
         })
         .await?;

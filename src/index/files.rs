@@ -24,8 +24,8 @@ use super::{FORMAT, IndexMeta, Ivf};
 pub(super) const META: &str = "index.json";
 pub(super) const CENTROIDS: &str = "centroids.f32";
 pub(super) const OFFSETS: &str = "offsets.u64";
-pub(super) const VECTORS: &str = "vectors.f32";
-pub(super) const ROWS: &str = "rows.u32";
+pub const VECTORS: &str = "vectors.f32";
+pub const ROWS: &str = "rows.u32";
 
 /// Where the index of `path` lives unless told: a Delta table's under its
 /// `_embedflow/index/v<version>` folder (the version it indexes); files'
@@ -71,26 +71,17 @@ pub async fn read_meta(stores: &Stores, dir: &str) -> Result<Option<IndexMeta>> 
 
 /// The whole index in memory, each array checked against the description.
 pub async fn load(stores: &Stores, dir: &str, meta: IndexMeta) -> Result<Ivf> {
-    let (lists, dim, entries) = (meta.lists, meta.dim, meta.entries as usize);
-    let centroids =
-        bytemuck::pod_collect_to_vec(&array(stores, dir, CENTROIDS, lists * dim * 4).await?);
-    let offsets: Vec<u64> =
-        bytemuck::pod_collect_to_vec(&array(stores, dir, OFFSETS, (lists + 1) * 8).await?);
+    let (centroids, offsets) = load_head(stores, dir, &meta).await?;
+    let (dim, entries) = (meta.dim, meta.entries as usize);
     let vectors =
         bytemuck::pod_collect_to_vec(&array(stores, dir, VECTORS, entries * dim * 4).await?);
     let rows: Vec<u32> =
         bytemuck::pod_collect_to_vec(&array(stores, dir, ROWS, entries * 4).await?);
-    let corrupt = |what: &str| Error::input(dir, format!("a corrupt index: {what}"));
-    if offsets.first() != Some(&0)
-        || offsets.last() != Some(&(entries as u64))
-        || offsets.windows(2).any(|w| w[0] > w[1])
-    {
-        return Err(corrupt(
-            "its list offsets do not cover its entries in order",
-        ));
-    }
     if rows.iter().any(|&r| u64::from(r) >= meta.rows) {
-        return Err(corrupt("a row position past the table's rows"));
+        return Err(Error::input(
+            dir,
+            "a corrupt index: a row position past the table's rows",
+        ));
     }
     Ok(Ivf {
         meta,
@@ -99,6 +90,48 @@ pub async fn load(stores: &Stores, dir: &str, meta: IndexMeta) -> Result<Ivf> {
         vectors,
         rows,
     })
+}
+
+/// The centroids and list offsets of an index (what a search reads before
+/// the lists it probes), checked against its description; the sizes of
+/// its vectors and rows files too.
+pub async fn load_head(
+    stores: &Stores,
+    dir: &str,
+    meta: &IndexMeta,
+) -> Result<(Vec<f32>, Vec<u64>)> {
+    let (lists, dim, entries) = (meta.lists, meta.dim, meta.entries);
+    let centroids =
+        bytemuck::pod_collect_to_vec(&array(stores, dir, CENTROIDS, lists * dim * 4).await?);
+    let offsets: Vec<u64> =
+        bytemuck::pod_collect_to_vec(&array(stores, dir, OFFSETS, (lists + 1) * 8).await?);
+    if offsets.first() != Some(&0)
+        || offsets.last() != Some(&entries)
+        || offsets.windows(2).any(|w| w[0] > w[1])
+    {
+        return Err(Error::input(
+            dir,
+            "a corrupt index: its list offsets do not cover its entries in order",
+        ));
+    }
+    for (name, len) in [(VECTORS, entries * dim as u64 * 4), (ROWS, entries * 4)] {
+        let loc = stores.resolve(&child(dir, name))?;
+        let head = loc
+            .store
+            .head(&loc.path)
+            .await
+            .map_err(|e| Error::input(&loc.display, format!("a file of the index: {e}")))?;
+        if head.size != len {
+            return Err(Error::input(
+                &loc.display,
+                format!(
+                    "a corrupt index: {} bytes where index.json says {len}",
+                    head.size
+                ),
+            ));
+        }
+    }
+    Ok((centroids, offsets))
 }
 
 /// A file of the index, which must have `len` bytes.
@@ -134,7 +167,7 @@ pub(super) fn read_floats(path: &Path) -> std::io::Result<Vec<f32>> {
     Ok(v)
 }
 
-pub(super) fn child(dir: &str, name: &str) -> String {
+pub fn child(dir: &str, name: &str) -> String {
     format!("{}/{name}", dir.trim_end_matches('/'))
 }
 

@@ -4,13 +4,14 @@
 //! reaches it is the index's default.
 
 use super::build::Queries;
-use super::{Ivf, RECALL_K, RecallPoint, recall};
+use super::{Ivf, RECALL_K, RecallPoint, query_target, recall};
 
 /// `nprobe` values tried, in order, up to the number of lists.
 const STEPS: [usize; 16] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256];
 
-/// recall@10 by `nprobe`, up to the first that reaches `target` (or every
-/// list: the exact search).
+/// recall@10 by `nprobe`, up to the first that reaches the target of
+/// queries from outside the table ([`query_target`]; or every list: the
+/// exact search).
 pub(super) fn curve(
     ivf: &Ivf,
     queries: &Queries,
@@ -30,7 +31,7 @@ pub(super) fn curve(
         let found = ivf.search(&queries.x, Some(&queries.rows), RECALL_K, nprobe);
         let r = recall(exact, &found);
         curve.push(RecallPoint { nprobe, recall: r });
-        if r >= target {
+        if r >= query_target(target) {
             break;
         }
     }

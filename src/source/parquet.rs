@@ -28,7 +28,7 @@ const FOOTER_PREFETCH: usize = 64 << 10;
 
 /// Ranged reads of one Parquet object: the footer first, then only the
 /// column chunks the projection needs.
-struct ObjectReader {
+pub(crate) struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     location: Location,
     size: u64,
@@ -103,7 +103,10 @@ impl AsyncFileReader for ObjectReader {
     }
 }
 
-async fn builder(file: &FileEntry) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
+/// A file's reader, its footer read (an unreadable one explained).
+pub(crate) async fn builder(
+    file: &FileEntry,
+) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
     let reader = ObjectReader {
         store: Arc::clone(&file.location.store),
         location: file.location.clone(),

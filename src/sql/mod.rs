@@ -5,6 +5,7 @@
 //! write (INSERT, COPY) need `allow_write`.
 
 pub mod embed_fn;
+pub mod index_scan;
 mod vec_avg;
 pub mod vector;
 
@@ -47,8 +48,10 @@ impl Session {
             // cosine, a non-finite vector) is NULL, and NULL sorts last in
             // both directions: `ORDER BY score DESC` and `ORDER BY distance`
             // never rank it first. `NULLS FIRST` in a query still wins.
-            .set_str("datafusion.sql_parser.default_null_ordering", "nulls_last");
+            .set_str("datafusion.sql_parser.default_null_ordering", "nulls_last")
+            .with_option_extension(index_scan::IndexOptions::default());
         let ctx = SessionContext::new_with_config(config);
+        ctx.add_optimizer_rule(Arc::new(index_scan::IndexTopK));
         for f in vector::functions() {
             ctx.register_udf(f);
         }
@@ -60,6 +63,7 @@ impl Session {
         let stores = Stores::new(opts.s3.clone());
         for (name, path) in &opts.tables {
             register_table(&ctx, &stores, name, path).await?;
+            with_index(&ctx, &stores, name, path).await?;
         }
         Ok(Session {
             ctx,
@@ -146,6 +150,23 @@ async fn register_table(
         .await
         .map_err(bad)
     }
+}
+
+/// The table `name` as an [`index_scan::IndexedTable`] when it has an
+/// index that fits it: top-k queries by its similarity read the index.
+async fn with_index(ctx: &SessionContext, stores: &Stores, name: &str, path: &str) -> Result<()> {
+    let Some(index) = index_scan::TableIndex::find(stores, path).await? else {
+        return Ok(());
+    };
+    let bad = |e: datafusion::error::DataFusionError| Error::input(path, e.to_string());
+    let base = ctx.table_provider(name).await.map_err(bad)?;
+    ctx.deregister_table(name).map_err(bad)?;
+    let table = index_scan::IndexedTable {
+        base,
+        index: Arc::new(index),
+    };
+    ctx.register_table(name, Arc::new(table)).map_err(bad)?;
+    Ok(())
 }
 
 /// A DataFusion error with the query line and a caret under the position

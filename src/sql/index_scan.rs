@@ -1,0 +1,719 @@
+//! SQL top-k from a table's index (see [`crate::index`]).
+//!
+//! A table registered with an index that fits it is an [`IndexedTable`]:
+//! it scans like the table. The optimizer rule [`IndexTopK`] finds
+//! `ORDER BY cosine_similarity(v, <constant>) DESC LIMIT k` (or
+//! `inner_product`, as the index ranks) over it, through a projection and
+//! filters, and replaces the table's scan with a [`CandidateScan`]: the
+//! rows of the probed lists that score best, read by position from the
+//! table's Parquet files. Everything above the scan (the filters, the
+//! exact scores, the sort, the limit) runs as before on those rows, so a
+//! `WHERE` is applied exactly; the scan takes more candidates until `k`
+//! of them pass it, probing more lists when the first run short.
+//! `SET embedflow.exact_search = true` scans every row instead;
+//! `SET embedflow.nprobe = N` probes N lists. EXPLAIN shows `IndexScanExec`.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, extensions_options};
+use datafusion::config::ConfigExtension;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableType, provider_as_source, source_as_provider};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, Sort, TableProviderFilterPushDown, TableScanBuilder,
+};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+    SendableRecordBatchStream,
+};
+use datafusion::scalar::ScalarValue;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+
+use crate::cluster::neighbors::{Similarity, TopK};
+use crate::index::{self, IndexMeta};
+use crate::store::{Location, Stores};
+use crate::{Error, Result};
+
+extensions_options! {
+    /// `SET embedflow.…` settings of a SQL session.
+    pub struct IndexOptions {
+        /// Scan every row even where the table has an index.
+        pub exact_search: bool, default = false
+        /// Lists an index search probes (0: the index's own default).
+        pub nprobe: usize, default = 0
+    }
+}
+
+impl ConfigExtension for IndexOptions {
+    const PREFIX: &'static str = "embedflow";
+}
+
+/// What a search needs of a table's index, loaded once at registration:
+/// its description, centroids and offsets (the lists are read when
+/// probed), and the table's files with their rows.
+#[derive(Debug)]
+pub struct TableIndex {
+    pub dir: String,
+    pub meta: IndexMeta,
+    centroids: Vec<f32>,
+    offsets: Vec<u64>,
+    vectors: Location,
+    rows: Location,
+    /// Each file of the table and its first row's position.
+    files: Vec<(crate::store::FileEntry, u64)>,
+    total_rows: u64,
+}
+
+impl TableIndex {
+    /// The index of the table at `path` when it has one that fits (said on
+    /// stderr when it has one that does not).
+    pub async fn find(stores: &Stores, path: &str) -> Result<Option<TableIndex>> {
+        let csv = crate::source::CsvOptions::default();
+        let Ok(input) = crate::source::open(stores, path, None, &csv).await else {
+            return Ok(None);
+        };
+        if input.format != crate::source::Format::Parquet {
+            return Ok(None);
+        }
+        let Ok(dir) = index::default_dir(path, &input) else {
+            return Ok(None);
+        };
+        let meta = match index::read_meta(stores, &dir).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                eprintln!(
+                    "embedflow: the index of {path} is not used: {e}; queries scan every row"
+                );
+                return Ok(None);
+            }
+        };
+        if let Some(why) = meta.source.differs(&index::SourceId::of(path, &input)) {
+            eprintln!(
+                "embedflow: the index at {dir} is not used: {why}; queries scan every row (rebuild it with `embedflow index {path}`)"
+            );
+            return Ok(None);
+        }
+        let head = index::load_head(stores, &dir, &meta).await?;
+        let mut files = Vec::with_capacity(input.files.len());
+        let mut first = 0u64;
+        for f in &input.files {
+            files.push((f.clone(), first));
+            first += parquet_rows(f).await?;
+        }
+        if first != meta.rows {
+            return Err(Error::input(
+                path,
+                format!("{first} rows, its index {} says {}", dir, meta.rows),
+            ));
+        }
+        Ok(Some(TableIndex {
+            vectors: stores.resolve(&index::child(&dir, index::VECTORS))?,
+            rows: stores.resolve(&index::child(&dir, index::ROWS))?,
+            dir,
+            meta,
+            centroids: head.0,
+            offsets: head.1,
+            files,
+            total_rows: first,
+        }))
+    }
+
+    fn lists(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// The `nprobe` lists whose centroids score best for `q`.
+    fn probe(&self, q: &[f32], nprobe: usize) -> Vec<usize> {
+        let d = self.meta.dim;
+        let mut scored: Vec<(f32, usize)> = self
+            .centroids
+            .chunks_exact(d)
+            .enumerate()
+            .map(|(l, c)| (dot(c, q), l))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.truncate(nprobe);
+        scored.into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// The vectors and row positions of `list`, read from the index.
+    async fn read_list(&self, list: usize) -> Result<(Vec<f32>, Vec<u32>)> {
+        let (a, b) = (self.offsets[list], self.offsets[list + 1]);
+        let d = self.meta.dim as u64;
+        let get = |loc: &Location, range: std::ops::Range<u64>| {
+            let (store, path, shown) = (
+                Arc::clone(&loc.store),
+                loc.path.clone(),
+                loc.display.clone(),
+            );
+            async move {
+                store
+                    .get_range(&path, range)
+                    .await
+                    .map_err(|e| Error::input(shown, format!("a list of the index: {e}")))
+            }
+        };
+        let (v, r) = futures::try_join!(
+            get(&self.vectors, a * d * 4..b * d * 4),
+            get(&self.rows, a * 4..b * 4)
+        )?;
+        Ok((
+            bytemuck::pod_collect_to_vec(&v),
+            bytemuck::pod_collect_to_vec(&r),
+        ))
+    }
+
+    /// The rows at `positions`, their `columns` (of `schema`), read from
+    /// the table's files (only the pages holding them).
+    async fn fetch(&self, positions: &[u32], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        let mut sorted: Vec<u64> = positions.iter().map(|&p| u64::from(p)).collect();
+        sorted.sort_unstable();
+        let mut out = Vec::new();
+        for (i, (file, first)) in self.files.iter().enumerate() {
+            let end = self.files.get(i + 1).map_or(self.total_rows, |f| f.1);
+            let mine: Vec<usize> = sorted
+                .iter()
+                .filter(|&&p| p >= *first && p < end)
+                .map(|&p| (p - first) as usize)
+                .collect();
+            if !mine.is_empty() {
+                out.extend(read_rows(file, &mine, (end - first) as usize, schema).await?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Rows of a Parquet file.
+async fn parquet_rows(file: &crate::store::FileEntry) -> Result<u64> {
+    let b = crate::source::parquet::builder(file).await?;
+    Ok(b.metadata().file_metadata().num_rows() as u64)
+}
+
+/// The rows `rows` (sorted, within the file) of a Parquet file of
+/// `total` rows, as batches of `schema`'s columns.
+async fn read_rows(
+    file: &crate::store::FileEntry,
+    rows: &[usize],
+    total: usize,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let bad = |e: &dyn std::fmt::Display| Error::input(&file.location.display, e.to_string());
+    let b = crate::source::parquet::builder(file).await?;
+    let file_schema = Arc::clone(b.schema());
+    let roots: Vec<usize> = schema
+        .fields()
+        .iter()
+        .map(|f| file_schema.index_of(f.name()).map_err(|e| bad(&e)))
+        .collect::<Result<_>>()?;
+    let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+    let stream = b
+        .with_projection(mask)
+        .with_row_selection(selection(rows, total))
+        .build()
+        .map_err(|e| bad(&e))?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| bad(&e))?;
+    batches.into_iter().map(|b| conform(b, schema)).collect()
+}
+
+/// A selection of the sorted `rows` of `total`.
+fn selection(rows: &[usize], total: usize) -> RowSelection {
+    let mut sel = Vec::new();
+    let mut at = 0;
+    for &r in rows {
+        if r > at {
+            sel.push(RowSelector::skip(r - at));
+        }
+        if r >= at {
+            sel.push(RowSelector::select(1));
+            at = r + 1;
+        }
+    }
+    if total > at {
+        sel.push(RowSelector::skip(total - at));
+    }
+    sel.into()
+}
+
+/// A batch of a file's columns as the table's schema has them.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = batch
+                .column_by_name(f.name())
+                .ok_or_else(|| Error::internal(format!("column {} not read", f.name())))?;
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type()).map_err(Error::internal)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(Error::internal)
+}
+
+/// A table with an index: scans as the table does.
+#[derive(Debug)]
+pub struct IndexedTable {
+    pub base: Arc<dyn TableProvider>,
+    pub index: Arc<TableIndex>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for IndexedTable {
+    fn schema(&self) -> SchemaRef {
+        self.base.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.base.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.base.scan(state, projection, filters, limit).await
+    }
+
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: datafusion::catalog::ScanArgs<'a>,
+    ) -> DfResult<datafusion::catalog::ScanResult> {
+        self.base.scan_with_args(state, args).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        self.base.supports_filters_pushdown(filters)
+    }
+}
+
+/// The optimizer rule that answers top-k by similarity from an index.
+#[derive(Debug, Default)]
+pub struct IndexTopK;
+
+impl OptimizerRule for IndexTopK {
+    fn name(&self) -> &str {
+        "embedflow_index_top_k"
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> DfResult<Transformed<LogicalPlan>> {
+        let opts = config
+            .options()
+            .extensions
+            .get::<IndexOptions>()
+            .cloned()
+            .unwrap_or_default();
+        if opts.exact_search {
+            return Ok(Transformed::no(plan));
+        }
+        plan.transform_down(|node| match top_k(&node, opts.nprobe)? {
+            Some(new) => Ok(Transformed::new(new, true, TreeNodeRecursion::Jump)),
+            None => Ok(Transformed::no(node)),
+        })
+    }
+}
+
+/// `node` with its indexed table's scan replaced by a [`CandidateScan`],
+/// when it is a top-k by the index's similarity.
+fn top_k(node: &LogicalPlan, nprobe: usize) -> DfResult<Option<LogicalPlan>> {
+    let LogicalPlan::Sort(Sort {
+        expr,
+        input,
+        fetch: Some(k),
+    }) = node
+    else {
+        return Ok(None);
+    };
+    let [by] = expr.as_slice() else {
+        return Ok(None);
+    };
+    let (score, below) = resolve_score(&by.expr, input);
+    let Some((func, vector_column, query)) = score.and_then(similarity_call) else {
+        return Ok(None);
+    };
+    // Through filters to the scan; the filters stay where they are.
+    let mut filters = Vec::new();
+    let mut at = below;
+    while let LogicalPlan::Filter(f) = at {
+        filters.push(f.predicate.clone());
+        at = f.input.as_ref();
+    }
+    let LogicalPlan::TableScan(scan) = at else {
+        return Ok(None);
+    };
+    let provider = source_as_provider(&scan.source)?;
+    let any: &dyn Any = provider.as_ref();
+    let Some(table) = any.downcast_ref::<IndexedTable>() else {
+        return Ok(None);
+    };
+    let meta = &table.index.meta;
+    let ranks = match meta.similarity() {
+        Some(Similarity::Cosine) => "cosine_similarity",
+        Some(Similarity::InnerProduct) => "inner_product",
+        None => return Ok(None),
+    };
+    if func != ranks || vector_column != meta.vector_column || by.asc || query.len() != meta.dim {
+        return Ok(None);
+    }
+    let mut query = query;
+    if ranks == "cosine_similarity" {
+        crate::vectors::normalize_rows(&mut query, meta.dim);
+    }
+    let candidates = CandidateScan {
+        table: Arc::clone(&table.index),
+        base: Arc::clone(&table.base),
+        table_name: scan.table_name.to_string(),
+        query,
+        k: *k,
+        nprobe: if nprobe > 0 {
+            nprobe
+        } else {
+            meta.query_nprobe
+        },
+        filters: filters
+            .into_iter()
+            .chain(scan.filters.iter().cloned())
+            .collect(),
+    };
+    let new_scan = TableScanBuilder::new(
+        scan.table_name.clone(),
+        provider_as_source(Arc::new(candidates)),
+    )
+    .with_projection(scan.projection.clone())
+    .build()?;
+    let rebuilt = replace_scan(node, &LogicalPlan::TableScan(new_scan))?;
+    Ok(Some(rebuilt))
+}
+
+/// The expression a sort key stands for: itself, or the projection's
+/// expression it names; and the plan below that projection.
+fn resolve_score<'a>(key: &'a Expr, input: &'a LogicalPlan) -> (Option<&'a Expr>, &'a LogicalPlan) {
+    match (key, input) {
+        (Expr::Column(c), LogicalPlan::Projection(p)) => {
+            let found = p
+                .expr
+                .iter()
+                .zip(p.schema.columns())
+                .find(|(_, out)| out.name == c.name)
+                .map(|(e, _)| unalias(e));
+            (found, p.input.as_ref())
+        }
+        (e, LogicalPlan::Projection(p)) => (Some(unalias(e)), p.input.as_ref()),
+        (e, other) => (Some(unalias(e)), other),
+    }
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+/// `f(column, constant vector)` (either order): the function's name, the
+/// column's and the vector.
+fn similarity_call(e: &Expr) -> Option<(String, String, Vec<f32>)> {
+    let Expr::ScalarFunction(f) = e else {
+        return None;
+    };
+    let [a, b] = f.args.as_slice() else {
+        return None;
+    };
+    let (col, lit) = match (a, b) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => (c, v),
+        _ => return None,
+    };
+    let array = match lit {
+        ScalarValue::FixedSizeList(a) => Arc::clone(a) as Arc<dyn Array>,
+        ScalarValue::List(a) => Arc::clone(a) as Arc<dyn Array>,
+        ScalarValue::LargeList(a) => Arc::clone(a) as Arc<dyn Array>,
+        _ => return None,
+    };
+    let v = crate::vectors::VectorColumn::try_new(array.as_ref()).ok()?;
+    let row = v.row(0)?.to_vec();
+    Some((f.func.name().to_string(), col.name.clone(), row))
+}
+
+/// `node` with the one table scan under it replaced by `scan`.
+fn replace_scan(node: &LogicalPlan, scan: &LogicalPlan) -> DfResult<LogicalPlan> {
+    use datafusion::common::tree_node::TreeNode;
+    node.clone()
+        .transform_up(|n| match n {
+            LogicalPlan::TableScan(_) => Ok(Transformed::yes(scan.clone())),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+}
+
+/// The rows of an indexed table that a top-k by similarity can return:
+/// the best-scoring of the probed lists, enough that `k` pass `filters`.
+#[derive(Debug)]
+struct CandidateScan {
+    table: Arc<TableIndex>,
+    base: Arc<dyn TableProvider>,
+    table_name: String,
+    /// As the index scores it (unit for cosine).
+    query: Vec<f32>,
+    k: usize,
+    nprobe: usize,
+    filters: Vec<Expr>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for CandidateScan {
+    fn schema(&self) -> SchemaRef {
+        self.base.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema().project(p)?),
+            None => self.schema(),
+        };
+        let filters = self.compile_filters(state, &schema)?;
+        let (batches, found) = self
+            .candidates(&schema, &filters)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let inner = MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&schema), None)?;
+        Ok(Arc::new(IndexScanExec {
+            inner,
+            shown: format!(
+                "IndexScanExec: {} via {} ({} lists, nprobe {}), {found}",
+                self.table_name,
+                self.table.dir,
+                self.table.lists(),
+                found.nprobe
+            ),
+        }))
+    }
+}
+
+/// What a candidate search read.
+#[derive(Clone, Copy, Debug, Default)]
+struct Found {
+    nprobe: usize,
+    candidates: usize,
+    passing: usize,
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} candidate rows, {} passing the filters",
+            self.candidates, self.passing
+        )
+    }
+}
+
+impl CandidateScan {
+    /// The filters over the scan's columns (a filter on others: none can
+    /// be checked here, and every candidate counts as passing).
+    fn compile_filters(
+        &self,
+        state: &dyn Session,
+        schema: &SchemaRef,
+    ) -> DfResult<Vec<Arc<dyn PhysicalExpr>>> {
+        let df = DFSchema::try_from_qualified_schema(self.table_name.as_str(), schema)?;
+        self.filters
+            .iter()
+            .filter_map(|f| state.create_physical_expr(f.clone(), &df).ok())
+            .map(Ok)
+            .collect()
+    }
+
+    /// The best candidates: `k`, or with filters more until `k` pass
+    /// (four times more at a time, then twice the lists), or every row
+    /// of every list.
+    async fn candidates(
+        &self,
+        schema: &SchemaRef,
+        filters: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<(Vec<RecordBatch>, Found)> {
+        tracing::debug!("index search starts");
+        let all = self.table.lists();
+        let mut nprobe = self.nprobe.clamp(1, all);
+        let mut want = if filters.is_empty() {
+            self.k
+        } else {
+            self.k * 4
+        };
+        let mut read: HashMap<usize, (Vec<f32>, Vec<u32>)> = HashMap::new();
+        loop {
+            let probed = self.table.probe(&self.query, nprobe);
+            // The lists not read yet, read side by side.
+            let missing: Vec<usize> = probed
+                .iter()
+                .copied()
+                .filter(|l| !read.contains_key(l))
+                .collect();
+            let lists =
+                futures::future::try_join_all(missing.iter().map(|&l| self.table.read_list(l)));
+            read.extend(missing.iter().copied().zip(lists.await?));
+            let (best, available) = self.best(&probed, &read, want);
+            tracing::debug!(
+                nprobe,
+                rows_scored = available,
+                candidates = best.len(),
+                "index lists scored"
+            );
+            let batches = self.table.fetch(&best, schema).await?;
+            tracing::debug!(rows = best.len(), "candidate rows read");
+            let passing = count_passing(&batches, filters)?;
+            let found = Found {
+                nprobe,
+                candidates: best.len(),
+                passing,
+            };
+            if passing >= self.k || (want >= available && nprobe == all) {
+                return Ok((batches, found));
+            }
+            if want < available {
+                want *= 4;
+            } else {
+                nprobe = (nprobe * 2).min(all);
+            }
+        }
+    }
+
+    /// The `want` best rows of the probed lists, and how many they hold.
+    fn best(
+        &self,
+        probed: &[usize],
+        read: &HashMap<usize, (Vec<f32>, Vec<u32>)>,
+        want: usize,
+    ) -> (Vec<u32>, usize) {
+        let d = self.table.meta.dim;
+        let mut top = TopK::new(want);
+        let mut available = 0;
+        let mut scores = Vec::new();
+        for l in probed {
+            let (vectors, rows) = &read[l];
+            available += rows.len();
+            scores.resize(rows.len(), 0.0);
+            crate::cluster::kmeans::dot_block(&self.query, vectors, d, rows.len(), &mut scores);
+            for (&s, &r) in scores.iter().zip(rows) {
+                if s.is_finite() {
+                    top.offer(s, r);
+                }
+            }
+        }
+        (
+            top.into_sorted().into_iter().map(|(r, _)| r).collect(),
+            available,
+        )
+    }
+}
+
+/// Rows of `batches` that every filter keeps.
+fn count_passing(batches: &[RecordBatch], filters: &[Arc<dyn PhysicalExpr>]) -> Result<usize> {
+    let mut n = 0;
+    for b in batches {
+        let mut keep = vec![true; b.num_rows()];
+        for f in filters {
+            let v = f
+                .evaluate(b)
+                .and_then(|v| v.into_array(b.num_rows()))
+                .map_err(|e| Error::Query(e.to_string()))?;
+            let Some(mask) = v.as_any().downcast_ref::<BooleanArray>() else {
+                continue;
+            };
+            for (i, k) in keep.iter_mut().enumerate() {
+                *k &= mask.is_valid(i) && mask.value(i);
+            }
+        }
+        n += keep.iter().filter(|&&k| k).count();
+    }
+    Ok(n)
+}
+
+/// The candidates, shown in EXPLAIN as what they are.
+#[derive(Debug)]
+struct IndexScanExec {
+    inner: Arc<datafusion::datasource::source::DataSourceExec>,
+    shown: String,
+}
+
+impl DisplayAs for IndexScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.shown)
+    }
+}
+
+impl ExecutionPlan for IndexScanExec {
+    fn name(&self) -> &str {
+        "IndexScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        self.inner.execute(partition, context)
+    }
+}
