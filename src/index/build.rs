@@ -23,6 +23,7 @@ use crate::store::Stores;
 use crate::{Error, Result};
 
 use super::files::{self, CENTROIDS, META, OFFSETS, ROWS, VECTORS};
+use super::tune::Queries;
 use super::{FORMAT, IndexMeta, Ivf, RECALL_K, SourceId};
 
 /// A row that is in no list (no score: NaN, or a zero vector for cosine).
@@ -188,12 +189,6 @@ impl Sample {
             rows: idx.iter().map(|&i| self.at[i]).collect(),
         }
     }
-}
-
-/// Rows of the table to measure recall on, and where they are.
-pub(super) struct Queries {
-    pub(super) x: Vec<f32>,
-    pub(super) rows: Vec<u32>,
 }
 
 /// Pass 1: the rows counted, and a reservoir of `cap` of them.

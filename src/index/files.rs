@@ -31,13 +31,14 @@ pub const ROWS: &str = "rows.u32";
 /// `_embedflow/index/v<version>` folder (the version it indexes); files'
 /// beside them, in `<path>.index`.
 pub fn default_dir(path: &str, input: &Input) -> Result<String> {
+    dir_for(path, input.table.as_ref().map(|t| t.version))
+}
+
+/// [`default_dir`] of a Delta table at `delta_version`, or of files.
+pub fn dir_for(path: &str, delta_version: Option<i64>) -> Result<String> {
     let base = path.trim_end_matches('/');
-    if let Some(t) = &input.table {
-        return Ok(format!(
-            "{base}/{}/index/v{}",
-            crate::delta::STATE_DIR,
-            t.version
-        ));
+    if let Some(v) = delta_version {
+        return Ok(format!("{base}/{}/index/v{v}", crate::delta::STATE_DIR));
     }
     if store::is_glob(path) {
         return Err(Error::Usage(format!(

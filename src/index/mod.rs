@@ -29,7 +29,7 @@ use crate::cluster::neighbors::Similarity;
 use crate::source::Input;
 
 pub use build::{BuildOptions, Table, build, default_lists};
-pub use files::{ROWS, VECTORS, child, default_dir, load, load_head, read_meta};
+pub use files::{ROWS, VECTORS, child, default_dir, dir_for, load, load_head, read_meta};
 pub use search::{Ivf, recall};
 
 /// The on-disk format this build writes and reads.

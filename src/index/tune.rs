@@ -3,8 +3,13 @@
 //! `nprobe` until the target is reached. The smallest `nprobe` that
 //! reaches it is the index's default.
 
-use super::build::Queries;
 use super::{Ivf, RECALL_K, RecallPoint, query_target, recall};
+
+/// Rows of the table to measure recall on, and where they are.
+pub(super) struct Queries {
+    pub(super) x: Vec<f32>,
+    pub(super) rows: Vec<u32>,
+}
 
 /// `nprobe` values tried, in order, up to the number of lists.
 const STEPS: [usize; 16] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256];

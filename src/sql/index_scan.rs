@@ -80,14 +80,11 @@ impl TableIndex {
     /// The index of the table at `path` when it has one that fits (said on
     /// stderr when it has one that does not).
     pub async fn find(stores: &Stores, path: &str) -> Result<Option<TableIndex>> {
-        let csv = crate::source::CsvOptions::default();
-        let Ok(input) = crate::source::open(stores, path, None, &csv).await else {
-            return Ok(None);
-        };
-        if input.format != crate::source::Format::Parquet {
-            return Ok(None);
-        }
-        let Ok(dir) = index::default_dir(path, &input) else {
+        // Where its index would be, before anything of the table is read:
+        // a table without one costs its session nothing.
+        let delta = crate::delta::DeltaTarget::resolve_input(stores, path)?;
+        let version = delta.state(None).await?.map(|s| s.version());
+        let Ok(dir) = index::dir_for(path, version) else {
             return Ok(None);
         };
         let meta = match index::read_meta(stores, &dir).await {
@@ -100,6 +97,11 @@ impl TableIndex {
                 return Ok(None);
             }
         };
+        let csv = crate::source::CsvOptions::default();
+        let input = crate::source::open(stores, path, None, &csv).await?;
+        if input.format != crate::source::Format::Parquet {
+            return Ok(None);
+        }
         if let Some(why) = meta.source.differs(&index::SourceId::of(path, &input)) {
             eprintln!(
                 "embedflow: the index at {dir} is not used: {why}; queries scan every row (rebuild it with `embedflow index {path}`)"
