@@ -30,7 +30,7 @@ use crate::source::Input;
 
 pub use build::{BuildOptions, Table, build, default_lists};
 pub use files::{ROWS, VECTORS, child, default_dir, dir_for, load, load_head, read_meta};
-pub use search::{Ivf, recall};
+pub use search::{Ivf, best_lists, recall, score_list};
 
 /// The on-disk format this build writes and reads.
 pub const FORMAT: u32 = 1;

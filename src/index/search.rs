@@ -100,29 +100,17 @@ impl Ivf {
             if members.is_empty() || start == end {
                 continue;
             }
-            let m = end - start;
             gathered.clear();
             for &i in members {
                 gathered.extend_from_slice(&queries[i as usize * d..(i as usize + 1) * d]);
             }
-            scores.resize(members.len() * m, 0.0);
-            kmeans::dot_block(
-                &gathered,
-                &self.vectors[start * d..end * d],
-                d,
-                m,
-                &mut scores,
-            );
-            let rows = &self.rows[start..end];
-            for (g, &i) in members.iter().enumerate() {
-                let heap = &mut heaps[i as usize];
-                let mine = own.map(|o| o[i as usize]);
-                for (&score, &row) in scores[g * m..(g + 1) * m].iter().zip(rows) {
-                    if Some(row) != mine && score.is_finite() {
-                        heap.offer(score, row);
-                    }
+            let (vectors, rows) = (&self.vectors[start * d..end * d], &self.rows[start..end]);
+            score_list(&gathered, vectors, rows, d, &mut scores, |g, score, row| {
+                let i = members[g] as usize;
+                if own.map(|o| o[i]) != Some(row) {
+                    heaps[i].offer(score, row);
                 }
-            }
+            });
         }
         heaps.into_iter().map(TopK::into_sorted).collect()
     }
@@ -137,23 +125,52 @@ impl Ivf {
         let mut by_list: Vec<Vec<u32>> = vec![Vec::new(); lists];
         let mut order: Vec<u32> = Vec::with_capacity(lists);
         for i in 0..q {
-            let s = &scores[i * lists..(i + 1) * lists];
-            if s.iter().any(|v| !v.is_finite()) {
-                // A query without a score probes nothing.
-                continue;
-            }
-            order.clear();
-            order.extend(0..lists as u32);
-            if nprobe < lists {
-                order.select_nth_unstable_by(nprobe - 1, |a, b| {
-                    s[*b as usize].total_cmp(&s[*a as usize])
-                });
-            }
-            for &l in &order[..nprobe] {
+            for &l in best_lists(&scores[i * lists..(i + 1) * lists], nprobe, &mut order) {
                 by_list[l as usize].push(i as u32);
             }
         }
         by_list
+    }
+}
+
+/// The `nprobe` lists (of all, clamped) whose centroids score best in
+/// `scores`, one query's scores against every centroid, in no order; none
+/// for a query without a score. `order` is scratch space.
+pub fn best_lists<'a>(scores: &[f32], nprobe: usize, order: &'a mut Vec<u32>) -> &'a [u32] {
+    order.clear();
+    if scores.iter().any(|v| !v.is_finite()) {
+        return order;
+    }
+    let nprobe = nprobe.clamp(1, scores.len());
+    order.extend(0..scores.len() as u32);
+    if nprobe < scores.len() {
+        order.select_nth_unstable_by(nprobe - 1, |a, b| {
+            scores[*b as usize].total_cmp(&scores[*a as usize])
+        });
+    }
+    &order[..nprobe]
+}
+
+/// Scores gathered queries (`q × d`) against one list's `vectors` as one
+/// sgemm product and hands each finite score to `offer(query, score,
+/// row)`; `scores` is scratch space.
+pub fn score_list(
+    gathered: &[f32],
+    vectors: &[f32],
+    rows: &[u32],
+    d: usize,
+    scores: &mut Vec<f32>,
+    mut offer: impl FnMut(usize, f32, u32),
+) {
+    let m = rows.len();
+    scores.resize(gathered.len() / d * m, 0.0);
+    kmeans::dot_block(gathered, vectors, d, m, scores);
+    for (g, row_scores) in scores.chunks_exact(m.max(1)).enumerate() {
+        for (&score, &row) in row_scores.iter().zip(rows) {
+            if score.is_finite() {
+                offer(g, score, row);
+            }
+        }
     }
 }
 

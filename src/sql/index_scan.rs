@@ -139,16 +139,19 @@ impl TableIndex {
 
     /// The `nprobe` lists whose centroids score best for `q`.
     fn probe(&self, q: &[f32], nprobe: usize) -> Vec<usize> {
-        let d = self.meta.dim;
-        let mut scored: Vec<(f32, usize)> = self
-            .centroids
-            .chunks_exact(d)
-            .enumerate()
-            .map(|(l, c)| (dot(c, q), l))
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.truncate(nprobe);
-        scored.into_iter().map(|(_, l)| l).collect()
+        let mut scores = vec![0f32; self.lists()];
+        crate::cluster::kmeans::dot_block(
+            q,
+            &self.centroids,
+            self.meta.dim,
+            self.lists(),
+            &mut scores,
+        );
+        let mut order = Vec::new();
+        index::best_lists(&scores, nprobe, &mut order)
+            .iter()
+            .map(|&l| l as usize)
+            .collect()
     }
 
     /// The vectors and row positions of `list`, read from the index.
@@ -197,10 +200,6 @@ impl TableIndex {
         }
         Ok(out)
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Rows of a Parquet file.
@@ -634,13 +633,9 @@ impl CandidateScan {
         for l in probed {
             let (vectors, rows) = &read[l];
             available += rows.len();
-            scores.resize(rows.len(), 0.0);
-            crate::cluster::kmeans::dot_block(&self.query, vectors, d, rows.len(), &mut scores);
-            for (&s, &r) in scores.iter().zip(rows) {
-                if s.is_finite() {
-                    top.offer(s, r);
-                }
-            }
+            index::score_list(&self.query, vectors, rows, d, &mut scores, |_, s, r| {
+                top.offer(s, r)
+            });
         }
         (
             top.into_sorted().into_iter().map(|(r, _)| r).collect(),

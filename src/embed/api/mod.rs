@@ -372,6 +372,13 @@ impl Api {
         self.dim.get().copied()
     }
 
+    /// The width answers are checked against: none while it is only
+    /// assumed ([`Api::assume`]) and not yet confirmed.
+    pub(super) fn confirmed_dim(&self) -> Option<usize> {
+        self.dim()
+            .filter(|_| !self.unconfirmed.load(Ordering::Relaxed))
+    }
+
     /// The counters so far, for the run's summary, with the estimated
     /// cost of the tokens billed (and those counted here where the
     /// server did not say).

@@ -260,8 +260,8 @@ impl Api {
                 a.vectors[i]
             )));
         }
-        // The probe (request 0) finds the width, or confirms one assumed.
-        if let Some(d) = self.dim().filter(|_| id != 0)
+        // A width only assumed (from a table) is the probe's to confirm.
+        if let Some(d) = self.confirmed_dim()
             && a.dim != d
         {
             return Err(bad(format!(
