@@ -38,7 +38,9 @@ def write(path, x, first_id=0):
         vec = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(x[s:e]).ravel(), pa.float32()), d)
         t = pa.table({"id": pa.array(np.arange(first_id + s, first_id + e, dtype=np.int64)), "embedding": vec})
         if w is None:
-            w = pq.ParquetWriter(path, t.schema, compression="zstd")
+            # With a page index, as embedflow writes its tables: reading a
+            # few rows by position then reads only their pages.
+            w = pq.ParquetWriter(path, t.schema, compression="zstd", write_page_index=True)
         w.write_table(t, row_group_size=8192)
     w.close()
 

@@ -257,6 +257,16 @@ pub struct IndexOpts {
     /// Seed of the samples and of k-means.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Build the index again even where an older one could be updated
+    /// (by default an index of an earlier Delta version is updated: its
+    /// rows matched by content hash, new ones put in their lists).
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Rows added and dropped by updates since the last build, as a
+    /// fraction of the index, past which it is built again (its lists were
+    /// trained on the table as it was).
+    #[arg(long, default_value_t = crate::index::DEFAULT_REBUILD_AFTER)]
+    pub rebuild_after: f64,
 }
 
 #[derive(Args, Debug)]

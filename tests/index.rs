@@ -328,10 +328,28 @@ fn sql_top_k_is_answered_by_the_index_with_and_without_a_filter() {
         "SELECT tweet_id FROM t ORDER BY cosine_similarity(embedding, embed('flu')) DESC LIMIT 3";
     let o = sql(d, table, &format!("EXPLAIN {q}"));
     assert!(
-        stdout(&o).contains("IndexScanExec: t via tweets.parquet.index"),
+        stdout(&o).contains(
+            "IndexScanExec: t via tweets.parquet.index (45 lists, nprobe 24, ranked by int8 codes, re-scored exactly)"
+        ),
         "{}",
         stdout(&o)
     );
+    // An index without codes (an earlier release's) is searched by its
+    // float vectors, to the same answer.
+    let (with_codes, _) = sql_ids(d, table, q);
+    let json = d.join("tweets.parquet.index/index.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    m["codes"] = serde_json::Value::Bool(false);
+    std::fs::write(&json, m.to_string()).unwrap();
+    std::fs::remove_file(d.join("tweets.parquet.index/codes.u8")).unwrap();
+    let o = sql(d, table, &format!("EXPLAIN {q}"));
+    assert!(
+        stdout(&o).contains("(45 lists, nprobe 24), "),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(sql_ids(d, table, q).0, with_codes);
     let o = sql(
         d,
         table,
@@ -354,4 +372,153 @@ fn sql_top_k_is_answered_by_the_index_with_and_without_a_filter() {
         err.contains("is not used: the files it indexed changed"),
         "{err}"
     );
+}
+
+/// The 2,000 tweets as (id, text), from ../shared/data/health_tweets_2k.csv.
+fn tweets() -> Vec<(i64, String)> {
+    use arrow::array::AsArray;
+    let path = shared().join("data/health_tweets_2k.csv");
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("tweet_id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("outlet", arrow::datatypes::DataType::Utf8, true),
+        arrow::datatypes::Field::new("text", arrow::datatypes::DataType::Utf8, true),
+    ]));
+    let reader = arrow::csv::ReaderBuilder::new(schema)
+        .with_header(true)
+        .build(std::fs::File::open(path).unwrap())
+        .unwrap();
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+        let texts = b.column(2).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.push((ids.value(i), texts.value(i).to_string()));
+        }
+    }
+    out
+}
+
+/// Writes (id, text) rows as the Parquet input of a job.
+fn write_tweets(path: &Path, rows: &[(i64, String)]) {
+    use std::sync::Arc;
+    let ids = Int64Array::from_iter_values(rows.iter().map(|r| r.0));
+    let texts = arrow::array::StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()));
+    let batch = arrow::array::RecordBatch::try_from_iter([
+        ("tweet_id", Arc::new(ids) as arrow::array::ArrayRef),
+        ("text", Arc::new(texts) as arrow::array::ArrayRef),
+    ])
+    .unwrap();
+    write_batch(path, &batch);
+}
+
+/// The incremental Delta job of the tweets with an `[index]` section.
+fn indexed_job(d: &Path, index: &str) {
+    let job = format!(
+        "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\nid_column = \"tweet_id\"\n\
+         [model]\npath = \"{}\"\n[chunking]\nmode = \"none\"\n[embed]\non_empty = \"skip\"\n\
+         [output]\npath = \"table\"\nformat = \"delta\"\n[index]\n{index}\n",
+        minilm().display(),
+    );
+    std::fs::write(d.join("job.toml"), job).unwrap();
+}
+
+#[test]
+fn a_job_keeps_its_index_current_by_updating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rows = tweets();
+    write_tweets(&d.join("in.parquet"), &rows);
+    indexed_job(d, "");
+    let o = embedflow(d, &["run", "job.toml"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("wrote the index of table to table/_embedflow/index/v0"),
+        "{}",
+        stdout(&o)
+    );
+    // 3 % of the rows change, 1 % go, 1.5 % come (one of them a copy of a
+    // text already there: equal keys are matched once each).
+    for r in rows.iter_mut().take(60) {
+        r.1 = format!("{} (corrected)", r.1);
+    }
+    rows.truncate(1980);
+    let copied = rows[100].1.clone();
+    let new: Vec<(i64, String)> = (0..29)
+        .map(|i| (i, format!("new tweet {i}: {}", rows[200 + i as usize].1)))
+        .collect();
+    rows.extend(new);
+    rows.push((99, copied));
+    write_tweets(&d.join("in.parquet"), &rows);
+    let o = embedflow(d, &["run", "job.toml"]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("updated the index of table at table/_embedflow/index/v1"),
+        "{out}"
+    );
+    // Kept: 2,000 less 60 changed and 20 deleted; added: 60 changed, 30 new.
+    assert!(
+        out.contains("(version 0): 1920 entries kept, 90 added, 80 dropped"),
+        "{out}"
+    );
+    let v1: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("table/_embedflow/index/v1/index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (v1["rows"].as_u64(), v1["entries"].as_u64()),
+        (Some(2010), Some(2010))
+    );
+    // Every row at its place: probing every list is the exact search; the
+    // default nprobe keeps its recall.
+    let lists = v1["lists"].to_string();
+    let nn = |out: &str, extra: &[&str]| {
+        let args = [
+            &["neighbors", "table", out, "--id-column", "tweet_id"][..],
+            extra,
+        ]
+        .concat();
+        assert_code(&embedflow(d, &args), 0);
+        neighbour_ids(&d.join(out))
+    };
+    let exact = nn("exact.parquet", &["--exact"]);
+    let all = nn("all.parquet", &["--nprobe", &lists]);
+    assert!(recall(&all, &exact) > 0.999, "{}", recall(&all, &exact));
+    let r = recall(&nn("ann.parquet", &[]), &exact);
+    println!("recall@10 after the update: {r:.4}");
+    assert!(r >= 0.95, "recall@10 {r}");
+    // An unchanged rerun (a version of copied rows) keeps every entry; an
+    // index that is current is left alone.
+    let o = embedflow(d, &["run", "job.toml"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("(version 1): 2010 entries kept, 0 added, 0 dropped"),
+        "{}",
+        stdout(&o)
+    );
+    let o = embedflow(d, &["index", "table"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("is current (version 2)"),
+        "{}",
+        stdout(&o)
+    );
+    // Past rebuild_after, it is built again; indexes older than the one
+    // updated from are removed.
+    indexed_job(d, "rebuild_after = 0.05");
+    for r in rows.iter_mut().skip(500).take(40) {
+        r.1 = format!("{} (second edit)", r.1);
+    }
+    write_tweets(&d.join("in.parquet"), &rows);
+    let o = embedflow(d, &["run", "job.toml"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("built again      250 entries added or dropped since it was built, past rebuild_after = 0.05"),
+        "{}",
+        stdout(&o)
+    );
+    let left: Vec<String> = listing(&d.join("table/_embedflow/index"));
+    assert!(!left.iter().any(|f| f.starts_with("v0")), "{left:?}");
+    assert!(d.join("table/_embedflow/index/v3/index.json").exists());
 }

@@ -256,3 +256,29 @@ fn explicit_overlap_is_kept_and_checked_against_the_window() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_index_section_is_checked_with_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("j.toml"),
+        format!(
+            "[input]\npath = \"in.parquet\"\ntext_column = \"text\"\nid_column = \"id\"\n\
+             [model]\npath = \"{}\"\n[output]\npath = \"t\"\nformat = \"delta\"\n\
+             [shard]\ncount = 2\n[index]\nmetric = \"l3\"\nrebuild_after = 2\nlist = 9\n",
+            minilm().display()
+        ),
+    )
+    .unwrap();
+    let o = embedflow(dir.path(), &["validate", "j.toml"]);
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    for problem in [
+        "index.metric: \"l3\" is not one of \"cosine\", \"inner_product\"",
+        "index.rebuild_after: must be between 0 and 1, found 2",
+        "index.list: unknown key; did you mean 'index.lists'?",
+        "[index]: not built by a sharded run",
+    ] {
+        assert!(err.contains(problem), "{problem}: {err}");
+    }
+}

@@ -1,9 +1,11 @@
-//! `embedflow index`: the ANN index of a table's vector column (see
-//! [`crate::index`]), built and put with its table.
+//! `embedflow index` and a job's `[index]`: the ANN index of a table's
+//! vector column (see [`crate::index`]), put with its table, and kept up
+//! to date: built, updated from the index of an older version, or left
+//! alone when it is current.
 
 use std::time::Instant;
 
-use crate::index::{self, BuildOptions, IndexMeta};
+use crate::index::{self, BuildOptions, IndexMeta, Refreshed};
 use crate::source::{self, CsvOptions};
 use crate::store::{self, S3Options, Stores};
 use crate::{Error, Result};
@@ -26,13 +28,47 @@ pub struct IndexJob {
 pub struct IndexSummary {
     pub dir: String,
     pub meta: IndexMeta,
+    pub how: Refreshed,
     pub seconds: f64,
 }
 
 impl std::fmt::Display for IndexSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = &self.meta;
-        writeln!(f, "wrote the index of {} to {}", m.source.path, self.dir)?;
+        match &self.how {
+            Refreshed::Current => {
+                return write!(
+                    f,
+                    "the index of {} at {} is current ({})",
+                    m.source.path,
+                    self.dir,
+                    m.source.version_name()
+                );
+            }
+            Refreshed::Updated { from_dir } => {
+                writeln!(f, "updated the index of {} at {}", m.source.path, self.dir)?;
+                if let Some(u) = &m.update {
+                    writeln!(
+                        f,
+                        "  from             {from_dir} ({}): {} entries kept, {} added, {} dropped",
+                        u.from, u.kept, u.added, u.dropped
+                    )?;
+                    writeln!(
+                        f,
+                        "  since its build  {} entries added or dropped ({:.1} % of {})",
+                        u.changed_since_build,
+                        100.0 * u.changed_since_build as f64 / m.entries.max(1) as f64,
+                        m.entries
+                    )?;
+                }
+            }
+            Refreshed::Built { because } => {
+                writeln!(f, "wrote the index of {} to {}", m.source.path, self.dir)?;
+                if let Some(why) = because {
+                    writeln!(f, "  built again      {why}")?;
+                }
+            }
+        }
         writeln!(f, "  rows             {} ({} indexed)", m.rows, m.entries)?;
         writeln!(
             f,
@@ -62,7 +98,7 @@ impl std::fmt::Display for IndexSummary {
     }
 }
 
-/// Builds the index of `job.table`'s vector column.
+/// Makes the index of `job.table`'s vector column current.
 #[tracing::instrument(name = "index", skip_all, fields(table = %job.table))]
 pub async fn run_index(job: &IndexJob) -> Result<IndexSummary> {
     let started = Instant::now();
@@ -91,10 +127,11 @@ pub async fn run_index(job: &IndexJob) -> Result<IndexSummary> {
         column: &job.vector_column,
         dim,
     };
-    let meta = index::build(&stores, &table, &dir, &job.build).await?;
+    let (meta, how) = index::refresh(&stores, &table, &dir, &job.build).await?;
     Ok(IndexSummary {
         dir,
         meta,
+        how,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -122,6 +122,9 @@ pub fn index(
     if !(0.0..=1.0).contains(&o.target_recall) {
         anyhow::bail!("--target-recall {} is not between 0 and 1", o.target_recall);
     }
+    if !(0.0..=1.0).contains(&o.rebuild_after) {
+        anyhow::bail!("--rebuild-after {} is not between 0 and 1", o.rebuild_after);
+    }
     let job = IndexJob {
         table: o.table.clone(),
         output: o.output.clone(),
@@ -133,6 +136,8 @@ pub fn index(
             recall_queries: o.recall_queries.max(1),
             seed: o.seed,
             progress: !quiet && opts.progress != ProgressMode::Off,
+            rebuild: o.rebuild,
+            rebuild_after: o.rebuild_after,
         },
         s3: Default::default(),
     };

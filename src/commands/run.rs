@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use embedflow::analysis::index::{IndexJob, IndexSummary, run_index};
+use embedflow::analysis::report::{ReportJob, ReportSummary, run_report};
 use embedflow::pipeline::{self, RunOptions};
 use embedflow::progress::SummaryFormat;
 use embedflow::{Error, job};
@@ -18,50 +20,28 @@ pub fn run(
     format: SummaryFormat,
 ) -> anyhow::Result<ExitCode> {
     let filtered = plan.input.filter.is_some();
-    // [report]: made from the committed output, once the run is done.
-    let report = plan
-        .report
-        .as_ref()
-        .map(|r| embedflow::analysis::report::ReportJob {
-            input: plan.output.path.clone(),
-            output: r.path.clone(),
-            vector_column: Some(plan.output.vector_column.clone()),
-            text_column: None,
-            id_column: plan.input.id_column.clone(),
-            topics_path: plan.topics.as_ref().and_then(|t| t.topics_path.clone()),
-            max_points: r.max_points,
-            seed: r.seed,
-            title: r.title.clone(),
-            overwrite: true,
-            s3: plan.s3.clone(),
-        });
     let progress = !quiet && opts.progress != embedflow::progress::ProgressMode::Off;
+    let after = After {
+        index: index_job(&plan, progress),
+        report: report_job(&plan),
+        progress,
+    };
     let done = rt.block_on(async {
         let checked = pipeline::check(plan).await?;
         let (summary, clusters) = pipeline::run_job(checked, opts).await?;
-        let report = match &report {
-            Some(r) if summary.vectors_written > 0 => Some(
-                embedflow::analysis::report::run_report(r, progress)
-                    .await
-                    .map_err(|e| Error::Job {
-                        origin: "[report]".into(),
-                        problems: vec![format!(
-                            "the output {} was committed, its report was not: {e}",
-                            summary.output
-                        )],
-                    })?,
-            ),
-            _ => None,
-        };
-        Ok((summary, clusters, report))
+        let (index, report) = after.run(&summary).await?;
+        Ok((summary, clusters, index, report))
     });
-    let (summary, clusters, report) = done.map_err(|e: Error| anyhow::anyhow!(e))?;
+    let (summary, clusters, index, report) = done.map_err(|e: Error| anyhow::anyhow!(e))?;
     match format {
         SummaryFormat::Json => say(summary.to_json()),
         SummaryFormat::Text if !quiet => {
             say(&summary);
             if let Some(c) = clusters {
                 say(&c);
+            }
+            if let Some(i) = index {
+                say(&i);
             }
             if let Some(r) = report {
                 say(&r);
@@ -98,6 +78,82 @@ pub fn run(
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// What a job does with its committed output: `[index]`, `[report]`.
+struct After {
+    index: Option<IndexJob>,
+    report: Option<ReportJob>,
+    progress: bool,
+}
+
+impl After {
+    /// The index brought up to date, then the report made, from the
+    /// committed output (when it holds rows); a failure says the output
+    /// itself was committed.
+    async fn run(
+        &self,
+        summary: &embedflow::progress::Summary,
+    ) -> Result<(Option<IndexSummary>, Option<ReportSummary>), Error> {
+        if summary.vectors_written == 0 {
+            return Ok((None, None));
+        }
+        let failed = |origin: &str, what: &str, e: Error| Error::Job {
+            origin: origin.into(),
+            problems: vec![format!(
+                "the output {} was committed, {what}: {e}",
+                summary.output
+            )],
+        };
+        let index = match &self.index {
+            Some(i) => Some(
+                run_index(i)
+                    .await
+                    .map_err(|e| failed("[index]", "its index was not brought up to date", e))?,
+            ),
+            None => None,
+        };
+        let report = match &self.report {
+            Some(r) => Some(
+                run_report(r, self.progress)
+                    .await
+                    .map_err(|e| failed("[report]", "its report was not", e))?,
+            ),
+            None => None,
+        };
+        Ok((index, report))
+    }
+}
+
+/// `[index]`: the output's index, made current once the run is committed.
+fn index_job(plan: &job::JobPlan, progress: bool) -> Option<IndexJob> {
+    plan.index.as_ref().map(|i| IndexJob {
+        table: plan.output.path.clone(),
+        output: None,
+        vector_column: plan.output.vector_column.clone(),
+        build: embedflow::index::BuildOptions {
+            progress,
+            ..i.build.clone()
+        },
+        s3: plan.s3.clone(),
+    })
+}
+
+/// `[report]`: made from the committed output, once the run is done.
+fn report_job(plan: &job::JobPlan) -> Option<ReportJob> {
+    plan.report.as_ref().map(|r| ReportJob {
+        input: plan.output.path.clone(),
+        output: r.path.clone(),
+        vector_column: Some(plan.output.vector_column.clone()),
+        text_column: None,
+        id_column: plan.input.id_column.clone(),
+        topics_path: plan.topics.as_ref().and_then(|t| t.topics_path.clone()),
+        max_points: r.max_points,
+        seed: r.seed,
+        title: r.title.clone(),
+        overwrite: true,
+        s3: plan.s3.clone(),
     })
 }
 

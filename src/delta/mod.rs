@@ -41,6 +41,9 @@ pub use lease::Lease;
 
 /// Folder of embedflow's own files inside a table (Delta ignores `_` names).
 pub const STATE_DIR: &str = "_embedflow";
+/// The table property holding the fingerprint of the run that wrote a
+/// version: what its vectors depend on (model, pooling, prompt, chunking…).
+pub const FINGERPRINT: &str = "embedflow.fingerprint";
 /// Prefix of the part files a run writes.
 pub const PART_PREFIX: &str = "embedflow-";
 

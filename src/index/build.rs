@@ -22,12 +22,16 @@ use crate::source::Input;
 use crate::store::Stores;
 use crate::{Error, Result};
 
-use super::files::{self, CENTROIDS, META, OFFSETS, ROWS, VECTORS};
+use super::files::{self, CENTROIDS, CODES, KEYS, META, OFFSETS, ROWS, SQ, VECTORS};
+use super::keys;
+use super::sq::Sq;
 use super::tune::Queries;
 use super::{FORMAT, IndexMeta, Ivf, RECALL_K, SourceId};
 
 /// A row that is in no list (no score: NaN, or a zero vector for cosine).
-const NO_LIST: u32 = u32::MAX;
+pub(super) const NO_LIST: u32 = u32::MAX;
+/// The default [`BuildOptions::rebuild_after`].
+pub const DEFAULT_REBUILD_AFTER: f64 = 0.2;
 /// Training rows per list.
 const TRAIN_PER_LIST: usize = 64;
 
@@ -43,6 +47,12 @@ pub struct BuildOptions {
     pub recall_queries: usize,
     pub seed: u64,
     pub progress: bool,
+    /// Build again rather than update an older index.
+    pub rebuild: bool,
+    /// Entries added and dropped by updates since the build, as a
+    /// fraction of the entries, past which a refresh builds again (the
+    /// centroids were trained on the table as it was).
+    pub rebuild_after: f64,
 }
 
 impl Default for BuildOptions {
@@ -54,6 +64,8 @@ impl Default for BuildOptions {
             recall_queries: 1000,
             seed: 0,
             progress: false,
+            rebuild: false,
+            rebuild_after: DEFAULT_REBUILD_AFTER,
         }
     }
 }
@@ -79,22 +91,7 @@ pub async fn build(
     let expected = t.input.total_rows.unwrap_or(1_000_000);
     let lists = opts.lists.unwrap_or(default_lists(expected));
     let sample = sample_pass(t, opts, lists * TRAIN_PER_LIST).await?;
-    if sample.rows > u64::from(u32::MAX - 1) {
-        return Err(Error::input(
-            t.path,
-            format!(
-                "{} rows: an index holds at most {}",
-                sample.rows,
-                u32::MAX - 1
-            ),
-        ));
-    }
-    if sample.rows_scored() == 0 {
-        return Err(Error::input(
-            t.path,
-            format!("column '{}': no vector with a score to index", t.column),
-        ));
-    }
+    sample.check(t)?;
     let lists = opts
         .lists
         .unwrap_or(default_lists(sample.rows))
@@ -116,7 +113,16 @@ pub async fn build(
     log(opts.progress, at("assigned; placing rows in their lists"));
     let built = staging_dir(stores, dir)?;
     let offsets = offsets_of(&assigned.counts);
-    place_pass(t, opts.metric, &assigned.labels, &offsets, built.path()).await?;
+    let sq = Sq::train(&sample.x, dim);
+    let keyed = place_pass(
+        t,
+        opts.metric,
+        &assigned.labels,
+        &offsets,
+        &sq,
+        built.path(),
+    )
+    .await?;
     log(opts.progress, at("placed; measuring recall"));
     let ivf = read_back(built.path(), dim, centroids, offsets)?;
     let curve = super::tune::curve(&ivf, &queries, &assigned.exact, opts.target_recall);
@@ -142,6 +148,10 @@ pub async fn build(
         seed: opts.seed,
         embedflow: env!("CARGO_PKG_VERSION").into(),
         build_seconds: started.elapsed().as_secs_f64(),
+        keys: keyed,
+        codes: true,
+        table_fingerprint: keys::table_fingerprint(stores, t.input).await,
+        update: None,
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(Error::internal)?;
     std::fs::write(built.path().join(META), json).map_err(|e| Error::output(dir, e))?;
@@ -168,8 +178,25 @@ impl Sample {
         self.at.len()
     }
 
-    fn rows_scored(&self) -> u64 {
-        self.scored
+    /// Refuses a table an index cannot hold.
+    fn check(&self, t: &Table<'_>) -> Result<()> {
+        if self.rows > u64::from(u32::MAX - 1) {
+            return Err(Error::input(
+                t.path,
+                format!(
+                    "{} rows: an index holds at most {}",
+                    self.rows,
+                    u32::MAX - 1
+                ),
+            ));
+        }
+        if self.scored == 0 {
+            return Err(Error::input(
+                t.path,
+                format!("column '{}': no vector with a score to index", t.column),
+            ));
+        }
+        Ok(())
     }
 
     /// Up to `n` rows of the sample, drawn at random, for measuring recall.
@@ -320,7 +347,7 @@ async fn assign_pass(
 }
 
 /// Each row's best-scoring centroid ([`NO_LIST`] for a row of NaN).
-fn nearest_lists(x: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {
+pub(super) fn nearest_lists(x: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {
     let n = x.len() / dim;
     let mut labels = vec![0u32; n];
     let mut scores = vec![0f32; n];
@@ -337,7 +364,7 @@ fn nearest_lists(x: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {
 }
 
 /// Entry offsets of the lists from their sizes.
-fn offsets_of(counts: &[u64]) -> Vec<u64> {
+pub(super) fn offsets_of(counts: &[u64]) -> Vec<u64> {
     let mut offsets = Vec::with_capacity(counts.len() + 1);
     offsets.push(0);
     for c in counts {
@@ -348,7 +375,7 @@ fn offsets_of(counts: &[u64]) -> Vec<u64> {
 
 /// A folder to build in: beside `dir` when it is on this disk (so that
 /// publishing renames), else under the system's temporary folder.
-fn staging_dir(stores: &Stores, dir: &str) -> Result<tempfile::TempDir> {
+pub(super) fn staging_dir(stores: &Stores, dir: &str) -> Result<tempfile::TempDir> {
     let loc = stores.resolve(dir)?;
     let made = match loc.local.as_ref().and_then(|p| p.parent()) {
         Some(parent) => {
@@ -364,52 +391,32 @@ fn staging_dir(stores: &Stores, dir: &str) -> Result<tempfile::TempDir> {
     made.map_err(|e| Error::output(dir, format!("cannot make a folder to build in: {e}")))
 }
 
-/// Pass 3: each row's vector (and its position) at its place in its list.
+/// Pass 3: each row's vector, its int8 code and its position at its place
+/// in its list; its key too where the table has keys. Returns whether it
+/// has.
 async fn place_pass(
     t: &Table<'_>,
     metric: Similarity,
     labels: &[u32],
     offsets: &[u64],
+    sq: &Sq,
     built: &Path,
-) -> Result<()> {
-    let dim = t.dim;
-    let entries = *offsets.last().unwrap_or(&0);
-    let vectors =
-        std::fs::File::create(built.join(VECTORS)).map_err(|e| Error::output(t.path, e))?;
-    vectors
-        .set_len(entries * dim as u64 * 4)
-        .map_err(|e| Error::output(t.path, e))?;
-    let vectors = Arc::new(vectors);
-    let mut next: Vec<u64> = offsets[..offsets.len() - 1].to_vec();
-    let mut rows = vec![0u32; entries as usize];
+) -> Result<bool> {
+    let key_cols = keys::key_columns(&t.input.schema);
+    let mut columns = vec![t.column.to_string()];
+    columns.extend(key_cols.iter().flatten().cloned());
+    let mut placer = Placer::create(t, offsets, sq, built)?;
     let mut at = 0usize;
-    let mut rx = read(t.input, &[t.column.to_string()]);
+    let mut rx = read(t.input, &columns);
     while let Some(sb) = rx.recv().await {
         crate::cancel::check()?;
-        let mut v = batch_vectors(&sb?, 0, dim, t.column)?;
-        let n = v.len() / dim;
-        // Where each of the batch's rows goes.
-        let mut places = Vec::with_capacity(n);
-        for (j, &l) in labels[at..at + n].iter().enumerate() {
-            if l != NO_LIST {
-                let e = next[l as usize];
-                next[l as usize] += 1;
-                rows[e as usize] = (at + j) as u32;
-                places.push((j, e));
-            }
-        }
+        let sb = sb?;
+        let v = batch_vectors(&sb, 0, t.dim, t.column)?;
+        let batch_keys = keys::batch_keys(&sb.batch.columns()[1..]);
+        let n = v.len() / t.dim;
+        let places = placer.places(&labels[at..at + n], at, &batch_keys);
         at += n;
-        let f = Arc::clone(&vectors);
-        spawn_cpu(move || {
-            neighbors::prepare(&mut v, dim, metric);
-            for (j, e) in places {
-                let bytes: &[u8] = bytemuck::cast_slice(&v[j * dim..(j + 1) * dim]);
-                f.write_all_at(bytes, e * dim as u64 * 4)
-                    .map_err(|e| Error::output("the index's vectors", e))?;
-            }
-            Ok(())
-        })
-        .await?;
+        placer.write(v, places, metric).await?;
     }
     if at != labels.len() {
         return Err(Error::input(
@@ -420,10 +427,115 @@ async fn place_pass(
             ),
         ));
     }
-    std::fs::write(built.join(ROWS), bytemuck::cast_slice::<u32, u8>(&rows))
-        .map_err(|e| Error::output(t.path, e))?;
-    vectors.sync_all().map_err(|e| Error::output(t.path, e))?;
-    Ok(())
+    placer.finish(built, key_cols.is_some())?;
+    Ok(key_cols.is_some())
+}
+
+/// Pass 3's files, written at each entry's place.
+struct Placer {
+    vectors: Arc<std::fs::File>,
+    codes: Arc<std::fs::File>,
+    sq: Arc<Sq>,
+    dim: usize,
+    /// Each list's next free entry.
+    next: Vec<u64>,
+    rows: Vec<u32>,
+    keys: Vec<u128>,
+}
+
+impl Placer {
+    fn create(t: &Table<'_>, offsets: &[u64], sq: &Sq, built: &Path) -> Result<Placer> {
+        let entries = *offsets.last().unwrap_or(&0);
+        let sized = |name: &str, len: u64| {
+            let f = std::fs::File::create(built.join(name))?;
+            f.set_len(len)?;
+            Ok(Arc::new(f))
+        };
+        let io = |e: std::io::Error| Error::output(t.path, e);
+        Ok(Placer {
+            vectors: sized(VECTORS, entries * t.dim as u64 * 4).map_err(io)?,
+            codes: sized(CODES, entries * t.dim as u64).map_err(io)?,
+            sq: Arc::new(sq.clone()),
+            dim: t.dim,
+            next: offsets[..offsets.len() - 1].to_vec(),
+            rows: vec![0u32; entries as usize],
+            keys: vec![keys::NO_KEY; entries as usize],
+        })
+    }
+
+    /// Where each row of a batch goes (batch row, entry), its position
+    /// and key noted.
+    fn places(&mut self, labels: &[u32], first: usize, keys: &[u128]) -> Vec<(usize, u64)> {
+        let mut places = Vec::with_capacity(labels.len());
+        for (j, &l) in labels.iter().enumerate() {
+            if l != NO_LIST {
+                let e = self.next[l as usize];
+                self.next[l as usize] += 1;
+                self.rows[e as usize] = (first + j) as u32;
+                if let Some(&k) = keys.get(j) {
+                    self.keys[e as usize] = k;
+                }
+                places.push((j, e));
+            }
+        }
+        places
+    }
+
+    /// Writes a batch's vectors (prepared for the metric) and codes at
+    /// their places.
+    async fn write(
+        &self,
+        mut v: Vec<f32>,
+        places: Vec<(usize, u64)>,
+        metric: Similarity,
+    ) -> Result<()> {
+        let (vectors, codes, sq, dim) = (
+            Arc::clone(&self.vectors),
+            Arc::clone(&self.codes),
+            Arc::clone(&self.sq),
+            self.dim,
+        );
+        spawn_cpu(move || {
+            let bad = |e| Error::output("the index's files", e);
+            neighbors::prepare(&mut v, dim, metric);
+            let mut code = Vec::with_capacity(dim);
+            for (j, e) in places {
+                let row = &v[j * dim..(j + 1) * dim];
+                vectors
+                    .write_all_at(bytemuck::cast_slice(row), e * dim as u64 * 4)
+                    .map_err(bad)?;
+                code.clear();
+                sq.encode(row, &mut code);
+                codes.write_all_at(&code, e * dim as u64).map_err(bad)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Writes the positions (and keys) and syncs the files.
+    fn finish(self, built: &Path, keyed: bool) -> Result<()> {
+        let io = |e: std::io::Error| Error::output(built.display().to_string(), e);
+        std::fs::write(
+            built.join(ROWS),
+            bytemuck::cast_slice::<u32, u8>(&self.rows),
+        )
+        .map_err(io)?;
+        if keyed {
+            std::fs::write(
+                built.join(KEYS),
+                bytemuck::cast_slice::<u128, u8>(&self.keys),
+            )
+            .map_err(io)?;
+        }
+        std::fs::write(
+            built.join(SQ),
+            bytemuck::cast_slice::<f32, u8>(&self.sq.to_floats()),
+        )
+        .map_err(io)?;
+        self.vectors.sync_all().map_err(io)?;
+        self.codes.sync_all().map_err(io)
+    }
 }
 
 /// The index just placed, in memory (its centroids and offsets written

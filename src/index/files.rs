@@ -1,9 +1,12 @@
 //! An index folder on disk or S3: `index.json` (written last: a folder
-//! without it is no index), and four little-endian arrays —
-//! `centroids.f32` (lists × dim), `offsets.u64` (lists + 1 entry
-//! offsets), `vectors.f32` (entries × dim, list after list) and
-//! `rows.u32` (each entry's row position). numpy reads each with
-//! `np.fromfile(path, dtype="<f4")` (or `<u8`, `<u4`).
+//! without it is no index), and little-endian arrays — `centroids.f32`
+//! (lists × dim), `offsets.u64` (lists + 1 entry offsets), `vectors.f32`
+//! (entries × dim, list after list), `rows.u32` (each entry's row
+//! position), `codes.u8` (each entry's int8 code, entries × dim) with
+//! `sq.f32` (the codes' ranges: dim lows, dim steps), and, for a table
+//! written by embedflow, `keys.u128` (each entry's key, for updates).
+//! numpy reads each with `np.fromfile(path, dtype="<f4")` (or `<u8`,
+//! `<u4`, `u1`).
 
 // The arrays are the machine's own floats and integers, written and read
 // as bytes: little-endian machines only.
@@ -26,6 +29,12 @@ pub(super) const CENTROIDS: &str = "centroids.f32";
 pub(super) const OFFSETS: &str = "offsets.u64";
 pub const VECTORS: &str = "vectors.f32";
 pub const ROWS: &str = "rows.u32";
+/// Each entry's int8 code (entries × dim bytes) and the codes' ranges
+/// (see [`super::sq`]).
+pub const CODES: &str = "codes.u8";
+pub(super) const SQ: &str = "sq.f32";
+/// Each entry's key (see [`super::keys`]), where the table has them.
+pub(super) const KEYS: &str = "keys.u128";
 
 /// Where the index of `path` lives unless told: a Delta table's under its
 /// `_embedflow/index/v<version>` folder (the version it indexes); files'
@@ -115,7 +124,14 @@ pub async fn load_head(
             "a corrupt index: its list offsets do not cover its entries in order",
         ));
     }
-    for (name, len) in [(VECTORS, entries * dim as u64 * 4), (ROWS, entries * 4)] {
+    let mut sized = vec![(VECTORS, entries * dim as u64 * 4), (ROWS, entries * 4)];
+    if meta.keys {
+        sized.push((KEYS, entries * 16));
+    }
+    if meta.codes {
+        sized.push((CODES, entries * dim as u64));
+    }
+    for (name, len) in sized {
         let loc = stores.resolve(&child(dir, name))?;
         let head = loc
             .store
@@ -135,8 +151,23 @@ pub async fn load_head(
     Ok((centroids, offsets))
 }
 
+/// The ranges of the index's int8 codes, where it has them.
+pub async fn load_sq(stores: &Stores, dir: &str, meta: &IndexMeta) -> Result<Option<super::Sq>> {
+    if !meta.codes {
+        return Ok(None);
+    }
+    let floats: Vec<f32> =
+        bytemuck::pod_collect_to_vec(&array(stores, dir, SQ, meta.dim * 8).await?);
+    Ok(Some(super::Sq::from_floats(&floats)))
+}
+
 /// A file of the index, which must have `len` bytes.
-async fn array(stores: &Stores, dir: &str, name: &str, len: usize) -> Result<bytes::Bytes> {
+pub(super) async fn array(
+    stores: &Stores,
+    dir: &str,
+    name: &str,
+    len: usize,
+) -> Result<bytes::Bytes> {
     let loc = stores.resolve(&child(dir, name))?;
     let bytes = loc
         .store
@@ -181,7 +212,10 @@ pub(super) async fn publish(stores: &Stores, built: &Path, dir: &str) -> Result<
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(Error::output(&meta_loc.display, e)),
     }
-    for name in [CENTROIDS, OFFSETS, VECTORS, ROWS, META] {
+    for name in [CENTROIDS, OFFSETS, VECTORS, ROWS, KEYS, CODES, SQ, META] {
+        if name != META && !built.join(name).exists() {
+            continue;
+        }
         let to = stores.resolve(&child(dir, name))?;
         put_file(&built.join(name), &to).await?;
     }

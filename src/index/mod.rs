@@ -12,25 +12,39 @@
 //! a sample of rows for growing `nprobe` and keeps the smallest that
 //! reaches the target as the index's default ([`tune`]).
 //!
+//! Each list also holds its vectors' int8 codes ([`sq`]): a search that
+//! reads lists from storage (SQL top-k) ranks by the codes, a quarter of
+//! the bytes, and re-scores the best candidates from their float vectors.
+//!
 //! On disk, a folder ([`files`]): `index.json` (what was indexed, from
-//! which table version or file, how, and the measured recall curve),
-//! `centroids.npy`, `vectors.f32` and `rows.u32`. It lives with its table
-//! (see [`default_dir`]) and names what it indexed, so that an index of
-//! another table, another version or another file is never used silently.
+//! which table version or file, how, and the measured recall curve) and
+//! its arrays. It lives with its table (see [`default_dir`]) and names
+//! what it indexed, so that an index of another table, another version or
+//! another file is never used silently. A newer version of a Delta table
+//! written by embedflow is indexed by updating the older index ([`update`]:
+//! rows matched by content hash, new ones put in their lists) until too
+//! much has changed since the build.
 
 mod build;
 mod files;
+mod keys;
 mod search;
+mod sq;
 mod tune;
+mod update;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::neighbors::Similarity;
 use crate::source::Input;
 
-pub use build::{BuildOptions, Table, build, default_lists};
-pub use files::{ROWS, VECTORS, child, default_dir, dir_for, load, load_head, read_meta};
+pub use build::{BuildOptions, DEFAULT_REBUILD_AFTER, Table, build, default_lists};
+pub use files::{
+    CODES, ROWS, VECTORS, child, default_dir, dir_for, load, load_head, load_sq, read_meta,
+};
 pub use search::{Ivf, best_lists, recall, score_list};
+pub use sq::{Sq, SqQuery};
+pub use update::{Refreshed, refresh};
 
 /// The on-disk format this build writes and reads.
 pub const FORMAT: u32 = 1;
@@ -78,6 +92,39 @@ pub struct IndexMeta {
     pub seed: u64,
     pub embedflow: String,
     pub build_seconds: f64,
+    /// `keys.u128` holds each entry's key ([`keys`]): the index can be
+    /// updated to a newer version of its table.
+    #[serde(default)]
+    pub keys: bool,
+    /// `codes.u8` and `sq.f32` hold each entry's int8 code ([`sq`]):
+    /// searches that read lists from storage read those.
+    #[serde(default)]
+    pub codes: bool,
+    /// The output fingerprint of the Delta table version indexed (what
+    /// its vectors were made with); an update needs the new version's to
+    /// be the same.
+    #[serde(default)]
+    pub table_fingerprint: Option<String>,
+    /// Set when this index was updated from an older one, not built.
+    #[serde(default)]
+    pub update: Option<UpdateInfo>,
+}
+
+/// How an index was brought up to date from an older one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UpdateInfo {
+    /// The Delta version (or files) the older index indexed.
+    pub from: String,
+    /// Entries kept, added (new and changed rows) and dropped (deleted
+    /// and changed rows).
+    pub kept: u64,
+    pub added: u64,
+    pub dropped: u64,
+    /// Entries added and dropped since the index was last built, all
+    /// updates together: past `rebuild_after` of the entries, the next
+    /// refresh builds it again.
+    pub changed_since_build: u64,
+    pub seconds: f64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -129,6 +176,14 @@ impl SourceId {
             path: path.to_string(),
             delta_version: input.table.as_ref().map(|t| t.version),
             files,
+        }
+    }
+
+    /// The version or files indexed, in words.
+    pub fn version_name(&self) -> String {
+        match self.delta_version {
+            Some(v) => format!("version {v}"),
+            None => format!("{} file(s) as they were", self.files.len()),
         }
     }
 
@@ -209,6 +264,10 @@ impl IndexMeta {
             seed: 0,
             embedflow: String::new(),
             build_seconds: 0.0,
+            keys: false,
+            codes: false,
+            table_fingerprint: None,
+            update: None,
         }
     }
 }

@@ -7,7 +7,8 @@ mod sections;
 mod spec;
 
 pub use plan::{
-    ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OnError, OutputPlan, TopicsPlan,
+    ChunkPlan, ClusterPlan, EmbedPlan, IndexPlan, InputPlan, JobPlan, OnEmpty, OnError, OutputPlan,
+    TopicsPlan,
 };
 pub use sections::cluster_sections;
 pub use spec::apply_set;

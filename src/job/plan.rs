@@ -27,6 +27,14 @@ pub struct JobPlan {
     pub shard: ShardSection,
     /// `[report]`: an HTML report of the output, written at the end.
     pub report: Option<ReportPlan>,
+    /// `[index]`: the output's ANN index, kept current after each run.
+    pub index: Option<IndexPlan>,
+}
+
+/// `[index]`: how the output's index is built (see `embedflow index`).
+#[derive(Clone, Debug)]
+pub struct IndexPlan {
+    pub build: crate::index::BuildOptions,
 }
 
 /// `[report]`: where the run's HTML report goes, and its map's sample.

@@ -4,7 +4,7 @@
 //! never returned early, so that a job file's every mistake is said at once.
 
 use super::plan::{
-    ChunkPlan, ClusterPlan, EmbedPlan, InputPlan, JobPlan, OnEmpty, OnError, OutputPlan,
+    ChunkPlan, ClusterPlan, EmbedPlan, IndexPlan, InputPlan, JobPlan, OnEmpty, OnError, OutputPlan,
     ReportPlan, ShardSection, TopicsPlan,
 };
 use super::spec::{Problems, Section};
@@ -565,6 +565,7 @@ pub(super) fn read_s3(root: &mut Section, p: &mut Problems) -> S3Options {
 pub(super) struct Later<'a> {
     pub has_cluster: bool,
     pub report: Option<&'a ReportPlan>,
+    pub has_index: bool,
     /// `[shard] count` is set.
     pub sharded: bool,
 }
@@ -582,8 +583,12 @@ pub(super) fn cross_section(
     let Later {
         has_cluster,
         report,
+        has_index,
         sharded,
     } = later;
+    if has_index && sharded {
+        p.push("[index]: not built by a sharded run (no shard sees the whole table); run `embedflow index` on the table after `embedflow commit`");
+    }
     let (in_path, model_path, columns) = (&input.path, &model.path, &input.columns);
     let (out_path, documents_path) = (&output.path, &output.plan.documents_path);
     if output.plan.format == OutputKind::Delta {
@@ -661,6 +666,7 @@ impl JobPlan {
         let cluster = read_cluster(&mut root, &mut p);
         let topics = read_topics(&mut root, cluster.is_some(), &mut p);
         let report = read_report(&mut root, &mut p);
+        let index = read_index(&mut root, &mut p);
         if images && topics.as_ref().is_some_and(|t| t.labels.is_empty()) {
             p.push("[topics]: an image job's topics are zero-shot labels (topics.labels); keyword topics are made of texts");
         }
@@ -670,6 +676,7 @@ impl JobPlan {
         let later = Later {
             has_cluster: cluster.is_some(),
             report: report.as_ref(),
+            has_index: index.is_some(),
             sharded: shard.count.is_some(),
         };
         cross_section(&input, &model, &chunking, &output, later, &mut p);
@@ -717,6 +724,7 @@ impl JobPlan {
             topics,
             shard,
             report,
+            index,
         })
     }
 }
@@ -785,6 +793,35 @@ fn read_report(root: &mut Section, p: &mut Problems) -> Option<ReportPlan> {
     };
     s.finish(p);
     report
+}
+
+/// `[index]`, or `None` when the section is absent: `embedflow index`'s
+/// flags.
+fn read_index(root: &mut Section, p: &mut Problems) -> Option<IndexPlan> {
+    let mut s = root.table("index", p);
+    let index = if s.is_present() {
+        let d = crate::index::BuildOptions::default();
+        Some(IndexPlan {
+            build: crate::index::BuildOptions {
+                lists: s.count("lists", 1, p),
+                metric: s.value("metric", p).unwrap_or(d.metric),
+                target_recall: s
+                    .number("target_recall", 0.0..=1.0, p)
+                    .unwrap_or(d.target_recall),
+                recall_queries: s.count("recall_queries", 1, p).unwrap_or(d.recall_queries),
+                seed: s.count("seed", 0, p).unwrap_or(0) as u64,
+                progress: false,
+                rebuild: false,
+                rebuild_after: s
+                    .number("rebuild_after", 0.0..=1.0, p)
+                    .unwrap_or(d.rebuild_after),
+            },
+        })
+    } else {
+        None
+    };
+    s.finish(p);
+    index
 }
 
 /// `[topics]`, or `None` when the section is absent.

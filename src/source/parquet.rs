@@ -8,11 +8,11 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -107,12 +107,21 @@ impl AsyncFileReader for ObjectReader {
 pub(crate) async fn builder(
     file: &FileEntry,
 ) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
+    builder_with(file, ArrowReaderOptions::new()).await
+}
+
+/// [`builder`] with reader options (the page index, for reading a few
+/// rows: only their pages are then read and decoded).
+async fn builder_with(
+    file: &FileEntry,
+    options: ArrowReaderOptions,
+) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
     let reader = ObjectReader {
         store: Arc::clone(&file.location.store),
         location: file.location.clone(),
         size: file.size,
     };
-    ParquetRecordBatchStreamBuilder::new(reader)
+    ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
         .await
         .map_err(|e| match store_failure(&e) {
             Some(m) => Error::input(&file.location, m),
@@ -160,6 +169,81 @@ pub async fn row_group_sizes(file: &FileEntry) -> Result<Vec<u64>> {
         .iter()
         .map(|g| g.num_rows().max(0) as u64)
         .collect())
+}
+
+/// Rows of a Parquet file.
+pub(crate) async fn file_rows(file: &FileEntry) -> Result<u64> {
+    let b = builder(file).await?;
+    Ok(b.metadata().file_metadata().num_rows() as u64)
+}
+
+/// The rows `rows` (sorted, within the file) of a Parquet file of
+/// `total` rows, as batches of `schema`'s columns.
+pub(crate) async fn rows_at(
+    file: &FileEntry,
+    rows: &[usize],
+    total: usize,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let bad = |e: &dyn std::fmt::Display| Error::input(&file.location.display, e.to_string());
+    let b = builder_with(
+        file,
+        ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional),
+    )
+    .await?;
+    let file_schema = Arc::clone(b.schema());
+    let roots: Vec<usize> = schema
+        .fields()
+        .iter()
+        .map(|f| file_schema.index_of(f.name()).map_err(|e| bad(&e)))
+        .collect::<Result<_>>()?;
+    let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+    let stream = b
+        .with_projection(mask)
+        .with_row_selection(selection(rows, total))
+        .build()
+        .map_err(|e| bad(&e))?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| bad(&e))?;
+    batches.into_iter().map(|b| as_schema(b, schema)).collect()
+}
+
+/// A selection of the sorted `rows` of `total`.
+fn selection(rows: &[usize], total: usize) -> RowSelection {
+    let mut sel = Vec::new();
+    let mut at = 0;
+    for &r in rows {
+        if r > at {
+            sel.push(RowSelector::skip(r - at));
+        }
+        if r >= at {
+            sel.push(RowSelector::select(1));
+            at = r + 1;
+        }
+    }
+    if total > at {
+        sel.push(RowSelector::skip(total - at));
+    }
+    sel.into()
+}
+
+/// A batch of a file's columns as the table's schema has them.
+fn as_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = batch
+                .column_by_name(f.name())
+                .ok_or_else(|| Error::internal(format!("column {} not read", f.name())))?;
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type()).map_err(Error::internal)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(Error::internal)
 }
 
 /// The first file's schema, and the sum of every file's row count from the

@@ -36,10 +36,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use datafusion::scalar::ScalarValue;
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::cluster::neighbors::{Similarity, TopK};
 use crate::index::{self, IndexMeta};
@@ -71,6 +68,10 @@ pub struct TableIndex {
     offsets: Vec<u64>,
     vectors: Location,
     rows: Location,
+    /// The int8 codes and their ranges, where the index has them: lists
+    /// are then read as codes (a quarter of the bytes) and the best
+    /// candidates re-scored from their float vectors.
+    codes: Option<(Location, index::Sq)>,
     /// Each file of the table and its first row's position.
     files: Vec<(crate::store::FileEntry, u64)>,
     total_rows: u64,
@@ -113,7 +114,7 @@ impl TableIndex {
         let mut first = 0u64;
         for f in &input.files {
             files.push((f.clone(), first));
-            first += parquet_rows(f).await?;
+            first += crate::source::parquet::file_rows(f).await?;
         }
         if first != meta.rows {
             return Err(Error::input(
@@ -121,7 +122,12 @@ impl TableIndex {
                 format!("{first} rows, its index {} says {}", dir, meta.rows),
             ));
         }
+        let codes = match index::load_sq(stores, &dir, &meta).await? {
+            Some(sq) => Some((stores.resolve(&index::child(&dir, index::CODES))?, sq)),
+            None => None,
+        };
         Ok(Some(TableIndex {
+            codes,
             vectors: stores.resolve(&index::child(&dir, index::VECTORS))?,
             rows: stores.resolve(&index::child(&dir, index::ROWS))?,
             dir,
@@ -154,31 +160,52 @@ impl TableIndex {
             .collect()
     }
 
-    /// The vectors and row positions of `list`, read from the index.
-    async fn read_list(&self, list: usize) -> Result<(Vec<f32>, Vec<u32>)> {
+    /// The vectors (or codes) and row positions of `list`, read from the
+    /// index.
+    async fn read_list(&self, list: usize) -> Result<(ListData, Vec<u32>)> {
         let (a, b) = (self.offsets[list], self.offsets[list + 1]);
         let d = self.meta.dim as u64;
-        let get = |loc: &Location, range: std::ops::Range<u64>| {
-            let (store, path, shown) = (
-                Arc::clone(&loc.store),
-                loc.path.clone(),
-                loc.display.clone(),
-            );
-            async move {
-                store
-                    .get_range(&path, range)
-                    .await
-                    .map_err(|e| Error::input(shown, format!("a list of the index: {e}")))
+        let (data, r) = match &self.codes {
+            Some((codes, _)) => {
+                let (c, r) =
+                    futures::try_join!(get(codes, a * d..b * d), get(&self.rows, a * 4..b * 4))?;
+                (ListData::Codes(c.to_vec()), r)
+            }
+            None => {
+                let (v, r) = futures::try_join!(
+                    get(&self.vectors, a * d * 4..b * d * 4),
+                    get(&self.rows, a * 4..b * 4)
+                )?;
+                (ListData::Floats(bytemuck::pod_collect_to_vec(&v)), r)
             }
         };
-        let (v, r) = futures::try_join!(
-            get(&self.vectors, a * d * 4..b * d * 4),
-            get(&self.rows, a * 4..b * 4)
-        )?;
-        Ok((
-            bytemuck::pod_collect_to_vec(&v),
-            bytemuck::pod_collect_to_vec(&r),
-        ))
+        Ok((data, bytemuck::pod_collect_to_vec(&r)))
+    }
+
+    /// The exact scores of `entries` for `q`, their float vectors read
+    /// from the index side by side.
+    async fn exact_scores(&self, q: &[f32], entries: &[u32]) -> Result<Vec<f32>> {
+        let d = self.meta.dim as u64;
+        let read = entries.iter().map(|&e| {
+            let e = u64::from(e);
+            get(&self.vectors, e * d * 4..(e + 1) * d * 4)
+        });
+        let vectors = futures::future::try_join_all(read).await?;
+        Ok(vectors
+            .iter()
+            .map(|v| {
+                let v: Vec<f32> = bytemuck::pod_collect_to_vec(v);
+                v.iter().zip(q).map(|(a, b)| a * b).sum()
+            })
+            .collect())
+    }
+
+    /// The row position of an entry of a list read.
+    fn row_of(&self, entry: u32, read: &HashMap<usize, (ListData, Vec<u32>)>) -> Option<u32> {
+        let e = u64::from(entry);
+        let list = self.offsets.partition_point(|&o| o <= e).checked_sub(1)?;
+        let (_, rows) = read.get(&list)?;
+        rows.get((e - self.offsets[list]) as usize).copied()
     }
 
     /// The rows at `positions`, their `columns` (of `schema`), read from
@@ -195,81 +222,31 @@ impl TableIndex {
                 .map(|&p| (p - first) as usize)
                 .collect();
             if !mine.is_empty() {
-                out.extend(read_rows(file, &mine, (end - first) as usize, schema).await?);
+                out.extend(
+                    crate::source::parquet::rows_at(file, &mine, (end - first) as usize, schema)
+                        .await?,
+                );
             }
         }
         Ok(out)
     }
 }
 
-/// Rows of a Parquet file.
-async fn parquet_rows(file: &crate::store::FileEntry) -> Result<u64> {
-    let b = crate::source::parquet::builder(file).await?;
-    Ok(b.metadata().file_metadata().num_rows() as u64)
+/// A list as read: its float vectors, or its int8 codes.
+enum ListData {
+    Floats(Vec<f32>),
+    Codes(Vec<u8>),
 }
 
-/// The rows `rows` (sorted, within the file) of a Parquet file of
-/// `total` rows, as batches of `schema`'s columns.
-async fn read_rows(
-    file: &crate::store::FileEntry,
-    rows: &[usize],
-    total: usize,
-    schema: &SchemaRef,
-) -> Result<Vec<RecordBatch>> {
-    let bad = |e: &dyn std::fmt::Display| Error::input(&file.location.display, e.to_string());
-    let b = crate::source::parquet::builder(file).await?;
-    let file_schema = Arc::clone(b.schema());
-    let roots: Vec<usize> = schema
-        .fields()
-        .iter()
-        .map(|f| file_schema.index_of(f.name()).map_err(|e| bad(&e)))
-        .collect::<Result<_>>()?;
-    let mask = ProjectionMask::roots(b.parquet_schema(), roots);
-    let stream = b
-        .with_projection(mask)
-        .with_row_selection(selection(rows, total))
-        .build()
-        .map_err(|e| bad(&e))?;
-    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| bad(&e))?;
-    batches.into_iter().map(|b| conform(b, schema)).collect()
-}
+/// Candidates ranked by int8 codes for each row wanted, re-scored exactly.
+const RERANK: usize = 4;
 
-/// A selection of the sorted `rows` of `total`.
-fn selection(rows: &[usize], total: usize) -> RowSelection {
-    let mut sel = Vec::new();
-    let mut at = 0;
-    for &r in rows {
-        if r > at {
-            sel.push(RowSelector::skip(r - at));
-        }
-        if r >= at {
-            sel.push(RowSelector::select(1));
-            at = r + 1;
-        }
-    }
-    if total > at {
-        sel.push(RowSelector::skip(total - at));
-    }
-    sel.into()
-}
-
-/// A batch of a file's columns as the table's schema has them.
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let c = batch
-                .column_by_name(f.name())
-                .ok_or_else(|| Error::internal(format!("column {} not read", f.name())))?;
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                arrow::compute::cast(c, f.data_type()).map_err(Error::internal)
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    RecordBatch::try_new(Arc::clone(schema), columns).map_err(Error::internal)
+/// A byte range of an index file.
+async fn get(loc: &Location, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+    loc.store
+        .get_range(&loc.path, range)
+        .await
+        .map_err(|e| Error::input(&loc.display, format!("a list of the index: {e}")))
 }
 
 /// A table with an index: scans as the table does.
@@ -521,11 +498,16 @@ impl TableProvider for CandidateScan {
         Ok(Arc::new(IndexScanExec {
             inner,
             shown: format!(
-                "IndexScanExec: {} via {} ({} lists, nprobe {}), {found}",
+                "IndexScanExec: {} via {} ({} lists, nprobe {}{}), {found}",
                 self.table_name,
                 self.table.dir,
                 self.table.lists(),
-                found.nprobe
+                found.nprobe,
+                if self.table.codes.is_some() {
+                    ", ranked by int8 codes, re-scored exactly"
+                } else {
+                    ""
+                }
             ),
         }))
     }
@@ -581,7 +563,7 @@ impl CandidateScan {
         } else {
             self.k * 4
         };
-        let mut read: HashMap<usize, (Vec<f32>, Vec<u32>)> = HashMap::new();
+        let mut read: HashMap<usize, (ListData, Vec<u32>)> = HashMap::new();
         loop {
             let probed = self.table.probe(&self.query, nprobe);
             // The lists not read yet, read side by side.
@@ -593,7 +575,7 @@ impl CandidateScan {
             let lists =
                 futures::future::try_join_all(missing.iter().map(|&l| self.table.read_list(l)));
             read.extend(missing.iter().copied().zip(lists.await?));
-            let (best, available) = self.best(&probed, &read, want);
+            let (best, available) = self.best(&probed, &read, want).await?;
             tracing::debug!(
                 nprobe,
                 rows_scored = available,
@@ -619,28 +601,65 @@ impl CandidateScan {
         }
     }
 
-    /// The `want` best rows of the probed lists, and how many they hold.
-    fn best(
+    /// The `want` best rows of the probed lists, and how many they hold:
+    /// by their float vectors, or ranked by their codes and the best
+    /// [`RERANK`] × `want` re-scored exactly.
+    async fn best(
         &self,
         probed: &[usize],
-        read: &HashMap<usize, (Vec<f32>, Vec<u32>)>,
+        read: &HashMap<usize, (ListData, Vec<u32>)>,
         want: usize,
-    ) -> (Vec<u32>, usize) {
+    ) -> Result<(Vec<u32>, usize)> {
         let d = self.table.meta.dim;
-        let mut top = TopK::new(want);
+        let sq = self
+            .table
+            .codes
+            .as_ref()
+            .map(|(_, sq)| sq.query(&self.query));
+        let mut top = TopK::new(if sq.is_some() { want * RERANK } else { want });
         let mut available = 0;
         let mut scores = Vec::new();
-        for l in probed {
-            let (vectors, rows) = &read[l];
+        for &l in probed {
+            let (data, rows) = &read[&l];
             available += rows.len();
-            index::score_list(&self.query, vectors, rows, d, &mut scores, |_, s, r| {
-                top.offer(s, r)
-            });
+            let first = self.table.offsets[l] as u32;
+            let entries: Vec<u32> = (first..first + rows.len() as u32).collect();
+            match (data, &sq) {
+                (ListData::Codes(codes), Some(q)) => {
+                    q.score(codes, &mut scores);
+                    for (&s, &e) in scores.iter().zip(&entries) {
+                        if s.is_finite() {
+                            top.offer(s, e);
+                        }
+                    }
+                }
+                (ListData::Floats(vectors), _) => {
+                    index::score_list(&self.query, vectors, &entries, d, &mut scores, |_, s, e| {
+                        top.offer(s, e)
+                    });
+                }
+                (ListData::Codes(_), None) => {
+                    return Err(Error::internal("codes read without their ranges"));
+                }
+            }
         }
-        (
-            top.into_sorted().into_iter().map(|(r, _)| r).collect(),
-            available,
-        )
+        let ranked: Vec<u32> = top.into_sorted().into_iter().map(|(e, _)| e).collect();
+        let entries = if sq.is_some() {
+            let exact = self.table.exact_scores(&self.query, &ranked).await?;
+            let mut best = TopK::new(want);
+            for (&e, s) in ranked.iter().zip(exact) {
+                best.offer(s, e);
+            }
+            best.into_sorted().into_iter().map(|(e, _)| e).collect()
+        } else {
+            ranked
+        };
+        let rows = entries
+            .iter()
+            .map(|&e| self.table.row_of(e, read))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| Error::internal("a candidate outside the lists read"))?;
+        Ok((rows, available))
     }
 }
 

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 /// The table property holding the output fingerprint of the run that wrote
 /// the version: an incremental run copies rows only from a table whose
 /// fingerprint is its own.
-pub(crate) const FINGERPRINT: &str = "embedflow.fingerprint";
+pub(crate) const FINGERPRINT: &str = crate::delta::FINGERPRINT;
 
 /// Lineage keys that do not change the vectors (where and how they ran).
 const EXECUTION_KEYS: [&str; 4] = [
