@@ -226,6 +226,10 @@ pub struct NeighborsOpts {
     /// Score every pair, even where the table has an index.
     #[arg(long)]
     pub exact: bool,
+    /// Fail (rather than search exactly) when the table has no index that
+    /// fits it as it is now, e.g. one of an older version.
+    #[arg(long, conflicts_with_all = ["exact", "index"])]
+    pub require_index: bool,
     /// Fail if the output exists instead of replacing it.
     #[arg(long)]
     pub no_overwrite: bool,

@@ -229,6 +229,53 @@ fn an_index_that_does_not_fit_is_never_used_silently() {
         "{}",
         stderr(&o)
     );
+    // Found with the table: said with what it covers, and the exact
+    // search runs; required, refused (neighbors and SQL alike).
+    let o = embedflow(d, &["neighbors", "table", "v1_auto.parquet"]);
+    assert_code(&o, 0);
+    let note = "the index at table/_embedflow/index/v0 covers version 0 of the table (2000 rows), which is at version 1 now";
+    assert!(stderr(&o).contains(note), "{}", stderr(&o));
+    let (_, kv) = read_parquet(&d.join("v1_auto.parquet"));
+    assert_eq!(meta(&kv, "embedflow.neighbors.index"), "exact");
+    let o = embedflow(
+        d,
+        &["neighbors", "table", "v1_req.parquet", "--require-index"],
+    );
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains(note), "{}", stderr(&o));
+    assert!(!d.join("v1_req.parquet").exists());
+    let q =
+        "SELECT tweet_id FROM t ORDER BY cosine_similarity(embedding, embed('flu')) DESC LIMIT 3";
+    let (ids, err) = sql_ids(d, "t=table", q);
+    assert_eq!(ids.len(), 3);
+    assert!(err.contains(note), "{err}");
+    let o = sql(
+        d,
+        "t=table",
+        &format!("SET embedflow.require_index = true; {q}"),
+    );
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("embedflow.require_index: no index answers this top-k over t: the index at table/_embedflow/index/v0 covers version 0"),
+        "{}",
+        stderr(&o)
+    );
+    // `embedflow index` brings it up to date (a full run rewrote every
+    // row: all matched by key), and then it answers.
+    let o = embedflow(d, &["index", "table", "--lists", "20"]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("2000 entries kept, 0 added, 0 dropped"),
+        "{}",
+        stdout(&o)
+    );
+    let (ids, _) = sql_ids(
+        d,
+        "t=table",
+        &format!("SET embedflow.require_index = true; {q}"),
+    );
+    assert_eq!(ids.len(), 3);
+
     // Parquet: a file rewritten since its index was built.
     embed_tweets(d, "t.parquet", "");
     assert_code(&embedflow(d, &["index", "t.parquet", "--lists", "10"]), 0);

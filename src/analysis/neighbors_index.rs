@@ -40,20 +40,31 @@ pub(super) async fn choose(
     let (dir, named) = match &job.index {
         IndexUse::Exact => return Ok(None),
         IndexUse::At(d) => (d.clone(), true),
-        IndexUse::Auto => match index::default_dir(&job.input, input) {
-            Ok(d) => (d, false),
-            Err(_) => return Ok(None),
+        IndexUse::Auto | IndexUse::Required => match index::default_dir(&job.input, input) {
+            Ok(d) => (d, job.index == IndexUse::Required),
+            Err(_) if job.index == IndexUse::Auto => return Ok(None),
+            Err(e) => return Err(e),
         },
     };
     let meta = match index::read_meta(stores, &dir).await {
         Ok(Some(m)) => m,
-        Ok(None) if named => {
-            return Err(Error::input(
-                &dir,
-                "no index here (no index.json): build one with `embedflow index`",
-            ));
+        Ok(None) => {
+            let stale = match &input.table {
+                Some(t) => index::stale_note(stores, &job.input, t.version, input.total_rows).await,
+                None => None,
+            };
+            if named {
+                let why = stale.unwrap_or_else(|| "build one with `embedflow index`".into());
+                return Err(Error::input(
+                    &dir,
+                    format!("no index here (no index.json): {why}"),
+                ));
+            }
+            if let Some(why) = stale {
+                eprintln!("embedflow: {why}; searching exactly");
+            }
+            return Ok(None);
         }
-        Ok(None) => return Ok(None),
         Err(e) if named => return Err(e),
         Err(e) => {
             eprintln!("embedflow: the index with the table is not used: {e}; searching exactly");

@@ -42,6 +42,8 @@ pub struct NeighborsJob {
 pub enum IndexUse {
     /// The table's own index when it has one that fits, else exact.
     Auto,
+    /// The table's own index, which must fit (`--require-index`).
+    Required,
     /// This index (`--index DIR`); an error when it does not fit.
     At(String),
     /// Every pair scored (`--exact`).

@@ -93,6 +93,7 @@ pub fn neighbors(
         index: match (&n.index, n.exact) {
             (_, true) => IndexUse::Exact,
             (Some(d), false) => IndexUse::At(d.clone()),
+            (None, false) if n.require_index => IndexUse::Required,
             (None, false) => IndexUse::Auto,
         },
         nprobe: n.nprobe.map(|p| p as usize),

@@ -44,7 +44,7 @@ pub use files::{
 };
 pub use search::{Ivf, best_lists, recall, score_list};
 pub use sq::{Sq, SqQuery};
-pub use update::{Refreshed, refresh};
+pub use update::{Refreshed, refresh, stale_note};
 
 /// The on-disk format this build writes and reads.
 pub const FORMAT: u32 = 1;

@@ -142,7 +142,7 @@ async fn previous(
     if let Some(table) = &t.input.table
         && beside_table(t, dir)
     {
-        for v in index_versions(stores, t).await.into_iter().rev() {
+        for v in index_versions(stores, t.path).await.into_iter().rev() {
             if v >= table.version {
                 continue;
             }
@@ -170,8 +170,8 @@ fn beside_table(t: &Table<'_>, dir: &str) -> bool {
 }
 
 /// The versions a Delta table has index folders for, in order.
-async fn index_versions(stores: &Stores, t: &Table<'_>) -> Vec<i64> {
-    let Some(names) = index_objects(stores, t).await else {
+async fn index_versions(stores: &Stores, table: &str) -> Vec<i64> {
+    let Some(names) = index_objects(stores, table).await else {
         return Vec::new();
     };
     let mut versions: Vec<i64> = names.iter().filter_map(|n| version_of(n)).collect();
@@ -180,15 +180,37 @@ async fn index_versions(stores: &Stores, t: &Table<'_>) -> Vec<i64> {
     versions
 }
 
-/// The objects under a Delta table's index folder (names relative to the
-/// table), or `None` when the table cannot be listed.
-async fn index_objects(stores: &Stores, t: &Table<'_>) -> Option<Vec<String>> {
-    let table = t.input.table.as_ref()?;
-    let target = crate::delta::DeltaTarget::resolve_input(stores, &table.path).ok()?;
+/// The objects under the index folder of the Delta table at `table`
+/// (names relative to it), or `None` when it cannot be listed.
+async fn index_objects(stores: &Stores, table: &str) -> Option<Vec<String>> {
+    let target = crate::delta::DeltaTarget::resolve_input(stores, table).ok()?;
     target
         .list(&format!("{}/index", crate::delta::STATE_DIR))
         .await
         .ok()
+}
+
+/// For a Delta table at `path`, at `version` with `rows_now` rows, that
+/// has no index of that version: its newest older index, what it covers
+/// against the table now, in words (`None`: there is none).
+pub async fn stale_note(
+    stores: &Stores,
+    path: &str,
+    version: i64,
+    rows_now: Option<u64>,
+) -> Option<String> {
+    let v = index_versions(stores, path)
+        .await
+        .into_iter()
+        .rev()
+        .find(|&v| v < version)?;
+    let dir = super::dir_for(path, Some(v)).ok()?;
+    let meta = files::read_meta(stores, &dir).await.ok().flatten()?;
+    let now = rows_now.map_or_else(String::new, |r| format!(", {r} rows"));
+    Some(format!(
+        "the index at {dir} covers version {v} of the table ({} rows), which is at version {version} now{now}; `embedflow index {path}` brings it up to date",
+        meta.rows
+    ))
 }
 
 /// The version of an object under `_embedflow/index/v<N>/`.
@@ -216,7 +238,7 @@ async fn prune(stores: &Stores, t: &Table<'_>, keep: &str) {
     let Ok(target) = crate::delta::DeltaTarget::resolve_input(stores, &table.path) else {
         return;
     };
-    for v in index_versions(stores, t).await {
+    for v in index_versions(stores, t.path).await {
         if v >= kept {
             continue;
         }
@@ -272,13 +294,11 @@ async fn update(
         return Ok(Err(why));
     }
     let at = |what: String| format!("{:.1} s: {what}", started.elapsed().as_secs_f64());
+    let matched = format!("{kept} entries kept, {dropped} dropped");
+    let placing = format!("{} rows to place", m.fresh.len());
     log(
         opts.progress,
-        at(format!(
-            "updating the index of {} from {from_dir}: {kept} entries kept, {dropped} dropped, {} rows to place",
-            t.path,
-            m.fresh.len()
-        )),
+        at(format!("updating from {from_dir}: {matched}, {placing}")),
     );
     let (centroids, offsets) = files::load_head(stores, from_dir, &old).await?;
     let sq = files::load_sq(stores, from_dir, &old)
@@ -303,23 +323,7 @@ async fn update(
     };
     let (new_offsets, added) = write_lists(stores, &placed, built.path()).await?;
     log(opts.progress, at("lists written".into()));
-    let head = [
-        (
-            CENTROIDS,
-            bytemuck::cast_slice::<f32, u8>(&centroids).to_vec(),
-        ),
-        (
-            SQ,
-            bytemuck::cast_slice::<f32, u8>(&sq.to_floats()).to_vec(),
-        ),
-        (
-            OFFSETS,
-            bytemuck::cast_slice::<u64, u8>(&new_offsets).to_vec(),
-        ),
-    ];
-    for (name, bytes) in head {
-        std::fs::write(built.path().join(name), bytes).map_err(|e| Error::output(dir, e))?;
-    }
+    write_head(built.path(), &centroids, &sq, &new_offsets).map_err(|e| Error::output(dir, e))?;
     let meta = IndexMeta {
         rows: m.rows,
         entries: kept + added,
@@ -339,6 +343,28 @@ async fn update(
     std::fs::write(built.path().join(META), json).map_err(|e| Error::output(dir, e))?;
     files::publish(stores, built.path(), dir).await?;
     Ok(Ok(meta))
+}
+
+/// The small arrays of the updated index: its centroids and codes' ranges
+/// (the old index's) and its new list offsets.
+fn write_head(
+    built: &std::path::Path,
+    centroids: &[f32],
+    sq: &Sq,
+    offsets: &[u64],
+) -> std::io::Result<()> {
+    std::fs::write(
+        built.join(CENTROIDS),
+        bytemuck::cast_slice::<f32, u8>(centroids),
+    )?;
+    std::fs::write(
+        built.join(SQ),
+        bytemuck::cast_slice::<f32, u8>(&sq.to_floats()),
+    )?;
+    std::fs::write(
+        built.join(OFFSETS),
+        bytemuck::cast_slice::<u64, u8>(offsets),
+    )
 }
 
 /// Why an index with `changed` entries added or dropped since its build

@@ -50,6 +50,9 @@ extensions_options! {
         pub exact_search: bool, default = false
         /// Lists an index search probes (0: the index's own default).
         pub nprobe: usize, default = 0
+        /// Refuse a top-k that no index answers (a table without one, or
+        /// with one of an older version) rather than scan every row.
+        pub require_index: bool, default = false
     }
 }
 
@@ -78,36 +81,47 @@ pub struct TableIndex {
 }
 
 impl TableIndex {
-    /// The index of the table at `path` when it has one that fits (said on
-    /// stderr when it has one that does not).
-    pub async fn find(stores: &Stores, path: &str) -> Result<Option<TableIndex>> {
+    /// The index of the table at `path` when it has one that fits, else
+    /// why not (said on stderr when it has one that does not: another
+    /// version's, another file's, a corrupt one).
+    pub async fn find(
+        stores: &Stores,
+        path: &str,
+    ) -> Result<std::result::Result<TableIndex, Option<String>>> {
         // Where its index would be, before anything of the table is read:
         // a table without one costs its session nothing.
         let delta = crate::delta::DeltaTarget::resolve_input(stores, path)?;
-        let version = delta.state(None).await?.map(|s| s.version());
+        let state = delta.state(None).await?;
+        let version = state.as_ref().map(|s| s.version());
         let Ok(dir) = index::dir_for(path, version) else {
-            return Ok(None);
+            return Ok(Err(None));
+        };
+        let unused = |why: String| {
+            eprintln!("embedflow: {why}; queries scan every row");
+            Ok(Err(Some(why)))
         };
         let meta = match index::read_meta(stores, &dir).await {
             Ok(Some(m)) => m,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                eprintln!(
-                    "embedflow: the index of {path} is not used: {e}; queries scan every row"
-                );
-                return Ok(None);
+            Ok(None) => {
+                return match version {
+                    Some(v) => match index::stale_note(stores, path, v, None).await {
+                        Some(why) => unused(why),
+                        None => Ok(Err(None)),
+                    },
+                    None => Ok(Err(None)),
+                };
             }
+            Err(e) => return unused(format!("the index of {path} is not used: {e}")),
         };
         let csv = crate::source::CsvOptions::default();
         let input = crate::source::open(stores, path, None, &csv).await?;
         if input.format != crate::source::Format::Parquet {
-            return Ok(None);
+            return Ok(Err(None));
         }
         if let Some(why) = meta.source.differs(&index::SourceId::of(path, &input)) {
-            eprintln!(
-                "embedflow: the index at {dir} is not used: {why}; queries scan every row (rebuild it with `embedflow index {path}`)"
-            );
-            return Ok(None);
+            return unused(format!(
+                "the index at {dir} is not used: {why} (`embedflow index {path}` brings it up to date)"
+            ));
         }
         let head = index::load_head(stores, &dir, &meta).await?;
         let mut files = Vec::with_capacity(input.files.len());
@@ -126,7 +140,7 @@ impl TableIndex {
             Some(sq) => Some((stores.resolve(&index::child(&dir, index::CODES))?, sq)),
             None => None,
         };
-        Ok(Some(TableIndex {
+        Ok(Ok(TableIndex {
             codes,
             vectors: stores.resolve(&index::child(&dir, index::VECTORS))?,
             rows: stores.resolve(&index::child(&dir, index::ROWS))?,
@@ -294,7 +308,11 @@ impl TableProvider for IndexedTable {
 
 /// The optimizer rule that answers top-k by similarity from an index.
 #[derive(Debug, Default)]
-pub struct IndexTopK;
+pub struct IndexTopK {
+    /// Why a registered table has no index that answers (its name's
+    /// entry), for `SET embedflow.require_index = true`'s refusal.
+    pub unusable: std::sync::Mutex<HashMap<String, String>>,
+}
 
 impl OptimizerRule for IndexTopK {
     fn name(&self) -> &str {
@@ -315,7 +333,7 @@ impl OptimizerRule for IndexTopK {
         if opts.exact_search {
             return Ok(Transformed::no(plan));
         }
-        plan.transform_down(|node| match top_k(&node, opts.nprobe)? {
+        plan.transform_down(|node| match top_k(&node, &opts, &self.unusable)? {
             Some(new) => Ok(Transformed::new(new, true, TreeNodeRecursion::Jump)),
             None => Ok(Transformed::no(node)),
         })
@@ -324,7 +342,11 @@ impl OptimizerRule for IndexTopK {
 
 /// `node` with its indexed table's scan replaced by a [`CandidateScan`],
 /// when it is a top-k by the index's similarity.
-fn top_k(node: &LogicalPlan, nprobe: usize) -> DfResult<Option<LogicalPlan>> {
+fn top_k(
+    node: &LogicalPlan,
+    opts: &IndexOptions,
+    unusable: &std::sync::Mutex<HashMap<String, String>>,
+) -> DfResult<Option<LogicalPlan>> {
     let LogicalPlan::Sort(Sort {
         expr,
         input,
@@ -340,32 +362,36 @@ fn top_k(node: &LogicalPlan, nprobe: usize) -> DfResult<Option<LogicalPlan>> {
     let Some((func, vector_column, query)) = score.and_then(similarity_call) else {
         return Ok(None);
     };
-    // Through filters to the scan; the filters stay where they are.
-    let mut filters = Vec::new();
-    let mut at = below;
-    while let LogicalPlan::Filter(f) = at {
-        filters.push(f.predicate.clone());
-        at = f.input.as_ref();
-    }
-    let LogicalPlan::TableScan(scan) = at else {
+    let Some((scan, filters)) = scan_below(below) else {
         return Ok(None);
     };
     let provider = source_as_provider(&scan.source)?;
+    let name = scan.table_name.to_string();
+    // No index answers: scanned exactly, or refused when one is required.
+    let unanswered = |why: String| match opts.require_index {
+        true => Err(DataFusionError::Plan(format!(
+            "embedflow.require_index: no index answers this top-k over {name}: {why} (or SET embedflow.require_index = false to scan every row)"
+        ))),
+        false => Ok(None),
+    };
     let any: &dyn Any = provider.as_ref();
-    let Some(table) = any.downcast_ref::<IndexedTable>() else {
-        return Ok(None);
-    };
-    let meta = &table.index.meta;
-    let ranks = match meta.similarity() {
-        Some(Similarity::Cosine) => "cosine_similarity",
-        Some(Similarity::InnerProduct) => "inner_product",
-        None => return Ok(None),
-    };
-    if func != ranks || vector_column != meta.vector_column || by.asc || query.len() != meta.dim {
+    if any.is::<CandidateScan>() {
+        // Answered by an earlier pass of the optimizer.
         return Ok(None);
     }
+    let Some(table) = any.downcast_ref::<IndexedTable>() else {
+        let known = unusable.lock().ok().and_then(|u| u.get(&name).cloned());
+        return unanswered(
+            known.unwrap_or_else(|| "it has none (build one with `embedflow index`)".to_string()),
+        );
+    };
+    let meta = &table.index.meta;
+    let asked = (func.as_str(), vector_column.as_str(), by.asc, query.len());
+    if let Some(why) = answers(meta, asked) {
+        return unanswered(why);
+    }
     let mut query = query;
-    if ranks == "cosine_similarity" {
+    if meta.similarity() == Some(Similarity::Cosine) {
         crate::vectors::normalize_rows(&mut query, meta.dim);
     }
     let candidates = CandidateScan {
@@ -374,8 +400,8 @@ fn top_k(node: &LogicalPlan, nprobe: usize) -> DfResult<Option<LogicalPlan>> {
         table_name: scan.table_name.to_string(),
         query,
         k: *k,
-        nprobe: if nprobe > 0 {
-            nprobe
+        nprobe: if opts.nprobe > 0 {
+            opts.nprobe
         } else {
             meta.query_nprobe
         },
@@ -392,6 +418,40 @@ fn top_k(node: &LogicalPlan, nprobe: usize) -> DfResult<Option<LogicalPlan>> {
     .build()?;
     let rebuilt = replace_scan(node, &LogicalPlan::TableScan(new_scan))?;
     Ok(Some(rebuilt))
+}
+
+/// Why an index of `meta` cannot answer an ORDER BY `func(column, <a
+/// vector of dim>)`, ascending or not (`None`: it can).
+fn answers(
+    meta: &IndexMeta,
+    (func, column, asc, dim): (&str, &str, bool, usize),
+) -> Option<String> {
+    let ranks = match meta.similarity() {
+        Some(Similarity::Cosine) => "cosine_similarity",
+        Some(Similarity::InnerProduct) => "inner_product",
+        None => return Some(format!("its index ranks by {}", meta.metric)),
+    };
+    (func != ranks || column != meta.vector_column || asc || dim != meta.dim).then(|| {
+        format!(
+            "its index answers ORDER BY {ranks}({}, <a vector of {}>) DESC",
+            meta.vector_column, meta.dim
+        )
+    })
+}
+
+/// The table scan under `plan` through filters, and their predicates
+/// (which stay where they are).
+fn scan_below(plan: &LogicalPlan) -> Option<(&datafusion::logical_expr::TableScan, Vec<Expr>)> {
+    let mut filters = Vec::new();
+    let mut at = plan;
+    while let LogicalPlan::Filter(f) = at {
+        filters.push(f.predicate.clone());
+        at = f.input.as_ref();
+    }
+    match at {
+        LogicalPlan::TableScan(scan) => Some((scan, filters)),
+        _ => None,
+    }
 }
 
 /// The expression a sort key stands for: itself, or the projection's

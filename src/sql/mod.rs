@@ -51,7 +51,8 @@ impl Session {
             .set_str("datafusion.sql_parser.default_null_ordering", "nulls_last")
             .with_option_extension(index_scan::IndexOptions::default());
         let ctx = SessionContext::new_with_config(config);
-        ctx.add_optimizer_rule(Arc::new(index_scan::IndexTopK));
+        let top_k = Arc::new(index_scan::IndexTopK::default());
+        ctx.add_optimizer_rule(Arc::clone(&top_k) as _);
         for f in vector::functions() {
             ctx.register_udf(f);
         }
@@ -63,7 +64,7 @@ impl Session {
         let stores = Stores::new(opts.s3.clone());
         for (name, path) in &opts.tables {
             register_table(&ctx, &stores, name, path).await?;
-            with_index(&ctx, &stores, name, path).await?;
+            with_index(&ctx, &stores, name, path, &top_k).await?;
         }
         Ok(Session {
             ctx,
@@ -154,9 +155,21 @@ async fn register_table(
 
 /// The table `name` as an [`index_scan::IndexedTable`] when it has an
 /// index that fits it: top-k queries by its similarity read the index.
-async fn with_index(ctx: &SessionContext, stores: &Stores, name: &str, path: &str) -> Result<()> {
-    let Some(index) = index_scan::TableIndex::find(stores, path).await? else {
-        return Ok(());
+async fn with_index(
+    ctx: &SessionContext,
+    stores: &Stores,
+    name: &str,
+    path: &str,
+    top_k: &index_scan::IndexTopK,
+) -> Result<()> {
+    let index = match index_scan::TableIndex::find(stores, path).await? {
+        Ok(index) => index,
+        Err(why) => {
+            if let (Some(why), Ok(mut unusable)) = (why, top_k.unusable.lock()) {
+                unusable.insert(name.to_string(), why);
+            }
+            return Ok(());
+        }
     };
     let bad = |e: datafusion::error::DataFusionError| Error::input(path, e.to_string());
     let base = ctx.table_provider(name).await.map_err(bad)?;
