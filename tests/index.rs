@@ -410,6 +410,19 @@ fn sql_top_k_is_answered_by_the_index_with_and_without_a_filter() {
         "EXPLAIN SELECT tweet_id FROM t ORDER BY inner_product(embedding, embed('flu')) DESC LIMIT 3",
     );
     assert!(!stdout(&o).contains("IndexScanExec"), "{}", stdout(&o));
+    // MiniLM's rows have unit length: l2_distance ascending ranks as the
+    // index does, and is answered by it, to the exact scan's rows.
+    let l2 = "SELECT tweet_id, l2_distance(embedding, embed('flu vaccine')) AS d FROM t ORDER BY d LIMIT 10";
+    let o = sql(d, table, &format!("EXPLAIN {l2}"));
+    assert!(stdout(&o).contains("IndexScanExec"), "{}", stdout(&o));
+    let (ann, _) = sql_ids(d, table, l2);
+    let (exact, _) = sql_ids(
+        d,
+        table,
+        &format!("SET embedflow.exact_search = true; {l2}"),
+    );
+    let found = exact.iter().filter(|id| ann.contains(id)).count();
+    assert!(ann.len() == 10 && found >= 9, "{ann:?} {exact:?}");
     // A stale index is said and not used.
     let (b, _) = read_parquet(&d.join("tweets.parquet"));
     write_batch(&d.join("tweets.parquet"), &b.slice(0, 1500));

@@ -150,6 +150,7 @@ pub async fn build(
         build_seconds: started.elapsed().as_secs_f64(),
         keys: keyed,
         codes: true,
+        unit_norm: sample.unit_norm,
         table_fingerprint: keys::table_fingerprint(stores, t.input).await,
         update: None,
     };
@@ -171,6 +172,8 @@ struct Sample {
     rows: u64,
     scored: u64,
     dim: usize,
+    /// Every row with a score has unit length (see [`unit_length`]).
+    unit_norm: bool,
 }
 
 impl Sample {
@@ -227,12 +230,14 @@ async fn sample_pass(t: &Table<'_>, opts: &BuildOptions, cap: usize) -> Result<S
         rows: 0,
         scored: 0,
         dim,
+        unit_norm: true,
     };
     let mut rng = Rng::new(opts.seed);
     let mut rx = read(t.input, &[t.column.to_string()]);
     while let Some(sb) = rx.recv().await {
         crate::cancel::check()?;
         let mut v = batch_vectors(&sb?, 0, dim, t.column)?;
+        s.unit_norm &= unit_length(&v, dim);
         neighbors::prepare(&mut v, dim, opts.metric);
         for row in v.chunks_exact(dim) {
             let at = s.rows as u32;
@@ -255,6 +260,15 @@ async fn sample_pass(t: &Table<'_>, opts: &BuildOptions, cap: usize) -> Result<S
     }
     debug_assert_eq!(s.dim, dim);
     Ok(s)
+}
+
+/// Whether every row of `x` with a score is of unit length (to 1e-4 in
+/// its square): then `l2_distance` ranks as the dot product does, and an
+/// index answers it.
+pub(super) fn unit_length(x: &[f32], dim: usize) -> bool {
+    x.chunks_exact(dim)
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+        .all(|r| (r.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() <= 1e-4)
 }
 
 /// The centroids: k-means on the sample (spherical for cosine), unit rows
@@ -562,4 +576,17 @@ fn read_back(built: &Path, dim: usize, centroids: Vec<f32>, offsets: Vec<u64>) -
         vectors,
         rows: bytemuck::pod_collect_to_vec(&rows),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unit_length;
+
+    #[test]
+    fn unit_length_holds_for_unit_rows_only_and_skips_rows_without_a_score() {
+        let unit = [0.6f32, 0.8, 1.0, 0.0, f32::NAN, 3.0];
+        assert!(unit_length(&unit, 2));
+        assert!(!unit_length(&[0.6, 0.8, 1.2, 0.0], 2));
+        assert!(unit_length(&[], 2));
+    }
 }

@@ -100,6 +100,10 @@ pub struct IndexMeta {
     /// searches that read lists from storage read those.
     #[serde(default)]
     pub codes: bool,
+    /// Every indexed row has unit length: `l2_distance` then ranks rows
+    /// as the dot product does, and the index answers it too.
+    #[serde(default)]
+    pub unit_norm: bool,
     /// The output fingerprint of the Delta table version indexed (what
     /// its vectors were made with); an update needs the new version's to
     /// be the same.
@@ -266,6 +270,7 @@ impl IndexMeta {
             build_seconds: 0.0,
             keys: false,
             codes: false,
+            unit_norm: false,
             table_fingerprint: None,
             update: None,
         }

@@ -329,6 +329,7 @@ async fn update(
         entries: kept + added,
         source: SourceId::of(t.path, t.input),
         embedflow: env!("CARGO_PKG_VERSION").into(),
+        unit_norm: old.unit_norm && fresh.unit_norm,
         update: Some(UpdateInfo {
             from: old.source.version_name(),
             kept,
@@ -422,6 +423,8 @@ async fn match_rows(t: &Table<'_>, old_keys: &[u128]) -> Result<Matched> {
 /// The vectors of the rows without an entry, as the metric scores them;
 /// rows without a score are left out.
 struct Fresh {
+    /// Every fresh row with a score has unit length.
+    unit_norm: bool,
     x: Vec<f32>,
     rows: Vec<u32>,
     keys: Vec<u128>,
@@ -438,6 +441,7 @@ async fn fresh_vectors(t: &Table<'_>, m: &Matched, opts: &BuildOptions) -> Resul
         .map_err(|_| Error::missing_column(t.path, t.column, &t.input.schema))?;
     let schema: SchemaRef = Arc::new(Schema::new(vec![field.clone()]));
     let mut out = Fresh {
+        unit_norm: true,
         x: Vec::with_capacity(m.fresh.len() * dim),
         rows: Vec::with_capacity(m.fresh.len()),
         keys: Vec::with_capacity(m.fresh.len()),
@@ -472,6 +476,7 @@ async fn fresh_vectors(t: &Table<'_>, m: &Matched, opts: &BuildOptions) -> Resul
         out.rows.extend(mine.iter().map(|(r, _)| *r));
         out.keys.extend(mine.iter().map(|(_, k)| *k));
     }
+    out.unit_norm = super::build::unit_length(&out.x, dim);
     neighbors::prepare(&mut out.x, dim, opts.metric);
     Ok(out)
 }

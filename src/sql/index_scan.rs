@@ -431,9 +431,18 @@ fn answers(
         Some(Similarity::InnerProduct) => "inner_product",
         None => return Some(format!("its index ranks by {}", meta.metric)),
     };
-    (func != ranks || column != meta.vector_column || asc || dim != meta.dim).then(|| {
+    // Over rows of unit length, l2_distance ascending ranks as the dot
+    // product descending, whatever the query's length.
+    let by_l2 = func == "l2_distance" && asc && meta.unit_norm;
+    let ranked = (func == ranks && !asc) || by_l2;
+    (!ranked || column != meta.vector_column || dim != meta.dim).then(|| {
+        let l2 = if meta.unit_norm {
+            " or l2_distance(…) ASC"
+        } else {
+            " (l2_distance too had every row unit length)"
+        };
         format!(
-            "its index answers ORDER BY {ranks}({}, <a vector of {}>) DESC",
+            "its index answers ORDER BY {ranks}({}, <a vector of {}>) DESC{l2}",
             meta.vector_column, meta.dim
         )
     })
