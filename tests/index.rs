@@ -423,6 +423,33 @@ fn sql_top_k_is_answered_by_the_index_with_and_without_a_filter() {
     );
     let found = exact.iter().filter(|id| ann.contains(id)).count();
     assert!(ann.len() == 10 && found >= 9, "{ann:?} {exact:?}");
+    // vector_search: the same rows as the top-k the rule answers, from
+    // the index, with the nprobe asked; a bad call is said.
+    let top = "SELECT tweet_id, cosine_similarity(embedding, embed('flu vaccine')) AS score FROM t ORDER BY score DESC LIMIT 10";
+    let (by_rule, _) = sql_ids(d, table, top);
+    let vs = "SELECT tweet_id, score FROM vector_search('t', embed('flu vaccine'), 10) ORDER BY score DESC";
+    assert_eq!(sql_ids(d, table, vs).0, by_rule);
+    let o = sql(
+        d,
+        table,
+        "EXPLAIN SELECT tweet_id FROM vector_search('t', embed('flu'), 5, 7) WHERE score > 0.2",
+    );
+    assert!(stdout(&o).contains("(45 lists, nprobe 7"), "{}", stdout(&o));
+    for (call, says) in [
+        (
+            "vector_search('t', embed('flu'), 0)",
+            "k: a positive integer",
+        ),
+        (
+            "vector_search('nope', embed('flu'), 3)",
+            "no table named nope",
+        ),
+        ("vector_search('t', embed('flu'))", "2 arguments given"),
+    ] {
+        let o = sql(d, table, &format!("SELECT * FROM {call}"));
+        assert_code(&o, 1);
+        assert!(stderr(&o).contains(says), "{call}: {}", stderr(&o));
+    }
     // A stale index is said and not used.
     let (b, _) = read_parquet(&d.join("tweets.parquet"));
     write_batch(&d.join("tweets.parquet"), &b.slice(0, 1500));

@@ -270,6 +270,38 @@ pub struct IndexedTable {
     pub index: Arc<TableIndex>,
 }
 
+impl IndexedTable {
+    /// The scan of the rows a top-`k` for `query` (a vector of the index's
+    /// width) can return, probing `nprobe` lists (0: the index's
+    /// default for queries), enough that `k` pass `filters`.
+    pub fn candidates(
+        &self,
+        name: &str,
+        mut query: Vec<f32>,
+        k: usize,
+        nprobe: usize,
+        filters: Vec<Expr>,
+    ) -> Arc<dyn TableProvider> {
+        let meta = &self.index.meta;
+        if meta.similarity() == Some(Similarity::Cosine) {
+            crate::vectors::normalize_rows(&mut query, meta.dim);
+        }
+        Arc::new(CandidateScan {
+            table: Arc::clone(&self.index),
+            base: Arc::clone(&self.base),
+            table_name: name.to_string(),
+            query,
+            k,
+            nprobe: if nprobe > 0 {
+                nprobe
+            } else {
+                meta.query_nprobe
+            },
+            filters,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl TableProvider for IndexedTable {
     fn schema(&self) -> SchemaRef {
@@ -390,32 +422,11 @@ fn top_k(
     if let Some(why) = answers(meta, asked) {
         return unanswered(why);
     }
-    let mut query = query;
-    if meta.similarity() == Some(Similarity::Cosine) {
-        crate::vectors::normalize_rows(&mut query, meta.dim);
-    }
-    let candidates = CandidateScan {
-        table: Arc::clone(&table.index),
-        base: Arc::clone(&table.base),
-        table_name: scan.table_name.to_string(),
-        query,
-        k: *k,
-        nprobe: if opts.nprobe > 0 {
-            opts.nprobe
-        } else {
-            meta.query_nprobe
-        },
-        filters: filters
-            .into_iter()
-            .chain(scan.filters.iter().cloned())
-            .collect(),
-    };
-    let new_scan = TableScanBuilder::new(
-        scan.table_name.clone(),
-        provider_as_source(Arc::new(candidates)),
-    )
-    .with_projection(scan.projection.clone())
-    .build()?;
+    let filters = filters.into_iter().chain(scan.filters.iter().cloned());
+    let candidates = table.candidates(&name, query, *k, opts.nprobe, filters.collect());
+    let new_scan = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(candidates))
+        .with_projection(scan.projection.clone())
+        .build()?;
     let rebuilt = replace_scan(node, &LogicalPlan::TableScan(new_scan))?;
     Ok(Some(rebuilt))
 }

@@ -8,6 +8,7 @@ pub mod embed_fn;
 pub mod index_scan;
 mod vec_avg;
 pub mod vector;
+mod vector_search;
 
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ impl Session {
             ctx.register_udf(f);
         }
         ctx.register_udaf(vec_avg::udaf());
+        ctx.register_udtf("vector_search", Arc::new(vector_search::VectorSearch));
         match &opts.model {
             Some(m) => ctx.register_udf(embed_fn::EmbedFn::udf(m, opts.exec).await?),
             None => ctx.register_udf(embed_fn::NoModel::udf()),
