@@ -26,7 +26,7 @@ use super::files::{self, CENTROIDS, CODES, KEYS, META, OFFSETS, ROWS, SQ, VECTOR
 use super::keys;
 use super::sq::Sq;
 use super::tune::Queries;
-use super::{FORMAT, IndexMeta, Ivf, RECALL_K, SourceId};
+use super::{FORMAT, IndexMeta, RECALL_K, SourceId};
 
 /// A row that is in no list (no score: NaN, or a zero vector for cosine).
 pub(super) const NO_LIST: u32 = u32::MAX;
@@ -124,40 +124,67 @@ pub async fn build(
     )
     .await?;
     log(opts.progress, at("placed; measuring recall"));
-    let ivf = read_back(built.path(), dim, centroids, offsets)?;
-    let curve = super::tune::curve(&ivf, &queries, &assigned.exact, opts.target_recall);
-    let meta = IndexMeta {
-        format: FORMAT,
-        kind: "ivf_flat".into(),
-        metric: opts.metric.name(),
+    let rows = write_head(built.path(), &centroids, &offsets)?;
+    let lists_built = super::tune::Built {
+        dir: built.path(),
+        centroids: &centroids,
+        offsets: &offsets,
+        rows: &rows,
         dim,
+    };
+    let curve = super::tune::curve(&lists_built, &queries, &assigned.exact, opts.target_recall)
+        .map_err(|e| Error::output(dir, e))?;
+    let meta = IndexMeta {
         lists,
-        vector_column: t.column.to_string(),
         rows: sample.rows,
-        entries: ivf.entries() as u64,
+        entries: rows.len() as u64,
         nprobe: super::tune::smallest_reaching(&curve, opts.target_recall, lists),
         query_nprobe: super::tune::smallest_reaching(
             &curve,
             super::query_target(opts.target_recall),
             lists,
         ),
-        target_recall: opts.target_recall,
         recall_curve: curve,
         recall_queries: queries.rows.len(),
-        source: SourceId::of(t.path, t.input),
-        seed: opts.seed,
-        embedflow: env!("CARGO_PKG_VERSION").into(),
         build_seconds: started.elapsed().as_secs_f64(),
         keys: keyed,
-        codes: true,
         unit_norm: sample.unit_norm,
         table_fingerprint: keys::table_fingerprint(stores, t.input).await,
-        update: None,
+        ..described(t, opts)
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(Error::internal)?;
     std::fs::write(built.path().join(META), json).map_err(|e| Error::output(dir, e))?;
     files::publish(stores, built.path(), dir).await?;
     Ok(meta)
+}
+
+/// What an index of `t` built with `opts` is, before anything is
+/// measured.
+fn described(t: &Table<'_>, opts: &BuildOptions) -> IndexMeta {
+    IndexMeta {
+        format: FORMAT,
+        kind: "ivf_flat".into(),
+        metric: opts.metric.name(),
+        dim: t.dim,
+        lists: 0,
+        vector_column: t.column.to_string(),
+        rows: 0,
+        entries: 0,
+        nprobe: 1,
+        query_nprobe: 1,
+        target_recall: opts.target_recall,
+        recall_curve: Vec::new(),
+        recall_queries: 0,
+        source: SourceId::of(t.path, t.input),
+        seed: opts.seed,
+        embedflow: env!("CARGO_PKG_VERSION").into(),
+        build_seconds: 0.0,
+        keys: false,
+        codes: true,
+        unit_norm: false,
+        table_fingerprint: None,
+        update: None,
+    }
 }
 
 /// Lists for `rows` rows: √rows, at least 1.
@@ -552,30 +579,23 @@ impl Placer {
     }
 }
 
-/// The index just placed, in memory (its centroids and offsets written
-/// beside it), to measure its recall.
-fn read_back(built: &Path, dim: usize, centroids: Vec<f32>, offsets: Vec<u64>) -> Result<Ivf> {
+/// Writes the centroids and list offsets beside the lists just placed;
+/// returns the entries' row positions.
+fn write_head(built: &Path, centroids: &[f32], offsets: &[u64]) -> Result<Vec<u32>> {
     let io = |e: std::io::Error| Error::output(built.display().to_string(), e);
     std::fs::write(
         built.join(CENTROIDS),
-        bytemuck::cast_slice::<f32, u8>(&centroids),
+        bytemuck::cast_slice::<f32, u8>(centroids),
     )
     .map_err(io)?;
     std::fs::write(
         built.join(OFFSETS),
-        bytemuck::cast_slice::<u64, u8>(&offsets),
+        bytemuck::cast_slice::<u64, u8>(offsets),
     )
     .map_err(io)?;
-    let vectors = super::files::read_floats(&built.join(VECTORS)).map_err(io)?;
-    let rows = std::fs::read(built.join(ROWS)).map_err(io)?;
-    let lists = centroids.len() / dim;
-    Ok(Ivf {
-        meta: IndexMeta::placeholder(dim, lists),
-        centroids,
-        offsets,
-        vectors,
-        rows: bytemuck::pod_collect_to_vec(&rows),
-    })
+    Ok(bytemuck::pod_collect_to_vec(
+        &std::fs::read(built.join(ROWS)).map_err(io)?,
+    ))
 }
 
 #[cfg(test)]

@@ -189,16 +189,6 @@ pub(super) async fn array(
     Ok(bytes)
 }
 
-/// A local file of little-endian f32s, read straight into its floats.
-pub(super) fn read_floats(path: &Path) -> std::io::Result<Vec<f32>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len() as usize;
-    let mut v = vec![0f32; len / 4];
-    f.read_exact(bytemuck::cast_slice_mut(&mut v))?;
-    Ok(v)
-}
-
 pub fn child(dir: &str, name: &str) -> String {
     format!("{}/{name}", dir.trim_end_matches('/'))
 }

@@ -244,7 +244,8 @@ impl IndexMeta {
             .map(|p| p.recall)
     }
 
-    /// A description of an index being built (its recall not measured).
+    /// A description of an index made in a test (its recall not measured).
+    #[cfg(test)]
     pub(crate) fn placeholder(dim: usize, lists: usize) -> IndexMeta {
         IndexMeta {
             format: FORMAT,

@@ -198,7 +198,7 @@ pub fn recall(exact: &[Vec<(u32, f32)>], approx: &[Vec<(u32, f32)>]) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cluster::kmeans::Rng;
     use crate::cluster::neighbors::{self, Similarity};
