@@ -575,14 +575,26 @@ fn a_job_keeps_its_index_current_by_updating_it() {
     let r = recall(&nn("ann.parquet", &[]), &exact);
     println!("recall@10 after the update: {r:.4}");
     assert!(r >= 0.95, "recall@10 {r}");
-    // An unchanged rerun (a version of copied rows) keeps every entry; an
-    // index that is current is left alone.
-    let o = embedflow(d, &["run", "job.toml"]);
+    // An unchanged rerun (a version of copied rows) keeps every entry (as
+    // its JSON summary says); an index that is current is left alone.
+    let o = embedflow(d, &["run", "job.toml", "--summary", "json"]);
     assert_code(&o, 0);
-    assert!(
-        stdout(&o).contains("(version 1): 2010 entries kept, 0 added, 0 dropped"),
-        "{}",
-        stdout(&o)
+    let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let index = &summary["index"];
+    assert_eq!(index["how"], "updated", "{summary}");
+    assert_eq!(index["dir"], "table/_embedflow/index/v2", "{summary}");
+    assert_eq!(
+        (
+            &index["update"]["from"],
+            &index["update"]["kept"],
+            &index["update"]["added"]
+        ),
+        (
+            &serde_json::json!("version 1"),
+            &serde_json::json!(2010),
+            &serde_json::json!(0)
+        ),
+        "{summary}"
     );
     let o = embedflow(d, &["index", "table"]);
     assert_code(&o, 0);

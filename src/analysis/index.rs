@@ -98,6 +98,32 @@ impl std::fmt::Display for IndexSummary {
     }
 }
 
+impl IndexSummary {
+    /// The summary as a JSON object (a job's `--summary json` carries it
+    /// as `index`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let m = &self.meta;
+        let (how, because) = match &self.how {
+            Refreshed::Current => ("current", None),
+            Refreshed::Updated { .. } => ("updated", None),
+            Refreshed::Built { because } => ("built", because.clone()),
+        };
+        serde_json::json!({
+            "dir": self.dir,
+            "how": how,
+            "rebuilt_because": because,
+            "rows": m.rows,
+            "entries": m.entries,
+            "lists": m.lists,
+            "nprobe": m.nprobe,
+            "query_nprobe": m.query_nprobe,
+            "expected_recall": m.expected_recall(m.nprobe),
+            "update": m.update,
+            "seconds": self.seconds,
+        })
+    }
+}
+
 /// Makes the index of `job.table`'s vector column current.
 #[tracing::instrument(name = "index", skip_all, fields(table = %job.table))]
 pub async fn run_index(job: &IndexJob) -> Result<IndexSummary> {
