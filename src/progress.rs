@@ -297,6 +297,12 @@ impl Summary {
 
     /// The summary as one JSON object (`--summary json`).
     pub fn to_json(&self) -> String {
+        self.to_json_value().to_string()
+    }
+
+    /// The summary as a JSON value, for a caller that adds to it (a job's
+    /// `[index]` step).
+    pub fn to_json_value(&self) -> serde_json::Value {
         let table = self.table.as_ref().map(|t| {
             serde_json::json!({
                 "version": t.version,
@@ -333,7 +339,6 @@ impl Summary {
             "table": table,
             "api": self.api.as_ref().map(ApiSummary::to_json),
         })
-        .to_string()
     }
 }
 

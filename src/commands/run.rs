@@ -34,7 +34,7 @@ pub fn run(
     });
     let (summary, clusters, index, report) = done.map_err(|e: Error| anyhow::anyhow!(e))?;
     match format {
-        SummaryFormat::Json => say(with_index(summary.to_json(), index.as_ref())),
+        SummaryFormat::Json => say(with_index(&summary, index.as_ref())),
         SummaryFormat::Text if !quiet => {
             say(&summary);
             if let Some(c) = clusters {
@@ -82,17 +82,12 @@ pub fn run(
 }
 
 /// A run's JSON summary with its `[index]` step's, as `index`.
-fn with_index(summary: String, index: Option<&IndexSummary>) -> String {
-    let Some(index) = index else {
-        return summary;
-    };
-    match serde_json::from_str::<serde_json::Value>(&summary) {
-        Ok(serde_json::Value::Object(mut o)) => {
-            o.insert("index".into(), index.to_json());
-            serde_json::Value::Object(o).to_string()
-        }
-        _ => summary,
+fn with_index(summary: &embedflow::progress::Summary, index: Option<&IndexSummary>) -> String {
+    let mut json = summary.to_json_value();
+    if let (Some(index), Some(o)) = (index, json.as_object_mut()) {
+        o.insert("index".into(), index.to_json());
     }
+    json.to_string()
 }
 
 /// What a job does with its committed output: `[index]`, `[report]`.

@@ -22,7 +22,7 @@ use crate::source::Input;
 use crate::store::Stores;
 use crate::{Error, Result};
 
-use super::files::{self, CENTROIDS, CODES, KEYS, META, OFFSETS, ROWS, SQ, VECTORS};
+use super::files::{self, CODES, KEYS, META, ROWS, VECTORS};
 use super::keys;
 use super::sq::Sq;
 use super::tune::Queries;
@@ -114,7 +114,7 @@ pub async fn build(
     let built = staging_dir(stores, dir)?;
     let offsets = offsets_of(&assigned.counts);
     let sq = Sq::train(&sample.x, dim);
-    let keyed = place_pass(
+    let (keyed, rows) = place_pass(
         t,
         opts.metric,
         &assigned.labels,
@@ -124,7 +124,8 @@ pub async fn build(
     )
     .await?;
     log(opts.progress, at("placed; measuring recall"));
-    let rows = write_head(built.path(), &centroids, &offsets)?;
+    files::write_head(built.path(), &centroids, &sq, &offsets)
+        .map_err(|e| Error::output(dir, e))?;
     let lists_built = super::tune::Built {
         dir: built.path(),
         centroids: &centroids,
@@ -434,7 +435,7 @@ pub(super) fn staging_dir(stores: &Stores, dir: &str) -> Result<tempfile::TempDi
 
 /// Pass 3: each row's vector, its int8 code and its position at its place
 /// in its list; its key too where the table has keys. Returns whether it
-/// has.
+/// has, and each entry's row position.
 async fn place_pass(
     t: &Table<'_>,
     metric: Similarity,
@@ -442,7 +443,7 @@ async fn place_pass(
     offsets: &[u64],
     sq: &Sq,
     built: &Path,
-) -> Result<bool> {
+) -> Result<(bool, Vec<u32>)> {
     let key_cols = keys::key_columns(&t.input.schema);
     let mut columns = vec![t.column.to_string()];
     columns.extend(key_cols.iter().flatten().cloned());
@@ -468,8 +469,8 @@ async fn place_pass(
             ),
         ));
     }
-    placer.finish(built, key_cols.is_some())?;
-    Ok(key_cols.is_some())
+    let rows = placer.finish(built, key_cols.is_some())?;
+    Ok((key_cols.is_some(), rows))
 }
 
 /// Pass 3's files, written at each entry's place.
@@ -554,8 +555,9 @@ impl Placer {
         .await
     }
 
-    /// Writes the positions (and keys) and syncs the files.
-    fn finish(self, built: &Path, keyed: bool) -> Result<()> {
+    /// Writes the positions (and keys) and syncs the files; returns the
+    /// positions.
+    fn finish(self, built: &Path, keyed: bool) -> Result<Vec<u32>> {
         let io = |e: std::io::Error| Error::output(built.display().to_string(), e);
         std::fs::write(
             built.join(ROWS),
@@ -569,33 +571,10 @@ impl Placer {
             )
             .map_err(io)?;
         }
-        std::fs::write(
-            built.join(SQ),
-            bytemuck::cast_slice::<f32, u8>(&self.sq.to_floats()),
-        )
-        .map_err(io)?;
         self.vectors.sync_all().map_err(io)?;
-        self.codes.sync_all().map_err(io)
+        self.codes.sync_all().map_err(io)?;
+        Ok(self.rows)
     }
-}
-
-/// Writes the centroids and list offsets beside the lists just placed;
-/// returns the entries' row positions.
-fn write_head(built: &Path, centroids: &[f32], offsets: &[u64]) -> Result<Vec<u32>> {
-    let io = |e: std::io::Error| Error::output(built.display().to_string(), e);
-    std::fs::write(
-        built.join(CENTROIDS),
-        bytemuck::cast_slice::<f32, u8>(centroids),
-    )
-    .map_err(io)?;
-    std::fs::write(
-        built.join(OFFSETS),
-        bytemuck::cast_slice::<u64, u8>(offsets),
-    )
-    .map_err(io)?;
-    Ok(bytemuck::pod_collect_to_vec(
-        &std::fs::read(built.join(ROWS)).map_err(io)?,
-    ))
 }
 
 #[cfg(test)]

@@ -189,6 +189,28 @@ pub(super) async fn array(
     Ok(bytes)
 }
 
+/// Writes an index's small arrays into the local folder `built`: its
+/// centroids, its codes' ranges and its list offsets.
+pub(super) fn write_head(
+    built: &Path,
+    centroids: &[f32],
+    sq: &super::Sq,
+    offsets: &[u64],
+) -> std::io::Result<()> {
+    std::fs::write(
+        built.join(CENTROIDS),
+        bytemuck::cast_slice::<f32, u8>(centroids),
+    )?;
+    std::fs::write(
+        built.join(SQ),
+        bytemuck::cast_slice::<f32, u8>(&sq.to_floats()),
+    )?;
+    std::fs::write(
+        built.join(OFFSETS),
+        bytemuck::cast_slice::<u64, u8>(offsets),
+    )
+}
+
 pub fn child(dir: &str, name: &str) -> String {
     format!("{}/{name}", dir.trim_end_matches('/'))
 }

@@ -92,7 +92,7 @@ impl Ivf {
     ) -> Vec<Vec<(u32, f32)>> {
         let d = self.dim();
         let q = queries.len() / d;
-        let by_list = self.queries_by_list(queries, nprobe);
+        let by_list = probing(queries, &self.centroids, d, nprobe);
         let mut heaps: Vec<TopK> = (0..q).map(|_| TopK::new(k)).collect();
         let (mut gathered, mut scores) = (Vec::new(), Vec::new());
         for (l, members) in by_list.iter().enumerate() {
@@ -101,12 +101,12 @@ impl Ivf {
                 continue;
             }
             gathered.clear();
-            for &i in members {
+            for &(i, _) in members {
                 gathered.extend_from_slice(&queries[i as usize * d..(i as usize + 1) * d]);
             }
             let (vectors, rows) = (&self.vectors[start * d..end * d], &self.rows[start..end]);
             score_list(&gathered, vectors, rows, d, &mut scores, |g, score, row| {
-                let i = members[g] as usize;
+                let i = members[g].0 as usize;
                 if own.map(|o| o[i]) != Some(row) {
                     heaps[i].offer(score, row);
                 }
@@ -114,29 +114,38 @@ impl Ivf {
         }
         heaps.into_iter().map(TopK::into_sorted).collect()
     }
+}
 
-    /// The queries of a block that probe each list.
-    fn queries_by_list(&self, queries: &[f32], nprobe: usize) -> Vec<Vec<u32>> {
-        let d = self.dim();
-        let (q, lists) = (queries.len() / d, self.lists());
-        let nprobe = nprobe.clamp(1, lists);
-        let mut scores = vec![0f32; q * lists];
-        kmeans::dot_block(queries, &self.centroids, d, lists, &mut scores);
-        let mut by_list: Vec<Vec<u32>> = vec![Vec::new(); lists];
-        let mut order: Vec<u32> = Vec::with_capacity(lists);
-        for i in 0..q {
-            for &l in best_lists(&scores[i * lists..(i + 1) * lists], nprobe, &mut order) {
-                by_list[l as usize].push(i as u32);
-            }
+/// For each list, the queries (`q × dim`) that probe it, among the
+/// `nprobe` lists whose centroids score best for them, and its rank among
+/// those (0: the best).
+pub(super) fn probing(
+    queries: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    nprobe: usize,
+) -> Vec<Vec<(u32, u32)>> {
+    let (q, lists) = (queries.len() / dim, centroids.len() / dim);
+    let nprobe = nprobe.clamp(1, lists);
+    let mut scores = vec![0f32; q * lists];
+    kmeans::dot_block(queries, centroids, dim, lists, &mut scores);
+    let mut by_list: Vec<Vec<(u32, u32)>> = vec![Vec::new(); lists];
+    let mut order: Vec<u32> = Vec::with_capacity(lists);
+    for i in 0..q {
+        let s = &scores[i * lists..(i + 1) * lists];
+        let best = best_lists(s, nprobe, &mut order);
+        best.sort_by(|a, b| s[*b as usize].total_cmp(&s[*a as usize]));
+        for (rank, &l) in best.iter().enumerate() {
+            by_list[l as usize].push((i as u32, rank as u32));
         }
-        by_list
     }
+    by_list
 }
 
 /// The `nprobe` lists (of all, clamped) whose centroids score best in
 /// `scores`, one query's scores against every centroid, in no order; none
 /// for a query without a score. `order` is scratch space.
-pub fn best_lists<'a>(scores: &[f32], nprobe: usize, order: &'a mut Vec<u32>) -> &'a [u32] {
+pub fn best_lists<'a>(scores: &[f32], nprobe: usize, order: &'a mut Vec<u32>) -> &'a mut [u32] {
     order.clear();
     if scores.iter().any(|v| !v.is_finite()) {
         return order;
@@ -148,7 +157,7 @@ pub fn best_lists<'a>(scores: &[f32], nprobe: usize, order: &'a mut Vec<u32>) ->
             scores[*b as usize].total_cmp(&scores[*a as usize])
         });
     }
-    &order[..nprobe]
+    &mut order[..nprobe]
 }
 
 /// Scores gathered queries (`q × d`) against one list's `vectors` as one

@@ -12,7 +12,6 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::cluster::kmeans;
 use crate::cluster::neighbors::TopK;
 
 use super::{RECALL_K, RecallPoint, query_target, recall, score_list};
@@ -104,7 +103,7 @@ fn probe(
     depth: usize,
 ) -> std::io::Result<Vec<Vec<Candidate>>> {
     let d = built.dim;
-    let by_list = ranked_lists(built, queries, depth);
+    let by_list = super::search::probing(&queries.x, built.centroids, d, depth);
     let vectors = std::fs::File::open(built.dir.join(super::VECTORS))?;
     let mut found: Vec<Vec<Candidate>> = vec![Vec::new(); queries.rows.len()];
     let (mut list, mut gathered, mut scores) = (Vec::new(), Vec::new(), Vec::new());
@@ -137,27 +136,6 @@ fn probe(
         }
     }
     Ok(found)
-}
-
-/// For each list, the queries that probe it within `depth` and its rank
-/// among their lists (0: the best-scoring centroid).
-fn ranked_lists(built: &Built<'_>, queries: &Queries, depth: usize) -> Vec<Vec<(u32, u32)>> {
-    let (d, lists) = (built.dim, built.offsets.len() - 1);
-    let q = queries.rows.len();
-    let mut scores = vec![0f32; q * lists];
-    kmeans::dot_block(&queries.x, built.centroids, d, lists, &mut scores);
-    let mut by_list: Vec<Vec<(u32, u32)>> = vec![Vec::new(); lists];
-    let mut order: Vec<u32> = Vec::with_capacity(lists);
-    for i in 0..q {
-        let s = &scores[i * lists..(i + 1) * lists];
-        let best = super::best_lists(s, depth, &mut order);
-        let mut ranked = best.to_vec();
-        ranked.sort_by(|a, b| s[*b as usize].total_cmp(&s[*a as usize]));
-        for (rank, &l) in ranked.iter().enumerate() {
-            by_list[l as usize].push((i as u32, rank as u32));
-        }
-    }
-    by_list
 }
 
 /// The smallest `nprobe` of `curve` that reaches `target` (every list,

@@ -27,7 +27,7 @@ use crate::store::Stores;
 use crate::{Error, Result};
 
 use super::build::{BuildOptions, Table, nearest_lists, offsets_of, staging_dir};
-use super::files::{self, CENTROIDS, CODES, KEYS, META, OFFSETS, ROWS, SQ, VECTORS};
+use super::files::{self, CODES, KEYS, META, ROWS, VECTORS};
 use super::keys::{self, Matcher};
 use super::sq::Sq;
 use super::{IndexMeta, SourceId, UpdateInfo};
@@ -65,13 +65,18 @@ pub async fn refresh(
         {
             return Ok((meta, Refreshed::Current));
         }
-        if let Some((from_dir, old)) = previous(stores, t, dir).await? {
-            because = unfit(&old, t, opts, &fingerprint);
+        if let Some(older) = previous(stores, t, dir).await {
+            because = unfit(&older.meta, t, opts, &fingerprint);
             if because.is_none() {
-                match update(stores, t, (&from_dir, old), dir, opts).await? {
+                let Older {
+                    dir: from_dir,
+                    version,
+                    meta,
+                } = older;
+                match update(stores, t, (&from_dir, meta), dir, opts).await? {
                     Ok(meta) => {
-                        if beside_table {
-                            prune(stores, t, &from_dir).await;
+                        if beside_table && let Some(v) = version {
+                            prune(stores, t, v).await;
                         }
                         return Ok((meta, Refreshed::Updated { from_dir }));
                     }
@@ -84,8 +89,8 @@ pub async fn refresh(
         log(opts.progress, format!("building the index again: {why}"));
     }
     let meta = super::build(stores, t, dir, opts).await?;
-    if beside_table {
-        prune(stores, t, dir).await;
+    if beside_table && let Some(table) = &t.input.table {
+        prune(stores, t, table.version).await;
     }
     Ok((meta, Refreshed::Built { because }))
 }
@@ -134,30 +139,44 @@ fn unfit(
 /// The newest older index of the same table: a Delta table's index of an
 /// earlier version (when `dir` is its default folder), or what `dir`
 /// holds.
-async fn previous(
-    stores: &Stores,
-    t: &Table<'_>,
-    dir: &str,
-) -> Result<Option<(String, IndexMeta)>> {
+async fn previous(stores: &Stores, t: &Table<'_>, dir: &str) -> Option<Older> {
     if let Some(table) = &t.input.table
         && beside_table(t, dir)
     {
-        for v in index_versions(stores, t.path).await.into_iter().rev() {
-            if v >= table.version {
-                continue;
-            }
-            let older = super::dir_for(t.path, Some(v))?;
-            if let Ok(Some(meta)) = files::read_meta(stores, &older).await {
-                return Ok(Some((older, meta)));
-            }
-        }
-        return Ok(None);
+        return newest_older(stores, t.path, table.version).await;
     }
-    Ok(files::read_meta(stores, dir)
-        .await
-        .ok()
-        .flatten()
-        .map(|m| (dir.to_string(), m)))
+    let meta = files::read_meta(stores, dir).await.ok().flatten()?;
+    Some(Older {
+        dir: dir.to_string(),
+        version: meta.source.delta_version,
+        meta,
+    })
+}
+
+/// An older index: its folder, the Delta version it indexes, what it is.
+struct Older {
+    dir: String,
+    version: Option<i64>,
+    meta: IndexMeta,
+}
+
+/// The index of the newest version before `version` of the Delta table at
+/// `path` that has a readable one.
+async fn newest_older(stores: &Stores, path: &str, version: i64) -> Option<Older> {
+    for v in index_versions(stores, path).await.into_iter().rev() {
+        if v >= version {
+            continue;
+        }
+        let dir = super::dir_for(path, Some(v)).ok()?;
+        if let Ok(Some(meta)) = files::read_meta(stores, &dir).await {
+            return Some(Older {
+                dir,
+                version: Some(v),
+                meta,
+            });
+        }
+    }
+    None
 }
 
 /// Whether `dir` is the index folder of a Delta table's version, beside
@@ -199,17 +218,13 @@ pub async fn stale_note(
     version: i64,
     rows_now: Option<u64>,
 ) -> Option<String> {
-    let v = index_versions(stores, path)
-        .await
-        .into_iter()
-        .rev()
-        .find(|&v| v < version)?;
-    let dir = super::dir_for(path, Some(v)).ok()?;
-    let meta = files::read_meta(stores, &dir).await.ok().flatten()?;
+    let older = newest_older(stores, path, version).await?;
     let now = rows_now.map_or_else(String::new, |r| format!(", {r} rows"));
     Some(format!(
-        "the index at {dir} covers version {v} of the table ({} rows), which is at version {version} now{now}; `embedflow index {path}` brings it up to date",
-        meta.rows
+        "the index at {} covers version {} of the table ({} rows), which is at version {version} now{now}; `embedflow index {path}` brings it up to date",
+        older.dir,
+        older.version.unwrap_or(0),
+        older.meta.rows
     ))
 }
 
@@ -219,27 +234,16 @@ fn version_of(name: &str) -> Option<i64> {
     rest.split('/').next()?.parse().ok()
 }
 
-/// Removes a Delta table's index folders of versions before the one at
-/// `keep` (each folder's `index.json` first, so that a stop halfway
-/// leaves no folder that reads as an index). A failure costs disk space
-/// only, and is said.
-async fn prune(stores: &Stores, t: &Table<'_>, keep: &str) {
-    let Some(table) = &t.input.table else {
-        return;
-    };
-    let Some(kept) = keep
-        .rsplit('/')
-        .next()
-        .and_then(|v| v.strip_prefix('v'))
-        .and_then(|v| v.parse::<i64>().ok())
-    else {
-        return;
-    };
-    let Ok(target) = crate::delta::DeltaTarget::resolve_input(stores, &table.path) else {
+/// Removes a Delta table's index folders of versions before `keep`
+/// (each folder's `index.json` first, so that a stop halfway leaves no
+/// folder that reads as an index). A failure costs disk space only, and
+/// is said.
+async fn prune(stores: &Stores, t: &Table<'_>, keep: i64) {
+    let Ok(target) = crate::delta::DeltaTarget::resolve_input(stores, t.path) else {
         return;
     };
     for v in index_versions(stores, t.path).await {
-        if v >= kept {
+        if v >= keep {
             continue;
         }
         let folder = format!("{}/index/v{v}", crate::delta::STATE_DIR);
@@ -323,7 +327,8 @@ async fn update(
     };
     let (new_offsets, added) = write_lists(stores, &placed, built.path()).await?;
     log(opts.progress, at("lists written".into()));
-    write_head(built.path(), &centroids, &sq, &new_offsets).map_err(|e| Error::output(dir, e))?;
+    files::write_head(built.path(), &centroids, &sq, &new_offsets)
+        .map_err(|e| Error::output(dir, e))?;
     let meta = IndexMeta {
         rows: m.rows,
         entries: kept + added,
@@ -344,28 +349,6 @@ async fn update(
     std::fs::write(built.path().join(META), json).map_err(|e| Error::output(dir, e))?;
     files::publish(stores, built.path(), dir).await?;
     Ok(Ok(meta))
-}
-
-/// The small arrays of the updated index: its centroids and codes' ranges
-/// (the old index's) and its new list offsets.
-fn write_head(
-    built: &std::path::Path,
-    centroids: &[f32],
-    sq: &Sq,
-    offsets: &[u64],
-) -> std::io::Result<()> {
-    std::fs::write(
-        built.join(CENTROIDS),
-        bytemuck::cast_slice::<f32, u8>(centroids),
-    )?;
-    std::fs::write(
-        built.join(SQ),
-        bytemuck::cast_slice::<f32, u8>(&sq.to_floats()),
-    )?;
-    std::fs::write(
-        built.join(OFFSETS),
-        bytemuck::cast_slice::<u64, u8>(offsets),
-    )
 }
 
 /// Why an index with `changed` entries added or dropped since its build
@@ -446,33 +429,30 @@ async fn fresh_vectors(t: &Table<'_>, m: &Matched, opts: &BuildOptions) -> Resul
         rows: Vec::with_capacity(m.fresh.len()),
         keys: Vec::with_capacity(m.fresh.len()),
     };
-    let mut next = 0;
-    for (i, file) in t.input.files.iter().enumerate() {
-        let (first, n) = m.files[i];
-        let end = next + m.fresh[next..].partition_point(|(r, _)| u64::from(*r) < first + n);
-        let mine = &m.fresh[next..end];
-        next = end;
-        if mine.is_empty() {
-            continue;
-        }
-        let within: Vec<usize> = mine
-            .iter()
-            .map(|(r, _)| (u64::from(*r) - first) as usize)
-            .collect();
-        let batches = crate::source::parquet::rows_at(file, &within, n as usize, &schema).await?;
-        let shown = file.location.display.as_str();
+    let files: Vec<_> = t
+        .input
+        .files
+        .iter()
+        .zip(&m.files)
+        .map(|(f, &(first, rows))| (f, first, rows))
+        .collect();
+    let positions: Vec<u64> = m.fresh.iter().map(|&(r, _)| u64::from(r)).collect();
+    let read = crate::source::parquet::rows_at_positions(&files, &positions, &schema).await?;
+    for f in read {
+        let shown = t.input.display_of(f.file);
         let mut got = 0;
-        for b in batches {
-            let v = vectors_of(b.column(0), dim, shown, 0, t.column)?;
+        for b in &f.batches {
+            out.x
+                .extend(vectors_of(b.column(0), dim, shown, 0, t.column)?);
             got += b.num_rows();
-            out.x.extend(v);
         }
-        if got != mine.len() {
+        if got != f.asked.len() {
             return Err(Error::input(
                 shown,
-                format!("{got} rows read where {} were asked", mine.len()),
+                format!("{got} rows read where {} were asked", f.asked.len()),
             ));
         }
+        let mine = &m.fresh[f.asked];
         out.rows.extend(mine.iter().map(|(r, _)| *r));
         out.keys.extend(mine.iter().map(|(_, k)| *k));
     }

@@ -177,9 +177,47 @@ pub(crate) async fn file_rows(file: &FileEntry) -> Result<u64> {
     Ok(b.metadata().file_metadata().num_rows() as u64)
 }
 
+/// A file's share of [`rows_at_positions`]: its index among the files,
+/// the range of the positions asked that it holds, and those rows.
+pub(crate) struct FileRows {
+    pub file: usize,
+    pub asked: std::ops::Range<usize>,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// The rows at table positions `positions` (ascending) of files read end
+/// to end, each given as (file, its first row's position, its rows), as
+/// each file's batches of `schema`'s columns (only the pages holding
+/// them are read; files holding none are left out).
+pub(crate) async fn rows_at_positions(
+    files: &[(&FileEntry, u64, u64)],
+    positions: &[u64],
+    schema: &SchemaRef,
+) -> Result<Vec<FileRows>> {
+    let mut out = Vec::new();
+    for (i, &(file, first, rows)) in files.iter().enumerate() {
+        let asked = positions.partition_point(|&p| p < first)
+            ..positions.partition_point(|&p| p < first + rows);
+        if asked.is_empty() {
+            continue;
+        }
+        let within: Vec<usize> = positions[asked.clone()]
+            .iter()
+            .map(|&p| (p - first) as usize)
+            .collect();
+        let batches = rows_at(file, &within, rows as usize, schema).await?;
+        out.push(FileRows {
+            file: i,
+            asked,
+            batches,
+        });
+    }
+    Ok(out)
+}
+
 /// The rows `rows` (sorted, within the file) of a Parquet file of
 /// `total` rows, as batches of `schema`'s columns.
-pub(crate) async fn rows_at(
+async fn rows_at(
     file: &FileEntry,
     rows: &[usize],
     total: usize,

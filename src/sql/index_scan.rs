@@ -227,22 +227,17 @@ impl TableIndex {
     async fn fetch(&self, positions: &[u32], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
         let mut sorted: Vec<u64> = positions.iter().map(|&p| u64::from(p)).collect();
         sorted.sort_unstable();
-        let mut out = Vec::new();
-        for (i, (file, first)) in self.files.iter().enumerate() {
-            let end = self.files.get(i + 1).map_or(self.total_rows, |f| f.1);
-            let mine: Vec<usize> = sorted
-                .iter()
-                .filter(|&&p| p >= *first && p < end)
-                .map(|&p| (p - first) as usize)
-                .collect();
-            if !mine.is_empty() {
-                out.extend(
-                    crate::source::parquet::rows_at(file, &mine, (end - first) as usize, schema)
-                        .await?,
-                );
-            }
-        }
-        Ok(out)
+        let files: Vec<_> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, (file, first))| {
+                let end = self.files.get(i + 1).map_or(self.total_rows, |f| f.1);
+                (file, *first, end - first)
+            })
+            .collect();
+        let read = crate::source::parquet::rows_at_positions(&files, &sorted, schema).await?;
+        Ok(read.into_iter().flat_map(|f| f.batches).collect())
     }
 }
 
