@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 K = 10
@@ -64,6 +65,62 @@ def finish(dirname, table, queries, seed):
     pq.write_table(t, f"{dirname}/sample_ids.parquet")
     write(f"{dirname}/sample.parquet", table[pick])
     print(json.dumps({"rows": len(table), "queries": len(queries), "dim": table.shape[1]}))
+
+
+def finish_streamed(dirname, n, draw, seed):
+    """finish() for a table drawn 100,000 rows at a time, never all in memory."""
+    os.makedirs(dirname, exist_ok=True)
+    pick = np.sort(np.random.default_rng(seed + 7).choice(n, 1000, replace=False))
+    picked = []
+    w = None
+    for s in range(0, n, 100_000):
+        x = draw(min(100_000, n - s))
+        e = s + len(x)
+        picked.append(x[pick[(pick >= s) & (pick < e)] - s])
+        vec = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), x.shape[1])
+        t = pa.table({"id": pa.array(np.arange(s, e, dtype=np.int64)), "embedding": vec})
+        if w is None:
+            w = pq.ParquetWriter(f"{dirname}/table.parquet", t.schema, compression="zstd",
+                                 write_page_index=True)
+        w.write_table(t, row_group_size=8192)
+    w.close()
+    write(f"{dirname}/queries.parquet", draw(1000), first_id=1_000_000_000)
+    pq.write_table(pa.table({"id": pa.array(pick.astype(np.int64))}), f"{dirname}/sample_ids.parquet")
+    write(f"{dirname}/sample.parquet", np.concatenate(picked))
+    print(json.dumps({"rows": n, "queries": 1000, "dim": 384}))
+
+
+def exact_streamed(dirname):
+    """The exact neighbours of the queries and the sample rows, the table
+    read a batch at a time (numpy products; for tables too big for faiss
+    flat in this machine's memory)."""
+    _, q = read(f"{dirname}/queries.parquet")
+    _, s = read(f"{dirname}/sample.parquet")
+    sample = pq.read_table(f"{dirname}/sample_ids.parquet").column("id").to_numpy()
+    both = np.concatenate([q, s])
+    best_s = np.full((len(both), K + 1), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(both), K + 1), dtype=np.int64)
+    t = time.perf_counter()
+    first = 0
+    f = pq.ParquetFile(f"{dirname}/table.parquet")
+    groups = list(range(f.num_row_groups))
+    for g in range(0, len(groups), 8):
+        col = f.read_row_groups(groups[g:g + 8], columns=["embedding"]).column(0).combine_chunks()
+        x = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
+        x = unit(np.array(x, dtype=np.float32))
+        del col
+        sc = both @ x.T
+        top = np.argpartition(sc, -(K + 1), axis=1)[:, -(K + 1):]
+        cand_s = np.concatenate([best_s, np.take_along_axis(sc, top, 1)], axis=1)
+        cand_i = np.concatenate([best_i, top + first], axis=1)
+        keep = np.argsort(-cand_s, axis=1)[:, :K + 1]
+        best_s = np.take_along_axis(cand_s, keep, 1)
+        best_i = np.take_along_axis(cand_i, keep, 1)
+        first += len(x)
+    np.save(f"{dirname}/exact_queries.npy", best_i[:len(q), :K])
+    own = [[j for j in row if j != i][:K] for i, row in zip(sample, best_i[len(q):])]
+    np.save(f"{dirname}/exact_sample.npy", np.array(own, dtype=np.int64))
+    print(json.dumps({"tool": "numpy, streamed", "rows": first, "seconds": time.perf_counter() - t}))
 
 
 def flat(x):
@@ -112,10 +169,16 @@ def main():
         def draw(m):
             lab = rng.integers(0, 256, m)
             return unit(centres[lab] + 1.5 * rng.standard_normal((m, d), dtype=np.float32))
-        table = np.concatenate([draw(min(100_000, a.n - s)) for s in range(0, a.n, 100_000)])
-        return finish(a.paths[0], table, draw(1000), a.seed)
+        if a.n <= 2_000_000:
+            table = np.concatenate([draw(min(100_000, a.n - s)) for s in range(0, a.n, 100_000)])
+            return finish(a.paths[0], table, draw(1000), a.seed)
+        # Past 2M rows the table is written as drawn (10M x 384 is 15 GB),
+        # the same rows as above would be.
+        return finish_streamed(a.paths[0], a.n, draw, a.seed)
     dirname = a.paths[0] if a.paths else None
-    if a.cmd == "exact":
+    if a.cmd == "exact" and pq.ParquetFile(f"{dirname}/table.parquet").metadata.num_rows > 2_000_000:
+        exact_streamed(dirname)
+    elif a.cmd == "exact":
         _, x = read(f"{dirname}/table.parquet")
         _, q = read(f"{dirname}/queries.parquet")
         sample = pq.read_table(f"{dirname}/sample_ids.parquet").column("id").to_numpy()
@@ -197,6 +260,10 @@ def main():
     elif a.cmd == "recall":
         out = pq.read_table(a.paths[0])
         dirname = a.paths[1]
+        if a.of == "sample":
+            # Only the sample's rows (a 10M-row output is too big a list).
+            sample_ids = pq.read_table(f"{dirname}/sample_ids.parquet").column("id")
+            out = out.filter(pc.is_in(out.column("id"), value_set=sample_ids))
         ids = out.column("id").to_numpy()
         got = out.column("neighbor_ids").to_pylist()
         if a.of == "queries":

@@ -245,9 +245,10 @@ pub struct IndexOpts {
     pub output: Option<String>,
     #[arg(long, default_value = "embedding")]
     pub vector_column: String,
-    /// cosine, or inner_product (raw dot product): what searches rank by.
-    #[arg(long, value_enum, default_value_t = Similarity::Cosine)]
-    pub metric: Similarity,
+    /// What searches rank by: cosine, inner_product (raw dot product) or
+    /// l2 (Euclidean distance, for SQL's l2_distance over rows of any length).
+    #[arg(long, value_enum, default_value_t = crate::index::Metric::Cosine)]
+    pub metric: crate::index::Metric,
     /// Lists (k-means centroids) [default: √rows].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub lists: Option<u32>,

@@ -334,6 +334,33 @@ fn sql_ids(d: &Path, table: &str, query: &str) -> (Vec<i64>, String) {
     (ids, stderr(&o))
 }
 
+/// recall@10 of top-10 queries answered through the index against the
+/// exact scan: `query(text, filter)` for each text, without a filter and
+/// with one keeping the ids divisible by 10 (`WHERE tweet_id % 10 = 0`).
+/// Each must fill its LIMIT and pass its filter.
+fn top10_recall(
+    d: &Path,
+    table: &str,
+    texts: &[&str],
+    query: impl Fn(&str, &str) -> String,
+) -> f64 {
+    let (mut found, mut wanted) = (0, 0);
+    for text in texts {
+        for filter in ["", "WHERE tweet_id % 10 = 0"] {
+            let q = query(text, filter);
+            let (ann, _) = sql_ids(d, table, &q);
+            let (exact, _) = sql_ids(d, table, &format!("SET embedflow.exact_search = true; {q}"));
+            assert_eq!(ann.len(), 10, "{q}: LIMIT 10 not filled: {ann:?}");
+            if !filter.is_empty() {
+                assert!(ann.iter().all(|id| id % 10 == 0), "{q}: {ann:?}");
+            }
+            wanted += exact.len();
+            found += exact.iter().filter(|id| ann.contains(id)).count();
+        }
+    }
+    found as f64 / wanted as f64
+}
+
 #[test]
 fn sql_top_k_is_answered_by_the_index_with_and_without_a_filter() {
     let dir = tempfile::tempdir().unwrap();
@@ -348,23 +375,11 @@ fn sql_top_k_is_answered_by_the_index_with_and_without_a_filter() {
         "cancer research funding",
         "mental health of teenagers",
     ];
-    let (mut found, mut wanted) = (0, 0);
-    for text in texts {
-        for filter in ["", "WHERE tweet_id % 10 = 0"] {
-            let q = format!(
-                "SELECT tweet_id, cosine_similarity(embedding, embed('{text}')) AS score FROM t {filter} ORDER BY score DESC LIMIT 10"
-            );
-            let (ann, _) = sql_ids(d, table, &q);
-            let (exact, _) = sql_ids(d, table, &format!("SET embedflow.exact_search = true; {q}"));
-            assert_eq!(ann.len(), 10, "{q}: LIMIT 10 not filled: {ann:?}");
-            if !filter.is_empty() {
-                assert!(ann.iter().all(|id| id % 10 == 0), "{q}: {ann:?}");
-            }
-            wanted += exact.len();
-            found += exact.iter().filter(|id| ann.contains(id)).count();
-        }
-    }
-    let recall = found as f64 / wanted as f64;
+    let recall = top10_recall(d, table, &texts, |text, filter| {
+        format!(
+            "SELECT tweet_id, cosine_similarity(embedding, embed('{text}')) AS score FROM t {filter} ORDER BY score DESC LIMIT 10"
+        )
+    });
     println!(
         "SQL top-10 recall through the index: {recall:.3} over {} queries",
         texts.len() * 2
@@ -458,6 +473,84 @@ fn sql_top_k_is_answered_by_the_index_with_and_without_a_filter() {
     assert!(
         err.contains("is not used: the files it indexed changed"),
         "{err}"
+    );
+}
+
+#[test]
+fn an_l2_index_answers_l2_distance_over_rows_of_any_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    embed_tweets(d, "tweets.parquet", "");
+    // The tweets' vectors at lengths 0.5 to 3.5: the dot product (or the
+    // cosine) would rank them otherwise than their distance does.
+    let (b, _) = read_parquet(&d.join("tweets.parquet"));
+    let scaled: Vec<f32> = vectors(&b, "embedding")
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| {
+            let f = 0.5 + (i % 7) as f32 / 2.0;
+            v.iter().map(move |x| x * f).collect::<Vec<_>>()
+        })
+        .collect();
+    write_vectors(&d.join("scaled.parquet"), &scaled, 384);
+    let o = embedflow(d, &["index", "scaled.parquet", "--metric", "l2"]);
+    assert_code(&o, 0);
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("scaled.parquet.index/index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (m["metric"].as_str(), m["unit_norm"].as_bool()),
+        (Some("l2"), Some(false))
+    );
+    // The recall measured at build is of the l2 neighbours.
+    let at = m["recall_curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["nprobe"] == m["nprobe"])
+        .unwrap()
+        .clone();
+    assert!(at["recall"].as_f64().unwrap() >= 0.95, "{m}");
+    let table = "s=scaled.parquet";
+    let l2 = |text: &str, filter: &str| {
+        let filter = filter.replace("tweet_id", "id");
+        format!(
+            "SELECT id, l2_distance(embedding, embed('{text}')) AS d FROM s {filter} ORDER BY d LIMIT 10"
+        )
+    };
+    let o = sql(d, table, &format!("EXPLAIN {}", l2("flu", "WHERE id > 5")));
+    assert!(
+        stdout(&o).contains("IndexScanExec: s via scaled.parquet.index"),
+        "{}",
+        stdout(&o)
+    );
+    let texts = [
+        "flu vaccine",
+        "ebola outbreak",
+        "healthy diet",
+        "cancer research",
+    ];
+    let recall = top10_recall(d, table, &texts, l2);
+    println!("SQL l2 top-10 recall through the l2 index: {recall:.3}");
+    assert!(recall >= 0.95, "recall {recall}");
+    // It answers l2_distance only: another ranking scans every row.
+    let q = "SELECT id FROM s ORDER BY cosine_similarity(embedding, embed('flu')) DESC LIMIT 3";
+    let o = sql(d, table, &format!("EXPLAIN {q}"));
+    assert!(!stdout(&o).contains("IndexScanExec"), "{}", stdout(&o));
+    // vector_search ranks as the index does: nearest first, distances.
+    let vs = "SELECT id, score FROM vector_search('s', embed('flu vaccine'), 10) ORDER BY score";
+    let rule =
+        "SELECT id, l2_distance(embedding, embed('flu vaccine')) AS d FROM s ORDER BY d LIMIT 10";
+    assert_eq!(sql_ids(d, table, vs).0, sql_ids(d, table, rule).0);
+    // neighbors ranks by cosine or the inner product: the l2 index is
+    // said and passed over.
+    let o = embedflow(d, &["neighbors", "scaled.parquet", "nn.parquet"]);
+    assert_code(&o, 0);
+    assert!(
+        stderr(&o).contains("is not used: it ranks by l2, this run by cosine"),
+        "{}",
+        stderr(&o)
     );
 }
 

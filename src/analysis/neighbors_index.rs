@@ -167,17 +167,16 @@ pub(super) async fn run(
         &write_options(job, extra),
     )
     .await?;
-    let ivf = Arc::new(ivf);
     let k = job.k;
     let find: Finder = match queries {
-        Some(q) => Arc::new(move |r| {
-            let d = ivf.dim();
-            ivf.search(&q.x[r.start * d..r.end * d], None, k, nprobe)
-        }),
-        None => {
-            let entry_of = ivf.entry_of_rows(rows);
-            Arc::new(move |r| search_rows(&ivf, &entry_of, r, k, nprobe))
+        Some(q) => {
+            let ivf = Arc::new(ivf);
+            Arc::new(move |r| {
+                let d = ivf.dim();
+                ivf.search(&q.x[r.start * d..r.end * d], None, k, nprobe)
+            })
         }
+        None => every_row(ivf, k, nprobe, progress).await?,
     };
     let out = OutputRows {
         ids: &ids,
@@ -188,23 +187,35 @@ pub(super) async fn run(
     Ok((nq as u64, started.elapsed().as_secs_f64()))
 }
 
-/// The neighbours of the table's rows `range`, each left out of its own
-/// list; a row not in the index (no score) has none.
-fn search_rows(
-    ivf: &Ivf,
-    entry_of: &[u32],
-    range: std::ops::Range<usize>,
-    k: usize,
-    nprobe: usize,
-) -> Vec<Vec<(u32, f32)>> {
-    let d = ivf.dim();
-    let mut x = Vec::with_capacity(range.len() * d);
-    for &e in &entry_of[range.clone()] {
-        match e {
-            u32::MAX => x.extend(std::iter::repeat_n(f32::NAN, d)),
-            e => x.extend_from_slice(ivf.vector(e)),
-        }
-    }
-    let own: Vec<u32> = range.map(|r| r as u32).collect();
-    ivf.search(&x, Some(&own), k, nprobe)
+/// Searches every indexed row (see [`Ivf::search_entries`]) before any is
+/// written, keeping `k` neighbours a table row (8 bytes each; a row not
+/// in the index, without a score, has none), and hands them out in the
+/// table's order.
+async fn every_row(ivf: Ivf, k: usize, nprobe: usize, progress: bool) -> Result<Finder> {
+    let found = crate::runtime::spawn_cpu_stoppable(move || {
+        let (rows, entries) = (ivf.meta.rows as usize, ivf.entries());
+        let mut found = vec![(u32::MAX, f32::NAN); rows * k];
+        let started = Instant::now();
+        ivf.search_entries(k, nprobe, &mut found, |done| {
+            let secs = started.elapsed().as_secs_f64();
+            log(
+                progress,
+                format!("searched {done} of {entries} rows ({secs:.1} s)"),
+            );
+        })?;
+        Ok(found)
+    })
+    .await?;
+    Ok(Arc::new(move |r| {
+        found[r.start * k..r.end * k]
+            .chunks_exact(k)
+            .map(|slots| {
+                slots
+                    .iter()
+                    .take_while(|s| s.0 != u32::MAX)
+                    .copied()
+                    .collect()
+            })
+            .collect()
+    }))
 }

@@ -89,6 +89,30 @@ impl TopK {
         }
     }
 
+    /// The score a row must reach to be kept: −∞ until `k` are kept.
+    #[inline]
+    pub fn floor(&self) -> f32 {
+        match self.heap.peek() {
+            Some(top) if self.heap.len() >= self.k => top.score,
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
+    /// Offers each finite score of `scores` (of `rows`), `own` left out:
+    /// the scores below the floor, nearly all of a long run, cost one
+    /// comparison each.
+    #[inline]
+    pub fn offer_all(&mut self, scores: &[f32], rows: &[u32], own: Option<u32>) {
+        let mut floor = self.floor();
+        for (&score, &row) in scores.iter().zip(rows) {
+            // NaN fails the comparison; ties reach offer, which breaks them.
+            if score >= floor && score.is_finite() && Some(row) != own {
+                self.offer(score, row);
+                floor = self.floor();
+            }
+        }
+    }
+
     /// The rows kept, best first.
     pub fn into_sorted(self) -> Vec<(u32, f32)> {
         let mut v: Vec<(u32, f32)> = self.heap.into_iter().map(|c| (c.row, c.score)).collect();

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::analysis::vector_file::{batch_vectors, log, read};
 use crate::cluster::kmeans::{self, Rng};
-use crate::cluster::neighbors::{self, Similarity, TopK};
+use crate::cluster::neighbors::{self, TopK};
 use crate::runtime::spawn_cpu;
 use crate::source::Input;
 use crate::store::Stores;
@@ -24,6 +24,7 @@ use crate::{Error, Result};
 
 use super::files::{self, CODES, KEYS, META, ROWS, VECTORS};
 use super::keys;
+use super::space::{Metric, Space};
 use super::sq::Sq;
 use super::tune::Queries;
 use super::{FORMAT, IndexMeta, RECALL_K, SourceId};
@@ -40,7 +41,7 @@ const TRAIN_PER_LIST: usize = 64;
 pub struct BuildOptions {
     /// Lists (centroids); default ≈ √rows.
     pub lists: Option<usize>,
-    pub metric: Similarity,
+    pub metric: Metric,
     /// The recall@10 the default `nprobe` must reach on the sample.
     pub target_recall: f64,
     /// Rows of the table recall is measured on.
@@ -59,7 +60,7 @@ impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
             lists: None,
-            metric: Similarity::Cosine,
+            metric: Metric::Cosine,
             target_recall: 0.95,
             recall_queries: 1000,
             seed: 0,
@@ -87,10 +88,11 @@ pub async fn build(
     opts: &BuildOptions,
 ) -> Result<IndexMeta> {
     let started = Instant::now();
-    let dim = t.dim;
+    let space = Space::new(opts.metric, t.dim);
+    let (dim, w) = (t.dim, space.width());
     let expected = t.input.total_rows.unwrap_or(1_000_000);
     let lists = opts.lists.unwrap_or(default_lists(expected));
-    let sample = sample_pass(t, opts, lists * TRAIN_PER_LIST).await?;
+    let sample = sample_pass(t, space, opts.seed, lists * TRAIN_PER_LIST).await?;
     sample.check(t)?;
     let lists = opts
         .lists
@@ -106,23 +108,21 @@ pub async fn build(
         ),
     );
     let at = |what: &str| format!("{:.1} s: {what}", started.elapsed().as_secs_f64());
-    let centroids = train(&sample, dim, lists, opts).await?;
+    let centroids = train(&sample, space, lists, opts.seed).await?;
     log(opts.progress, at("trained; assigning rows to their lists"));
-    let queries = Arc::new(sample.queries(opts.recall_queries, opts.seed, dim));
-    let assigned = assign_pass(t, opts.metric, &centroids, &queries).await?;
+    let queries = Arc::new(sample.queries(opts.recall_queries, opts.seed, space));
+    let assigned = assign_pass(t, space, &centroids, &queries).await?;
     log(opts.progress, at("assigned; placing rows in their lists"));
     let built = staging_dir(stores, dir)?;
     let offsets = offsets_of(&assigned.counts);
-    let sq = Sq::train(&sample.x, dim);
-    let (keyed, rows) = place_pass(
-        t,
-        opts.metric,
-        &assigned.labels,
-        &offsets,
-        &sq,
-        built.path(),
-    )
-    .await?;
+    let sq = Sq::train(&sample.x, w);
+    let placing = Placing {
+        labels: &assigned.labels,
+        offsets: &offsets,
+        sq: &sq,
+        built: built.path(),
+    };
+    let (keyed, rows) = place_pass(t, space, placing).await?;
     log(opts.progress, at("placed; measuring recall"));
     files::write_head(built.path(), &centroids, &sq, &offsets)
         .map_err(|e| Error::output(dir, e))?;
@@ -131,7 +131,7 @@ pub async fn build(
         centroids: &centroids,
         offsets: &offsets,
         rows: &rows,
-        dim,
+        dim: w,
     };
     let curve = super::tune::curve(&lists_built, &queries, &assigned.exact, opts.target_recall)
         .map_err(|e| Error::output(dir, e))?;
@@ -230,8 +230,10 @@ impl Sample {
         Ok(())
     }
 
-    /// Up to `n` rows of the sample, drawn at random, for measuring recall.
-    fn queries(&self, n: usize, seed: u64, dim: usize) -> Queries {
+    /// Up to `n` rows of the sample, drawn at random, for measuring
+    /// recall, as queries.
+    fn queries(&self, n: usize, seed: u64, space: Space) -> Queries {
+        let dim = space.width();
         let mut idx: Vec<usize> = (0..self.len()).collect();
         let mut rng = Rng::new(seed ^ 0x51);
         for i in (1..idx.len()).rev() {
@@ -239,19 +241,22 @@ impl Sample {
         }
         idx.truncate(n);
         idx.sort_unstable();
+        let mut x: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| self.x[i * dim..(i + 1) * dim].iter().copied())
+            .collect();
+        space.stored_as_queries(&mut x);
         Queries {
-            x: idx
-                .iter()
-                .flat_map(|&i| self.x[i * dim..(i + 1) * dim].iter().copied())
-                .collect(),
+            x,
             rows: idx.iter().map(|&i| self.at[i]).collect(),
         }
     }
 }
 
-/// Pass 1: the rows counted, and a reservoir of `cap` of them.
-async fn sample_pass(t: &Table<'_>, opts: &BuildOptions, cap: usize) -> Result<Sample> {
-    let dim = t.dim;
+/// Pass 1: the rows counted, and a reservoir of `cap` of them (as
+/// stored).
+async fn sample_pass(t: &Table<'_>, space: Space, seed: u64, cap: usize) -> Result<Sample> {
+    let dim = space.width();
     let mut s = Sample {
         x: Vec::new(),
         at: Vec::new(),
@@ -260,13 +265,13 @@ async fn sample_pass(t: &Table<'_>, opts: &BuildOptions, cap: usize) -> Result<S
         dim,
         unit_norm: true,
     };
-    let mut rng = Rng::new(opts.seed);
+    let mut rng = Rng::new(seed);
     let mut rx = read(t.input, &[t.column.to_string()]);
     while let Some(sb) = rx.recv().await {
         crate::cancel::check()?;
-        let mut v = batch_vectors(&sb?, 0, dim, t.column)?;
-        s.unit_norm &= unit_length(&v, dim);
-        neighbors::prepare(&mut v, dim, opts.metric);
+        let v = batch_vectors(&sb?, 0, t.dim, t.column)?;
+        s.unit_norm &= unit_length(&v, t.dim);
+        let v = space.stored(v);
         for row in v.chunks_exact(dim) {
             let at = s.rows as u32;
             s.rows += 1;
@@ -299,26 +304,24 @@ pub(super) fn unit_length(x: &[f32], dim: usize) -> bool {
         .all(|r| (r.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() <= 1e-4)
 }
 
-/// The centroids: k-means on the sample (spherical for cosine), unit rows
-/// for cosine.
-async fn train(sample: &Sample, dim: usize, lists: usize, opts: &BuildOptions) -> Result<Vec<f32>> {
+/// The centroids, as stored: k-means on the sample's rows as the table
+/// has them (spherical for cosine, unit rows then).
+async fn train(sample: &Sample, space: Space, lists: usize, seed: u64) -> Result<Vec<f32>> {
     let cfg = kmeans::Config {
         k: lists,
         max_iter: 20,
         tol: 1e-4,
-        seed: opts.seed,
-        metric: match opts.metric {
-            Similarity::Cosine => kmeans::Metric::Cosine,
-            Similarity::InnerProduct => kmeans::Metric::L2,
-        },
+        seed,
+        metric: space.kmeans(),
         mini_batch: None,
     };
-    let x = sample.x.clone();
+    let x = space.unstored(&sample.x);
     let model = spawn_cpu(move || {
-        kmeans::fit_until(&x, dim, &cfg, None, &crate::cancel::requested).ok_or(Error::Interrupted)
+        kmeans::fit_until(&x, space.dim, &cfg, None, &crate::cancel::requested)
+            .ok_or(Error::Interrupted)
     })
     .await?;
-    Ok(model.centroids)
+    Ok(space.centroids(model.centroids))
 }
 
 /// What pass 2 found.
@@ -334,11 +337,11 @@ struct Assigned {
 /// neighbours of the recall queries among all rows.
 async fn assign_pass(
     t: &Table<'_>,
-    metric: Similarity,
+    space: Space,
     centroids: &[f32],
     queries: &Arc<Queries>,
 ) -> Result<Assigned> {
-    let dim = t.dim;
+    let dim = space.width();
     let lists = centroids.len() / dim;
     let centroids = Arc::new(centroids.to_vec());
     let mut labels: Vec<u32> = Vec::new();
@@ -349,12 +352,12 @@ async fn assign_pass(
     let mut rx = read(t.input, &[t.column.to_string()]);
     while let Some(sb) = rx.recv().await {
         crate::cancel::check()?;
-        let mut v = batch_vectors(&sb?, 0, dim, t.column)?;
+        let v = batch_vectors(&sb?, 0, t.dim, t.column)?;
         let first = labels.len() as u32;
         let (c, q) = (Arc::clone(&centroids), Arc::clone(queries));
         let (l, h) = spawn_cpu(move || {
-            neighbors::prepare(&mut v, dim, metric);
-            let labels = nearest_lists(&v, &c, dim);
+            let v = space.stored(v);
+            let labels = nearest_lists(&v, &c, space);
             let found = neighbors::neighbors(&q.x, &v, dim, None, RECALL_K + 1);
             Ok((labels, found))
         })
@@ -388,15 +391,19 @@ async fn assign_pass(
     })
 }
 
-/// Each row's best-scoring centroid ([`NO_LIST`] for a row of NaN).
-pub(super) fn nearest_lists(x: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {
+/// Each stored row's best-scoring centroid, the list a query of it would
+/// probe first ([`NO_LIST`] for a row of NaN).
+pub(super) fn nearest_lists(stored: &[f32], centroids: &[f32], space: Space) -> Vec<u32> {
+    let dim = space.width();
+    let mut x = stored.to_vec();
+    space.stored_as_queries(&mut x);
     let n = x.len() / dim;
     let mut labels = vec![0u32; n];
     let mut scores = vec![0f32; n];
     let c = kmeans::Centres::new(centroids, dim, kmeans::Metric::Cosine);
-    // Cosine mode ranks by the largest dot product, which is what both
-    // metrics probe by (rows are unit rows for cosine).
-    kmeans::nearest(x, &vec![0.0; n], &c, &mut labels, &mut scores);
+    // Cosine mode ranks by the largest dot product, which is what every
+    // metric probes by (see super::space).
+    kmeans::nearest(&x, &vec![0.0; n], &c, &mut labels, &mut scores);
     for (l, row) in labels.iter_mut().zip(x.chunks_exact(dim)) {
         if row[0].is_nan() {
             *l = NO_LIST;
@@ -433,21 +440,29 @@ pub(super) fn staging_dir(stores: &Stores, dir: &str) -> Result<tempfile::TempDi
     made.map_err(|e| Error::output(dir, format!("cannot make a folder to build in: {e}")))
 }
 
+/// Where pass 3 puts rows: each row's list, the lists' offsets, the
+/// codes' ranges and the folder built in.
+struct Placing<'a> {
+    labels: &'a [u32],
+    offsets: &'a [u64],
+    sq: &'a Sq,
+    built: &'a Path,
+}
+
 /// Pass 3: each row's vector, its int8 code and its position at its place
 /// in its list; its key too where the table has keys. Returns whether it
 /// has, and each entry's row position.
-async fn place_pass(
-    t: &Table<'_>,
-    metric: Similarity,
-    labels: &[u32],
-    offsets: &[u64],
-    sq: &Sq,
-    built: &Path,
-) -> Result<(bool, Vec<u32>)> {
+async fn place_pass(t: &Table<'_>, space: Space, placing: Placing<'_>) -> Result<(bool, Vec<u32>)> {
+    let Placing {
+        labels,
+        offsets,
+        sq,
+        built,
+    } = placing;
     let key_cols = keys::key_columns(&t.input.schema);
     let mut columns = vec![t.column.to_string()];
     columns.extend(key_cols.iter().flatten().cloned());
-    let mut placer = Placer::create(t, offsets, sq, built)?;
+    let mut placer = Placer::create(t.path, space, offsets, sq, built)?;
     let mut at = 0usize;
     let mut rx = read(t.input, &columns);
     while let Some(sb) = rx.recv().await {
@@ -458,7 +473,7 @@ async fn place_pass(
         let n = v.len() / t.dim;
         let places = placer.places(&labels[at..at + n], at, &batch_keys);
         at += n;
-        placer.write(v, places, metric).await?;
+        placer.write(v, places).await?;
     }
     if at != labels.len() {
         return Err(Error::input(
@@ -478,7 +493,7 @@ struct Placer {
     vectors: Arc<std::fs::File>,
     codes: Arc<std::fs::File>,
     sq: Arc<Sq>,
-    dim: usize,
+    space: Space,
     /// Each list's next free entry.
     next: Vec<u64>,
     rows: Vec<u32>,
@@ -486,19 +501,20 @@ struct Placer {
 }
 
 impl Placer {
-    fn create(t: &Table<'_>, offsets: &[u64], sq: &Sq, built: &Path) -> Result<Placer> {
+    fn create(path: &str, space: Space, offsets: &[u64], sq: &Sq, built: &Path) -> Result<Placer> {
         let entries = *offsets.last().unwrap_or(&0);
         let sized = |name: &str, len: u64| {
             let f = std::fs::File::create(built.join(name))?;
             f.set_len(len)?;
             Ok(Arc::new(f))
         };
-        let io = |e: std::io::Error| Error::output(t.path, e);
+        let io = |e: std::io::Error| Error::output(path, e);
+        let w = space.width() as u64;
         Ok(Placer {
-            vectors: sized(VECTORS, entries * t.dim as u64 * 4).map_err(io)?,
-            codes: sized(CODES, entries * t.dim as u64).map_err(io)?,
+            vectors: sized(VECTORS, entries * w * 4).map_err(io)?,
+            codes: sized(CODES, entries * w).map_err(io)?,
             sq: Arc::new(sq.clone()),
-            dim: t.dim,
+            space,
             next: offsets[..offsets.len() - 1].to_vec(),
             rows: vec![0u32; entries as usize],
             keys: vec![keys::NO_KEY; entries as usize],
@@ -523,23 +539,19 @@ impl Placer {
         places
     }
 
-    /// Writes a batch's vectors (prepared for the metric) and codes at
-    /// their places.
-    async fn write(
-        &self,
-        mut v: Vec<f32>,
-        places: Vec<(usize, u64)>,
-        metric: Similarity,
-    ) -> Result<()> {
-        let (vectors, codes, sq, dim) = (
+    /// Writes a batch's vectors (the table's, stored as the metric
+    /// scores them) and codes at their places.
+    async fn write(&self, v: Vec<f32>, places: Vec<(usize, u64)>) -> Result<()> {
+        let (vectors, codes, sq, space) = (
             Arc::clone(&self.vectors),
             Arc::clone(&self.codes),
             Arc::clone(&self.sq),
-            self.dim,
+            self.space,
         );
         spawn_cpu(move || {
             let bad = |e| Error::output("the index's files", e);
-            neighbors::prepare(&mut v, dim, metric);
+            let v = space.stored(v);
+            let dim = space.width();
             let mut code = Vec::with_capacity(dim);
             for (j, e) in places {
                 let row = &v[j * dim..(j + 1) * dim];

@@ -22,6 +22,7 @@ use crate::source::Input;
 use crate::store::{self, Location, Stores};
 use crate::{Error, Result};
 
+use super::mapped::Array;
 use super::{FORMAT, IndexMeta, Ivf};
 
 pub(super) const META: &str = "index.json";
@@ -67,26 +68,26 @@ pub async fn read_meta(stores: &Stores, dir: &str) -> Result<Option<IndexMeta>> 
     };
     let meta: IndexMeta = serde_json::from_slice(&bytes)
         .map_err(|e| Error::input(&loc.display, format!("not an embedflow index: {e}")))?;
-    if meta.format != FORMAT || meta.kind != "ivf_flat" {
+    if meta.format != FORMAT || meta.kind != "ivf_flat" || meta.metric().is_none() {
         return Err(Error::input(
             &loc.display,
             format!(
-                "an index of format {} ({}); this embedflow reads format {FORMAT} (ivf_flat): build it again with `embedflow index`",
-                meta.format, meta.kind
+                "an index of format {} ({}, {}); this embedflow reads format {FORMAT} (ivf_flat; cosine, inner_product or l2): build it again with `embedflow index`",
+                meta.format, meta.kind, meta.metric
             ),
         ));
     }
     Ok(Some(meta))
 }
 
-/// The whole index in memory, each array checked against the description.
+/// The index for searching, each array checked against the description:
+/// a local index's lists mapped (see [`Array`]), an index on S3 read
+/// into memory.
 pub async fn load(stores: &Stores, dir: &str, meta: IndexMeta) -> Result<Ivf> {
     let (centroids, offsets) = load_head(stores, dir, &meta).await?;
-    let (dim, entries) = (meta.dim, meta.entries as usize);
-    let vectors =
-        bytemuck::pod_collect_to_vec(&array(stores, dir, VECTORS, entries * dim * 4).await?);
-    let rows: Vec<u32> =
-        bytemuck::pod_collect_to_vec(&array(stores, dir, ROWS, entries * 4).await?);
+    let (dim, entries) = (meta.space().width(), meta.entries as usize);
+    let vectors: Array<f32> = lists_array(stores, dir, VECTORS, entries * dim).await?;
+    let rows: Array<u32> = lists_array(stores, dir, ROWS, entries).await?;
     if rows.iter().any(|&r| u64::from(r) >= meta.rows) {
         return Err(Error::input(
             dir,
@@ -110,7 +111,7 @@ pub async fn load_head(
     dir: &str,
     meta: &IndexMeta,
 ) -> Result<(Vec<f32>, Vec<u64>)> {
-    let (lists, dim, entries) = (meta.lists, meta.dim, meta.entries);
+    let (lists, dim, entries) = (meta.lists, meta.space().width(), meta.entries);
     let centroids =
         bytemuck::pod_collect_to_vec(&array(stores, dir, CENTROIDS, lists * dim * 4).await?);
     let offsets: Vec<u64> =
@@ -151,13 +152,31 @@ pub async fn load_head(
     Ok((centroids, offsets))
 }
 
+/// A file of `len` values of `T`: mapped where it is local, else read.
+async fn lists_array<T: bytemuck::Pod>(
+    stores: &Stores,
+    dir: &str,
+    name: &str,
+    len: usize,
+) -> Result<Array<T>> {
+    let loc = stores.resolve(&child(dir, name))?;
+    match &loc.local {
+        Some(path) => Array::map(path, len)
+            .map_err(|e| Error::input(&loc.display, format!("a file of the index: {e}"))),
+        None => {
+            let bytes = array(stores, dir, name, len * size_of::<T>()).await?;
+            Ok(Array::from(bytemuck::pod_collect_to_vec::<u8, T>(&bytes)))
+        }
+    }
+}
+
 /// The ranges of the index's int8 codes, where it has them.
 pub async fn load_sq(stores: &Stores, dir: &str, meta: &IndexMeta) -> Result<Option<super::Sq>> {
     if !meta.codes {
         return Ok(None);
     }
     let floats: Vec<f32> =
-        bytemuck::pod_collect_to_vec(&array(stores, dir, SQ, meta.dim * 8).await?);
+        bytemuck::pod_collect_to_vec(&array(stores, dir, SQ, meta.space().width() * 8).await?);
     Ok(Some(super::Sq::from_floats(&floats)))
 }
 

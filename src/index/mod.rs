@@ -28,7 +28,9 @@
 mod build;
 mod files;
 mod keys;
+mod mapped;
 mod search;
+mod space;
 mod sq;
 mod tune;
 mod update;
@@ -43,6 +45,7 @@ pub use files::{
     CODES, ROWS, VECTORS, child, default_dir, dir_for, load, load_head, load_sq, read_meta,
 };
 pub use search::{Ivf, best_lists, recall, score_list};
+pub use space::{Metric, Space};
 pub use sq::{Sq, SqQuery};
 pub use update::{Refreshed, refresh, stale_note};
 
@@ -65,8 +68,10 @@ pub struct IndexMeta {
     pub format: u32,
     /// `ivf_flat`.
     pub kind: String,
-    /// `cosine` or `inner_product`.
+    /// `cosine`, `inner_product` or `l2` ([`Metric`]).
     pub metric: String,
+    /// The table's vectors' width (the index's rows are one wider for
+    /// l2: see [`Space`]).
     pub dim: usize,
     pub lists: usize,
     pub vector_column: String,
@@ -230,8 +235,23 @@ impl SourceId {
 }
 
 impl IndexMeta {
+    pub fn metric(&self) -> Option<Metric> {
+        crate::names::parse(&self.metric)
+    }
+
+    /// How the index's rows, centroids and queries are laid out (an
+    /// unknown metric is refused when the index is read).
+    pub fn space(&self) -> Space {
+        Space::new(self.metric().unwrap_or(Metric::Cosine), self.dim)
+    }
+
+    /// The similarity of `neighbors` this index ranks by (none for l2).
     pub fn similarity(&self) -> Option<Similarity> {
-        <Similarity as clap::ValueEnum>::from_str(&self.metric, false).ok()
+        match self.metric()? {
+            Metric::Cosine => Some(Similarity::Cosine),
+            Metric::InnerProduct => Some(Similarity::InnerProduct),
+            Metric::L2 => None,
+        }
     }
 
     /// The recall measured at `nprobe`, or at the largest `nprobe` below

@@ -10,27 +10,35 @@ use crate::cluster::kmeans;
 use crate::cluster::neighbors::TopK;
 
 use super::IndexMeta;
+use super::mapped::Array;
 
-/// Queries searched together (grouped by list); blocks run in parallel.
+/// Queries whose centroid scores are computed together (in parallel).
 const QUERY_BLOCK: usize = 2048;
 
-/// An index in memory: its centroids and lists.
+/// Queries of one list scored in one product, at most.
+const MEMBERS: usize = 1024;
+/// Entries searched together by [`Ivf::search_entries`].
+const SWEEP: usize = 65_536;
+
+/// An index to search: its centroids in memory, its lists in memory or
+/// mapped.
 pub struct Ivf {
     pub meta: IndexMeta,
-    /// `lists × dim`, as the metric scores them (unit rows for cosine).
+    /// `lists × dim`, as the metric scores them (see [`super::Space`]).
     pub(super) centroids: Vec<f32>,
     /// Entry offsets of the lists: list `l` holds entries
     /// `offsets[l]..offsets[l + 1]`.
     pub(super) offsets: Vec<u64>,
     /// `entries × dim`, list after list.
-    pub(super) vectors: Vec<f32>,
+    pub(super) vectors: Array<f32>,
     /// Each entry's row position in the table's scan order.
-    pub(super) rows: Vec<u32>,
+    pub(super) rows: Array<u32>,
 }
 
 impl Ivf {
+    /// The width of its rows and queries (see [`super::Space`]).
     pub fn dim(&self) -> usize {
-        self.meta.dim
+        self.meta.space().width()
     }
 
     pub fn lists(&self) -> usize {
@@ -42,27 +50,15 @@ impl Ivf {
         self.rows.len()
     }
 
-    /// Each row position's entry (`u32::MAX` for a row not indexed), for
-    /// searching every indexed row in the table's order.
-    pub fn entry_of_rows(&self, table_rows: usize) -> Vec<u32> {
-        let mut at = vec![u32::MAX; table_rows];
-        for (e, &r) in self.rows.iter().enumerate() {
-            if let Some(slot) = at.get_mut(r as usize) {
-                *slot = e as u32;
-            }
-        }
-        at
-    }
-
-    /// The vector of an entry.
-    pub fn vector(&self, entry: u32) -> &[f32] {
-        let d = self.dim();
-        &self.vectors[entry as usize * d..(entry as usize + 1) * d]
-    }
-
     /// For each query (`queries`, `q × dim`, prepared as the index's rows
     /// are): the `k` best rows of the `nprobe` lists it probes, best first,
     /// as (row position, score). `own[i]` is query `i`'s own row, left out.
+    ///
+    /// The queries are grouped by the lists they probe, and each list is
+    /// scored against all of its queries in one product: a list is read
+    /// (and packed for the product) once per call however many queries
+    /// probe it. The lists are shared out among the threads, each keeping
+    /// its own best rows of every query, merged at the end.
     pub fn search(
         &self,
         queries: &[f32],
@@ -70,49 +66,117 @@ impl Ivf {
         k: usize,
         nprobe: usize,
     ) -> Vec<Vec<(u32, f32)>> {
+        let q = queries.len() / self.dim();
+        let by_list = self.probing_all(queries, nprobe);
+        let workers = rayon::current_num_threads().clamp(1, self.lists());
+        let merged = (0..workers)
+            .into_par_iter()
+            .map(|w| {
+                let mut heaps: Vec<TopK> = (0..q).map(|_| TopK::new(k)).collect();
+                let (mut gathered, mut scores) = (Vec::new(), Vec::new());
+                for l in (w..self.lists()).step_by(workers) {
+                    let scratch = (&mut gathered, &mut scores);
+                    self.score_list_for(l, &by_list[l], queries, own, &mut heaps, scratch);
+                }
+                heaps
+            })
+            .reduce_with(|mut a, b| {
+                for (into, from) in a.iter_mut().zip(b) {
+                    for (row, score) in from.into_sorted() {
+                        into.offer(score, row);
+                    }
+                }
+                a
+            });
+        merged
+            .map(|heaps| heaps.into_iter().map(TopK::into_sorted).collect())
+            .unwrap_or_else(|| vec![Vec::new(); q])
+    }
+
+    /// The queries probing each list, [`QUERY_BLOCK`] queries' centroid
+    /// scores at a time (in parallel).
+    fn probing_all(&self, queries: &[f32], nprobe: usize) -> Vec<Vec<u32>> {
         let d = self.dim();
         let q = queries.len() / d;
         let blocks: Vec<usize> = (0..q).step_by(QUERY_BLOCK).collect();
-        blocks
+        let parts: Vec<Vec<Vec<(u32, u32)>>> = blocks
             .par_iter()
-            .flat_map_iter(|&b| {
+            .map(|&b| {
                 let end = (b + QUERY_BLOCK).min(q);
-                self.search_block(&queries[b * d..end * d], own.map(|o| &o[b..end]), k, nprobe)
+                probing(&queries[b * d..end * d], &self.centroids, d, nprobe)
             })
-            .collect()
+            .collect();
+        let mut by_list: Vec<Vec<u32>> = vec![Vec::new(); self.lists()];
+        for (&b, part) in blocks.iter().zip(parts) {
+            for (list, members) in by_list.iter_mut().zip(part) {
+                list.extend(members.iter().map(|&(i, _)| b as u32 + i));
+            }
+        }
+        by_list
     }
 
-    /// [`Ivf::search`] of one block, on this thread.
-    fn search_block(
+    /// Scores list `l` against the queries probing it (`members`) and
+    /// offers each query its rows (its own left out); `scratch` holds the
+    /// gathered queries and the scores.
+    fn score_list_for(
         &self,
+        l: usize,
+        members: &[u32],
         queries: &[f32],
         own: Option<&[u32]>,
-        k: usize,
-        nprobe: usize,
-    ) -> Vec<Vec<(u32, f32)>> {
+        heaps: &mut [TopK],
+        (gathered, scores): (&mut Vec<f32>, &mut Vec<f32>),
+    ) {
         let d = self.dim();
-        let q = queries.len() / d;
-        let by_list = probing(queries, &self.centroids, d, nprobe);
-        let mut heaps: Vec<TopK> = (0..q).map(|_| TopK::new(k)).collect();
-        let (mut gathered, mut scores) = (Vec::new(), Vec::new());
-        for (l, members) in by_list.iter().enumerate() {
-            let (start, end) = (self.offsets[l] as usize, self.offsets[l + 1] as usize);
-            if members.is_empty() || start == end {
-                continue;
-            }
+        let (start, end) = (self.offsets[l] as usize, self.offsets[l + 1] as usize);
+        if members.is_empty() || start == end {
+            return;
+        }
+        let (vectors, rows) = (&self.vectors[start * d..end * d], &self.rows[start..end]);
+        // A large list probed by many queries: their scores a chunk at a
+        // time (`MEMBERS × rows` floats at most).
+        for chunk in members.chunks(MEMBERS) {
             gathered.clear();
-            for &(i, _) in members {
+            for &i in chunk {
                 gathered.extend_from_slice(&queries[i as usize * d..(i as usize + 1) * d]);
             }
-            let (vectors, rows) = (&self.vectors[start * d..end * d], &self.rows[start..end]);
-            score_list(&gathered, vectors, rows, d, &mut scores, |g, score, row| {
-                let i = members[g].0 as usize;
-                if own.map(|o| o[i]) != Some(row) {
-                    heaps[i].offer(score, row);
-                }
-            });
+            scores.resize(chunk.len() * rows.len(), 0.0);
+            kmeans::dot_block(gathered, vectors, d, rows.len(), scores);
+            for (&i, row_scores) in chunk.iter().zip(scores.chunks_exact(rows.len())) {
+                let i = i as usize;
+                heaps[i].offer_all(row_scores, rows, own.map(|o| o[i]));
+            }
         }
-        heaps.into_iter().map(TopK::into_sorted).collect()
+    }
+
+    /// Every indexed row's `k` best other rows at `nprobe`, as (row
+    /// position, score), into `found` (`k` slots a table row, a row's
+    /// neighbours best first, unused slots left as they are). Entries are
+    /// taken as queries in list order, [`SWEEP`] at a time: a block's
+    /// queries share home lists and probe nearby ones, so each probed
+    /// list is scored against many of them at once and, mapped, only
+    /// those lists' pages are touched. `progress(done)` after each sweep;
+    /// stops with [`crate::Error::Interrupted`] when a stop is asked for.
+    pub fn search_entries(
+        &self,
+        k: usize,
+        nprobe: usize,
+        found: &mut [(u32, f32)],
+        mut progress: impl FnMut(usize),
+    ) -> crate::Result<()> {
+        let d = self.dim();
+        for start in (0..self.entries()).step_by(SWEEP) {
+            crate::cancel::check()?;
+            let end = (start + SWEEP).min(self.entries());
+            let own = &self.rows[start..end];
+            let lists = self.search(&self.vectors[start * d..end * d], Some(own), k, nprobe);
+            for (&row, list) in own.iter().zip(lists) {
+                let slots = &mut found[row as usize * k..(row as usize + 1) * k];
+                slots[..list.len()].copy_from_slice(&list);
+            }
+            progress(end);
+        }
+        Ok(())
     }
 }
 
@@ -235,7 +299,7 @@ pub(crate) mod tests {
         for l in 0..lists {
             offsets[l + 1] += offsets[l];
         }
-        let vectors = order
+        let vectors: Vec<f32> = order
             .iter()
             .flat_map(|&r| x[r as usize * dim..(r as usize + 1) * dim].iter().copied())
             .collect();
@@ -243,8 +307,8 @@ pub(crate) mod tests {
             meta: IndexMeta::placeholder(dim, lists),
             centroids: model.centroids,
             offsets,
-            vectors,
-            rows: order,
+            vectors: Array::from(vectors),
+            rows: Array::from(order),
         }
     }
 
@@ -276,6 +340,26 @@ pub(crate) mod tests {
             assert_eq!(g, e, "row {i}");
         }
         assert_eq!(recall(&exact, &got), 1.0);
+    }
+
+    #[test]
+    fn every_entry_searched_in_list_order_lands_on_its_own_row() {
+        let (n, d, k) = (3000, 16, 10);
+        let x = clustered(n, d, 5);
+        let ivf = ivf_of(&x, d, 30);
+        // Five more table rows than entries: rows the index left out.
+        let mut found = vec![(u32::MAX, f32::NAN); (n + 5) * k];
+        let mut seen = Vec::new();
+        ivf.search_entries(k, 30, &mut found, |done| seen.push(done))
+            .unwrap();
+        assert_eq!(seen, [n]);
+        let exact = neighbors::neighbors(&x, &x, d, Some(0), k);
+        for (i, e) in exact.iter().enumerate() {
+            let got: Vec<u32> = found[i * k..(i + 1) * k].iter().map(|c| c.0).collect();
+            let e: Vec<u32> = e.iter().map(|c| c.0).collect();
+            assert_eq!(got, e, "row {i}");
+        }
+        assert!(found[n * k..].iter().all(|c| c.0 == u32::MAX));
     }
 
     #[test]

@@ -21,8 +21,8 @@ use std::time::Instant;
 use arrow::datatypes::{Schema, SchemaRef};
 use object_store::ObjectStoreExt;
 
+use super::space::Space;
 use crate::analysis::vector_file::{log, read, vectors_of};
-use crate::cluster::neighbors;
 use crate::store::Stores;
 use crate::{Error, Result};
 
@@ -309,7 +309,7 @@ async fn update(
         .await?
         .ok_or_else(|| Error::internal("an index without codes updated"))?;
     let fresh = fresh_vectors(t, &m, opts).await?;
-    let labels = nearest_lists(&fresh.x, &centroids, t.dim);
+    let labels = nearest_lists(&fresh.x, &centroids, old.space());
     log(
         opts.progress,
         at(format!("{} rows read and placed", fresh.rows.len())),
@@ -457,7 +457,7 @@ async fn fresh_vectors(t: &Table<'_>, m: &Matched, opts: &BuildOptions) -> Resul
         out.keys.extend(mine.iter().map(|(_, k)| *k));
     }
     out.unit_norm = super::build::unit_length(&out.x, dim);
-    neighbors::prepare(&mut out.x, dim, opts.metric);
+    out.x = Space::new(opts.metric, dim).stored(std::mem::take(&mut out.x));
     Ok(out)
 }
 
@@ -483,7 +483,7 @@ async fn write_lists(
     p: &Placed<'_>,
     built: &std::path::Path,
 ) -> Result<(Vec<u64>, u64)> {
-    let dim = p.old.dim as u64;
+    let dim = p.old.space().width() as u64;
     let lists = p.offsets.len() - 1;
     let by_list = fresh_by_list(p.labels);
     let added = by_list.values().map(Vec::len).sum::<usize>() as u64;
@@ -570,7 +570,7 @@ impl NewLists {
         list: usize,
         fresh: Option<&Vec<usize>>,
     ) -> Result<()> {
-        let dim = p.old.dim;
+        let dim = p.old.space().width();
         let io = |e: std::io::Error| Error::output(&self.shown, e);
         let before = self.rows.len();
         let (mut e, b) = (p.offsets[list], p.offsets[list + 1]);

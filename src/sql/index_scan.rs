@@ -38,7 +38,7 @@ use datafusion::physical_plan::{
 use datafusion::scalar::ScalarValue;
 use object_store::ObjectStoreExt;
 
-use crate::cluster::neighbors::{Similarity, TopK};
+use crate::cluster::neighbors::TopK;
 use crate::index::{self, IndexMeta};
 use crate::store::{Location, Stores};
 use crate::{Error, Result};
@@ -163,7 +163,7 @@ impl TableIndex {
         crate::cluster::kmeans::dot_block(
             q,
             &self.centroids,
-            self.meta.dim,
+            self.meta.space().width(),
             self.lists(),
             &mut scores,
         );
@@ -178,7 +178,7 @@ impl TableIndex {
     /// index.
     async fn read_list(&self, list: usize) -> Result<(ListData, Vec<u32>)> {
         let (a, b) = (self.offsets[list], self.offsets[list + 1]);
-        let d = self.meta.dim as u64;
+        let d = self.meta.space().width() as u64;
         let (data, r) = match &self.codes {
             Some((codes, _)) => {
                 let (c, r) =
@@ -199,7 +199,7 @@ impl TableIndex {
     /// The exact scores of `entries` for `q`, their float vectors read
     /// from the index side by side.
     async fn exact_scores(&self, q: &[f32], entries: &[u32]) -> Result<Vec<f32>> {
-        let d = self.meta.dim as u64;
+        let d = self.meta.space().width() as u64;
         let read = entries.iter().map(|&e| {
             let e = u64::from(e);
             get(&self.vectors, e * d * 4..(e + 1) * d * 4)
@@ -272,20 +272,17 @@ impl IndexedTable {
     pub fn candidates(
         &self,
         name: &str,
-        mut query: Vec<f32>,
+        query: Vec<f32>,
         k: usize,
         nprobe: usize,
         filters: Vec<Expr>,
     ) -> Arc<dyn TableProvider> {
         let meta = &self.index.meta;
-        if meta.similarity() == Some(Similarity::Cosine) {
-            crate::vectors::normalize_rows(&mut query, meta.dim);
-        }
         Arc::new(CandidateScan {
             table: Arc::clone(&self.index),
             base: Arc::clone(&self.base),
             table_name: name.to_string(),
-            query,
+            query: meta.space().queries(query),
             k,
             nprobe: if nprobe > 0 {
                 nprobe
@@ -432,26 +429,37 @@ fn answers(
     meta: &IndexMeta,
     (func, column, asc, dim): (&str, &str, bool, usize),
 ) -> Option<String> {
-    let ranks = match meta.similarity() {
-        Some(Similarity::Cosine) => "cosine_similarity",
-        Some(Similarity::InnerProduct) => "inner_product",
-        None => return Some(format!("its index ranks by {}", meta.metric)),
+    let (ranks, ranks_asc) = match ranking(meta) {
+        Ok(r) => r,
+        Err(why) => return Some(why),
     };
     // Over rows of unit length, l2_distance ascending ranks as the dot
     // product descending, whatever the query's length.
     let by_l2 = func == "l2_distance" && asc && meta.unit_norm;
-    let ranked = (func == ranks && !asc) || by_l2;
+    let ranked = (func == ranks && asc == ranks_asc) || by_l2;
     (!ranked || column != meta.vector_column || dim != meta.dim).then(|| {
-        let l2 = if meta.unit_norm {
-            " or l2_distance(…) ASC"
-        } else {
-            " (l2_distance too had every row unit length)"
+        let order = if ranks_asc { "ASC" } else { "DESC" };
+        let l2 = match (ranks_asc, meta.unit_norm) {
+            (true, _) => "",
+            (false, true) => " or l2_distance(…) ASC",
+            (false, false) => " (l2_distance too had every row unit length)",
         };
         format!(
-            "its index answers ORDER BY {ranks}({}, <a vector of {}>) DESC{l2}",
+            "its index answers ORDER BY {ranks}({}, <a vector of {}>) {order}{l2}",
             meta.vector_column, meta.dim
         )
     })
+}
+
+/// The SQL function an index's metric ranks by, and whether ascending.
+/// An index of a metric this build does not know is refused when read.
+pub fn ranking(meta: &IndexMeta) -> Result<(&'static str, bool), String> {
+    match meta.metric() {
+        Some(index::Metric::Cosine) => Ok(("cosine_similarity", false)),
+        Some(index::Metric::InnerProduct) => Ok(("inner_product", false)),
+        Some(index::Metric::L2) => Ok(("l2_distance", true)),
+        None => Err(format!("its index ranks by {}", meta.metric)),
+    }
 }
 
 /// The table scan under `plan` through filters, and their predicates
@@ -685,7 +693,7 @@ impl CandidateScan {
         read: &HashMap<usize, (ListData, Vec<u32>)>,
         want: usize,
     ) -> Result<(Vec<u32>, usize)> {
-        let d = self.table.meta.dim;
+        let d = self.table.meta.space().width();
         let sq = self
             .table
             .codes

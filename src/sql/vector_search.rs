@@ -1,11 +1,12 @@
 //! `vector_search(table, query, k [, nprobe])`: a table's `k` rows most
 //! similar to `query` (a vector, or `embed('…')`), with their `score`, as
 //! a table to select from, join or filter further (`ORDER BY score DESC`
-//! for best first: a table's rows come in no set order). From the
-//! table's index where it has one that fits (ranked as the index ranks,
-//! probing `nprobe` lists or its default), else by an exact scan with
-//! `cosine_similarity`. The same as `SELECT *, f(v, query) AS score FROM
-//! table ORDER BY score DESC LIMIT k`, said once.
+//! for best first, `ASC` for an l2 index's distances: a table's rows come
+//! in no set order). From the table's index where it has one that fits
+//! (ranked as the index ranks, probing `nprobe` lists or its default),
+//! else by an exact scan with `cosine_similarity`. The same as `SELECT *,
+//! f(v, query) AS score FROM table ORDER BY score DESC LIMIT k`, said
+//! once.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -19,8 +20,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, SortExpr, col};
 
-use super::index_scan::{IndexOptions, IndexedTable};
-use crate::cluster::neighbors::Similarity;
+use super::index_scan::{IndexOptions, IndexedTable, ranking};
 
 /// The column of the score `vector_search` adds.
 pub const SCORE: &str = "score";
@@ -74,18 +74,16 @@ fn search_plan(
     let indexed = any
         .downcast_ref::<IndexedTable>()
         .filter(|t| !opts.exact_search && t.index.meta.dim == query.len());
-    let (function, column, scan) = match indexed {
+    let (function, ascending, column, scan) = match indexed {
         Some(t) => {
-            let f = match t.index.meta.similarity() {
-                Some(Similarity::InnerProduct) => "inner_product",
-                _ => "cosine_similarity",
-            };
+            let (f, asc) = ranking(&t.index.meta).map_err(usage)?;
             let nprobe = nprobe.unwrap_or(opts.nprobe);
             let scan = t.candidates(name, query.clone(), k, nprobe, Vec::new());
-            (f, t.index.meta.vector_column.clone(), scan)
+            (f, asc, t.index.meta.vector_column.clone(), scan)
         }
         None => (
             "cosine_similarity",
+            false,
             "embedding".to_string(),
             Arc::clone(&provider),
         ),
@@ -113,7 +111,7 @@ fn search_plan(
     columns.push(score);
     LogicalPlanBuilder::scan(name, provider_as_source(scan), None)?
         .project(columns)?
-        .sort_with_limit(vec![SortExpr::new(col(SCORE), false, false)], Some(k))?
+        .sort_with_limit(vec![SortExpr::new(col(SCORE), ascending, false)], Some(k))?
         .build()
 }
 
