@@ -395,8 +395,7 @@ async fn assign_pass(
 /// probe first ([`NO_LIST`] for a row of NaN).
 pub(super) fn nearest_lists(stored: &[f32], centroids: &[f32], space: Space) -> Vec<u32> {
     let dim = space.width();
-    let mut x = stored.to_vec();
-    space.stored_as_queries(&mut x);
+    let x = space.as_queries(stored);
     let n = x.len() / dim;
     let mut labels = vec![0u32; n];
     let mut scores = vec![0f32; n];

@@ -11,6 +11,8 @@
 //!   the rows as they are, are stored the same way, so that a query's
 //!   best-scoring centroids are its nearest ones.
 
+use std::borrow::Cow;
+
 use crate::cluster::kmeans;
 use crate::cluster::neighbors::{self, Similarity};
 
@@ -30,14 +32,6 @@ pub enum Metric {
 impl Metric {
     pub fn name(self) -> String {
         crate::names::name_of(&self)
-    }
-
-    /// The metric of `neighbors`' similarity.
-    pub fn of(similarity: Similarity) -> Metric {
-        match similarity {
-            Similarity::Cosine => Metric::Cosine,
-            Similarity::InnerProduct => Metric::InnerProduct,
-        }
     }
 }
 
@@ -72,7 +66,7 @@ impl Space {
     /// Table rows (`n × dim`) made ready for scoring, in place: a row
     /// without a score (NaN or infinite; zero for cosine) all NaN, unit
     /// rows for cosine. Returns how many had none and the first few.
-    pub fn prepare(&self, x: &mut [f32]) -> (usize, Vec<usize>) {
+    fn prepare(&self, x: &mut [f32]) -> (usize, Vec<usize>) {
         let similarity = match self.metric {
             Metric::Cosine => Similarity::Cosine,
             Metric::InnerProduct | Metric::L2 => Similarity::InnerProduct,
@@ -104,6 +98,16 @@ impl Space {
         }
     }
 
+    /// Stored rows as query rows: borrowed as they are but for l2.
+    pub fn as_queries<'a>(&self, stored: &'a [f32]) -> Cow<'a, [f32]> {
+        if self.metric != Metric::L2 {
+            return Cow::Borrowed(stored);
+        }
+        let mut x = stored.to_vec();
+        self.stored_as_queries(&mut x);
+        Cow::Owned(x)
+    }
+
     /// The table's values of stored rows (`n × width` → `n × dim`).
     pub fn unstored(&self, x: &[f32]) -> Vec<f32> {
         x.chunks_exact(self.width())
@@ -128,18 +132,6 @@ impl Space {
             out.push(last(row));
         }
         out
-    }
-
-    /// The distance (l2) or similarity a search's score stands for, for
-    /// a query prepared as [`Space::queries`] makes it (`q`, of `dim`).
-    pub fn reported(&self, q: &[f32], score: f32) -> f32 {
-        match self.metric {
-            Metric::L2 => {
-                let qq: f32 = q[..self.dim].iter().map(|v| v * v).sum();
-                (qq - 2.0 * score).max(0.0).sqrt()
-            }
-            _ => score,
-        }
     }
 }
 
@@ -187,11 +179,11 @@ mod tests {
                 .unwrap();
             let nearest = (0..n).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap();
             assert_eq!(best, nearest, "query {qi}");
-            assert!((s.reported(&q, score(best)) - dist(best)).abs() < 1e-3);
         }
         let mut as_queries = stored.clone();
         s.stored_as_queries(&mut as_queries);
         assert_eq!(s.queries(x.clone()), as_queries);
+        assert_eq!(&*s.as_queries(&stored), &as_queries[..]);
     }
 
     #[test]
