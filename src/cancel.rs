@@ -39,13 +39,13 @@ pub fn install(rt: &tokio::runtime::Handle) -> std::io::Result<()> {
             };
             let name = signal_name(code);
             if REQUESTED.load(Ordering::SeqCst) {
-                eprintln!(
-                    "embedflow: second {name}: exiting now; nothing was committed (temporary files are removed by the next run)"
+                crate::note!(
+                    "second {name}: exiting now; nothing was committed (temporary files are removed by the next run)"
                 );
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
             request(code);
-            eprintln!("embedflow: {name} received: stopping (send it again to exit at once)");
+            crate::note!("{name} received: stopping (send it again to exit at once)");
         }
     });
     Ok(())

@@ -57,6 +57,23 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log: String,
 
+    /// How stderr's lines are written: text, or one JSON object per line (level, target,
+    /// fields.message, span fields) for log pipelines; with json, progress is plain lines.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: crate::notice::LogFormat,
+
+    /// `run` and `embed`: write the run's counters to FILE in Prometheus' text format, rewritten
+    /// atomically every few seconds and at the end (node_exporter's textfile collector reads it);
+    /// overrides the job's metrics.path.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub metrics: Option<String>,
+
     /// Print nothing but errors (no summary, no progress).
     #[arg(long, short, global = true)]
     pub quiet: bool,

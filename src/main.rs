@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(&cli.log);
+    embedflow::notice::init(&cli.log, cli.log_format);
     match real_main(cli) {
         Ok(code) => code,
         Err(e)
@@ -39,8 +39,8 @@ fn main() -> ExitCode {
                 .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Interrupted))) =>
         {
             match embedflow::cancel::signal() {
-                Some(sig) => eprintln!("error: interrupted by {sig}: nothing was committed"),
-                None => eprintln!("error: {e:#}"),
+                Some(sig) => embedflow::error_line!("interrupted by {sig}: nothing was committed"),
+                None => embedflow::error_line!("{e:#}"),
             }
             ExitCode::from(embedflow::cancel::EXIT_INTERRUPTED)
         }
@@ -54,28 +54,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            embedflow::error_line!("{e:#}");
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging(level: &str) {
-    // The Delta library logs its own errors (with backtraces) before
-    // returning them; embedflow says each once, in its words, so at the
-    // default level they are not shown twice. --log or RUST_LOG shows them.
-    let level = match level {
-        "warn" => "warn,deltalake_core=off,delta_kernel=off,buoyant_kernel=off".to_string(),
-        other => other.to_string(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -98,6 +80,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         workers: cli.workers,
         device: cli.device,
         shard: None,
+        metrics_file: cli.metrics.clone(),
+        metrics: None,
     };
     let outcome = match cli.command {
         Command::Run(r) => {

@@ -53,6 +53,10 @@ impl Reporter {
     pub fn start(mode: ProgressMode, counters: Arc<Counters>, total_rows: Option<u64>) -> Reporter {
         let stop = Arc::new(AtomicBool::new(false));
         let mode = match mode {
+            // JSON log lines leave no room for a bar.
+            ProgressMode::Auto | ProgressMode::Bar if crate::notice::is_json() => {
+                ProgressMode::Plain
+            }
             ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
             ProgressMode::Auto => ProgressMode::Plain,
             m => m,
@@ -130,7 +134,8 @@ fn report(mode: ProgressMode, c: &Counters, total: Option<u64>, stop: &AtomicBoo
             std::thread::sleep(Duration::from_millis(100));
             if last.elapsed() >= PLAIN_INTERVAL {
                 last = Instant::now();
-                eprintln!("progress: {}", line(start.elapsed().as_secs_f64()));
+                let line = line(start.elapsed().as_secs_f64());
+                crate::notice::emit(crate::notice::Kind::Progress, format_args!("{line}"));
             }
         }
     }

@@ -15,6 +15,7 @@ mod images;
 mod index;
 mod io;
 mod jobs;
+mod metrics;
 mod model;
 mod remote;
 mod report;

@@ -206,7 +206,7 @@ async fn sample_rows(
     if let Some(why) = non_finite.describe(
         "are left out of the clusters and their centroids (their cluster and topic columns are null)",
     ) {
-        eprintln!("embedflow: {why}");
+        crate::note!("{why}");
     }
     let rows = reservoir.seen;
     if rows < job.kmeans.k as u64 {

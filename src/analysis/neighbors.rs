@@ -35,8 +35,8 @@ pub async fn run_neighbors(job: &NeighborsJob, progress: bool) -> Result<(u64, f
             return neighbors_index::run(job, &stores, &input, chosen, progress).await;
         }
         if job.nprobe.is_some() {
-            eprintln!(
-                "embedflow: no index of {} to search: --nprobe has no effect",
+            crate::note!(
+                "no index of {} to search: --nprobe has no effect",
                 job.input
             );
         }

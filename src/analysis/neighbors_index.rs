@@ -61,13 +61,13 @@ pub(super) async fn choose(
                 ));
             }
             if let Some(why) = stale {
-                eprintln!("embedflow: {why}; searching exactly");
+                crate::note!("{why}; searching exactly");
             }
             return Ok(None);
         }
         Err(e) if named => return Err(e),
         Err(e) => {
-            eprintln!("embedflow: the index with the table is not used: {e}; searching exactly");
+            crate::note!("the index with the table is not used: {e}; searching exactly");
             return Ok(None);
         }
     };
@@ -78,8 +78,8 @@ pub(super) async fn choose(
                 format!("this index does not fit: {why}"),
             ));
         }
-        eprintln!(
-            "embedflow: the index at {dir} is not used: {why}; searching exactly (rebuild it with `embedflow index {}`)",
+        crate::note!(
+            "the index at {dir} is not used: {why}; searching exactly (rebuild it with `embedflow index {}`)",
             job.input
         );
         return Ok(None);

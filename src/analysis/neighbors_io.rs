@@ -122,8 +122,8 @@ pub(super) fn say_without_score(
         neighbors::Similarity::Cosine => " or zero (no direction)",
         _ => "",
     };
-    eprintln!(
-        "embedflow: {count} vectors of {file} with NaN or infinite values{zero} {what} ({}{})",
+    crate::note!(
+        "{count} vectors of {file} with NaN or infinite values{zero} {what} ({}{})",
         rows.join(", "),
         if count > first.len() { ", …" } else { "" }
     );

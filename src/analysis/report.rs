@@ -529,7 +529,7 @@ fn said_left_off(
 ) -> Result<Option<String>> {
     let left_off = non_finite.describe("are left off the map, the topics and their centroids");
     if let Some(why) = &left_off {
-        eprintln!("embedflow: {why}");
+        crate::note!("{why}");
     }
     if rows == 0 {
         return Err(Error::input(
@@ -849,8 +849,8 @@ fn lineage_path_is_beside(stores: &Stores, path: &str, table: &str, input: &sour
             .is_ok_and(|h| named.identity().is_within(&h.identity()))
     });
     if !beside {
-        eprintln!(
-            "embedflow: the table's lineage names a topics table outside its folder ({path}): not read; pass --topics {path} to use it"
+        crate::note!(
+            "the table's lineage names a topics table outside its folder ({path}): not read; pass --topics {path} to use it"
         );
     }
     beside

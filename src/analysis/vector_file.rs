@@ -89,6 +89,6 @@ pub(crate) fn read(input: &Input, columns: &[String]) -> mpsc::Receiver<Result<S
 /// Prints a step of a run when progress is on.
 pub(crate) fn log(progress: bool, msg: impl std::fmt::Display) {
     if progress {
-        eprintln!("{msg}");
+        crate::notice::emit(crate::notice::Kind::Plain, format_args!("{msg}"));
     }
 }

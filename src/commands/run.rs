@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use embedflow::analysis::index::{IndexJob, IndexSummary, run_index};
 use embedflow::analysis::report::{ReportJob, ReportSummary, run_report};
+use embedflow::metrics::Metrics;
 use embedflow::pipeline::{self, RunOptions};
 use embedflow::progress::SummaryFormat;
 use embedflow::{Error, job};
@@ -26,12 +27,20 @@ pub fn run(
         report: report_job(&plan),
         progress,
     };
+    let metrics = start_metrics(rt, &plan, opts)?;
+    let opts = &RunOptions {
+        metrics: metrics.clone(),
+        ..opts.clone()
+    };
     let done = rt.block_on(async {
         let checked = pipeline::check(plan).await?;
         let (summary, clusters) = pipeline::run_job(checked, opts).await?;
-        let (index, report) = after.run(&summary).await?;
+        let (index, report) = after.run(&summary, metrics.as_ref()).await?;
         Ok((summary, clusters, index, report))
     });
+    if let Some(m) = &metrics {
+        m.finish(done.as_ref().ok().map(|d| &d.0));
+    }
     let (summary, clusters, index, report) = done.map_err(|e: Error| anyhow::anyhow!(e))?;
     match format {
         SummaryFormat::Json => say(with_index(&summary, index.as_ref())),
@@ -55,8 +64,8 @@ pub fn run(
     {
         // A shard with nothing to embed is no failure of the array: its
         // marker tells the commit it is done.
-        eprintln!(
-            "warning: shard {i} of {n} embedded nothing (no unit of the input is its own, or its rows were empty or unchanged)"
+        embedflow::warning!(
+            "shard {i} of {n} embedded nothing (no unit of the input is its own, or its rows were empty or unchanged)"
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -68,8 +77,8 @@ pub fn run(
         } else {
             "the input has no rows"
         };
-        eprintln!(
-            "warning: nothing was embedded: {why}; {} holds no rows",
+        embedflow::warning!(
+            "nothing was embedded: {why}; {} holds no rows",
             summary.output
         );
         return Ok(ExitCode::from(EXIT_NOTHING_EMBEDDED));
@@ -104,7 +113,13 @@ impl After {
     async fn run(
         &self,
         summary: &embedflow::progress::Summary,
+        metrics: Option<&Metrics>,
     ) -> Result<(Option<IndexSummary>, Option<ReportSummary>), Error> {
+        let stage = |name| {
+            if let Some(m) = metrics {
+                m.stage(name);
+            }
+        };
         if summary.vectors_written == 0 {
             return Ok((None, None));
         }
@@ -116,23 +131,41 @@ impl After {
             )],
         };
         let index = match &self.index {
-            Some(i) => Some(
+            Some(i) => Some({
+                stage("index");
                 run_index(i)
                     .await
-                    .map_err(|e| failed("[index]", "its index was not brought up to date", e))?,
-            ),
+                    .map_err(|e| failed("[index]", "its index was not brought up to date", e))?
+            }),
             None => None,
         };
         let report = match &self.report {
-            Some(r) => Some(
+            Some(r) => Some({
+                stage("report");
                 run_report(r, self.progress)
                     .await
-                    .map_err(|e| failed("[report]", "its report was not", e))?,
-            ),
+                    .map_err(|e| failed("[report]", "its report was not", e))?
+            }),
             None => None,
         };
         Ok((index, report))
     }
+}
+
+/// The run's metrics (`[metrics]`, `--metrics`), started before any work,
+/// so that a path that cannot be written fails the run at once.
+fn start_metrics(
+    rt: &tokio::runtime::Runtime,
+    plan: &job::JobPlan,
+    opts: &RunOptions,
+) -> anyhow::Result<Option<Metrics>> {
+    let name = plan.name.clone().unwrap_or_else(|| plan.origin.clone());
+    let shard = opts.shard.as_ref().map(|s| s.index);
+    let metrics = Metrics::start(plan.metrics.as_ref(), &name, shard, rt.handle().clone())?;
+    if let Some(m) = &metrics {
+        m.stage("setup");
+    }
+    Ok(metrics)
 }
 
 /// `[index]`: the output's index, made current once the run is committed.
@@ -204,17 +237,17 @@ pub fn validate(
                     Ok(_) => {}
                     Err(e) => {
                         failed += 1;
-                        eprintln!("error: {path}: {e:#}");
+                        embedflow::error_line!("{path}: {e:#}");
                     }
                 }
             }
             Err(e @ Error::Job { .. }) => {
                 failed += 1;
-                eprintln!("error: {e:#}");
+                embedflow::error_line!("{e:#}");
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {path}: {e:#}");
+                embedflow::error_line!("{path}: {e:#}");
             }
         }
     }
@@ -266,7 +299,7 @@ pub fn with_shard(
     if let Some(s) = &shard
         && !quiet
     {
-        eprintln!("embedflow: {s} (from {})", s.from);
+        embedflow::note!("{s} (from {})", s.from);
     }
     opts.shard = shard;
     Ok(opts)

@@ -216,18 +216,21 @@ fn prompt(
                     match rt.block_on(stoppable(session.run(&stmt))) {
                         Ok((schema, batches)) if !schema.fields().is_empty() => {
                             if let Err(e) = emitter.emit(&schema, &batches) {
-                                eprintln!("error: {e:#}");
+                                embedflow::error_line!("{e:#}");
                             }
                         }
                         Ok(_) => {}
                         // Ctrl-C during a statement stops that
                         // statement, not the prompt.
                         Err(Error::Interrupted) => {
-                            eprintln!("query cancelled");
+                            embedflow::notice::emit(
+                                embedflow::notice::Kind::Plain,
+                                format_args!("query cancelled"),
+                            );
                             embedflow::cancel::reset();
                             break;
                         }
-                        Err(e) => eprintln!("error: {e}"),
+                        Err(e) => embedflow::error_line!("{e}"),
                     }
                 }
                 buf.clear();

@@ -29,6 +29,8 @@ pub struct JobPlan {
     pub report: Option<ReportPlan>,
     /// `[index]`: the output's ANN index, kept current after each run.
     pub index: Option<IndexPlan>,
+    /// `[metrics]` (or `--metrics FILE`): the run's counters for Prometheus.
+    pub metrics: Option<crate::metrics::MetricsPlan>,
 }
 
 /// `[index]`: how the output's index is built (see `embedflow index`).

@@ -672,6 +672,7 @@ impl JobPlan {
         }
         let shard = read_shard(&mut root, &mut p, output.plan.format);
         let s3 = read_s3(&mut root, &mut p);
+        let metrics = read_metrics(&mut root, &mut p);
         root.finish(&mut p);
         let later = Later {
             has_cluster: cluster.is_some(),
@@ -725,8 +726,37 @@ impl JobPlan {
             shard,
             report,
             index,
+            metrics,
         })
     }
+}
+
+/// `[metrics]`: a textfile for node_exporter (`path`), a Pushgateway
+/// (`push_url`), and the seconds between rewrites.
+fn read_metrics(root: &mut Section, p: &mut Problems) -> Option<crate::metrics::MetricsPlan> {
+    let mut s = root.table("metrics", p);
+    if !s.is_present() {
+        return None;
+    }
+    let path = s.string("path", p);
+    let push_url = s.string("push_url", p);
+    let interval = s.number("interval_seconds", 0.05..=86_400.0, p).map_or(
+        crate::metrics::DEFAULT_INTERVAL,
+        std::time::Duration::from_secs_f64,
+    );
+    if let Some(path) = path.as_deref().filter(|p| p.contains("://")) {
+        p.push(format!(
+            "metrics.path: a local file is expected (node_exporter's textfile folder), found {path}; a Pushgateway is metrics.push_url"
+        ));
+    }
+    // Neither path nor push_url is checked when the run starts: --metrics
+    // FILE may give the path.
+    s.finish(p);
+    Some(crate::metrics::MetricsPlan {
+        path,
+        push_url,
+        interval,
+    })
 }
 
 /// `[cluster]`, or `None` when the section is absent: the job's and

@@ -167,9 +167,10 @@ impl EmbedStage {
         }
         for &c in &refused {
             let text: String = u.encoded[c].text.chars().take(60).collect();
-            eprintln!(
-                "embedflow: skipped a row of {} (from row {}): the embedding API refused its input \"{text}…\"",
-                u.file, u.first_row
+            crate::note!(
+                "skipped a row of {} (from row {}): the embedding API refused its input \"{text}…\"",
+                u.file,
+                u.first_row
             );
         }
         let rows = u.drop_chunk_rows(&refused, dim);

@@ -72,6 +72,10 @@ pub struct RunOptions {
     pub device: Option<Device>,
     /// This process's shard of a sharded run (`--shard`, the scheduler).
     pub shard: Option<crate::shard::Shard>,
+    /// `--metrics FILE`: overrides the job's `metrics.path`.
+    pub metrics_file: Option<String>,
+    /// The run's metrics, once started (see [`crate::metrics`]).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Default for RunOptions {
@@ -82,6 +86,8 @@ impl Default for RunOptions {
             workers: None,
             device: None,
             shard: None,
+            metrics_file: None,
+            metrics: None,
         }
     }
 }
@@ -98,6 +104,9 @@ impl RunOptions {
         }
         if let Some(w) = self.workers {
             plan.embed.workers = w;
+        }
+        if let Some(path) = &self.metrics_file {
+            plan.metrics.get_or_insert_default().path = Some(path.clone());
         }
         plan
     }
@@ -210,6 +219,7 @@ pub async fn run_job(
         s3: plan.s3.clone(),
         zero_shot,
     };
+    stage(opts, "cluster");
     let clustered = cluster::run_cluster(&job, opts.progress != ProgressMode::Off).await;
     if let Ok(loc) = stores.resolve(&staging) {
         let _ = object_store::ObjectStoreExt::delete(loc.store.as_ref(), &loc.path).await;
@@ -244,7 +254,7 @@ pub async fn run_embedding(c: CheckedJob, opts: &RunOptions) -> Result<Summary> 
     match embed_run(c, opts).await? {
         Ran::Done(summary) => Ok(*summary),
         Ran::ServerChanged(why) => {
-            eprintln!("embedflow: {why}: every row is embedded again");
+            crate::note!("{why}: every row is embedded again");
             let c = check::check_with(plan, Probe::First).await?;
             match embed_run(c, opts).await? {
                 Ran::Done(summary) => Ok(*summary),
@@ -305,6 +315,7 @@ async fn embed_run(mut c: CheckedJob, opts: &RunOptions) -> Result<Ran> {
     );
     let total_rows = c.input.total_rows.filter(|_| c.plan.input.filter.is_none());
     let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
+    watch_rows(opts, &c, &counters, &ready);
     let input_version = c.input.table.as_ref().map(|t| t.version);
     let source_task = read_stage(&c, update.as_ref(), src_tx);
     let prepare_thread = prepare.spawn(skip, stop.clone(), src_rx, prep_tx)?;
@@ -333,6 +344,7 @@ async fn embed_run(mut c: CheckedJob, opts: &RunOptions) -> Result<Ran> {
         update,
         shard: opts.shard.as_ref(),
     };
+    stage(opts, "commit");
     let table = finish::commit(output, &counters, table)
         .await?
         .map(|(table, vectors)| {
@@ -341,6 +353,22 @@ async fn embed_run(mut c: CheckedJob, opts: &RunOptions) -> Result<Ran> {
         });
     let summary = summary(&c, &counters, &ready, written, table, started);
     Ok(Ran::Done(Box::new(summary)))
+}
+
+/// The run's metrics follow these counters from the first row on.
+fn watch_rows(opts: &RunOptions, c: &CheckedJob, counters: &Arc<Counters>, ready: &Ready) {
+    if let Some(m) = &opts.metrics {
+        let input_bytes = c.input.files.iter().map(|f| f.size).sum();
+        m.attach(Arc::clone(counters), ready.api.clone(), input_bytes);
+        m.stage("embed");
+    }
+}
+
+/// The run's metrics count time in `name` from now on.
+fn stage(opts: &RunOptions, name: &'static str) {
+    if let Some(m) = &opts.metrics {
+        m.stage(name);
+    }
 }
 
 /// Before the first row is read: the token budget; and a remote model

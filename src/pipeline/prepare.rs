@@ -490,11 +490,9 @@ impl PrepareStage {
                     .reported
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if k < REPORTED_BAD_ROWS {
-                    eprintln!("embedflow: skipped: {message}");
+                    crate::note!("skipped: {message}");
                 } else if k == REPORTED_BAD_ROWS {
-                    eprintln!(
-                        "embedflow: more rows skipped for bad images; the summary counts them"
-                    );
+                    crate::note!("more rows skipped for bad images; the summary counts them");
                 }
                 Ok(Vec::new())
             }

@@ -10,8 +10,8 @@ use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 
 pub(crate) use self::parquet::io_words_in;
 pub use self::parquet::{
-    Compression, DEFAULT_ROW_GROUP_SIZE, ParquetSink, WriteOptions, remove_stale_part_temporaries,
-    sync_file_and_folder,
+    Compression, DEFAULT_ROW_GROUP_SIZE, ParquetSink, WriteOptions, bytes_written,
+    remove_stale_part_temporaries, sync_file_and_folder,
 };
 use crate::{Error, Result};
 

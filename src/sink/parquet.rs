@@ -101,8 +101,17 @@ struct ObjectWriter {
     digest: Option<std::sync::Arc<std::sync::Mutex<Sha256>>>,
 }
 
+/// Bytes handed to every Parquet output of this process (its metrics).
+static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of Parquet this process has written so far.
+pub fn bytes_written() -> u64 {
+    BYTES_WRITTEN.load(Ordering::Relaxed)
+}
+
 impl AsyncFileWriter for ObjectWriter {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        BYTES_WRITTEN.fetch_add(bs.len() as u64, Ordering::Relaxed);
         if let Some(Ok(mut d)) = self.digest.as_ref().map(|d| d.lock()) {
             d.update(&bs);
         }

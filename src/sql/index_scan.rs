@@ -97,7 +97,7 @@ impl TableIndex {
             return Ok(Err(None));
         };
         let unused = |why: String| {
-            eprintln!("embedflow: {why}; queries scan every row");
+            crate::note!("{why}; queries scan every row");
             Ok(Err(Some(why)))
         };
         let meta = match index::read_meta(stores, &dir).await {

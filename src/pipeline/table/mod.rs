@@ -82,8 +82,8 @@ pub(super) async fn open(c: &mut CheckedJob, s: TableStart<'_>) -> Result<(Table
     )
     .await?;
     if run.resumed() > 0 {
-        eprintln!(
-            "embedflow: resuming the interrupted run into {}: {} units already done",
+        crate::note!(
+            "resuming the interrupted run into {}: {} units already done",
             run.display(),
             run.resumed()
         );

@@ -514,8 +514,8 @@ impl TableRun {
         }
         if !committed {
             match &old {
-                Some(o) => eprintln!(
-                    "embedflow: not resuming the interrupted run into {}: {}; starting afresh",
+                Some(o) => crate::note!(
+                    "not resuming the interrupted run into {}: {}; starting afresh",
                     self.target.display(),
                     o.differs(&self.record)
                 ),
@@ -534,8 +534,8 @@ impl TableRun {
     async fn proven(&self, r: &UnitRecord) -> Result<bool> {
         for part in &r.parts {
             if let Some(why) = self.target.disproves(part, true).await? {
-                eprintln!(
-                    "embedflow: redoing unit {} of the interrupted run into {}: {why}",
+                crate::note!(
+                    "redoing unit {} of the interrupted run into {}: {why}",
                     r.unit,
                     self.target.display()
                 );
