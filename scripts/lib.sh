@@ -36,3 +36,24 @@ _embedflow_on_err() {
     "$EMBEDFLOW_SCRIPT" "$EMBEDFLOW_SCRIPT" >&2
 }
 trap '_embedflow_on_err $? $LINENO "$BASH_COMMAND"' ERR
+
+# sha FILE: its sha256, or "missing" when there is no such file (a first run).
+sha() {
+  if [[ -f $1 ]]; then
+    sha256sum "$1" | cut -d' ' -f1
+  else
+    echo missing
+  fi
+}
+# stamp_key FILE...: size and mtime of each file, or "missing" for an absent
+# one: what a .verified stamp records, so a changed file is hashed again.
+stamp_key() {
+  local f
+  for f in "$@"; do
+    if [[ -e $f ]]; then
+      stat -L -c '%s %Y' "$f"
+    else
+      echo missing
+    fi
+  done | tr '\n' ' '
+}
