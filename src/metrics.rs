@@ -125,7 +125,11 @@ impl Metrics {
             plan: plan.clone(),
             labels,
             started: SystemTime::now(),
-            state: Mutex::new(State::default()),
+            // From its start the run is setting up (checks, model load).
+            state: Mutex::new(State {
+                current: Some(("setup", Instant::now())),
+                ..State::default()
+            }),
             stop: (Mutex::new(false), Condvar::new()),
             thread: Mutex::new(None),
             push,
@@ -234,15 +238,25 @@ impl Metrics {
 impl State {
     fn end_stage(&mut self) {
         if let Some((name, since)) = self.current.take() {
-            self.add_stage(name, since.elapsed().as_secs_f64());
+            add_stage(&mut self.stages, name, since.elapsed().as_secs_f64());
         }
     }
 
-    fn add_stage(&mut self, name: &'static str, secs: f64) {
-        match self.stages.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, s)) => *s += secs,
-            None => self.stages.push((name, secs)),
+    /// Seconds by stage so far, the current one's included.
+    fn stage_seconds(&self) -> Vec<(&'static str, f64)> {
+        let mut stages = self.stages.clone();
+        if let Some((name, since)) = self.current {
+            add_stage(&mut stages, name, since.elapsed().as_secs_f64());
         }
+        stages
+    }
+}
+
+/// Adds `secs` to `name`'s seconds (a stage run twice adds up).
+fn add_stage(stages: &mut Vec<(&'static str, f64)>, name: &'static str, secs: f64) {
+    match stages.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, s)) => *s += secs,
+        None => stages.push((name, secs)),
     }
 }
 
@@ -290,6 +304,22 @@ impl<'a> Families<'a> {
                 number(*value)
             );
         }
+    }
+
+    /// A family of one series per value of `label`.
+    fn labelled(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        values: &[(&str, f64)],
+    ) {
+        let series: Vec<_> = values
+            .iter()
+            .map(|(v, n)| (Some((label, *v)), *n))
+            .collect();
+        self.family(name, kind, help, &series);
     }
 
     fn run(&mut self, started: SystemTime, s: &State) {
@@ -371,20 +401,17 @@ impl<'a> Families<'a> {
             );
             if let Some(c) = &t.changes {
                 let rows = [
-                    ("unchanged", c.unchanged),
-                    ("changed", c.changed),
-                    ("new", c.new),
-                    ("deleted", c.deleted),
+                    ("unchanged", c.unchanged as f64),
+                    ("changed", c.changed as f64),
+                    ("new", c.new as f64),
+                    ("deleted", c.deleted as f64),
                 ];
-                let series: Vec<_> = rows
-                    .iter()
-                    .map(|(k, n)| (Some(("change", *k)), *n as f64))
-                    .collect();
-                self.family(
+                self.labelled(
                     "embedflow_incremental_rows",
                     "gauge",
                     "An incremental run's source rows by what changed since the table's version.",
-                    &series,
+                    "change",
+                    &rows,
                 );
             }
         }
@@ -458,21 +485,18 @@ impl<'a> Families<'a> {
             a.requests as f64,
         );
         let causes = [
-            ("rate_limited", a.retries_rate_limited),
-            ("server_error", a.retries_server_error),
-            ("timeout", a.retries_timeout),
-            ("connection", a.retries_connection),
-            ("bad_answer", a.retries_bad_answer),
+            ("rate_limited", a.retries_rate_limited as f64),
+            ("server_error", a.retries_server_error as f64),
+            ("timeout", a.retries_timeout as f64),
+            ("connection", a.retries_connection as f64),
+            ("bad_answer", a.retries_bad_answer as f64),
         ];
-        let series: Vec<_> = causes
-            .iter()
-            .map(|(k, n)| (Some(("cause", *k)), *n as f64))
-            .collect();
-        self.family(
+        self.labelled(
             "embedflow_api_retries_total",
             "counter",
             "Requests to the remote model sent again, by cause.",
-            &series,
+            "cause",
+            &causes,
         );
         self.one(
             "embedflow_api_splits_total",
@@ -495,26 +519,16 @@ impl<'a> Families<'a> {
     }
 
     fn stages(&mut self, s: &State) {
-        let mut stages = s.stages.clone();
-        if let Some((name, since)) = s.current {
-            let secs = since.elapsed().as_secs_f64();
-            match stages.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, t)) => *t += secs,
-                None => stages.push((name, secs)),
-            }
-        }
+        let stages = s.stage_seconds();
         if stages.is_empty() {
             return;
         }
-        let series: Vec<_> = stages
-            .iter()
-            .map(|(k, t)| (Some(("stage", *k)), *t))
-            .collect();
-        self.family(
+        self.labelled(
             "embedflow_stage_seconds",
             "gauge",
             "Seconds spent in each stage of the run so far (setup: checks and model load; embed: rows read, embedded and written; commit; index; report).",
-            &series,
+            "stage",
+            &stages,
         );
     }
 }

@@ -35,7 +35,7 @@ pub fn run(
     let done = rt.block_on(async {
         let checked = pipeline::check(plan).await?;
         let (summary, clusters) = pipeline::run_job(checked, opts).await?;
-        let (index, report) = after.run(&summary, metrics.as_ref()).await?;
+        let (index, report) = after.run(&summary, opts).await?;
         Ok((summary, clusters, index, report))
     });
     if let Some(m) = &metrics {
@@ -113,13 +113,8 @@ impl After {
     async fn run(
         &self,
         summary: &embedflow::progress::Summary,
-        metrics: Option<&Metrics>,
+        opts: &RunOptions,
     ) -> Result<(Option<IndexSummary>, Option<ReportSummary>), Error> {
-        let stage = |name| {
-            if let Some(m) = metrics {
-                m.stage(name);
-            }
-        };
         if summary.vectors_written == 0 {
             return Ok((None, None));
         }
@@ -132,7 +127,7 @@ impl After {
         };
         let index = match &self.index {
             Some(i) => Some({
-                stage("index");
+                opts.stage("index");
                 run_index(i)
                     .await
                     .map_err(|e| failed("[index]", "its index was not brought up to date", e))?
@@ -141,7 +136,7 @@ impl After {
         };
         let report = match &self.report {
             Some(r) => Some({
-                stage("report");
+                opts.stage("report");
                 run_report(r, self.progress)
                     .await
                     .map_err(|e| failed("[report]", "its report was not", e))?
@@ -161,11 +156,12 @@ fn start_metrics(
 ) -> anyhow::Result<Option<Metrics>> {
     let name = plan.name.clone().unwrap_or_else(|| plan.origin.clone());
     let shard = opts.shard.as_ref().map(|s| s.index);
-    let metrics = Metrics::start(plan.metrics.as_ref(), &name, shard, rt.handle().clone())?;
-    if let Some(m) = &metrics {
-        m.stage("setup");
-    }
-    Ok(metrics)
+    Ok(Metrics::start(
+        plan.metrics.as_ref(),
+        &name,
+        shard,
+        rt.handle().clone(),
+    )?)
 }
 
 /// `[index]`: the output's index, made current once the run is committed.

@@ -111,6 +111,13 @@ impl RunOptions {
         plan
     }
 
+    /// The run's metrics (if any) count time in `name` from now on.
+    pub fn stage(&self, name: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.stage(name);
+        }
+    }
+
     /// Where and how a model runs outside a job: these options, or the
     /// defaults (CPU, all cores).
     pub fn exec_default(&self) -> SessionOptions {
@@ -219,7 +226,7 @@ pub async fn run_job(
         s3: plan.s3.clone(),
         zero_shot,
     };
-    stage(opts, "cluster");
+    opts.stage("cluster");
     let clustered = cluster::run_cluster(&job, opts.progress != ProgressMode::Off).await;
     if let Ok(loc) = stores.resolve(&staging) {
         let _ = object_store::ObjectStoreExt::delete(loc.store.as_ref(), &loc.path).await;
@@ -306,16 +313,7 @@ async fn embed_run(mut c: CheckedJob, opts: &RunOptions) -> Result<Ran> {
             return done.map(|why| Ran::ServerChanged(why.unwrap_or_default()));
         }
     }
-    tracing::info!(
-        files = c.input.files.len(),
-        rows = ?c.input.total_rows,
-        model = %c.model.name,
-        dim = ready.dim,
-        "starting"
-    );
-    let total_rows = c.input.total_rows.filter(|_| c.plan.input.filter.is_none());
-    let reporter = Reporter::start(opts.progress, Arc::clone(&counters), total_rows);
-    watch_rows(opts, &c, &counters, &ready);
+    let reporter = watch_rows(opts, &c, &counters, &ready);
     let input_version = c.input.table.as_ref().map(|t| t.version);
     let source_task = read_stage(&c, update.as_ref(), src_tx);
     let prepare_thread = prepare.spawn(skip, stop.clone(), src_rx, prep_tx)?;
@@ -344,7 +342,7 @@ async fn embed_run(mut c: CheckedJob, opts: &RunOptions) -> Result<Ran> {
         update,
         shard: opts.shard.as_ref(),
     };
-    stage(opts, "commit");
+    opts.stage("commit");
     let table = finish::commit(output, &counters, table)
         .await?
         .map(|(table, vectors)| {
@@ -355,20 +353,29 @@ async fn embed_run(mut c: CheckedJob, opts: &RunOptions) -> Result<Ran> {
     Ok(Ran::Done(Box::new(summary)))
 }
 
-/// The run's metrics follow these counters from the first row on.
-fn watch_rows(opts: &RunOptions, c: &CheckedJob, counters: &Arc<Counters>, ready: &Ready) {
+/// From the first row on: the log's "starting", the progress display and
+/// the run's metrics follow these counters.
+fn watch_rows(
+    opts: &RunOptions,
+    c: &CheckedJob,
+    counters: &Arc<Counters>,
+    ready: &Ready,
+) -> Reporter {
+    tracing::info!(
+        files = c.input.files.len(),
+        rows = ?c.input.total_rows,
+        model = %c.model.name,
+        dim = ready.dim,
+        "starting"
+    );
+    let total_rows = c.input.total_rows.filter(|_| c.plan.input.filter.is_none());
+    let reporter = Reporter::start(opts.progress, Arc::clone(counters), total_rows);
     if let Some(m) = &opts.metrics {
         let input_bytes = c.input.files.iter().map(|f| f.size).sum();
         m.attach(Arc::clone(counters), ready.api.clone(), input_bytes);
         m.stage("embed");
     }
-}
-
-/// The run's metrics count time in `name` from now on.
-fn stage(opts: &RunOptions, name: &'static str) {
-    if let Some(m) = &opts.metrics {
-        m.stage(name);
-    }
+    reporter
 }
 
 /// Before the first row is read: the token budget; and a remote model
