@@ -57,3 +57,20 @@ stamp_key() {
     fi
   done | tr '\n' ' '
 }
+
+# apt_install [--recommends] PACKAGE...: installs Debian packages once per
+# machine (as root, or with sudo that asks no password), saying so; no
+# service a package ships is started (RUNLEVEL=1). Dies saying what to do.
+apt_install() {
+  local recommends=--no-install-recommends sudo=()
+  if [[ $1 == --recommends ]]; then
+    recommends=--install-recommends
+    shift
+  fi
+  [[ $(id -u) == 0 ]] || sudo=(sudo -n)
+  say "installing $* from Debian (once per machine)"
+  { "${sudo[@]}" apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 "${sudo[@]}" apt-get install -y -q "$recommends" "$@"; } >&2 ||
+    die "apt-get install $* failed (its message is above)" \
+      "install $* with your package manager (root or sudo needed), then run scripts/$EMBEDFLOW_SCRIPT again"
+}
